@@ -1,0 +1,98 @@
+//! Counter layouts: traffic per VIP and per backend, and why packets were not balanced.
+
+use crate::pod;
+
+/// Value of the per-CPU `VIP_STATS` and `BACKEND_STATS` arrays.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Traffic {
+    /// Packets forwarded.
+    pub packets: u64,
+    /// Bytes forwarded, as received (before any encapsulation).
+    pub bytes: u64,
+    /// Flows that were assigned a backend by the Maglev table rather than found in the flow table.
+    pub new_flows: u64,
+}
+const _: () = assert!(core::mem::size_of::<Traffic>() == 24);
+
+impl Traffic {
+    /// Adds another CPU's counters to these.
+    pub fn add(&mut self, other: &Traffic) {
+        self.packets += other.packets;
+        self.bytes += other.bytes;
+        self.new_flows += other.new_flows;
+    }
+}
+
+/// Why the data path did not balance a packet: the index into the per-CPU `REASONS` array.
+///
+/// Every packet that is not forwarded is counted under exactly one reason.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reason {
+    /// Not IPv4 or IPv6 (ARP, LLDP, …): passed.
+    NotIp = 0,
+    /// Headers end before the packet says they do: passed.
+    Truncated = 1,
+    /// An IPv4 fragment or an IPv6 fragment header: passed.
+    Fragment = 2,
+    /// IPv4 header with options: passed.
+    Ipv4Options = 3,
+    /// IPv6 extension header the parser does not skip: passed.
+    Ipv6ExtHeader = 4,
+    /// ICMP or ICMPv6: passed.
+    Icmp = 5,
+    /// Another transport (not TCP or UDP): passed.
+    OtherProto = 6,
+    /// Destination is not a VIP: passed.
+    NoVip = 7,
+    /// VIP terminated locally by the L7 proxy: passed.
+    Local = 8,
+    /// VIP has no usable backend: dropped, so the balancer's own stack never answers for it.
+    NoBackend = 9,
+    /// The packet could not be rewritten (headroom, map error): dropped.
+    Rewrite = 10,
+}
+
+impl Reason {
+    /// Number of reasons, the size of the `REASONS` array.
+    pub const COUNT: u32 = 11;
+    /// All reasons, in index order.
+    pub const ALL: [Reason; Self::COUNT as usize] = [
+        Reason::NotIp,
+        Reason::Truncated,
+        Reason::Fragment,
+        Reason::Ipv4Options,
+        Reason::Ipv6ExtHeader,
+        Reason::Icmp,
+        Reason::OtherProto,
+        Reason::NoVip,
+        Reason::Local,
+        Reason::NoBackend,
+        Reason::Rewrite,
+    ];
+
+    /// The name used in metrics and the CLI.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Reason::NotIp => "not_ip",
+            Reason::Truncated => "truncated",
+            Reason::Fragment => "fragment",
+            Reason::Ipv4Options => "ipv4_options",
+            Reason::Ipv6ExtHeader => "ipv6_ext_header",
+            Reason::Icmp => "icmp",
+            Reason::OtherProto => "other_proto",
+            Reason::NoVip => "no_vip",
+            Reason::Local => "local",
+            Reason::NoBackend => "no_backend",
+            Reason::Rewrite => "rewrite",
+        }
+    }
+
+    /// Whether packets counted under this reason are dropped rather than passed to the kernel.
+    pub const fn drops(self) -> bool {
+        matches!(self, Reason::NoBackend | Reason::Rewrite)
+    }
+}
+
+pod!(Traffic);

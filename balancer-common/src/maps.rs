@@ -1,0 +1,37 @@
+//! Map names and sizes. The XDP program names its statics after these constants; the daemon opens
+//! maps by these names, and a test checks that the built object has every one of them.
+
+/// VIP table: `VipKey` → `VipMeta` (hash). Written by the daemon.
+pub const VIPS: &str = "VIPS";
+/// Maglev tables: `u32` index (`ring_index`) → backend id (array). Written by the daemon.
+pub const RINGS: &str = "RINGS";
+/// Backends: backend id → `Backend` (array). Written by the daemon.
+pub const BACKENDS: &str = "BACKENDS";
+/// Flow table: `FlowKey` → `FlowValue` (per-CPU LRU hash). Written by the data path.
+pub const FLOWS: &str = "FLOWS";
+/// Traffic per VIP id (per-CPU array of `Traffic`). Written by the data path.
+pub const VIP_STATS: &str = "VIP_STATS";
+/// Traffic per backend id (per-CPU array of `Traffic`). Written by the data path.
+pub const BACKEND_STATS: &str = "BACKEND_STATS";
+/// Packets not balanced, per `Reason` (per-CPU array of `u64`). Written by the data path.
+pub const REASONS: &str = "REASONS";
+
+/// Every map the balancer program defines.
+pub const ALL: [&str; 7] = [VIPS, RINGS, BACKENDS, FLOWS, VIP_STATS, BACKEND_STATS, REASONS];
+
+/// Most VIPs one balancer serves.
+pub const MAX_VIPS: u32 = 64;
+/// Most backends across all VIPs; backend ids are `0..MAX_BACKENDS`.
+pub const MAX_BACKENDS: u32 = 4096;
+/// Largest Maglev table per VIP (the Maglev paper's 65537, a prime).
+pub const MAX_RING_SIZE: u32 = 65537;
+/// Entries in the flow table, per CPU.
+pub const MAX_FLOWS: u32 = 1 << 20;
+/// Ring entries: two halves (live and staging) of `MAX_RING_SIZE` slots for every VIP.
+pub const RING_ENTRIES: u32 = MAX_VIPS * 2 * MAX_RING_SIZE;
+
+/// Index in `RINGS` of `slot` in generation `ring_gen` of VIP `vip_id`.
+#[inline(always)]
+pub const fn ring_index(vip_id: u32, ring_gen: u32, slot: u32) -> u32 {
+    (vip_id * 2 + (ring_gen & 1)) * MAX_RING_SIZE + slot
+}

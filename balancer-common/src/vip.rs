@@ -1,0 +1,59 @@
+//! Virtual services: what the data path matches a packet's destination against.
+
+use crate::pod;
+
+/// Key of the `VIPS` map: a packet's destination as it appears on the wire.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct VipKey {
+    /// Destination address, network byte order; IPv4 uses bytes 0..4 and zeroes the rest.
+    pub addr: [u8; 16],
+    /// Destination port, network byte order.
+    pub port_be: u16,
+    /// IP protocol (`proto::TCP` or `proto::UDP`).
+    pub proto: u8,
+    /// `family::V4` or `family::V6`.
+    pub family: u8,
+}
+const _: () = assert!(core::mem::size_of::<VipKey>() == 20);
+
+/// How packets for a VIP leave the balancer.
+pub mod forward {
+    /// L2 direct server return: rewrite MACs and transmit; the backend holds the VIP itself.
+    pub const DSR: u8 = 0;
+    /// IP-in-IP encapsulation towards the backend (IPv4-in-IPv4, IPv6-in-IPv6).
+    pub const IPIP: u8 = 1;
+    /// Hand the packet to the local stack, where the daemon's L7 proxy terminates it.
+    pub const LOCAL: u8 = 2;
+}
+
+/// Per-VIP flags (`VipMeta::flags`).
+pub mod flags {
+    /// Leave the source port out of the flow hash, so every packet of a client (UDP/QUIC) sticks.
+    pub const IGNORE_SRC_PORT: u8 = 1 << 0;
+}
+
+/// Value of the `VIPS` map.
+///
+/// The whole value is replaced in one map update (a hash-map update is atomic for readers), which
+/// is how a new Maglev table goes live: it is written into the half of the VIP's ring area that
+/// `ring_gen` does not point at, then a new `VipMeta` flips `ring_gen`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VipMeta {
+    /// Index of this VIP in `VIP_STATS` and in the ring area (`maps::ring_index`).
+    pub id: u32,
+    /// Number of live slots in the VIP's Maglev table (a prime, at most `maps::MAX_RING_SIZE`).
+    pub ring_size: u32,
+    /// Which of the VIP's two ring halves is live: 0 or 1.
+    pub ring_gen: u32,
+    /// One of the `forward` constants.
+    pub forward: u8,
+    /// `flags::*` bits.
+    pub flags: u8,
+    /// Explicit padding; always zero.
+    pub _pad: [u8; 2],
+}
+const _: () = assert!(core::mem::size_of::<VipMeta>() == 16);
+
+pod!(VipKey, VipMeta);

@@ -1,0 +1,28 @@
+//! Backend choice for a new flow: one slot of the VIP's live Maglev table.
+
+use balancer_common::{
+    backend::{Backend, state},
+    counters::Reason,
+    flow::FlowKey,
+    hash::flow_hash,
+    maps::{MAX_RING_SIZE, ring_index},
+    vip::VipMeta,
+};
+
+use crate::maps::{BACKENDS, RINGS};
+
+/// `table[hash(5-tuple) % M]`, if that backend is active.
+#[inline(always)]
+pub fn pick(vip: &VipMeta, key: &FlowKey) -> Result<(u32, Backend), Reason> {
+    let size = vip.ring_size;
+    if size == 0 || size > MAX_RING_SIZE {
+        return Err(Reason::NoBackend);
+    }
+    let slot = flow_hash(key) % size;
+    let id = *RINGS.get(ring_index(vip.id, vip.ring_gen, slot)).ok_or(Reason::NoBackend)?;
+    let backend = *BACKENDS.get(id).ok_or(Reason::NoBackend)?;
+    if backend.state != state::ACTIVE {
+        return Err(Reason::NoBackend);
+    }
+    Ok((id, backend))
+}

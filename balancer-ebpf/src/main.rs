@@ -1,0 +1,76 @@
+//! The balancer's XDP programs.
+//!
+//! `balancer` is the L4 data path. It reads top to bottom: parse, find the VIP, look up the flow,
+//! pick a backend, rewrite, return. Every packet it does not forward is passed (or, for a VIP
+//! with nowhere to send it, dropped) and counted under exactly one `Reason`.
+//!
+//! `pass` returns `XDP_PASS` and nothing else: it is attached to veth peers, which only accept
+//! `XDP_TX`/redirected frames when they have an XDP program, and it is the reference that
+//! benchmarks subtract.
+#![no_std]
+#![no_main]
+
+mod flow;
+mod forward;
+mod maglev;
+mod maps;
+mod packet;
+mod parse;
+mod stats;
+mod vip;
+
+use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
+use aya_log_ebpf::debug;
+use balancer_common::{counters::Reason, vip::forward as fwd};
+
+#[xdp]
+pub fn balancer(ctx: XdpContext) -> u32 {
+    match process(&ctx) {
+        Ok(action) => action,
+        Err(reason) => {
+            stats::reason(reason);
+            if reason.drops() { xdp_action::XDP_DROP } else { xdp_action::XDP_PASS }
+        }
+    }
+}
+
+#[inline(always)]
+fn process(ctx: &XdpContext) -> Result<u32, Reason> {
+    let packet = parse::parse(ctx)?;
+    let vip = vip::lookup(&packet.key)?;
+    if vip.forward == fwd::LOCAL {
+        return Err(Reason::Local);
+    }
+    let key = flow::key_for(&packet.key, &vip);
+    let (id, backend, new_flow) = match flow::lookup(&key) {
+        Some((id, backend)) => (id, backend, false),
+        None => {
+            let (id, backend) = maglev::pick(&vip, &key)?;
+            flow::insert(&key, id);
+            debug!(ctx, "new flow on vip {} to backend {}", vip.id, id);
+            (id, backend, true)
+        }
+    };
+    let action = match vip.forward {
+        fwd::DSR => forward::dsr(ctx, &backend)?,
+        _ => return Err(Reason::Rewrite),
+    };
+    stats::forwarded(vip.id, id, packet.len, new_flow);
+    Ok(action)
+}
+
+#[xdp]
+pub fn pass(_ctx: XdpContext) -> u32 {
+    xdp_action::XDP_PASS
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    // The verifier rejects any program that could reach a panic, so this is never called.
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

@@ -1,0 +1,45 @@
+//! Every map of the balancer program. Names, sizes and layouts come from `balancer_common`; the
+//! statics are named after `balancer_common::maps` so the daemon finds them.
+
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, HashMap, LruPerCpuHashMap, PerCpuArray},
+};
+use balancer_common::{
+    backend::Backend,
+    counters::{Reason, Traffic},
+    flow::{FlowKey, FlowValue},
+    maps::{MAX_BACKENDS, MAX_FLOWS, MAX_VIPS, RING_ENTRIES},
+    vip::{VipKey, VipMeta},
+};
+
+/// VIP (address, port, protocol) → its id, ring generation and forwarding mode. Daemon-written.
+#[map]
+pub static VIPS: HashMap<VipKey, VipMeta> = HashMap::with_max_entries(MAX_VIPS, 0);
+
+/// Two Maglev tables per VIP (live and staging), flattened: `maps::ring_index` → backend id.
+/// Daemon-written; a table goes live when the VIP's `ring_gen` flips.
+#[map]
+pub static RINGS: Array<u32> = Array::with_max_entries(RING_ENTRIES, 0);
+
+/// Backend id → address, next-hop MAC, state. Daemon-written.
+#[map]
+pub static BACKENDS: Array<Backend> = Array::with_max_entries(MAX_BACKENDS, 0);
+
+/// 5-tuple → backend, so established connections stay put when the ring changes. Written here;
+/// per CPU because the NIC's RSS sends a flow to one queue, and LRU so it never fills up.
+#[map]
+pub static FLOWS: LruPerCpuHashMap<FlowKey, FlowValue> =
+    LruPerCpuHashMap::with_max_entries(MAX_FLOWS, 0);
+
+/// Traffic per VIP id. Written here.
+#[map]
+pub static VIP_STATS: PerCpuArray<Traffic> = PerCpuArray::with_max_entries(MAX_VIPS, 0);
+
+/// Traffic per backend id. Written here.
+#[map]
+pub static BACKEND_STATS: PerCpuArray<Traffic> = PerCpuArray::with_max_entries(MAX_BACKENDS, 0);
+
+/// Packets not balanced, per `Reason`. Written here.
+#[map]
+pub static REASONS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Reason::COUNT, 0);

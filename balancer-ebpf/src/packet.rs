@@ -1,0 +1,34 @@
+//! Bounds-checked access to packet memory: the only place that turns packet offsets into
+//! pointers.
+
+use aya_ebpf::programs::XdpContext;
+use balancer_common::counters::Reason;
+
+/// A pointer to a `T` at `offset` bytes into the packet, or `Reason::Truncated` when the packet
+/// is too short. The explicit comparison against `data_end` is what the verifier needs to see.
+#[inline(always)]
+pub fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Result<*mut T, Reason> {
+    let start = ctx.data();
+    let end = ctx.data_end();
+    if start + offset + core::mem::size_of::<T>() > end {
+        return Err(Reason::Truncated);
+    }
+    Ok((start + offset) as *mut T)
+}
+
+/// Reads a `T` at `offset` (unaligned; packet headers have no alignment guarantees).
+#[inline(always)]
+pub fn read<T: Copy>(ctx: &XdpContext, offset: usize) -> Result<T, Reason> {
+    let p = ptr_at::<T>(ctx, offset)?;
+    // SAFETY: `ptr_at` checked that `size_of::<T>()` bytes at `p` lie inside the packet.
+    Ok(unsafe { p.read_unaligned() })
+}
+
+/// Writes a `T` at `offset` (unaligned).
+#[inline(always)]
+pub fn write<T: Copy>(ctx: &XdpContext, offset: usize, value: T) -> Result<(), Reason> {
+    let p = ptr_at::<T>(ctx, offset)?;
+    // SAFETY: `ptr_at` checked that `size_of::<T>()` bytes at `p` lie inside the packet.
+    unsafe { p.write_unaligned(value) };
+    Ok(())
+}

@@ -1,0 +1,139 @@
+//! Header parsing: Ethernet (one 802.1Q tag), IPv4, IPv6, TCP and UDP into a 5-tuple, or the
+//! reason the packet is left to the kernel.
+
+use aya_ebpf::programs::XdpContext;
+use balancer_common::{counters::Reason, family, flow::FlowKey, proto};
+
+use crate::packet::read;
+
+const ETH_LEN: usize = 14;
+const VLAN_LEN: usize = 4;
+const ETH_P_IP: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86dd;
+const ETH_P_8021Q: u16 = 0x8100;
+const IPV4_LEN: usize = 20;
+const IPV6_LEN: usize = 40;
+const IPPROTO_ICMP: u8 = 1;
+const IPPROTO_ICMPV6: u8 = 58;
+const IPV6_HOPOPTS: u8 = 0;
+const IPV6_ROUTING: u8 = 43;
+const IPV6_FRAGMENT: u8 = 44;
+const IPV6_DSTOPTS: u8 = 60;
+/// Extension headers skipped before giving up; real traffic rarely carries more than one.
+const IPV6_MAX_EXT: usize = 3;
+
+/// What the rest of the data path needs to know about a packet it may balance.
+pub struct Packet {
+    /// Offset of the IP header (after Ethernet and any VLAN tag).
+    pub l3_off: usize,
+    /// The 5-tuple, addresses and ports as on the wire.
+    pub key: FlowKey,
+    /// Bytes in the frame, for the traffic counters.
+    pub len: u64,
+}
+
+/// Parses the headers the balancer acts on. Anything else is an `Err` with the reason the packet
+/// is passed to the kernel untouched.
+#[inline(always)]
+pub fn parse(ctx: &XdpContext) -> Result<Packet, Reason> {
+    let len = (ctx.data_end() - ctx.data()) as u64;
+    let mut l3_off = ETH_LEN;
+    let mut ethertype = u16::from_be_bytes(read::<[u8; 2]>(ctx, 12)?);
+    if ethertype == ETH_P_8021Q {
+        ethertype = u16::from_be_bytes(read::<[u8; 2]>(ctx, ETH_LEN + 2)?);
+        l3_off += VLAN_LEN;
+    }
+    let mut key = FlowKey {
+        src: [0; 16],
+        dst: [0; 16],
+        sport_be: 0,
+        dport_be: 0,
+        proto: 0,
+        family: 0,
+        _pad: [0; 2],
+    };
+    let l4_off = match ethertype {
+        ETH_P_IP => ipv4(ctx, l3_off, &mut key)?,
+        ETH_P_IPV6 => ipv6(ctx, l3_off, &mut key)?,
+        _ => return Err(Reason::NotIp),
+    };
+    ports(ctx, l4_off, &mut key)?;
+    Ok(Packet { l3_off, key, len })
+}
+
+/// Fills addresses and protocol from an IPv4 header; returns the transport header's offset.
+#[inline(always)]
+fn ipv4(ctx: &XdpContext, off: usize, key: &mut FlowKey) -> Result<usize, Reason> {
+    let h = read::<[u8; IPV4_LEN]>(ctx, off)?;
+    if h[0] >> 4 != 4 {
+        return Err(Reason::NotIp);
+    }
+    if h[0] & 0x0f != 5 {
+        return Err(Reason::Ipv4Options);
+    }
+    // More-fragments flag or a non-zero offset: only the first fragment has ports, so none of
+    // them can be balanced consistently.
+    if u16::from_be_bytes([h[6], h[7]]) & 0x3fff != 0 {
+        return Err(Reason::Fragment);
+    }
+    key.proto = transport(h[9], IPPROTO_ICMP)?;
+    key.family = family::V4;
+    key.src[..4].copy_from_slice(&h[12..16]);
+    key.dst[..4].copy_from_slice(&h[16..20]);
+    Ok(off + IPV4_LEN)
+}
+
+/// Fills addresses and protocol from an IPv6 header, skipping up to `IPV6_MAX_EXT` hop-by-hop,
+/// routing and destination-options headers; returns the transport header's offset.
+#[inline(always)]
+fn ipv6(ctx: &XdpContext, off: usize, key: &mut FlowKey) -> Result<usize, Reason> {
+    let h = read::<[u8; IPV6_LEN]>(ctx, off)?;
+    if h[0] >> 4 != 6 {
+        return Err(Reason::NotIp);
+    }
+    key.family = family::V6;
+    key.src.copy_from_slice(&h[8..24]);
+    key.dst.copy_from_slice(&h[24..40]);
+    let mut next = h[6];
+    let mut l4_off = off + IPV6_LEN;
+    for _ in 0..IPV6_MAX_EXT {
+        match next {
+            IPV6_HOPOPTS | IPV6_ROUTING | IPV6_DSTOPTS => {
+                let ext = read::<[u8; 2]>(ctx, l4_off)?;
+                next = ext[0];
+                l4_off += (ext[1] as usize + 1) * 8;
+            }
+            _ => break,
+        }
+    }
+    key.proto = match next {
+        IPV6_FRAGMENT => return Err(Reason::Fragment),
+        IPV6_HOPOPTS | IPV6_ROUTING | IPV6_DSTOPTS => return Err(Reason::Ipv6ExtHeader),
+        p => transport(p, IPPROTO_ICMPV6)?,
+    };
+    Ok(l4_off)
+}
+
+/// Accepts TCP and UDP; sorts everything else into a pass reason.
+#[inline(always)]
+fn transport(p: u8, icmp: u8) -> Result<u8, Reason> {
+    match p {
+        proto::TCP | proto::UDP => Ok(p),
+        p if p == icmp => Err(Reason::Icmp),
+        _ => Err(Reason::OtherProto),
+    }
+}
+
+/// Reads the ports, after checking the whole transport header is present.
+#[inline(always)]
+fn ports(ctx: &XdpContext, off: usize, key: &mut FlowKey) -> Result<(), Reason> {
+    let p = if key.proto == proto::TCP {
+        let h = read::<[u8; 20]>(ctx, off)?;
+        [h[0], h[1], h[2], h[3]]
+    } else {
+        read::<[u8; 8]>(ctx, off).map(|h| [h[0], h[1], h[2], h[3]])?
+    };
+    key.sport_be = u16::from_ne_bytes([p[0], p[1]]);
+    key.dport_be = u16::from_ne_bytes([p[2], p[3]]);
+    Ok(())
+}

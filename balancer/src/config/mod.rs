@@ -1,0 +1,196 @@
+//! The daemon's TOML configuration: types with their defaults, parsing, and validation.
+//!
+//! Values that can be wrong on their own (a ring size that is not a prime, an unknown state) are
+//! rejected while parsing, so the error carries the line of the bad value. Checks across fields
+//! (a duplicate VIP, an IPv6 backend behind an IPv4 VIP) point at the line of the entry at fault.
+
+mod validate;
+
+use std::{
+    net::{IpAddr, SocketAddr},
+    path::{Path, PathBuf},
+};
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::maglev::{self, RingSize};
+
+/// Where the daemon pins its maps by default.
+pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/balancer";
+
+/// A configuration error, already pointing at the place to fix.
+#[derive(Debug, thiserror::Error)]
+#[error("{file}:{line}:{column}: {message}")]
+pub struct ConfigError {
+    /// The file read.
+    pub file: PathBuf,
+    /// 1-based line of the offending value.
+    pub line: usize,
+    /// 1-based column.
+    pub column: usize,
+    /// What is wrong, naming the field.
+    pub message: String,
+}
+
+/// The whole configuration file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Interfaces the XDP program is attached to.
+    pub interfaces: Vec<String>,
+    /// How to attach: `auto` (native, falling back to generic with a warning), `native`, `generic`.
+    #[serde(default)]
+    pub xdp_mode: XdpModeSetting,
+    /// bpffs directory holding the pinned maps. Default `/sys/fs/bpf/balancer`.
+    #[serde(default = "default_pin_dir")]
+    pub pin_dir: PathBuf,
+    /// Seed of the Maglev permutations; every node behind the same ECMP group must share it.
+    #[serde(default = "default_seed")]
+    pub maglev_seed: u64,
+    /// Virtual services.
+    #[serde(default, rename = "vip")]
+    pub vips: Vec<Vip>,
+}
+
+/// How the XDP program is attached.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum XdpModeSetting {
+    /// Native (driver) mode, falling back to generic mode with a warning.
+    #[default]
+    Auto,
+    /// Native (driver) mode only.
+    Native,
+    /// Generic (skb) mode: works everywhere, slower.
+    Generic,
+}
+
+/// One virtual service.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Vip {
+    /// Address and port clients connect to.
+    pub address: Spanned<SocketAddr>,
+    /// `tcp` (default) or `udp`.
+    #[serde(default)]
+    pub protocol: Protocol,
+    /// How packets reach backends: `dsr` (default).
+    #[serde(default)]
+    pub forwarding: Forwarding,
+    /// Maglev table size, a prime ≤ 65537. Default 65537.
+    #[serde(default, deserialize_with = "ring_size")]
+    pub ring_size: RingSize,
+    /// Leave the source port out of the flow hash (UDP/QUIC clients that change ports).
+    #[serde(default)]
+    pub ignore_source_port: bool,
+    /// Real servers.
+    #[serde(default, rename = "backend")]
+    pub backends: Vec<Backend>,
+}
+
+/// Transport protocol of a VIP.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// TCP.
+    #[default]
+    Tcp,
+    /// UDP.
+    Udp,
+}
+
+/// Forwarding mode of a VIP.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Forwarding {
+    /// L2 direct server return: backends share the balancer's L2 segment and hold the VIP on
+    /// loopback.
+    #[default]
+    Dsr,
+}
+
+/// One real server of a VIP.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Backend {
+    /// The backend's address on the balancer's segment.
+    pub address: Spanned<IpAddr>,
+    /// Share of new flows relative to the VIP's other backends (mod_jk's lbfactor). 0 = none.
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+    /// `active` (default), `drain` (keeps its flows, takes no new ones) or `stopped`.
+    #[serde(default)]
+    pub state: BackendState,
+}
+
+/// Administrative state of a backend.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendState {
+    /// Takes new and existing flows.
+    #[default]
+    Active,
+    /// Keeps existing flows, takes no new ones.
+    Drain,
+    /// Takes no traffic; its flows are re-steered.
+    Stopped,
+}
+
+fn default_pin_dir() -> PathBuf {
+    PathBuf::from(DEFAULT_PIN_DIR)
+}
+fn default_seed() -> u64 {
+    maglev::DEFAULT_SEED
+}
+fn default_weight() -> u32 {
+    100
+}
+fn ring_size<'de, D: serde::Deserializer<'de>>(d: D) -> Result<RingSize, D::Error> {
+    RingSize::new(u32::deserialize(d)?).map_err(serde::de::Error::custom)
+}
+
+impl Config {
+    /// Reads, parses and validates a configuration file.
+    ///
+    /// # Errors
+    /// A `ConfigError` naming the file, line and field, for unreadable files too (line 0).
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: path.to_owned(),
+            line: 0,
+            column: 0,
+            message: format!("cannot read: {e}"),
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses and validates configuration text; `path` is only used in errors.
+    ///
+    /// # Errors
+    /// A `ConfigError` naming the file, line and field.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| {
+            let (line, column) = e.span().map_or((0, 0), |s| line_col(text, s.start));
+            ConfigError {
+                file: path.to_owned(),
+                line,
+                column,
+                message: e.message().trim().to_owned(),
+            }
+        })?;
+        validate::check(&config).map_err(|(offset, message)| {
+            let (line, column) = line_col(text, offset);
+            ConfigError { file: path.to_owned(), line, column, message }
+        })?;
+        Ok(config)
+    }
+}
+
+/// 1-based line and column of a byte offset.
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+    (line, column)
+}

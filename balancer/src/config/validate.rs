@@ -1,0 +1,115 @@
+//! Checks that span several fields. Each failure returns the byte offset of the entry at fault
+//! and a message that names the field.
+
+use std::collections::HashSet;
+
+use balancer_common::maps::{MAX_BACKENDS, MAX_VIPS};
+
+use super::Config;
+
+pub(super) fn check(config: &Config) -> Result<(), (usize, String)> {
+    if config.interfaces.is_empty() {
+        return Err((0, "`interfaces` is empty: name at least one interface to attach to".into()));
+    }
+    if config.vips.len() > MAX_VIPS as usize {
+        let at = config.vips[MAX_VIPS as usize].address.span().start;
+        return Err((at, format!("too many [[vip]] entries: at most {MAX_VIPS}")));
+    }
+    let mut seen = HashSet::new();
+    let mut backends = 0usize;
+    for (i, vip) in config.vips.iter().enumerate() {
+        let addr = *vip.address.get_ref();
+        if !seen.insert((addr, vip.protocol)) {
+            return Err((
+                vip.address.span().start,
+                format!("vip[{i}].address: {addr} ({:?}) is already defined", vip.protocol),
+            ));
+        }
+        let mut mine = HashSet::new();
+        for (j, b) in vip.backends.iter().enumerate() {
+            let ip = *b.address.get_ref();
+            if ip.is_ipv4() != addr.is_ipv4() {
+                return Err((
+                    b.address.span().start,
+                    format!(
+                        "vip[{i}].backend[{j}].address: {ip} is not of the same IP family as the \
+                         VIP {addr}"
+                    ),
+                ));
+            }
+            if !mine.insert(ip) {
+                return Err((
+                    b.address.span().start,
+                    format!("vip[{i}].backend[{j}].address: {ip} is listed twice for this VIP"),
+                ));
+            }
+        }
+        backends += vip.backends.len();
+        if backends > MAX_BACKENDS as usize {
+            return Err((
+                vip.address.span().start,
+                format!("too many backends in total: at most {MAX_BACKENDS}"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use crate::config::Config;
+
+    fn err(text: &str) -> String {
+        Config::parse(text, Path::new("b.toml")).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn unknown_field_is_named_with_its_line() {
+        let e = err("interfaces = [\"eth0\"]\n[[vip]]\naddress = \"10.0.0.1:80\"\nweight = 3\n");
+        assert!(e.starts_with("b.toml:4:"), "{e}");
+        assert!(e.contains("unknown field `weight`"), "{e}");
+    }
+
+    #[test]
+    fn ring_size_that_is_not_prime_is_rejected_on_its_line() {
+        let e = err("interfaces = [\"eth0\"]\n[[vip]]\naddress = \"10.0.0.1:80\"\nring_size = 1000\n");
+        assert!(e.starts_with("b.toml:4:"), "{e}");
+        assert!(e.contains("not a prime"), "{e}");
+    }
+
+    #[test]
+    fn duplicate_vip_points_at_the_second_one() {
+        let e = err(
+            "interfaces = [\"eth0\"]\n[[vip]]\naddress = \"10.0.0.1:80\"\n[[vip]]\naddress = \"10.0.0.1:80\"\n",
+        );
+        assert!(e.starts_with("b.toml:5:"), "{e}");
+        assert!(e.contains("vip[1].address"), "{e}");
+    }
+
+    #[test]
+    fn backend_of_the_wrong_family_is_named() {
+        let e = err(
+            "interfaces = [\"eth0\"]\n[[vip]]\naddress = \"10.0.0.1:80\"\n[[vip.backend]]\naddress = \"fd00::2\"\n",
+        );
+        assert!(e.starts_with("b.toml:5:"), "{e}");
+        assert!(e.contains("vip[0].backend[0].address"), "{e}");
+    }
+
+    #[test]
+    fn unknown_state_lists_the_valid_ones() {
+        let e = err(
+            "interfaces = [\"eth0\"]\n[[vip]]\naddress = \"10.0.0.1:80\"\n[[vip.backend]]\naddress = \"10.0.0.2\"\nstate = \"paused\"\n",
+        );
+        assert!(e.starts_with("b.toml:6:"), "{e}");
+        assert!(e.contains("active") && e.contains("drain"), "{e}");
+    }
+
+    #[test]
+    fn example_config_is_valid() {
+        let text = include_str!("../../../examples/balancer.toml");
+        let c = Config::parse(text, Path::new("examples/balancer.toml")).unwrap();
+        assert!(!c.vips.is_empty());
+    }
+}

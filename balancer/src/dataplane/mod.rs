@@ -1,0 +1,9 @@
+//! The loaded XDP program and its maps: loading and attaching (`loader`), what the maps should
+//! hold for a configuration (`plan`, pure), writing it (`sync`), and reading counters (`stats`).
+
+pub mod loader;
+pub mod plan;
+pub mod stats;
+pub mod sync;
+
+pub use loader::{Dataplane, LoadError};

@@ -1,0 +1,169 @@
+//! What the maps should hold for a configuration. Pure: no syscalls, so it is unit-tested
+//! without root, and `sync` only writes what this computed.
+
+use std::{collections::HashMap, net::IpAddr};
+
+use balancer_common::{
+    backend::{Backend, state},
+    family, proto,
+    vip::{VipKey, VipMeta, flags, forward},
+};
+
+use crate::{
+    config::{self, Config, Forwarding, Protocol},
+    maglev::{self, Member},
+};
+
+/// Where a backend's frames go: its MAC and the interface it was found on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NextHop {
+    /// The backend's MAC.
+    pub mac: [u8; 6],
+    /// The interface it is reachable on.
+    pub ifindex: u32,
+}
+
+/// One VIP's map entries.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VipPlan {
+    /// `VIPS` key.
+    pub key: VipKey,
+    /// `VIPS` value, with `ring_gen` left for `sync` to choose.
+    pub meta: VipMeta,
+    /// Backend id per ring slot; empty when no backend takes new flows.
+    pub ring: Vec<u32>,
+}
+
+/// Everything the maps should hold.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Plan {
+    /// VIPs, in config order; `meta.id` is the index.
+    pub vips: Vec<VipPlan>,
+    /// `(backend id, entry)`; ids are dense from 0, VIP by VIP in config order.
+    pub backends: Vec<(u32, Backend)>,
+}
+
+/// The address bytes and family tag as the maps store them.
+pub fn addr_bytes(ip: IpAddr) -> ([u8; 16], u8) {
+    let mut out = [0u8; 16];
+    match ip {
+        IpAddr::V4(v4) => {
+            out[..4].copy_from_slice(&v4.octets());
+            (out, family::V4)
+        }
+        IpAddr::V6(v6) => (v6.octets(), family::V6),
+    }
+}
+
+/// Computes the plan. `hops` holds each backend address's resolved next hop.
+///
+/// # Panics
+/// If a backend's address is missing from `hops` (the caller resolves every one first).
+pub fn plan(config: &Config, hops: &HashMap<IpAddr, NextHop>) -> Plan {
+    let mut vips = Vec::new();
+    let mut backends = Vec::new();
+    for (vip_id, vip) in config.vips.iter().enumerate() {
+        let addr = vip.address.get_ref();
+        let (bytes, fam) = addr_bytes(addr.ip());
+        let key = VipKey {
+            addr: bytes,
+            port_be: addr.port().to_be(),
+            proto: match vip.protocol {
+                Protocol::Tcp => proto::TCP,
+                Protocol::Udp => proto::UDP,
+            },
+            family: fam,
+        };
+        let first_id = backends.len() as u32;
+        let mut members = Vec::new();
+        for b in &vip.backends {
+            let ip = *b.address.get_ref();
+            let hop = hops[&ip];
+            let (baddr, bfam) = addr_bytes(ip);
+            let st = match b.state {
+                config::BackendState::Active => state::ACTIVE,
+                config::BackendState::Drain => state::DRAIN,
+                config::BackendState::Stopped => state::STOPPED,
+            };
+            let id = backends.len() as u32;
+            backends.push((id, Backend { addr: baddr, mac: hop.mac, family: bfam, state: st, ifindex: hop.ifindex }));
+            // Drained and stopped backends take no new flows: no ring slots.
+            let weight = if st == state::ACTIVE { b.weight } else { 0 };
+            let mut identity = baddr.to_vec();
+            identity.push(bfam);
+            members.push(Member { identity, weight });
+        }
+        let ring: Vec<u32> = maglev::build(&members, vip.ring_size, config.maglev_seed)
+            .map(|t| t.slots().iter().map(|&m| first_id + m).collect())
+            .unwrap_or_default();
+        let meta = VipMeta {
+            id: vip_id as u32,
+            ring_size: if ring.is_empty() { 0 } else { vip.ring_size.get() },
+            ring_gen: 0,
+            forward: match vip.forwarding {
+                Forwarding::Dsr => forward::DSR,
+            },
+            flags: if vip.ignore_source_port { flags::IGNORE_SRC_PORT } else { 0 },
+            _pad: [0; 2],
+        };
+        vips.push(VipPlan { key, meta, ring });
+    }
+    Plan { vips, backends }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    fn config(text: &str) -> Config {
+        Config::parse(text, Path::new("t.toml")).unwrap()
+    }
+
+    fn hops(ips: &[&str]) -> HashMap<IpAddr, NextHop> {
+        ips.iter()
+            .enumerate()
+            .map(|(i, ip)| (ip.parse().unwrap(), NextHop { mac: [2, 0, 0, 0, 0, i as u8], ifindex: 7 }))
+            .collect()
+    }
+
+    #[test]
+    fn vip_key_holds_the_wire_form_of_address_and_port() {
+        let c = config("interfaces=[\"e\"]\n[[vip]]\naddress=\"10.1.2.3:8080\"\nprotocol=\"udp\"\n");
+        let p = plan(&c, &HashMap::new());
+        let k = p.vips[0].key;
+        assert_eq!(&k.addr[..4], &[10, 1, 2, 3]);
+        assert_eq!(k.port_be.to_ne_bytes(), [0x1f, 0x90]);
+        assert_eq!((k.proto, k.family), (proto::UDP, family::V4));
+        assert_eq!(p.vips[0].meta.ring_size, 0, "no backends, no ring");
+    }
+
+    #[test]
+    fn drained_and_stopped_backends_get_no_slots_but_keep_their_entry() {
+        let c = config(
+            "interfaces=[\"e\"]\n[[vip]]\naddress=\"10.0.0.1:80\"\nring_size=251\n\
+             [[vip.backend]]\naddress=\"10.0.0.2\"\n\
+             [[vip.backend]]\naddress=\"10.0.0.3\"\nstate=\"drain\"\n\
+             [[vip.backend]]\naddress=\"10.0.0.4\"\nstate=\"stopped\"\n",
+        );
+        let p = plan(&c, &hops(&["10.0.0.2", "10.0.0.3", "10.0.0.4"]));
+        assert_eq!(p.backends.len(), 3);
+        assert_eq!(p.backends[1].1.state, state::DRAIN);
+        assert_eq!(p.backends[2].1.state, state::STOPPED);
+        assert!(p.vips[0].ring.iter().all(|&id| id == 0));
+        assert_eq!(p.vips[0].ring.len(), 251);
+        assert_eq!(p.vips[0].meta.ring_size, 251);
+    }
+
+    #[test]
+    fn backend_ids_are_unique_across_vips() {
+        let c = config(
+            "interfaces=[\"e\"]\n[[vip]]\naddress=\"10.0.0.1:80\"\nring_size=251\n[[vip.backend]]\naddress=\"10.0.0.2\"\n\
+             [[vip]]\naddress=\"10.0.0.1:443\"\nring_size=251\n[[vip.backend]]\naddress=\"10.0.0.2\"\n",
+        );
+        let p = plan(&c, &hops(&["10.0.0.2"]));
+        assert!(p.vips[0].ring.iter().all(|&id| id == 0));
+        assert!(p.vips[1].ring.iter().all(|&id| id == 1));
+    }
+}

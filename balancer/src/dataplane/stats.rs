@@ -1,0 +1,160 @@
+//! Reading the data path's per-CPU counters, summed over CPUs, from a loaded object or from the
+//! maps a running daemon pinned.
+
+use std::{net::IpAddr, path::Path};
+
+use aya::maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray};
+use balancer_common::{
+    backend::{Backend, state},
+    counters::{Reason, Traffic},
+    family, maps,
+    vip::{VipKey, VipMeta},
+};
+use serde::Serialize;
+
+/// Counters of one VIP.
+#[derive(Debug, Serialize)]
+pub struct VipStats {
+    /// `address:port`.
+    pub vip: String,
+    /// `tcp` or `udp`.
+    pub protocol: &'static str,
+    /// Its traffic.
+    #[serde(flatten)]
+    pub traffic: TrafficView,
+}
+
+/// Counters of one backend.
+#[derive(Debug, Serialize)]
+pub struct BackendStats {
+    /// Backend id.
+    pub id: u32,
+    /// Its address.
+    pub address: IpAddr,
+    /// `active`, `drain` or `stopped`.
+    pub state: &'static str,
+    /// Its traffic.
+    #[serde(flatten)]
+    pub traffic: TrafficView,
+}
+
+/// `Traffic`, serialisable.
+#[derive(Debug, Default, Serialize, Clone, Copy)]
+pub struct TrafficView {
+    /// Packets forwarded.
+    pub packets: u64,
+    /// Bytes forwarded.
+    pub bytes: u64,
+    /// New flows.
+    pub new_flows: u64,
+}
+
+/// All counters at one moment.
+#[derive(Debug, Serialize)]
+pub struct Snapshot {
+    /// Per VIP.
+    pub vips: Vec<VipStats>,
+    /// Per backend in use.
+    pub backends: Vec<BackendStats>,
+    /// Packets not balanced, by reason.
+    pub not_balanced: Vec<(&'static str, u64)>,
+}
+
+/// A counter map that could not be read.
+#[derive(Debug, thiserror::Error)]
+#[error("reading map {map}: {source}")]
+pub struct StatsError {
+    /// The map (or pin path).
+    pub map: String,
+    /// Why.
+    pub source: MapError,
+}
+
+impl Snapshot {
+    /// Reads the maps pinned under `dir` by a running daemon.
+    ///
+    /// # Errors
+    /// When a map is not pinned there or cannot be read.
+    pub fn from_pins(dir: &Path) -> Result<Self, StatsError> {
+        let open = |name: &str| {
+            let p = dir.join(name);
+            MapData::from_pin(&p)
+                .and_then(Map::from_map_data)
+                .map_err(|source| StatsError { map: p.display().to_string(), source })
+        };
+        Self::collect(|n| open(n))
+    }
+
+    /// Reads the maps of a loaded object.
+    ///
+    /// # Errors
+    /// When a map cannot be read.
+    pub fn from_ebpf(ebpf: &aya::Ebpf) -> Result<Self, StatsError> {
+        Self::collect(|n| {
+            let data = ebpf.map(n).expect("checked at load");
+            // Re-open by id so the snapshot owns its handles.
+            let info = match data {
+                Map::HashMap(m) | Map::Array(m) | Map::PerCpuArray(m) => m.info(),
+                _ => unreachable!("counter and table maps are hash, array or per-CPU arrays"),
+            };
+            info.and_then(|i| MapData::from_id(i.id()))
+                .and_then(Map::from_map_data)
+                .map_err(|source| StatsError { map: n.to_owned(), source })
+        })
+    }
+
+    fn collect(mut open: impl FnMut(&str) -> Result<Map, StatsError>) -> Result<Self, StatsError> {
+        let e = |map: &str| { let map = map.to_owned(); move |source| StatsError { map, source } };
+        let vips: HashMap<MapData, VipKey, VipMeta> = HashMap::try_from(open(maps::VIPS)?).map_err(e(maps::VIPS))?;
+        let backends: Array<MapData, Backend> = Array::try_from(open(maps::BACKENDS)?).map_err(e(maps::BACKENDS))?;
+        let vip_stats: PerCpuArray<MapData, Traffic> = PerCpuArray::try_from(open(maps::VIP_STATS)?).map_err(e(maps::VIP_STATS))?;
+        let backend_stats: PerCpuArray<MapData, Traffic> =
+            PerCpuArray::try_from(open(maps::BACKEND_STATS)?).map_err(e(maps::BACKEND_STATS))?;
+        let reasons: PerCpuArray<MapData, u64> = PerCpuArray::try_from(open(maps::REASONS)?).map_err(e(maps::REASONS))?;
+
+        let sum = |a: &PerCpuArray<MapData, Traffic>, i: u32, name: &str| -> Result<TrafficView, StatsError> {
+            let mut t = Traffic::default();
+            for c in a.get(&i, 0).map_err(e(name))?.iter() {
+                t.add(c);
+            }
+            Ok(TrafficView { packets: t.packets, bytes: t.bytes, new_flows: t.new_flows })
+        };
+        let mut out = Snapshot { vips: Vec::new(), backends: Vec::new(), not_balanced: Vec::new() };
+        let mut listed: Vec<(VipKey, VipMeta)> = vips.iter().filter_map(Result::ok).collect();
+        listed.sort_by_key(|(_, m)| m.id);
+        for (k, m) in listed {
+            let ip = ip_of(&k.addr, k.family);
+            let vip = std::net::SocketAddr::new(ip, u16::from_be(k.port_be)).to_string();
+            let protocol = if k.proto == balancer_common::proto::UDP { "udp" } else { "tcp" };
+            out.vips.push(VipStats { vip, protocol, traffic: sum(&vip_stats, m.id, maps::VIP_STATS)? });
+        }
+        for id in 0..backends.len() {
+            let b = backends.get(&id, 0).map_err(e(maps::BACKENDS))?;
+            let st = match b.state {
+                state::ACTIVE => "active",
+                state::DRAIN => "drain",
+                state::STOPPED => "stopped",
+                _ => continue,
+            };
+            out.backends.push(BackendStats {
+                id,
+                address: ip_of(&b.addr, b.family),
+                state: st,
+                traffic: sum(&backend_stats, id, maps::BACKEND_STATS)?,
+            });
+        }
+        for r in Reason::ALL {
+            let n: u64 = reasons.get(&(r as u32), 0).map_err(e(maps::REASONS))?.iter().sum();
+            out.not_balanced.push((r.name(), n));
+        }
+        Ok(out)
+    }
+}
+
+fn ip_of(addr: &[u8; 16], fam: u8) -> IpAddr {
+    if fam == family::V4 {
+        IpAddr::from([addr[0], addr[1], addr[2], addr[3]])
+    } else {
+        IpAddr::from(*addr)
+    }
+}

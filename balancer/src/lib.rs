@@ -1,0 +1,9 @@
+//! balancer: an XDP L4 load balancer with weighted Maglev hashing.
+//!
+//! The binary (`main.rs`) is the daemon and its CLI; this library holds everything they use, so
+//! integration tests drive the same code.
+
+pub mod config;
+pub mod dataplane;
+pub mod maglev;
+pub mod netlink;

@@ -1,0 +1,272 @@
+//! Weighted Maglev consistent hashing (Eisenbud et al., NSDI 2016, §3.4), without any I/O.
+//!
+//! Each backend walks its own permutation of the table's slots and, taking turns, claims the next
+//! free slot on its walk until the table is full. Weights change how often a backend gets a turn:
+//! every round each backend earns credit equal to its weight, and spends `max_weight` credit per
+//! slot, so shares follow weights to within one slot per backend. Weight 0 takes no slots.
+//!
+//! The table depends only on the backends' identities, weights, the table size and the seed — not
+//! on the order backends are listed in — so every balancer node with the same configuration builds
+//! the same table, which is what lets several nodes sit behind ECMP.
+
+pub mod diff;
+
+use balancer_common::maps::MAX_RING_SIZE;
+
+/// Default table size: the Maglev paper's prime, large enough that 100s of backends get an even
+/// share and one departure moves little more than its own share.
+pub const DEFAULT_RING_SIZE: u32 = 65537;
+
+/// Default seed of the permutations. Nodes that must agree use the same one.
+pub const DEFAULT_SEED: u64 = 0x6d61_676c_6576;
+
+/// Why a table size is refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RingSizeError {
+    /// Maglev needs a prime so every permutation visits every slot.
+    #[error("ring size {0} is not a prime (65537, 16381, 4093, 1021 and 251 are)")]
+    NotPrime(u32),
+    /// The map reserves `MAX_RING_SIZE` slots per VIP.
+    #[error("ring size {size} is larger than the maximum {max}")]
+    TooLarge {
+        /// The size asked for.
+        size: u32,
+        /// `MAX_RING_SIZE`.
+        max: u32,
+    },
+}
+
+/// A Maglev table size: a prime no larger than `MAX_RING_SIZE`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RingSize(u32);
+
+impl RingSize {
+    /// Checks that `size` is usable as a Maglev table size.
+    ///
+    /// # Errors
+    /// `NotPrime` or `TooLarge`.
+    pub fn new(size: u32) -> Result<Self, RingSizeError> {
+        if size > MAX_RING_SIZE {
+            return Err(RingSizeError::TooLarge { size, max: MAX_RING_SIZE });
+        }
+        if !is_prime(size) {
+            return Err(RingSizeError::NotPrime(size));
+        }
+        Ok(Self(size))
+    }
+
+    /// The number of slots.
+    pub fn get(self) -> u32 {
+        self.0
+    }
+}
+
+impl Default for RingSize {
+    fn default() -> Self {
+        Self(DEFAULT_RING_SIZE)
+    }
+}
+
+fn is_prime(n: u32) -> bool {
+    n >= 2 && (2..).take_while(|d: &u32| d * d <= n).all(|d| n % d != 0)
+}
+
+/// One backend as the table builder sees it.
+#[derive(Clone, Debug)]
+pub struct Member {
+    /// What identifies the backend across nodes and restarts (its address and port, say). Two
+    /// members must not share an identity.
+    pub identity: Vec<u8>,
+    /// Relative share of new flows; 0 takes none.
+    pub weight: u32,
+}
+
+/// A full Maglev table: slot → index into the member list it was built from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Table {
+    slots: Vec<u32>,
+}
+
+impl Table {
+    /// The member index in each slot.
+    pub fn slots(&self) -> &[u32] {
+        &self.slots
+    }
+
+    /// How many slots each of `members` members holds.
+    pub fn counts(&self, members: usize) -> Vec<u32> {
+        let mut counts = vec![0; members];
+        for &m in &self.slots {
+            counts[m as usize] += 1;
+        }
+        counts
+    }
+}
+
+/// Builds the table for `members`, or `None` when no member has weight (nothing may take new
+/// flows).
+///
+/// # Panics
+/// If more members have weight than the table has slots; `RingSize` keeps that out of reach
+/// for the backend counts the maps allow (`MAX_BACKENDS` < every accepted size but the
+/// smallest primes, which callers reject with a clear error first).
+pub fn build(members: &[Member], size: RingSize, seed: u64) -> Option<Table> {
+    let m = size.get();
+    let max_weight = members.iter().map(|b| b.weight).max().filter(|&w| w > 0)?;
+    // Visit members in identity order, so the listing order in the config does not matter.
+    let mut order: Vec<usize> = (0..members.len()).filter(|&i| members[i].weight > 0).collect();
+    order.sort_by(|&a, &b| members[a].identity.cmp(&members[b].identity));
+    assert!(order.len() as u64 <= u64::from(m), "more weighted members than ring slots");
+
+    let mut walk: Vec<(u32, u32)> = order
+        .iter()
+        .map(|&i| {
+            let (h1, h2) = permutation_hashes(&members[i].identity, seed);
+            let offset = (h1 % u64::from(m)) as u32;
+            let skip = (h2 % u64::from(m - 1)) as u32 + 1;
+            (offset, skip)
+        })
+        .collect();
+    let mut credit = vec![0u64; order.len()];
+    const EMPTY: u32 = u32::MAX;
+    let mut slots = vec![EMPTY; m as usize];
+    let mut filled = 0u32;
+    'fill: loop {
+        for (k, &i) in order.iter().enumerate() {
+            credit[k] += u64::from(members[i].weight);
+            if credit[k] < u64::from(max_weight) {
+                continue;
+            }
+            credit[k] -= u64::from(max_weight);
+            let (pos, skip) = &mut walk[k];
+            // `skip` is in 1..m and m is prime, so the walk reaches every slot: this ends.
+            while slots[*pos as usize] != EMPTY {
+                *pos = (*pos + *skip) % m;
+            }
+            slots[*pos as usize] = i as u32;
+            *pos = (*pos + *skip) % m;
+            filled += 1;
+            if filled == m {
+                break 'fill;
+            }
+        }
+    }
+    Some(Table { slots })
+}
+
+/// Two independent 64-bit hashes of an identity (FNV-1a, then the splitmix64 finaliser with two
+/// different seeds). Hand-written so the result never changes with a Rust or crate upgrade.
+fn permutation_hashes(identity: &[u8], seed: u64) -> (u64, u64) {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in identity {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    (splitmix(h ^ seed), splitmix(h ^ seed.rotate_left(32) ^ 0x9e37_79b9_7f4a_7c15))
+}
+
+fn splitmix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn members(weights: &[u32]) -> Vec<Member> {
+        weights
+            .iter()
+            .enumerate()
+            .map(|(i, &weight)| Member { identity: format!("10.0.{}.{}:80", i / 256, i % 256).into_bytes(), weight })
+            .collect()
+    }
+
+    #[test]
+    fn every_slot_is_filled_with_a_weighted_member() {
+        let ms = members(&[3, 0, 1, 7]);
+        let t = build(&ms, RingSize::new(251).unwrap(), DEFAULT_SEED).unwrap();
+        assert_eq!(t.slots().len(), 251);
+        assert!(t.slots().iter().all(|&s| (s as usize) < ms.len() && s != 1));
+    }
+
+    #[test]
+    fn no_weight_means_no_table() {
+        assert!(build(&members(&[0, 0]), RingSize::default(), DEFAULT_SEED).is_none());
+        assert!(build(&[], RingSize::default(), DEFAULT_SEED).is_none());
+    }
+
+    #[test]
+    fn table_ignores_listing_order_and_repeats_exactly() {
+        let ms = members(&[1, 2, 3, 4, 5]);
+        let mut rev = ms.clone();
+        rev.reverse();
+        let a = build(&ms, RingSize::default(), DEFAULT_SEED).unwrap();
+        let b = build(&rev, RingSize::default(), DEFAULT_SEED).unwrap();
+        // Same backend in every slot, though the member indices differ.
+        let n = ms.len() as u32;
+        assert!(a.slots().iter().zip(b.slots()).all(|(&x, &y)| x == n - 1 - y));
+        assert_eq!(a, build(&ms, RingSize::default(), DEFAULT_SEED).unwrap());
+    }
+
+    #[test]
+    fn a_different_seed_gives_a_different_table() {
+        let ms = members(&[1, 1, 1]);
+        let a = build(&ms, RingSize::default(), 1).unwrap();
+        let b = build(&ms, RingSize::default(), 2).unwrap();
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn slot_share_is_within_one_percent_of_weight_share_for_100_backends() {
+        let weights: Vec<u32> = (0..100).map(|i| 1 + i % 10).collect();
+        let ms = members(&weights);
+        let t = build(&ms, RingSize::default(), DEFAULT_SEED).unwrap();
+        let total: u32 = weights.iter().sum();
+        let mut worst = 0f64;
+        for (i, &c) in t.counts(ms.len()).iter().enumerate() {
+            let want = f64::from(DEFAULT_RING_SIZE) * f64::from(weights[i]) / f64::from(total);
+            worst = worst.max((f64::from(c) - want).abs() / want);
+        }
+        eprintln!("worst relative share error, 100 backends at M=65537: {:.3}%", worst * 100.0);
+        assert!(worst <= 0.01, "worst share error {worst}");
+    }
+
+    #[test]
+    fn removing_one_of_n_moves_close_to_one_nth_of_slots() {
+        for n in [10usize, 100] {
+            let ms = members(&vec![1; n]);
+            let before = build(&ms, RingSize::default(), DEFAULT_SEED).unwrap();
+            let after_ms: Vec<Member> = ms[1..].to_vec();
+            let after = build(&after_ms, RingSize::default(), DEFAULT_SEED).unwrap();
+            // Map both tables to identities before comparing.
+            let moved = before
+                .slots()
+                .iter()
+                .zip(after.slots())
+                .filter(|&(&b, &a)| ms[b as usize].identity != after_ms[a as usize].identity)
+                .count();
+            let frac = moved as f64 / f64::from(DEFAULT_RING_SIZE);
+            eprintln!("removing 1 of {n}: {:.4} of slots moved ({:.3} × 1/N)", frac, frac * n as f64);
+            // The departed backend's own slots (1/N) must move. The permutation fill moves some
+            // more as the freed slots cascade: 1.02/N at N=10 and 1.52/N at N=100 with M=65537,
+            // the price of Maglev's exact balance (the paper's §5.3 shows the same effect).
+            assert!(frac >= 1.0 / n as f64 - 0.001 && frac <= 1.6 / n as f64, "moved {frac}");
+        }
+    }
+
+    #[test]
+    fn higher_weight_gets_proportionally_more_slots() {
+        let t = build(&members(&[1, 3]), RingSize::default(), DEFAULT_SEED).unwrap();
+        let c = t.counts(2);
+        assert!((f64::from(c[1]) / f64::from(c[0]) - 3.0).abs() < 0.01, "{c:?}");
+    }
+
+    #[test]
+    fn ring_size_must_be_a_prime_within_the_map() {
+        assert_eq!(RingSize::new(65536), Err(RingSizeError::NotPrime(65536)));
+        assert!(matches!(RingSize::new(131071), Err(RingSizeError::TooLarge { .. })));
+        assert_eq!(RingSize::new(4093).unwrap().get(), 4093);
+    }
+}
