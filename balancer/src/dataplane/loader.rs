@@ -103,6 +103,11 @@ impl Dataplane {
         Ok(Self { ebpf })
     }
 
+    /// The loaded object.
+    pub fn ebpf(&self) -> &Ebpf {
+        &self.ebpf
+    }
+
     /// The loaded object, for map access.
     pub fn ebpf_mut(&mut self) -> &mut Ebpf {
         &mut self.ebpf

@@ -1,0 +1,79 @@
+//! A loaded balancer program programmed from a TOML configuration, with backend MACs made up
+//! from their addresses, for packet tests. Nothing is attached: frames go through
+//! `BPF_PROG_TEST_RUN`.
+
+use std::{collections::HashMap, net::IpAddr, path::Path};
+
+use balancer::{
+    config::Config,
+    dataplane::{
+        Dataplane,
+        loader::{BALANCER_PROGRAM, PASS_PROGRAM},
+        plan::{self, NextHop, Plan},
+        stats::Snapshot,
+        sync,
+    },
+};
+
+use crate::xdp::{Verdict, run};
+
+/// The MAC the fixture gives a backend: `02:be:` followed by the last four address bytes.
+pub fn backend_mac(ip: IpAddr) -> [u8; 6] {
+    let o = match ip {
+        IpAddr::V4(v4) => v4.octets().to_vec(),
+        IpAddr::V6(v6) => v6.octets().to_vec(),
+    };
+    let t = &o[o.len() - 4..];
+    [0x02, 0xbe, t[0], t[1], t[2], t[3]]
+}
+
+/// A loaded program and the plan last written to its maps.
+pub struct Fixture {
+    /// The loaded object.
+    pub dp: Dataplane,
+    /// What was last written.
+    pub plan: Plan,
+}
+
+impl Fixture {
+    /// Loads the embedded object (no pinning) and writes `config` into its maps.
+    pub fn new(config: &str) -> Self {
+        let dp = Dataplane::load(None, None, 0).expect("load the XDP object");
+        let mut f = Self { dp, plan: Plan { vips: Vec::new(), backends: Vec::new() } };
+        f.apply(config);
+        f
+    }
+
+    /// Writes a new configuration, as the daemon does on a change.
+    pub fn apply(&mut self, config: &str) {
+        let cfg = Config::parse(config, Path::new("fixture.toml")).expect("fixture config is valid");
+        let hops: HashMap<IpAddr, NextHop> = cfg
+            .vips
+            .iter()
+            .flat_map(|v| v.backends.iter().map(|b| *b.address.get_ref()))
+            .map(|ip| (ip, NextHop { mac: backend_mac(ip), ifindex: 0 }))
+            .collect();
+        self.plan = plan::plan(&cfg, &hops);
+        sync::apply(&mut self.dp, &self.plan).expect("write maps");
+    }
+
+    /// Runs the balancer program on `frame`.
+    pub fn run(&self, frame: &[u8]) -> (Verdict, Vec<u8>) {
+        run(self.dp.program(BALANCER_PROGRAM), frame)
+    }
+
+    /// Runs the pass-only program on `frame`.
+    pub fn run_pass(&self, frame: &[u8]) -> (Verdict, Vec<u8>) {
+        run(self.dp.program(PASS_PROGRAM), frame)
+    }
+
+    /// Current counters.
+    pub fn stats(&self) -> Snapshot {
+        Snapshot::from_ebpf(self.dp.ebpf()).expect("read counters")
+    }
+
+    /// Count of packets not balanced for reason `name`.
+    pub fn reason(&self, name: &str) -> u64 {
+        self.stats().not_balanced.iter().find(|(r, _)| *r == name).map(|(_, n)| *n).expect("known reason")
+    }
+}

@@ -1,0 +1,149 @@
+//! L2 direct server return: a frame for a VIP leaves towards its backend's MAC, from the MAC it
+//! was addressed to, with every other byte unchanged; established flows stay on their backend.
+
+use std::net::IpAddr;
+
+use balancer_common::{flow::FlowKey, hash::flow_hash};
+use balancer_tests::{
+    fixture::{Fixture, backend_mac},
+    packet::{CLIENT_MAC, Frame, LB_MAC, tcp},
+    require_root,
+    xdp::Verdict,
+};
+
+const ONE_BACKEND: &str = r#"
+interfaces = ["eth0"]
+[[vip]]
+address = "198.51.100.10:80"
+ring_size = 251
+  [[vip.backend]]
+  address = "198.18.0.11"
+[[vip]]
+address = "198.51.100.10:53"
+protocol = "udp"
+ring_size = 251
+  [[vip.backend]]
+  address = "198.18.0.12"
+[[vip]]
+address = "[2001:db8::10]:443"
+ring_size = 251
+  [[vip.backend]]
+  address = "2001:db8::11"
+[[vip]]
+address = "198.51.100.20:80"
+"#;
+
+/// `frame` as it must leave: to `backend`'s MAC, from the balancer's.
+fn expected(frame: &[u8], backend: &str) -> Vec<u8> {
+    let mut e = frame.to_vec();
+    e[..6].copy_from_slice(&backend_mac(backend.parse().unwrap()));
+    e[6..12].copy_from_slice(&LB_MAC);
+    e
+}
+
+#[test]
+fn frames_for_a_vip_leave_for_the_backend_mac_with_every_other_byte_unchanged() {
+    require_root!();
+    let fx = Fixture::new(ONE_BACKEND);
+    let mut vlan = Frame::tcp("192.0.2.1:40001", "198.51.100.10:80", tcp::SYN);
+    vlan.vlan = Some(42);
+    let mut v6_hbh = Frame::tcp("[2001:db8::1]:40000", "[2001:db8::10]:443", tcp::SYN);
+    v6_hbh.ipv6_ext = vec![(0, vec![1, 4, 0, 0, 0, 0])];
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        ("IPv4 TCP SYN", Frame::tcp("192.0.2.1:40000", "198.51.100.10:80", tcp::SYN).build(), "198.18.0.11"),
+        ("IPv4 TCP ACK", Frame::tcp("192.0.2.1:40000", "198.51.100.10:80", tcp::ACK).build(), "198.18.0.11"),
+        ("802.1Q-tagged IPv4 TCP SYN", vlan.build(), "198.18.0.11"),
+        ("IPv4 UDP", Frame::udp("192.0.2.1:5353", "198.51.100.10:53").build(), "198.18.0.12"),
+        ("IPv6 TCP SYN", Frame::tcp("[2001:db8::1]:40000", "[2001:db8::10]:443", tcp::SYN).build(), "2001:db8::11"),
+        ("IPv6 TCP SYN after a hop-by-hop header", v6_hbh.build(), "2001:db8::11"),
+    ];
+    for (what, frame, backend) in cases {
+        let (verdict, out) = fx.run(&frame);
+        assert_eq!(verdict, Verdict::Tx, "{what}");
+        assert_eq!(out, expected(&frame, backend), "{what}");
+        assert_ne!(out[6..12], CLIENT_MAC, "{what}: source MAC is the balancer's");
+    }
+    let s = fx.stats();
+    assert_eq!(s.vips[0].traffic.packets, 3);
+    assert_eq!(s.vips[0].traffic.new_flows, 2, "the ACK belongs to the first SYN's flow; the tagged SYN is another");
+}
+
+#[test]
+fn a_vip_without_backends_drops_rather_than_answering_itself() {
+    require_root!();
+    let fx = Fixture::new(ONE_BACKEND);
+    let frame = Frame::tcp("192.0.2.1:40000", "198.51.100.20:80", tcp::SYN).build();
+    let (verdict, _) = fx.run(&frame);
+    assert_eq!(verdict, Verdict::Drop);
+    assert_eq!(fx.reason("no_backend"), 1);
+}
+
+const THREE: &str = r#"
+interfaces = ["eth0"]
+[[vip]]
+address = "198.51.100.10:80"
+  [[vip.backend]]
+  address = "198.18.0.11"
+  [[vip.backend]]
+  address = "198.18.0.12"
+  [[vip.backend]]
+  address = "198.18.0.13"
+"#;
+
+fn backend_of(out: &[u8], candidates: &[&str]) -> String {
+    candidates
+        .iter()
+        .find(|b| out[..6] == backend_mac(b.parse().unwrap()))
+        .unwrap_or_else(|| panic!("frame went to an unknown MAC {:02x?}", &out[..6]))
+        .to_string()
+}
+
+fn flow(port: u16) -> Vec<u8> {
+    Frame::tcp("192.0.2.1:1", "198.51.100.10:80", tcp::SYN).sport(port).build()
+}
+
+const BACKENDS: [&str; 3] = ["198.18.0.11", "198.18.0.12", "198.18.0.13"];
+
+#[test]
+fn new_flows_follow_the_maglev_table_that_user_space_computed() {
+    require_root!();
+    let fx = Fixture::new(THREE);
+    let mut per_backend = [0u32; 3];
+    for port in 10_000..10_300u16 {
+        let (verdict, out) = fx.run(&flow(port));
+        assert_eq!(verdict, Verdict::Tx);
+        let got = backend_of(&out, &BACKENDS);
+        // The same answer from the user-space copy of the hash and the plan's table.
+        let mut key = FlowKey { src: [0; 16], dst: [0; 16], sport_be: port.to_be(), dport_be: 80u16.to_be(), proto: 6, family: 4, _pad: [0; 2] };
+        key.src[..4].copy_from_slice(&[192, 0, 2, 1]);
+        key.dst[..4].copy_from_slice(&[198, 51, 100, 10]);
+        let vip = &fx.plan.vips[0];
+        let id = vip.ring[(flow_hash(&key) % vip.meta.ring_size) as usize];
+        let want: IpAddr = fx.plan.backends[id as usize].1.addr[..4].try_into().map(|a: [u8; 4]| a.into()).unwrap();
+        assert_eq!(got, want.to_string(), "source port {port}");
+        per_backend[BACKENDS.iter().position(|b| *b == got).unwrap()] += 1;
+    }
+    assert!(per_backend.iter().all(|&n| n > 60), "300 flows over 3 equal backends: {per_backend:?}");
+}
+
+#[test]
+fn established_flows_survive_drain_and_move_off_a_stopped_backend() {
+    require_root!();
+    let mut fx = Fixture::new(THREE);
+    // Find a flow on backend 0 (198.18.0.11).
+    let port = (20_000..21_000u16)
+        .find(|&p| backend_of(&fx.run(&flow(p)).1, &BACKENDS) == BACKENDS[0])
+        .expect("some flow lands on the first backend");
+    let ack = Frame::tcp("192.0.2.1:1", "198.51.100.10:80", tcp::ACK).sport(port).build();
+
+    fx.apply(&THREE.replacen("address = \"198.18.0.11\"", "address = \"198.18.0.11\"\n  state = \"drain\"", 1));
+    assert_eq!(backend_of(&fx.run(&ack).1, &BACKENDS), BACKENDS[0], "a drained backend keeps its flow");
+    for p in 30_000..30_100u16 {
+        assert_ne!(backend_of(&fx.run(&flow(p)).1, &BACKENDS), BACKENDS[0], "no new flow goes to a drained backend");
+    }
+
+    fx.apply(&THREE.replacen("address = \"198.18.0.11\"", "address = \"198.18.0.11\"\n  state = \"stopped\"", 1));
+    let moved = backend_of(&fx.run(&ack).1, &BACKENDS);
+    assert_ne!(moved, BACKENDS[0], "a stopped backend's flow is re-steered");
+    assert_eq!(backend_of(&fx.run(&ack).1, &BACKENDS), moved, "and then stays where it went");
+}
