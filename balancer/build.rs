@@ -7,7 +7,7 @@ fn main() {
     let path = match env::var_os("BALANCER_EBPF_OBJECT") {
         Some(p) => PathBuf::from(p),
         None => PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap())
-            .join("../balancer-ebpf/target/bpfel-unknown-none/release/balancer"),
+            .join("../balancer-ebpf/target/bpfel-unknown-none/release/balancer-ebpf"),
     };
     if !path.is_file() {
         panic!(

@@ -2,7 +2,7 @@
 
 use crate::pod;
 
-/// Key of the per-CPU LRU flow table: a packet's 5-tuple as it appears on the wire.
+/// Key of the LRU flow table: a packet's 5-tuple as it appears on the wire.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct FlowKey {

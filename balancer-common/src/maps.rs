@@ -7,7 +7,7 @@ pub const VIPS: &str = "VIPS";
 pub const RINGS: &str = "RINGS";
 /// Backends: backend id → `Backend` (array). Written by the daemon.
 pub const BACKENDS: &str = "BACKENDS";
-/// Flow table: `FlowKey` → `FlowValue` (per-CPU LRU hash). Written by the data path.
+/// Flow table: `FlowKey` → `FlowValue` (LRU hash, per-CPU LRU lists). Written by the data path.
 pub const FLOWS: &str = "FLOWS";
 /// Traffic per VIP id (per-CPU array of `Traffic`). Written by the data path.
 pub const VIP_STATS: &str = "VIP_STATS";
@@ -25,7 +25,7 @@ pub const MAX_VIPS: u32 = 64;
 pub const MAX_BACKENDS: u32 = 4096;
 /// Largest Maglev table per VIP (the Maglev paper's 65537, a prime).
 pub const MAX_RING_SIZE: u32 = 65537;
-/// Entries in the flow table, per CPU.
+/// Entries in the flow table (all CPUs together).
 pub const MAX_FLOWS: u32 = 1 << 20;
 /// Ring entries: two halves (live and staging) of `MAX_RING_SIZE` slots for every VIP.
 pub const RING_ENTRIES: u32 = MAX_VIPS * 2 * MAX_RING_SIZE;

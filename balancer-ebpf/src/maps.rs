@@ -2,8 +2,9 @@
 //! statics are named after `balancer_common::maps` so the daemon finds them.
 
 use aya_ebpf::{
+    bindings::BPF_F_NO_COMMON_LRU,
     macros::map,
-    maps::{Array, HashMap, LruPerCpuHashMap, PerCpuArray},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray},
 };
 use balancer_common::{
     backend::Backend,
@@ -26,11 +27,15 @@ pub static RINGS: Array<u32> = Array::with_max_entries(RING_ENTRIES, 0);
 #[map]
 pub static BACKENDS: Array<Backend> = Array::with_max_entries(MAX_BACKENDS, 0);
 
-/// 5-tuple → backend, so established connections stay put when the ring changes. Written here;
-/// per CPU because the NIC's RSS sends a flow to one queue, and LRU so it never fills up.
+/// 5-tuple → backend, so established connections stay put when the ring changes. Written here.
+///
+/// One value per flow shared by all CPUs, with an LRU list per CPU (`BPF_F_NO_COMMON_LRU`) so
+/// inserts take no global lock. Not a per-CPU hash: there the key is shared but each CPU has its
+/// own value, so a flow inserted on one CPU reads as "backend 0" on another, and a flow's packets
+/// do reach several CPUs (veth, RSS changes, ECMP rehash onto another queue).
 #[map]
-pub static FLOWS: LruPerCpuHashMap<FlowKey, FlowValue> =
-    LruPerCpuHashMap::with_max_entries(MAX_FLOWS, 0);
+pub static FLOWS: LruHashMap<FlowKey, FlowValue> =
+    LruHashMap::with_max_entries(MAX_FLOWS, BPF_F_NO_COMMON_LRU);
 
 /// Traffic per VIP id. Written here.
 #[map]

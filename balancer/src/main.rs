@@ -10,7 +10,7 @@ use std::{
 use anyhow::{Context as _, Result};
 use balancer::{
     config::{Config, DEFAULT_PIN_DIR, XdpModeSetting},
-    dataplane::{Dataplane, loader::BALANCER_PROGRAM, plan, stats::Snapshot, sync},
+    dataplane::{Dataplane, loader::{self, BALANCER_PROGRAM}, plan, stats::Snapshot, sync},
     netlink::Netlink,
 };
 use clap::{Parser, Subcommand};
@@ -45,6 +45,12 @@ enum Command {
         #[arg(short, long, default_value = "/etc/balancer/balancer.toml")]
         config: PathBuf,
     },
+    /// Make a veth accept frames the balancer sends into it: attaches a pass-only XDP program to
+    /// the peer of a veth the balancer runs on (veths drop XDP_TX/redirected frames otherwise).
+    XdpPeer {
+        #[command(subcommand)]
+        action: PeerAction,
+    },
     /// Print the data path's counters, read from the maps a running daemon pinned.
     Stats {
         /// Where the daemon pins its maps (the config's `pin_dir`).
@@ -53,6 +59,28 @@ enum Command {
         /// JSON instead of a table.
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum PeerAction {
+    /// Attach, and keep it attached after this command exits (a pinned link).
+    Attach {
+        /// The veth peer, in the current network namespace.
+        #[arg(long)]
+        iface: String,
+        /// bpffs directory for the pinned link.
+        #[arg(long, default_value = DEFAULT_PIN_DIR)]
+        pin_dir: PathBuf,
+    },
+    /// Detach what `attach` attached.
+    Detach {
+        /// The veth peer, in the current network namespace.
+        #[arg(long)]
+        iface: String,
+        /// bpffs directory of the pinned link.
+        #[arg(long, default_value = DEFAULT_PIN_DIR)]
+        pin_dir: PathBuf,
     },
 }
 
@@ -67,6 +95,7 @@ fn main() -> ExitCode {
                 .from_env_lossy(),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
@@ -96,6 +125,7 @@ fn main() -> ExitCode {
                 .and_then(|rt| rt.block_on(run(cfg, bpf_object.as_deref(), xdp_mode)))
         }
         Command::Stats { pin_dir, json } => stats(&pin_dir, json),
+        Command::XdpPeer { action } => xdp_peer(action),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -199,6 +229,23 @@ fn spawn_ebpf_logger(dp: &mut Dataplane) {
             guard.clear_ready();
         }
     });
+}
+
+fn xdp_peer(action: PeerAction) -> Result<()> {
+    match action {
+        PeerAction::Attach { iface, pin_dir } => {
+            let pin = loader::peer_link_pin(&pin_dir, &iface);
+            let mut dp = Dataplane::load_helpers().context("loading the pass program")?;
+            dp.attach_pinned(loader::PASS_PROGRAM, &iface, XdpModeSetting::Native, &pin)
+                .with_context(|| format!("attaching the pass program to `{iface}`"))?;
+            println!("{}", pin.display());
+        }
+        PeerAction::Detach { iface, pin_dir } => {
+            let pin = loader::peer_link_pin(&pin_dir, &iface);
+            loader::unpin_link(&pin).with_context(|| format!("was `balancer xdp-peer attach --iface {iface}` run in this namespace?"))?;
+        }
+    }
+    Ok(())
 }
 
 fn fmt_mac(m: &[u8; 6]) -> String {

@@ -8,6 +8,8 @@
 //!
 //! Tests that need root call [`require_root!`] first, which skips the test loudly otherwise.
 
+pub mod backend;
+pub mod daemon;
 pub mod fixture;
 pub mod netns;
 pub mod packet;

@@ -71,20 +71,10 @@ impl Netns {
         self.command(argv).output().expect("nsenter runs")
     }
 
-    /// Starts `argv` inside the namespace, stdout and stderr captured to files.
+    /// Starts `argv` inside the namespace, stdout and stderr captured to a file.
     pub fn spawn(&self, argv: &[&str]) -> Proc {
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
         let prog = argv[0].rsplit('/').next().unwrap_or("proc");
-        let log_path = std::env::temp_dir().join(format!("{}-{prog}-{n}.log", self.name));
-        let log = std::fs::File::create(&log_path).expect("create log file");
-        let child = self
-            .command(argv)
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(log.try_clone().expect("dup log")))
-            .stderr(Stdio::from(log))
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {argv:?}: {e}"));
-        Proc { child: Some(child), log_path }
+        Proc::spawn(self.command(argv), &format!("{}-{prog}", self.name))
     }
 }
 
@@ -102,6 +92,20 @@ pub struct Proc {
 }
 
 impl Proc {
+    /// Starts `cmd` with stdout and stderr going to a log file named after `tag`.
+    pub fn spawn(mut cmd: Command, tag: &str) -> Self {
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let log_path = std::env::temp_dir().join(format!("{tag}-{n}.log"));
+        let log = std::fs::File::create(&log_path).expect("create log file");
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log.try_clone().expect("dup log")))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {cmd:?}: {e}"));
+        Self { child: Some(child), log_path }
+    }
+
     /// The process's PID.
     pub fn pid(&self) -> u32 {
         self.child.as_ref().expect("running").id()
@@ -184,7 +188,7 @@ pub struct Host {
 
 /// Hosts on one L2 segment: each in its own namespace with `eth0` (198.18.0.N/24, MAC
 /// 02:b4:17:00:00:N for the N-th host, from 1) whose peer is a port of bridge `br0` in a
-/// fabric namespace.
+/// fabric namespace. `scripts/netns-lan.sh` builds the same for people.
 ///
 /// Checksum offloads are off on every veth: a frame an XDP program forwards has lost the
 /// metadata that would let the kernel finish a partial checksum.
@@ -192,6 +196,8 @@ pub struct Host {
 pub struct Lan {
     /// Hosts, in the order their names were given. Dropped before the fabric.
     pub hosts: Vec<Host>,
+    /// Pinned links of `accept_xdp_frames_from`. Dropped before the namespaces.
+    links: Option<crate::daemon::PinDir>,
     /// The namespace holding the bridge.
     pub fabric: Netns,
 }
@@ -219,13 +225,17 @@ impl Lan {
             ns.run(&["ethtool", "-K", "eth0", "rx", "off", "tx", "off"]);
             hosts.push(Host { ns, ip, mac, port });
         }
-        Self { hosts, fabric }
+        Self { hosts, links: None, fabric }
     }
 
     /// Lets frames sent by XDP (`XDP_TX`, redirect) out of `host`'s `eth0` be received by its
-    /// bridge port: a veth only takes XDP frames when its peer runs NAPI, which GRO turns on.
-    pub fn accept_xdp_frames_from(&self, host: usize) {
-        self.fabric.run(&["ethtool", "-K", &self.hosts[host].port, "gro", "on"]);
+    /// bridge port, with `balancer xdp-peer attach`: a veth takes such frames only when its peer
+    /// has an XDP program (with GRO alone they wait in a queue for seconds).
+    pub fn accept_xdp_frames_from(&mut self, host: usize) {
+        let dir = self.links.get_or_insert_with(|| crate::daemon::PinDir::new(&format!("{}-links", self.fabric.name())));
+        let bin = crate::daemon::balancer_bin();
+        let dir = dir.0.to_str().expect("utf-8 path").to_owned();
+        self.fabric.run(&[bin.to_str().unwrap(), "xdp-peer", "attach", "--iface", &self.hosts[host].port, "--pin-dir", &dir]);
     }
 }
 

@@ -147,3 +147,46 @@ fn established_flows_survive_drain_and_move_off_a_stopped_backend() {
     assert_ne!(moved, BACKENDS[0], "a stopped backend's flow is re-steered");
     assert_eq!(backend_of(&fx.run(&ack).1, &BACKENDS), moved, "and then stays where it went");
 }
+
+/// Runs `f` on a thread pinned to `cpu`: `BPF_PROG_TEST_RUN` runs the program on the caller's CPU.
+fn on_cpu<T: Send>(cpu: usize, f: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let mut set = nix::sched::CpuSet::new();
+            set.set(cpu).expect("cpu index");
+            nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set).expect("pin thread");
+            f()
+        })
+        .join()
+        .expect("pinned thread")
+    })
+}
+
+#[test]
+fn a_flow_pinned_on_one_cpu_keeps_its_backend_on_another() {
+    require_root!();
+    if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
+        eprintln!("*** SKIPPED: needs two CPUs ***");
+        return;
+    }
+    let mut fx = Fixture::new(THREE);
+    // A flow that does not start on backend id 0, so a zeroed value would show.
+    let (port, first) = on_cpu(0, || {
+        (50_000..51_000u16)
+            .map(|p| (p, backend_of(&fx.run(&flow(p)).1, &BACKENDS)))
+            .find(|(_, b)| b != BACKENDS[0])
+            .expect("some flow starts elsewhere")
+    });
+    // Take a different backend out of the ring, so the table may now map this flow elsewhere;
+    // only the flow table keeps it where it is.
+    let other = BACKENDS.iter().position(|b| *b != first).unwrap();
+    fx.apply(&THREE.replacen(
+        &format!("address = \"{}\"", BACKENDS[other]),
+        &format!("address = \"{}\"\n  weight = 0", BACKENDS[other]),
+        1,
+    ));
+    let ack = Frame::tcp("192.0.2.1:1", "198.51.100.10:80", tcp::ACK).sport(port).build();
+    for cpu in [1, 0, 1] {
+        assert_eq!(on_cpu(cpu, || backend_of(&fx.run(&ack).1, &BACKENDS)), first, "ACK on CPU {cpu}");
+    }
+}

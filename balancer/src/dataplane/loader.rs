@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use aya::{
     Ebpf, EbpfLoader,
-    programs::{ProgramError, Xdp, XdpMode},
+    programs::{ProgramError, Xdp, XdpMode, links::FdLink, xdp::XdpLinkId},
 };
 use balancer_common::maps;
 use tracing::{info, warn};
@@ -23,7 +23,7 @@ pub const PASS_PROGRAM: &str = "pass";
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     /// The object file could not be read.
-    #[error("cannot read XDP object {path}: {source}")]
+    #[error("cannot read XDP object {path}")]
     Read {
         /// The path given with `--bpf-object`.
         path: PathBuf,
@@ -31,8 +31,24 @@ pub enum LoadError {
         source: std::io::Error,
     },
     /// The kernel refused the object (verifier, map creation, missing privileges).
-    #[error("loading the XDP object failed (run as root on a kernel with BPF and BTF): {0}")]
+    #[error("loading the XDP object failed (run as root on a kernel with BPF and BTF)")]
     Load(#[from] aya::EbpfError),
+    /// The link could not be pinned or unpinned.
+    #[error("pinned link {path}")]
+    Pin {
+        /// The pin path.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The pin directory is unusable.
+    #[error("pin directory {path}: {why}")]
+    PinDir {
+        /// The configured `pin_dir`.
+        path: PathBuf,
+        /// What is wrong and what to do.
+        why: String,
+    },
     /// The object does not contain a map or program the daemon relies on.
     #[error("the XDP object has no {kind} named `{name}`: it does not match this daemon")]
     Missing {
@@ -42,7 +58,7 @@ pub enum LoadError {
         name: &'static str,
     },
     /// Verifier or kernel error on a program.
-    #[error("program `{name}`: {source}")]
+    #[error("program `{name}`")]
     Program {
         /// The program.
         name: &'static str,
@@ -66,6 +82,19 @@ impl Dataplane {
     /// # Errors
     /// `Read`, `Load`, `Missing` or `Program`.
     pub fn load(object: Option<&Path>, pin_dir: Option<&Path>, log_level: u8) -> Result<Self, LoadError> {
+        Self::load_with(object, pin_dir, log_level, false)
+    }
+
+    /// Loads the object only to attach one of its helper programs (`PASS_PROGRAM`): every map
+    /// is created with a single entry, so this costs kilobytes instead of the data path's tables.
+    ///
+    /// # Errors
+    /// As `load`.
+    pub fn load_helpers() -> Result<Self, LoadError> {
+        Self::load_with(None, None, 0, true)
+    }
+
+    fn load_with(object: Option<&Path>, pin_dir: Option<&Path>, log_level: u8, tiny: bool) -> Result<Self, LoadError> {
         let owned;
         let bytes = match object {
             Some(path) => {
@@ -81,10 +110,15 @@ impl Dataplane {
             None => Vec::new(),
         };
         if let Some(dir) = pin_dir {
-            std::fs::create_dir_all(dir).map_err(|source| LoadError::Read { path: dir.to_owned(), source })?;
+            ensure_bpffs(dir)?;
         }
         for (name, path) in &pins {
             loader.map_pin_path(name, path.as_path());
+        }
+        if tiny {
+            for name in maps::ALL {
+                loader.map_max_entries(name, 1);
+            }
         }
         let mut ebpf = loader.load(bytes)?;
         for name in maps::ALL {
@@ -126,7 +160,7 @@ impl Dataplane {
     ///
     /// # Errors
     /// The attach error of the last mode tried, naming the interface.
-    pub fn attach(&mut self, name: &'static str, iface: &str, mode: XdpModeSetting) -> Result<(), LoadError> {
+    pub fn attach(&mut self, name: &'static str, iface: &str, mode: XdpModeSetting) -> Result<XdpLinkId, LoadError> {
         let prog: &mut Xdp = self
             .ebpf
             .program_mut(name)
@@ -140,9 +174,9 @@ impl Dataplane {
         let mut last = None;
         for &m in tries {
             match prog.attach(iface, m) {
-                Ok(_) => {
+                Ok(id) => {
                     info!(program = name, iface, mode = ?m, "attached");
-                    return Ok(());
+                    return Ok(id);
                 }
                 Err(e) => {
                     if tries.len() > 1 {
@@ -154,4 +188,89 @@ impl Dataplane {
         }
         Err(LoadError::Program { name, source: last.expect("at least one mode tried") })
     }
+}
+
+impl Dataplane {
+    /// Attaches program `name` to `iface` and pins the link at `pin`, so it stays attached after
+    /// this process exits, until `unpin_link(pin)`.
+    ///
+    /// # Errors
+    /// As `attach`, or when the link cannot be pinned (a bpffs directory is needed).
+    pub fn attach_pinned(
+        &mut self,
+        name: &'static str,
+        iface: &str,
+        mode: XdpModeSetting,
+        pin: &Path,
+    ) -> Result<(), LoadError> {
+        let id = self.attach(name, iface, mode)?;
+        let prog: &mut Xdp = self.ebpf.program_mut(name).and_then(|p| p.try_into().ok()).expect("attached above");
+        let link = prog.take_link(id).map_err(|source| LoadError::Program { name, source })?;
+        let fd = FdLink::try_from(link).map_err(|e| LoadError::Pin {
+            path: pin.to_owned(),
+            source: std::io::Error::other(format!("the kernel attached without a bpf_link: {e}")),
+        })?;
+        if let Some(dir) = pin.parent() {
+            ensure_bpffs(dir)?;
+        }
+        fd.pin(pin).map_err(|e| LoadError::Pin { path: pin.to_owned(), source: std::io::Error::other(e.to_string()) })?;
+        Ok(())
+    }
+}
+
+/// Removes a link pinned by `attach_pinned`: the program leaves the interface.
+///
+/// # Errors
+/// When nothing is pinned at `pin`.
+pub fn unpin_link(pin: &Path) -> Result<(), LoadError> {
+    std::fs::remove_file(pin).map_err(|source| LoadError::Pin { path: pin.to_owned(), source })
+}
+
+/// Where `balancer xdp-peer` pins the link for `iface` in the current network namespace: the
+/// namespace's inode number keeps equal interface names in different namespaces apart.
+pub fn peer_link_pin(pin_dir: &Path, iface: &str) -> PathBuf {
+    use std::os::unix::fs::MetadataExt as _;
+    let ns = std::fs::metadata("/proc/self/ns/net").map(|m| m.ino()).unwrap_or(0);
+    pin_dir.join(format!("peer-{ns}-{iface}"))
+}
+
+/// bpffs's `statfs` magic number.
+const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+/// Where bpffs is conventionally mounted.
+const BPFFS_ROOT: &str = "/sys/fs/bpf";
+
+/// Makes sure `dir` exists on a bpffs mount. When nothing is mounted at `/sys/fs/bpf` (a fresh
+/// machine, or a new mount namespace) it mounts bpffs there, as Cilium and bpftool do; a
+/// directory elsewhere must already be on bpffs.
+fn ensure_bpffs(dir: &Path) -> Result<(), LoadError> {
+    let pin_err = |why: String| LoadError::PinDir { path: dir.to_owned(), why };
+    let root = Path::new(BPFFS_ROOT);
+    if dir.starts_with(root) && !is_bpffs(root) {
+        mount_bpffs(root).map_err(|e| pin_err(format!("mounting bpffs at {BPFFS_ROOT}: {e}")))?;
+        info!(path = BPFFS_ROOT, "mounted bpffs");
+    }
+    std::fs::create_dir_all(dir).map_err(|e| pin_err(format!("cannot create it: {e}")))?;
+    if !is_bpffs(dir) {
+        return Err(pin_err(format!("not on a bpffs mount: choose a pin_dir under {BPFFS_ROOT}, or `mount -t bpf bpf DIR`")));
+    }
+    Ok(())
+}
+
+fn is_bpffs(path: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt as _;
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else { return false };
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a valid C string and `st` a writable statfs.
+    let rc = unsafe { libc::statfs(c.as_ptr(), &mut st) };
+    rc == 0 && st.f_type as i64 == BPF_FS_MAGIC
+}
+
+fn mount_bpffs(root: &Path) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt as _;
+    let target = std::ffi::CString::new(root.as_os_str().as_bytes())?;
+    // SAFETY: all pointers are valid C strings or null, as mount(2) expects.
+    let rc = unsafe {
+        libc::mount(c"bpf".as_ptr(), target.as_ptr(), c"bpf".as_ptr(), 0, std::ptr::null())
+    };
+    if rc == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
 }

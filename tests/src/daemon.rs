@@ -1,0 +1,78 @@
+//! Running the real `balancer` binary in a test namespace, with a config and a bpffs pin
+//! directory of its own that are removed afterwards.
+
+use std::{path::PathBuf, time::Duration};
+
+use crate::netns::{Netns, Proc};
+
+/// Path of the `balancer` binary built next to the test executables.
+///
+/// # Panics
+/// When it has not been built (`cargo xtask test` builds it first).
+pub fn balancer_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let bin = exe.parent().and_then(|d| d.parent()).expect("target dir").join("balancer");
+    assert!(bin.is_file(), "{} is missing: run `cargo build -p balancer` (cargo xtask test does)", bin.display());
+    bin
+}
+
+/// A bpffs directory for one test's pinned maps, removed on drop.
+#[derive(Debug)]
+pub struct PinDir(pub PathBuf);
+
+impl PinDir {
+    /// `/sys/fs/bpf/<name>`, which must not exist yet.
+    pub fn new(name: &str) -> Self {
+        let p = PathBuf::from("/sys/fs/bpf").join(name);
+        let _ = std::fs::remove_dir_all(&p);
+        Self(p)
+    }
+}
+
+impl Drop for PinDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A running daemon with its config file and pin directory.
+#[derive(Debug)]
+pub struct Daemon {
+    /// The process; dropping it stops the daemon.
+    pub proc: Proc,
+    /// Its pinned maps.
+    pub pins: PinDir,
+    /// Its config file.
+    pub config: PathBuf,
+}
+
+impl Daemon {
+    /// Writes `config` (with `pin_dir` set to a fresh directory) and starts `balancer run` in
+    /// `ns` with `RUST_LOG=rust_log`; returns once it logs that it is running.
+    pub fn start(ns: &Netns, config: &str, rust_log: &str) -> Self {
+        let pins = PinDir::new(ns.name());
+        let path = std::env::temp_dir().join(format!("{}.toml", ns.name()));
+        std::fs::write(&path, format!("pin_dir = \"{}\"\n{config}", pins.0.display())).expect("write config");
+        let bin = balancer_bin();
+        let mut cmd = ns.command(&[bin.to_str().unwrap(), "run", "--config", path.to_str().unwrap()]);
+        cmd.env("RUST_LOG", rust_log);
+        let mut proc = Proc::spawn(cmd, &format!("{}-balancer", ns.name()));
+        proc.wait_for_log("balancer running", Duration::from_secs(20));
+        Self { proc, pins, config: path }
+    }
+
+    /// `balancer <args>` as a one-shot command in `ns` (stats, check, …).
+    pub fn cli(ns: &Netns, args: &[&str]) -> std::process::Output {
+        let bin = balancer_bin();
+        let mut argv = vec![bin.to_str().unwrap()];
+        argv.extend_from_slice(args);
+        ns.output(&argv)
+    }
+
+    /// `balancer stats --json` for this daemon, parsed.
+    pub fn stats(&self, ns: &Netns) -> serde_json::Value {
+        let out = Self::cli(ns, &["stats", "--json", "--pin-dir", self.pins.0.to_str().unwrap()]);
+        assert!(out.status.success(), "balancer stats failed: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).expect("stats --json is JSON")
+    }
+}
