@@ -10,10 +10,12 @@ use crate::netns::{Netns, Proc};
 /// # Panics
 /// When it has not been built (`cargo xtask test` builds it first).
 pub fn balancer_bin() -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    let bin = exe.parent().and_then(|d| d.parent()).expect("target dir").join("balancer");
-    assert!(bin.is_file(), "{} is missing: run `cargo build -p balancer` (cargo xtask test does)", bin.display());
-    bin
+    // Test executables sit in target/<profile>/deps, other binaries in target/<profile>.
+    let exe = std::env::current_exe().expect("executable path");
+    let dirs: Vec<_> = exe.ancestors().skip(1).take(2).collect();
+    dirs.iter().map(|d| d.join("balancer")).find(|b| b.is_file()).unwrap_or_else(|| {
+        panic!("no `balancer` binary in {dirs:?}: run `cargo build -p balancer` (cargo xtask test does)")
+    })
 }
 
 /// A bpffs directory for one test's pinned maps, removed on drop.

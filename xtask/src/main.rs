@@ -1,1 +1,43 @@
-fn main() {}
+//! `cargo xtask`: the project's build and test entry points.
+//!
+//! - `build-ebpf`: builds the XDP object with Debian's toolchain.
+//! - `test`: installs what is missing, builds, runs unit tests, then the root-only integration
+//!   tests.
+//! - `demo`: installs what is missing, builds, and balances HTTP in network namespaces.
+//! - `run`: builds and runs the daemon with a config (root).
+
+mod build_ebpf;
+mod demo;
+mod run;
+mod test;
+mod toolchain;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(about = "balancer's build, test and demo tasks")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Build the XDP object (balancer-ebpf) with Debian's cargo and bpf-linker.
+    BuildEbpf,
+    /// Install what is missing, build everything, run every test.
+    Test(test::Options),
+    /// Install what is missing, build, and show the balancer at work in network namespaces.
+    Demo,
+    /// Build and run the daemon: `cargo xtask run -- --config FILE`.
+    Run(run::Options),
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::BuildEbpf => build_ebpf::build(),
+        Command::Test(opts) => test::test(&opts),
+        Command::Demo => demo::demo(),
+        Command::Run(opts) => run::run(&opts),
+    }
+}

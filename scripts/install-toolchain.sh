@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Installs what building and testing balancer needs, and nothing when it is all there already.
+#
+# - Debian's Rust (rustc-web, cargo-web, rust-web-src) and its prebuilt `core` for
+#   bpfel-unknown-none (libstd-rust-web-dev-bpf): the toolchain that builds the XDP program.
+# - llvm-N-dev and bpf-linker 0.13.0 built against it, where N is the LLVM major version of
+#   Debian's rustc (`/usr/bin/rustc -vV`): bpf-linker must link the LLVM that rustc emits for.
+# - The tools the tests and the demo run: iproute2, bpftool, ethtool, curl, python3, nsenter.
+#
+# Needs root for apt (run with sudo). Userspace builds with the machine's rustup toolchain.
+set -euo pipefail
+
+BPF_LINKER_VERSION=0.13.0
+say() { printf 'install-toolchain: %s\n' "$*" >&2; }
+
+# rustup's proxies in ~/.cargo/bin shadow Debian's cargo/rustc on PATH: always use Debian's by
+# path, and keep rustup's own variables out of the way.
+unset RUSTUP_TOOLCHAIN RUSTC RUSTDOC RUSTC_WRAPPER CARGO CARGO_TARGET_DIR RUSTFLAGS CARGO_ENCODED_RUSTFLAGS
+export PATH="$HOME/.cargo/bin:$PATH"
+
+apt_packages=(rustc-web cargo-web rust-web-src libstd-rust-web-dev-bpf
+              iproute2 bpftool ethtool curl python3 util-linux procps)
+
+missing=()
+for p in "${apt_packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+
+apt_updated=0
+apt_install() {
+  if [ "$(id -u)" != 0 ]; then
+    say "missing Debian packages: $*; run this script as root (sudo $0)"
+    exit 1
+  fi
+  if [ "$apt_updated" = 0 ]; then
+    say "apt-get update"
+    apt-get update -qq
+    apt_updated=1
+  fi
+  say "apt-get install $*"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+[ ${#missing[@]} -eq 0 ] || apt_install "${missing[@]}"
+
+llvm_major=$(/usr/bin/rustc -vV | sed -n 's/^LLVM version: \([0-9]*\).*/\1/p')
+if [ -z "$llvm_major" ]; then
+  say "cannot read the LLVM version from /usr/bin/rustc -vV"
+  exit 1
+fi
+dpkg-query -W -f='${Status}' "llvm-$llvm_major-dev" 2>/dev/null | grep -q 'install ok installed' \
+  || apt_install "llvm-$llvm_major-dev"
+
+linker_ok() {
+  command -v bpf-linker >/dev/null 2>&1 \
+    && [ "$(bpf-linker --version 2>/dev/null)" = "bpf-linker $BPF_LINKER_VERSION" ] \
+    && ldd "$(command -v bpf-linker)" | grep -q "libLLVM.so.$llvm_major"
+}
+if ! linker_ok; then
+  if ! command -v cargo >/dev/null 2>&1; then
+    say "no rustup cargo on PATH to build bpf-linker with; install Rust with rustup first"
+    exit 1
+  fi
+  say "building bpf-linker $BPF_LINKER_VERSION against LLVM $llvm_major (a few minutes)"
+  LLVM_PREFIX="/usr/lib/llvm-$llvm_major" cargo install bpf-linker --version "$BPF_LINKER_VERSION" \
+    --locked --force --no-default-features --features "llvm-$llvm_major"
+  linker_ok || { say "bpf-linker was built but does not link LLVM $llvm_major"; exit 1; }
+fi
+say "ok: Debian rustc $(/usr/bin/rustc -V | cut -d' ' -f2) (LLVM $llvm_major), bpf-linker $BPF_LINKER_VERSION"

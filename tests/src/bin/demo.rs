@@ -1,0 +1,84 @@
+//! The demo behind `cargo xtask demo`: a client, the balancer and three HTTP backends in network
+//! namespaces; the real daemon with `examples/demo.toml`; requests through the VIP, each
+//! printed with the backend that answered; the counters; then everything is torn down (also on
+//! Ctrl-C).
+
+use std::{
+    collections::BTreeMap,
+    net::IpAddr,
+    sync::atomic::{AtomicBool, Ordering},
+};
+
+use balancer_tests::{backend::HttpBackend, daemon::Daemon, netns::Lan};
+
+const VIP: &str = "198.51.100.10";
+const REQUESTS: u16 = 40;
+
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_sigint(_: libc::c_int) {
+    INTERRUPTED.store(true, Ordering::SeqCst);
+}
+
+fn main() {
+    if !balancer_tests::is_root() {
+        eprintln!("the demo needs root: sudo -E cargo xtask demo");
+        std::process::exit(1);
+    }
+    // Ctrl-C ends the demo early; the guards below then remove every namespace and process.
+    // SAFETY: the handler only stores to an atomic.
+    unsafe { libc::signal(libc::SIGINT, on_sigint as *const () as libc::sighandler_t) };
+
+    println!("== Building the demo LAN: client 198.18.0.1, lb 198.18.0.2, be1-3 198.18.0.3-5");
+    let mut lan = Lan::new(&["client", "lb", "be1", "be2", "be3"]);
+    let vip: IpAddr = VIP.parse().unwrap();
+    let _backends: Vec<HttpBackend> =
+        (1..=3).map(|i| HttpBackend::start(&lan.hosts[i + 1], &format!("be{i}"), vip, 80)).collect();
+    lan.hosts[0].ns.run(&["ip", "route", "add", &format!("{VIP}/32"), "via", &lan.hosts[1].ip.to_string()]);
+    lan.accept_xdp_frames_from(1);
+    if INTERRUPTED.load(Ordering::SeqCst) {
+        return;
+    }
+
+    let config = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/demo.toml"))
+        .expect("examples/demo.toml");
+    println!("== Starting `balancer run` in the lb namespace with examples/demo.toml:\n");
+    for line in config.lines().filter(|l| !l.trim_start().starts_with('#') && !l.trim().is_empty()) {
+        println!("     {line}");
+    }
+    let lb = &lan.hosts[1].ns;
+    let mut daemon = Daemon::start(lb, &config, "info");
+    let link = lb.run(&["ip", "-d", "link", "show", "eth0"]);
+    let mode = if link.contains("prog/xdp ") { "native" } else { "generic" };
+    println!("\n== XDP program attached to lb:eth0 in {mode} mode");
+
+    println!("== {REQUESTS} HTTP requests from the client to http://{VIP}/ (a new connection each,\n   from client port P; the XDP program hashes the 5-tuple onto the Maglev table):\n");
+    let mut answered: BTreeMap<String, u32> = BTreeMap::new();
+    for i in 0..REQUESTS {
+        if INTERRUPTED.load(Ordering::SeqCst) {
+            println!("interrupted");
+            return;
+        }
+        let port = 45_000 + i;
+        let out = lan.hosts[0].ns.output(&[
+            "curl", "-sS", "--max-time", "3", "--local-port", &port.to_string(), &format!("http://{VIP}/"),
+        ]);
+        let who = if out.status.success() {
+            String::from_utf8_lossy(&out.stdout).trim().to_owned()
+        } else {
+            format!("FAILED: {}", String::from_utf8_lossy(&out.stderr).trim())
+        };
+        print!("  {:>2}. :{port} -> {who:<4}", i + 1);
+        if (i + 1) % 5 == 0 {
+            println!();
+        }
+        *answered.entry(who).or_default() += 1;
+    }
+    println!("\n== Answers per backend (weights 2:1:1): {answered:?}");
+
+    println!("\n== `balancer stats` (per-CPU counters from the XDP program's maps):\n");
+    let out = Daemon::cli(lb, &["stats", "--pin-dir", daemon.pins.0.to_str().unwrap()]);
+    print!("{}", String::from_utf8_lossy(&out.stdout));
+    daemon.proc.stop();
+    println!("\n== Done: stopping the daemon (the XDP program detaches) and removing the namespaces.");
+}

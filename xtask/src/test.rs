@@ -1,0 +1,50 @@
+//! `cargo xtask test`: every test, from a fresh machine.
+
+use anyhow::Result;
+
+use crate::{
+    build_ebpf,
+    toolchain::{cargo, install, is_root, root, status},
+};
+
+/// Options of `cargo xtask test`.
+#[derive(clap::Args)]
+pub struct Options {
+    /// Only run tests whose name contains this (passed to the test binaries).
+    filter: Option<String>,
+}
+
+pub fn test(opts: &Options) -> Result<()> {
+    install()?;
+    build_ebpf::build()?;
+    // The integration tests run the daemon binary.
+    status(cargo().current_dir(root()).args(["build", "--package", "balancer"]))?;
+    let filter: Vec<&str> = opts.filter.as_deref().into_iter().collect();
+    status(cargo().current_dir(root()).args(["test", "--workspace", "--exclude", "balancer-tests", "--"]).args(&filter))?;
+    if !is_root() {
+        eprintln!(
+            "\n{bar}\n*** SKIPPED: the integration tests (BPF_PROG_TEST_RUN packet tests, network\n\
+             *** namespaces) need root. Run `sudo -E cargo xtask test` to run them.\n{bar}\n",
+            bar = "*".repeat(78)
+        );
+        return Ok(());
+    }
+    remove_stale_namespaces();
+    status(cargo().current_dir(root()).args(["test", "--package", "balancer-tests", "--"]).args(&filter))
+}
+
+/// Deletes test namespaces (`bt-<tag>-<pid>-<n>`) whose test process no longer exists: a test
+/// killed outright cannot run its cleanup.
+fn remove_stale_namespaces() {
+    let Ok(out) = std::process::Command::new("ip").args(["netns", "list"]).output() else { return };
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let name = line.split_whitespace().next().unwrap_or("");
+        let Some(rest) = name.strip_prefix("bt-") else { continue };
+        let pid = rest.rsplit('-').nth(1).and_then(|p| p.parse::<u32>().ok());
+        if let Some(pid) = pid {
+            if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+                let _ = std::process::Command::new("ip").args(["netns", "del", name]).status();
+            }
+        }
+    }
+}
