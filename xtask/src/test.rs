@@ -20,17 +20,63 @@ pub fn test(opts: &Options) -> Result<()> {
     // The integration tests run the daemon binary.
     status(cargo().current_dir(root()).args(["build", "--package", "balancer"]))?;
     let filter: Vec<&str> = opts.filter.as_deref().into_iter().collect();
-    status(cargo().current_dir(root()).args(["test", "--workspace", "--exclude", "balancer-tests", "--"]).args(&filter))?;
+    let mut total = Tally::default();
+    let unit = run_counted(cargo().current_dir(root()).args(["test", "--workspace", "--exclude", "balancer-tests", "--"]).args(&filter), &mut total);
+    if let Err(e) = unit {
+        total.print();
+        return Err(e);
+    }
     if !is_root() {
         eprintln!(
             "\n{bar}\n*** SKIPPED: the integration tests (BPF_PROG_TEST_RUN packet tests, network\n\
              *** namespaces) need root. Run `sudo -E cargo xtask test` to run them.\n{bar}\n",
             bar = "*".repeat(78)
         );
+        total.print();
         return Ok(());
     }
     remove_stale_namespaces();
-    status(cargo().current_dir(root()).args(["test", "--package", "balancer-tests", "--"]).args(&filter))
+    let integration = run_counted(cargo().current_dir(root()).args(["test", "--package", "balancer-tests", "--"]).args(&filter), &mut total);
+    total.print();
+    integration
+}
+
+/// Tests passed and failed over every test binary.
+#[derive(Default)]
+struct Tally {
+    passed: u64,
+    failed: u64,
+}
+
+impl Tally {
+    fn print(&self) {
+        println!("\nxtask test: {} passed, {} failed", self.passed, self.failed);
+    }
+}
+
+/// Runs `cargo test`, echoing its output and adding up its `test result:` lines.
+fn run_counted(cmd: &mut std::process::Command, tally: &mut Tally) -> Result<()> {
+    use std::io::{BufRead as _, BufReader};
+    let mut child = cmd.stdout(std::process::Stdio::piped()).spawn()?;
+    for line in BufReader::new(child.stdout.take().expect("piped")).lines() {
+        let line = line?;
+        println!("{line}");
+        if let Some(rest) = line.strip_prefix("test result: ") {
+            for part in rest.split(';') {
+                let mut w = part.split_whitespace().rev();
+                let (Some(word), Some(n)) = (w.next(), w.next()) else { continue };
+                let Ok(n) = n.parse::<u64>() else { continue };
+                match word {
+                    "passed" => tally.passed += n,
+                    "failed" => tally.failed += n,
+                    _ => {}
+                }
+            }
+        }
+    }
+    let st = child.wait()?;
+    anyhow::ensure!(st.success(), "{cmd:?} failed ({st})");
+    Ok(())
 }
 
 /// Deletes test namespaces (`bt-<tag>-<pid>-<n>`) whose test process no longer exists: a test
