@@ -34,7 +34,16 @@ pub struct Backend {
     pub state: u8,
     /// Interface to send on; 0 means the one the packet arrived on (`XDP_TX`).
     pub ifindex: u32,
+    /// Id of the VIP this backend serves: not read by the data path, it makes the map
+    /// self-describing for `balancer stats` and for re-adopting pinned maps after a restart.
+    pub vip: u32,
 }
-const _: () = assert!(core::mem::size_of::<Backend>() == 28);
+const _: () = assert!(core::mem::size_of::<Backend>() == 32);
+
+impl Backend {
+    /// An unused slot.
+    pub const EMPTY: Backend =
+        Backend { addr: [0; 16], mac: [0; 6], family: 0, state: state::EMPTY, ifindex: 0, vip: 0 };
+}
 
 pod!(Backend);

@@ -4,6 +4,7 @@
 //! integration tests drive the same code.
 
 pub mod config;
+pub mod daemon;
 pub mod dataplane;
 pub mod maglev;
 pub mod netlink;

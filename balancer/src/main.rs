@@ -1,21 +1,18 @@
 //! `balancer`: the daemon (`balancer run`) and its command-line tools.
 
 use std::{
-    collections::HashMap,
     path::{Path, PathBuf},
     process::ExitCode,
-    time::Duration,
 };
 
 use anyhow::{Context as _, Result};
 use balancer::{
     config::{Config, DEFAULT_PIN_DIR, XdpModeSetting},
-    dataplane::{Dataplane, loader::{self, BALANCER_PROGRAM}, plan, stats::Snapshot, sync},
-    netlink::Netlink,
+    daemon::Daemon,
+    dataplane::{Dataplane, loader, stats::Snapshot},
 };
 use clap::{Parser, Subcommand};
-use tokio::signal::unix::{SignalKind, signal};
-use tracing::{info, level_filters::LevelFilter, warn};
+use tracing::level_filters::LevelFilter;
 
 /// XDP L4 load balancer with weighted Maglev hashing.
 #[derive(Parser)]
@@ -122,7 +119,7 @@ fn main() -> ExitCode {
                 .enable_all()
                 .build()
                 .context("starting the async runtime")
-                .and_then(|rt| rt.block_on(run(cfg, bpf_object.as_deref(), xdp_mode)))
+                .and_then(|rt| rt.block_on(run(cfg, &config, bpf_object.as_deref(), xdp_mode)))
         }
         Command::Stats { pin_dir, json } => stats(&pin_dir, json),
         Command::XdpPeer { action } => xdp_peer(action),
@@ -149,86 +146,9 @@ fn ebpf_log_level() -> u8 {
     }
 }
 
-async fn run(cfg: Config, bpf_object: Option<&Path>, xdp_mode: Option<XdpModeSetting>) -> Result<()> {
-    let mut dp = Dataplane::load(bpf_object, Some(&cfg.pin_dir), ebpf_log_level())
-        .context("loading the data path (try `--bpf-object` to load a freshly built object)")?;
-    spawn_ebpf_logger(&mut dp);
-
-    let nl = Netlink::new().context("opening netlink")?;
-    let mut ifaces = Vec::new();
-    for name in &cfg.interfaces {
-        ifaces.push(nl.interface(name).await.with_context(|| format!("interface `{name}` from the config"))?);
-    }
-    let mut hops = HashMap::new();
-    for vip in &cfg.vips {
-        for b in &vip.backends {
-            let ip = *b.address.get_ref();
-            if hops.contains_key(&ip) {
-                continue;
-            }
-            let mut found = None;
-            let mut last_err = None;
-            for iface in &ifaces {
-                match nl.neighbour_mac(ip, iface, Duration::from_secs(3)).await {
-                    Ok(mac) => {
-                        found = Some(plan::NextHop { mac, ifindex: iface.index });
-                        break;
-                    }
-                    Err(e) => last_err = Some(e),
-                }
-            }
-            let hop = found.ok_or_else(|| last_err.expect("at least one interface"))
-                .with_context(|| format!("backend {ip} of VIP {}", vip.address.get_ref()))?;
-            info!(backend = %ip, mac = %fmt_mac(&hop.mac), ifindex = hop.ifindex, "backend resolved");
-            hops.insert(ip, hop);
-        }
-    }
-    let p = plan::plan(&cfg, &hops);
-    sync::apply(&mut dp, &p).context("programming the maps")?;
-    let mode = xdp_mode.unwrap_or(cfg.xdp_mode);
-    for iface in &ifaces {
-        dp.attach(BALANCER_PROGRAM, &iface.name, mode)
-            .with_context(|| format!("attaching to `{}` (try --xdp-mode generic)", iface.name))?;
-    }
-    info!(vips = p.vips.len(), backends = p.backends.len(), "balancer running");
-
-    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {},
-        _ = term.recv() => {},
-    }
-    info!("shutting down: detaching the XDP program");
-    drop(dp);
-    Ok(())
-}
-
-/// Forwards the program's aya-log records to `tracing` (through the `log` bridge).
-fn spawn_ebpf_logger(dp: &mut Dataplane) {
-    let logger = match aya_log::EbpfLogger::init(dp.ebpf_mut()) {
-        Ok(l) => l,
-        Err(e) => {
-            warn!(error = %e, "XDP program logs are unavailable");
-            return;
-        }
-    };
-    // SAFETY: the logger owns its ring buffer's fd, which stays open and unchanged until the
-    // logger (moved into the AsyncFd) is dropped.
-    let registered =
-        unsafe { tokio::io::unix::AsyncFd::register_with_interest(logger, tokio::io::Interest::READABLE) };
-    let mut fd = match registered {
-        Ok(fd) => fd,
-        Err(e) => {
-            warn!(error = %e, "XDP program logs are unavailable");
-            return;
-        }
-    };
-    tokio::spawn(async move {
-        loop {
-            let Ok(mut guard) = fd.readable_mut().await else { return };
-            guard.get_inner_mut().flush();
-            guard.clear_ready();
-        }
-    });
+async fn run(cfg: Config, config_path: &Path, bpf_object: Option<&Path>, xdp_mode: Option<XdpModeSetting>) -> Result<()> {
+    let daemon = Daemon::start(cfg, config_path, bpf_object, xdp_mode, ebpf_log_level()).await?;
+    daemon.serve().await
 }
 
 fn xdp_peer(action: PeerAction) -> Result<()> {
@@ -242,14 +162,11 @@ fn xdp_peer(action: PeerAction) -> Result<()> {
         }
         PeerAction::Detach { iface, pin_dir } => {
             let pin = loader::peer_link_pin(&pin_dir, &iface);
-            loader::unpin_link(&pin).with_context(|| format!("was `balancer xdp-peer attach --iface {iface}` run in this namespace?"))?;
+            loader::unpin_link(&pin)
+                .with_context(|| format!("was `balancer xdp-peer attach --iface {iface}` run in this namespace?"))?;
         }
     }
     Ok(())
-}
-
-fn fmt_mac(m: &[u8; 6]) -> String {
-    m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
 }
 
 fn stats(pin_dir: &Path, json: bool) -> Result<()> {

@@ -9,6 +9,7 @@ use balancer::{
     dataplane::{
         Dataplane,
         loader::{BALANCER_PROGRAM, PASS_PROGRAM},
+        ids::Ids,
         plan::{self, NextHop, Plan},
         stats::Snapshot,
         sync,
@@ -33,13 +34,14 @@ pub struct Fixture {
     pub dp: Dataplane,
     /// What was last written.
     pub plan: Plan,
+    ids: Ids,
 }
 
 impl Fixture {
     /// Loads the embedded object (no pinning) and writes `config` into its maps.
     pub fn new(config: &str) -> Self {
         let dp = Dataplane::load(None, None, 0).expect("load the XDP object");
-        let mut f = Self { dp, plan: Plan { vips: Vec::new(), backends: Vec::new() } };
+        let mut f = Self { dp, plan: Plan { vips: Vec::new(), backends: Vec::new() }, ids: Ids::default() };
         f.apply(config);
         f
     }
@@ -53,7 +55,8 @@ impl Fixture {
             .flat_map(|v| v.backends.iter().map(|b| *b.address.get_ref()))
             .map(|ip| (ip, NextHop { mac: backend_mac(ip), ifindex: 0 }))
             .collect();
-        self.plan = plan::plan(&cfg, &hops);
+        let assigned = self.ids.assign(&cfg);
+        self.plan = plan::plan(&cfg, &hops, &assigned);
         sync::apply(&mut self.dp, &self.plan).expect("write maps");
     }
 

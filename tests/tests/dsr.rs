@@ -119,7 +119,8 @@ fn new_flows_follow_the_maglev_table_that_user_space_computed() {
         key.dst[..4].copy_from_slice(&[198, 51, 100, 10]);
         let vip = &fx.plan.vips[0];
         let id = vip.ring[(flow_hash(&key) % vip.meta.ring_size) as usize];
-        let want: IpAddr = fx.plan.backends[id as usize].1.addr[..4].try_into().map(|a: [u8; 4]| a.into()).unwrap();
+        let entry = fx.plan.backends.iter().find(|(i, _)| *i == id).expect("ring ids are planned backends").1;
+        let want: IpAddr = <[u8; 4]>::try_from(&entry.addr[..4]).unwrap().into();
         assert_eq!(got, want.to_string(), "source port {port}");
         per_backend[BACKENDS.iter().position(|b| *b == got).unwrap()] += 1;
     }

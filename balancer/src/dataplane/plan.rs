@@ -9,6 +9,7 @@ use balancer_common::{
     vip::{VipKey, VipMeta, flags, forward},
 };
 
+use super::ids::Assigned;
 use crate::{
     config::{self, Config, Forwarding, Protocol},
     maglev::{self, Member},
@@ -37,9 +38,9 @@ pub struct VipPlan {
 /// Everything the maps should hold.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Plan {
-    /// VIPs, in config order; `meta.id` is the index.
+    /// VIPs, in config order.
     pub vips: Vec<VipPlan>,
-    /// `(backend id, entry)`; ids are dense from 0, VIP by VIP in config order.
+    /// `(backend id, entry)`, VIP by VIP in config order.
     pub backends: Vec<(u32, Backend)>,
 }
 
@@ -55,14 +56,16 @@ pub fn addr_bytes(ip: IpAddr) -> ([u8; 16], u8) {
     }
 }
 
-/// Computes the plan. `hops` holds each backend address's resolved next hop.
+/// Computes the plan. `hops` holds each backend address's resolved next hop; `ids` the ids
+/// `Ids::assign` gave this configuration.
 ///
 /// # Panics
 /// If a backend's address is missing from `hops` (the caller resolves every one first).
-pub fn plan(config: &Config, hops: &HashMap<IpAddr, NextHop>) -> Plan {
+pub fn plan(config: &Config, hops: &HashMap<IpAddr, NextHop>, ids: &Assigned) -> Plan {
     let mut vips = Vec::new();
     let mut backends = Vec::new();
-    for (vip_id, vip) in config.vips.iter().enumerate() {
+    for (i, vip) in config.vips.iter().enumerate() {
+        let vip_id = ids.vips[i];
         let addr = vip.address.get_ref();
         let (bytes, fam) = addr_bytes(addr.ip());
         let key = VipKey {
@@ -74,9 +77,8 @@ pub fn plan(config: &Config, hops: &HashMap<IpAddr, NextHop>) -> Plan {
             },
             family: fam,
         };
-        let first_id = backends.len() as u32;
         let mut members = Vec::new();
-        for b in &vip.backends {
+        for (j, b) in vip.backends.iter().enumerate() {
             let ip = *b.address.get_ref();
             let hop = hops[&ip];
             let (baddr, bfam) = addr_bytes(ip);
@@ -85,8 +87,8 @@ pub fn plan(config: &Config, hops: &HashMap<IpAddr, NextHop>) -> Plan {
                 config::BackendState::Drain => state::DRAIN,
                 config::BackendState::Stopped => state::STOPPED,
             };
-            let id = backends.len() as u32;
-            backends.push((id, Backend { addr: baddr, mac: hop.mac, family: bfam, state: st, ifindex: hop.ifindex }));
+            let id = ids.backends[i][j];
+            backends.push((id, Backend { addr: baddr, mac: hop.mac, family: bfam, state: st, ifindex: hop.ifindex, vip: vip_id }));
             // Drained and stopped backends take no new flows: no ring slots.
             let weight = if st == state::ACTIVE { b.weight } else { 0 };
             let mut identity = baddr.to_vec();
@@ -94,10 +96,10 @@ pub fn plan(config: &Config, hops: &HashMap<IpAddr, NextHop>) -> Plan {
             members.push(Member { identity, weight });
         }
         let ring: Vec<u32> = maglev::build(&members, vip.ring_size, config.maglev_seed)
-            .map(|t| t.slots().iter().map(|&m| first_id + m).collect())
+            .map(|t| t.slots().iter().map(|&m| ids.backends[i][m as usize]).collect())
             .unwrap_or_default();
         let meta = VipMeta {
-            id: vip_id as u32,
+            id: vip_id,
             ring_size: if ring.is_empty() { 0 } else { vip.ring_size.get() },
             ring_gen: 0,
             forward: match vip.forwarding {
@@ -119,6 +121,10 @@ mod tests {
 
     fn config(text: &str) -> Config {
         Config::parse(text, Path::new("t.toml")).unwrap()
+    }
+
+    fn plan(c: &Config, hops: &HashMap<IpAddr, NextHop>) -> Plan {
+        super::plan(c, hops, &super::super::ids::Ids::default().assign(c))
     }
 
     fn hops(ips: &[&str]) -> HashMap<IpAddr, NextHop> {

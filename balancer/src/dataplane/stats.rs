@@ -62,7 +62,7 @@ pub struct Snapshot {
 
 /// A counter map that could not be read.
 #[derive(Debug, thiserror::Error)]
-#[error("reading map {map}: {source}")]
+#[error("reading map {map}")]
 pub struct StatsError {
     /// The map (or pin path).
     pub map: String,

@@ -16,7 +16,7 @@ use super::{Dataplane, plan::Plan};
 
 /// A failed map write, naming the map.
 #[derive(Debug, thiserror::Error)]
-#[error("writing map {map}: {source}")]
+#[error("writing map {map}")]
 pub struct SyncError {
     /// The map.
     pub map: &'static str,
@@ -63,8 +63,7 @@ pub fn apply(dp: &mut Dataplane, plan: &Plan) -> Result<(), SyncError> {
     // Clear backend slots left by an earlier run, so their flows are re-steered.
     for id in 0..MAX_BACKENDS {
         if !used[id as usize] && backends.get(&id, 0).map_err(err(maps::BACKENDS))?.state != state::EMPTY {
-            let empty = Backend { addr: [0; 16], mac: [0; 6], family: 0, state: state::EMPTY, ifindex: 0 };
-            backends.set(id, empty, 0).map_err(err(maps::BACKENDS))?;
+            backends.set(id, Backend::EMPTY, 0).map_err(err(maps::BACKENDS))?;
         }
     }
     Ok(())

@@ -1,0 +1,191 @@
+//! The running daemon: the loaded data path, the configuration in force, and how a new
+//! configuration is applied (at start, and on SIGHUP).
+
+use std::{
+    collections::HashMap,
+    net::IpAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use anyhow::{Context as _, Result, bail};
+use tokio::signal::unix::{SignalKind, signal};
+use tracing::{error, info, warn};
+
+use crate::{
+    config::{Config, XdpModeSetting},
+    dataplane::{
+        Dataplane,
+        ids::Ids,
+        loader::BALANCER_PROGRAM,
+        plan::{self, NextHop},
+        sync,
+    },
+    netlink::{Interface, Netlink},
+};
+
+/// How long to wait for a backend's MAC address before giving up on the configuration.
+const RESOLVE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The daemon's state.
+pub struct Daemon {
+    dp: Dataplane,
+    nl: Netlink,
+    ifaces: Vec<Interface>,
+    ids: Ids,
+    config: Config,
+    config_path: PathBuf,
+}
+
+impl Daemon {
+    /// Loads the data path, programs `config` into it and attaches it to the configured
+    /// interfaces.
+    ///
+    /// # Errors
+    /// When loading, resolving a backend, writing the maps or attaching fails.
+    pub async fn start(
+        config: Config,
+        config_path: &Path,
+        bpf_object: Option<&Path>,
+        xdp_mode: Option<XdpModeSetting>,
+        log_level: u8,
+    ) -> Result<Self> {
+        let mut dp = Dataplane::load(bpf_object, Some(&config.pin_dir), log_level)
+            .context("loading the data path (try `--bpf-object` to load a freshly built object)")?;
+        spawn_ebpf_logger(&mut dp);
+        let nl = Netlink::new().context("opening netlink")?;
+        let mut ifaces = Vec::new();
+        for name in &config.interfaces {
+            ifaces.push(nl.interface(name).await.with_context(|| format!("interface `{name}` from the config"))?);
+        }
+        let mode = xdp_mode.unwrap_or(config.xdp_mode);
+        let mut ids = Ids::default();
+        program(&mut dp, &nl, &ifaces, &mut ids, &config).await?;
+        let mut d = Self { dp, nl, ifaces, ids, config, config_path: config_path.to_owned() };
+        for iface in &d.ifaces {
+            d.dp.attach(BALANCER_PROGRAM, &iface.name, mode)
+                .with_context(|| format!("attaching to `{}` (try --xdp-mode generic)", iface.name))?;
+        }
+        info!(vips = d.config.vips.len(), "balancer running");
+        Ok(d)
+    }
+
+    /// Makes `config` the one in force: resolves its backends, writes the maps. On error the
+    /// maps and the configuration in force are unchanged, except for backends already written
+    /// (never referenced by a ring until their VIP's table flips).
+    ///
+    /// # Errors
+    /// When a setting that needs a restart changed, a backend cannot be resolved, or a map write
+    /// fails.
+    pub async fn apply(&mut self, config: Config) -> Result<()> {
+        if config.interfaces != self.config.interfaces {
+            bail!("`interfaces` changed: restart the daemon to attach elsewhere");
+        }
+        if config.pin_dir != self.config.pin_dir {
+            bail!("`pin_dir` changed: restart the daemon to move its maps");
+        }
+        let mut ids = self.ids.clone();
+        program(&mut self.dp, &self.nl, &self.ifaces, &mut ids, &config).await?;
+        self.ids = ids;
+        self.config = config;
+        Ok(())
+    }
+
+    /// Serves until SIGTERM or SIGINT; SIGHUP re-reads the configuration file.
+    ///
+    /// # Errors
+    /// When the signal handlers cannot be installed.
+    pub async fn serve(mut self) -> Result<()> {
+        let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+        let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+        loop {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => break,
+                _ = term.recv() => break,
+                _ = hup.recv() => self.reload().await,
+            }
+        }
+        info!("shutting down: detaching the XDP program");
+        Ok(())
+    }
+
+    /// Re-reads the configuration file and applies it; a bad file is reported and ignored.
+    async fn reload(&mut self) {
+        let config = match Config::load(&self.config_path) {
+            Ok(c) => c,
+            Err(e) => {
+                error!("reload rejected, the running configuration stays: {e}");
+                return;
+            }
+        };
+        match self.apply(config).await {
+            Ok(()) => info!(vips = self.config.vips.len(), "configuration reloaded"),
+            Err(e) => error!("reload rejected, the running configuration stays: {e:#}"),
+        }
+    }
+}
+
+/// Resolves `config`'s backends, gives them ids and writes the maps.
+async fn program(dp: &mut Dataplane, nl: &Netlink, ifaces: &[Interface], ids: &mut Ids, config: &Config) -> Result<()> {
+    let hops = resolve(nl, ifaces, config).await?;
+    let assigned = ids.assign(config);
+    let p = plan::plan(config, &hops, &assigned);
+    sync::apply(dp, &p).context("programming the maps")
+}
+
+/// The next hop of every backend: its MAC on the first interface where it answers.
+async fn resolve(nl: &Netlink, ifaces: &[Interface], config: &Config) -> Result<HashMap<IpAddr, NextHop>> {
+    let mut hops = HashMap::new();
+    for vip in &config.vips {
+        for b in &vip.backends {
+            let ip = *b.address.get_ref();
+            if hops.contains_key(&ip) {
+                continue;
+            }
+            let mut last_err = None;
+            for iface in ifaces {
+                match nl.neighbour_mac(ip, iface, RESOLVE_TIMEOUT).await {
+                    Ok(mac) => {
+                        hops.insert(ip, NextHop { mac, ifindex: iface.index });
+                        last_err = None;
+                        break;
+                    }
+                    Err(e) => last_err = Some(e),
+                }
+            }
+            if let Some(e) = last_err {
+                return Err(e).with_context(|| format!("backend {ip} of VIP {}", vip.address.get_ref()));
+            }
+        }
+    }
+    Ok(hops)
+}
+
+/// Forwards the program's aya-log records to `tracing` (through the `log` bridge).
+fn spawn_ebpf_logger(dp: &mut Dataplane) {
+    let logger = match aya_log::EbpfLogger::init(dp.ebpf_mut()) {
+        Ok(l) => l,
+        Err(e) => {
+            warn!(error = %e, "XDP program logs are unavailable");
+            return;
+        }
+    };
+    // SAFETY: the logger owns its ring buffer's fd, which stays open and unchanged until the
+    // logger (moved into the AsyncFd) is dropped.
+    let registered =
+        unsafe { tokio::io::unix::AsyncFd::register_with_interest(logger, tokio::io::Interest::READABLE) };
+    let mut fd = match registered {
+        Ok(fd) => fd,
+        Err(e) => {
+            warn!(error = %e, "XDP program logs are unavailable");
+            return;
+        }
+    };
+    tokio::spawn(async move {
+        loop {
+            let Ok(mut guard) = fd.readable_mut().await else { return };
+            guard.get_inner_mut().flush();
+            guard.clear_ready();
+        }
+    });
+}

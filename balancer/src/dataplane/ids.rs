@@ -1,0 +1,144 @@
+//! Stable ids for VIPs and backends across configuration changes.
+//!
+//! The flow table stores backend ids and the counters are indexed by id, so an id must keep
+//! meaning the same (VIP, backend) for as long as it exists: a reload that renumbered backends
+//! would move established connections to other servers. New entries take the next free id after
+//! the last one handed out (round-robin), so an id freed by a removed backend is not given to a
+//! new one while flows may still point at it.
+
+use std::{
+    collections::HashMap,
+    net::{IpAddr, SocketAddr},
+};
+
+use balancer_common::maps::{MAX_BACKENDS, MAX_VIPS};
+
+use crate::config::{Config, Protocol};
+
+/// Identity of a VIP in the configuration.
+pub type VipIdentity = (SocketAddr, Protocol);
+
+/// Ids in use, and where the round-robin search for a free one resumes.
+#[derive(Debug, Default, Clone)]
+pub struct Ids {
+    vips: HashMap<VipIdentity, u32>,
+    backends: HashMap<(u32, IpAddr), u32>,
+    next_vip: u32,
+    next_backend: u32,
+}
+
+/// Ids of one configuration: `vips[i]` for `config.vips[i]`, `backends[i][j]` for its j-th
+/// backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Assigned {
+    /// Per VIP, in config order.
+    pub vips: Vec<u32>,
+    /// Per VIP, per backend, in config order.
+    pub backends: Vec<Vec<u32>>,
+}
+
+impl Ids {
+    /// Gives every VIP and backend of `config` an id: the one it had, or a new one. Entries no
+    /// longer in `config` release theirs.
+    ///
+    /// # Panics
+    /// If `config` has more VIPs or backends than the maps hold; `Config::parse` rejects that.
+    pub fn assign(&mut self, config: &Config) -> Assigned {
+        let mut vips_now = HashMap::new();
+        let mut backends_now = HashMap::new();
+        let mut out = Assigned { vips: Vec::new(), backends: Vec::new() };
+        // Keep the ids of entries that stay before handing out new ones.
+        let keys: Vec<VipIdentity> = config.vips.iter().map(|v| (*v.address.get_ref(), v.protocol)).collect();
+        for k in &keys {
+            if let Some(&id) = self.vips.get(k) {
+                vips_now.insert(*k, id);
+            }
+        }
+        for k in &keys {
+            let id = match vips_now.get(k) {
+                Some(&id) => id,
+                None => {
+                    let id = next_free(&mut self.next_vip, MAX_VIPS, |i| vips_now.values().any(|&v| v == i));
+                    vips_now.insert(*k, id);
+                    id
+                }
+            };
+            out.vips.push(id);
+        }
+        for (vip, &vid) in config.vips.iter().zip(&out.vips) {
+            for b in &vip.backends {
+                let key = (vid, *b.address.get_ref());
+                if let Some(&id) = self.backends.get(&key) {
+                    backends_now.insert(key, id);
+                }
+            }
+        }
+        for (vip, &vid) in config.vips.iter().zip(&out.vips) {
+            let mut ids = Vec::new();
+            for b in &vip.backends {
+                let key = (vid, *b.address.get_ref());
+                let id = match backends_now.get(&key) {
+                    Some(&id) => id,
+                    None => {
+                        let id = next_free(&mut self.next_backend, MAX_BACKENDS, |i| {
+                            backends_now.values().any(|&v| v == i)
+                        });
+                        backends_now.insert(key, id);
+                        id
+                    }
+                };
+                ids.push(id);
+            }
+            out.backends.push(ids);
+        }
+        self.vips = vips_now;
+        self.backends = backends_now;
+        out
+    }
+}
+
+fn next_free(cursor: &mut u32, max: u32, used: impl Fn(u32) -> bool) -> u32 {
+    for step in 0..max {
+        let id = (*cursor + step) % max;
+        if !used(id) {
+            *cursor = (id + 1) % max;
+            return id;
+        }
+    }
+    panic!("no free id below {max}: the config check limits entries to the map size");
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    fn config(backends: &[&str]) -> Config {
+        let mut t = String::from("interfaces=[\"e\"]\n[[vip]]\naddress=\"10.0.0.1:80\"\n");
+        for b in backends {
+            t.push_str(&format!("[[vip.backend]]\naddress=\"{b}\"\n"));
+        }
+        Config::parse(&t, Path::new("t.toml")).unwrap()
+    }
+
+    #[test]
+    fn a_backend_keeps_its_id_when_others_come_and_go() {
+        let mut ids = Ids::default();
+        let a = ids.assign(&config(&["10.0.0.2", "10.0.0.3", "10.0.0.4"]));
+        assert_eq!(a.backends[0], [0, 1, 2]);
+        // Remove the first, add one in front: the survivors keep 1 and 2.
+        let b = ids.assign(&config(&["10.0.0.9", "10.0.0.3", "10.0.0.4"]));
+        assert_eq!(b.backends[0][1..], [1, 2]);
+        assert_eq!(b.backends[0][0], 3, "a new backend does not take the id just freed");
+        assert_eq!(a.vips, b.vips);
+    }
+
+    #[test]
+    fn the_same_address_under_two_vips_has_two_ids() {
+        let t = "interfaces=[\"e\"]\n[[vip]]\naddress=\"10.0.0.1:80\"\n[[vip.backend]]\naddress=\"10.0.0.2\"\n\
+                 [[vip]]\naddress=\"10.0.0.1:443\"\n[[vip.backend]]\naddress=\"10.0.0.2\"\n";
+        let a = Ids::default().assign(&Config::parse(t, Path::new("t.toml")).unwrap());
+        assert_ne!(a.backends[0][0], a.backends[1][0]);
+    }
+}
