@@ -38,3 +38,16 @@ pub fn flow_hash(key: &FlowKey) -> u32 {
     h = h.wrapping_mul(0xc2b2_ae35);
     h ^ (h >> 16)
 }
+
+/// Per-flow bits for the outer source address of IPIP packets, from the client's address and
+/// port: cheap (no full hash on the flow-table hit path) and different for each connection of a
+/// client, so a backend's NIC spreads the flows over its receive queues.
+#[inline(always)]
+pub fn encap_entropy(key: &FlowKey) -> [u8; 4] {
+    // The port goes in once: IPv4 folds the two halves together, where a second copy in the
+    // high half would cancel it.
+    let e = u32::from_ne_bytes([key.src[0], key.src[1], key.src[2], key.src[3]])
+        ^ u32::from_ne_bytes([key.src[12], key.src[13], key.src[14], key.src[15]])
+        ^ u32::from(key.sport_be);
+    e.to_ne_bytes()
+}

@@ -56,4 +56,17 @@ pub struct VipMeta {
 }
 const _: () = assert!(core::mem::size_of::<VipMeta>() == 16);
 
-pod!(VipKey, VipMeta);
+/// Value of the one-entry `SETTINGS` array: balancer-wide data-path settings.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Settings {
+    /// Outer IPv4 source of IPIP packets: bytes 0..2 are the /16 prefix, the data path fills
+    /// bytes 2..4 from the flow, so backends' NICs spread flows over their queues (RSS).
+    pub ipip_src_v4: [u8; 4],
+    /// Outer IPv6 source of IPIP packets: bytes 0..12 are the /96 prefix, the data path fills
+    /// bytes 12..16 from the flow.
+    pub ipip_src_v6: [u8; 16],
+}
+const _: () = assert!(core::mem::size_of::<Settings>() == 20);
+
+pod!(VipKey, VipMeta, Settings);

@@ -1,20 +1,111 @@
-//! Sending a balanced packet on to its backend.
+//! Sending a balanced packet on to its backend: direct server return, or IP-in-IP.
 
-use aya_ebpf::{bindings::xdp_action, helpers::bpf_redirect, programs::XdpContext};
-use balancer_common::{backend::Backend, counters::Reason};
+use aya_ebpf::{
+    bindings::xdp_action,
+    helpers::{bpf_redirect, bpf_xdp_adjust_head},
+    programs::XdpContext,
+};
+use balancer_common::{backend::Backend, counters::Reason, family, hash::encap_entropy};
 
-use crate::packet::{read, write};
+use crate::{
+    csum,
+    maps::SETTINGS,
+    packet::{read, write},
+    parse::Packet,
+};
+
+const ETH_LEN: usize = 14;
+const VLAN_ETH_LEN: usize = 18;
+const IPV4_LEN: usize = 20;
+const IPV6_LEN: usize = 40;
+const IPPROTO_IPIP: u8 = 4;
+const IPPROTO_IPV6: u8 = 41;
+const OUTER_TTL: u8 = 64;
 
 /// Direct server return: the frame goes to the backend's MAC unchanged above L2, and leaves from
 /// our MAC (the one it was addressed to), so switches learn nothing odd.
 #[inline(always)]
 pub fn dsr(ctx: &XdpContext, backend: &Backend) -> Result<u32, Reason> {
     let macs = read::<[u8; 12]>(ctx, 0)?;
+    write(ctx, 0, rewritten_macs(&macs, backend))?;
+    Ok(transmit(ctx, backend.ifindex))
+}
+
+/// IP-in-IP (IPv4 in IPv4, IPv6 in IPv6, like Katran): an outer header to the backend goes
+/// between the L2 header (kept, VLAN tag included) and the packet. The outer source varies with
+/// the client's address and port, so the backend's NIC spreads flows over its queues.
+#[inline(always)]
+pub fn ipip(ctx: &XdpContext, packet: &Packet, backend: &Backend) -> Result<u32, Reason> {
+    let settings = SETTINGS.get(0).ok_or(Reason::Rewrite)?;
+    let e = encap_entropy(&packet.key);
+    if packet.key.family == family::V4 {
+        let inner_len = u16::from_be_bytes(read::<[u8; 2]>(ctx, packet.l3_off + 2)?);
+        let total = (inner_len as usize + IPV4_LEN) as u16;
+        let mut h = [0u8; IPV4_LEN];
+        h[0] = 0x45;
+        h[2..4].copy_from_slice(&total.to_be_bytes());
+        h[8] = OUTER_TTL;
+        h[9] = IPPROTO_IPIP;
+        h[12] = settings.ipip_src_v4[0];
+        h[13] = settings.ipip_src_v4[1];
+        h[14] = e[0] ^ e[2];
+        h[15] = e[1] ^ e[3];
+        h[16..20].copy_from_slice(&backend.addr[..4]);
+        let c = csum::ipv4_header(&h);
+        h[10..12].copy_from_slice(&c.to_be_bytes());
+        push_outer(ctx, packet.l3_off, backend, h)?;
+    } else {
+        let payload = u16::from_be_bytes(read::<[u8; 2]>(ctx, packet.l3_off + 4)?);
+        let inner_len = payload as usize + IPV6_LEN;
+        let mut h = [0u8; IPV6_LEN];
+        h[0] = 0x60;
+        h[4..6].copy_from_slice(&(inner_len as u16).to_be_bytes());
+        h[6] = IPPROTO_IPV6;
+        h[7] = OUTER_TTL;
+        h[8..20].copy_from_slice(&settings.ipip_src_v6[..12]);
+        h[20..24].copy_from_slice(&e);
+        h[24..40].copy_from_slice(&backend.addr);
+        push_outer(ctx, packet.l3_off, backend, h)?;
+    }
+    Ok(transmit(ctx, backend.ifindex))
+}
+
+/// Grows the frame at the front by `N` bytes, moves the L2 header (14 bytes, or 18 with a VLAN
+/// tag) to the new front with rewritten MACs, and writes `outer` right after it.
+#[inline(always)]
+fn push_outer<const N: usize>(ctx: &XdpContext, l3_off: usize, backend: &Backend, outer: [u8; N]) -> Result<(), Reason> {
+    if l3_off == VLAN_ETH_LEN {
+        let mut l2 = read::<[u8; VLAN_ETH_LEN]>(ctx, 0)?;
+        let macs = rewritten_macs(&[l2[0], l2[1], l2[2], l2[3], l2[4], l2[5], l2[6], l2[7], l2[8], l2[9], l2[10], l2[11]], backend);
+        l2[..12].copy_from_slice(&macs);
+        grow(ctx, N)?;
+        write(ctx, 0, l2)?;
+        write(ctx, VLAN_ETH_LEN, outer)
+    } else {
+        let mut l2 = read::<[u8; ETH_LEN]>(ctx, 0)?;
+        let macs = rewritten_macs(&[l2[0], l2[1], l2[2], l2[3], l2[4], l2[5], l2[6], l2[7], l2[8], l2[9], l2[10], l2[11]], backend);
+        l2[..12].copy_from_slice(&macs);
+        grow(ctx, N)?;
+        write(ctx, 0, l2)?;
+        write(ctx, ETH_LEN, outer)
+    }
+}
+
+/// Destination: the backend's next hop; source: the MAC the frame was sent to (ours).
+#[inline(always)]
+fn rewritten_macs(macs: &[u8; 12], backend: &Backend) -> [u8; 12] {
     let mut out = [0u8; 12];
     out[..6].copy_from_slice(&backend.mac);
     out[6..].copy_from_slice(&macs[..6]);
-    write(ctx, 0, out)?;
-    Ok(transmit(ctx, backend.ifindex))
+    out
+}
+
+#[inline(always)]
+fn grow(ctx: &XdpContext, by: usize) -> Result<(), Reason> {
+    // SAFETY: plain helper call on our own context; every packet pointer is re-derived from
+    // `ctx` afterwards (`packet::ptr_at`).
+    let rc = unsafe { bpf_xdp_adjust_head(ctx.ctx, -(by as i32)) };
+    if rc != 0 { Err(Reason::Rewrite) } else { Ok(()) }
 }
 
 /// `XDP_TX` back out of the ingress interface, or a redirect to the backend's interface.

@@ -4,12 +4,17 @@
 //! pick a backend, rewrite, return. Every packet it does not forward is passed (or, for a VIP
 //! with nowhere to send it, dropped) and counted under exactly one `Reason`.
 //!
+//! `decap` runs on backends of IPIP VIPs: it strips the outer header so the local stack gets
+//! the client's packet.
+//!
 //! `pass` returns `XDP_PASS` and nothing else: it is attached to veth peers, which only accept
 //! `XDP_TX`/redirected frames when they have an XDP program, and it is the reference that
 //! benchmarks subtract.
 #![no_std]
 #![no_main]
 
+mod csum;
+mod decap;
 mod flow;
 mod forward;
 mod maglev;
@@ -53,10 +58,17 @@ fn process(ctx: &XdpContext) -> Result<u32, Reason> {
     };
     let action = match vip.forward {
         fwd::DSR => forward::dsr(ctx, &backend)?,
+        fwd::IPIP => forward::ipip(ctx, &packet, &backend)?,
         _ => return Err(Reason::Rewrite),
     };
     stats::forwarded(vip.id, id, packet.len, new_flow);
     Ok(action)
+}
+
+#[xdp]
+pub fn decap(ctx: XdpContext) -> u32 {
+    // A packet that cannot be decapsulated is left to the kernel, unchanged.
+    decap::decap(&ctx).unwrap_or(xdp_action::XDP_PASS)
 }
 
 #[xdp]

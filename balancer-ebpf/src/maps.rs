@@ -11,7 +11,7 @@ use balancer_common::{
     counters::{Reason, Traffic},
     flow::{FlowKey, FlowValue},
     maps::{MAX_BACKENDS, MAX_FLOWS, MAX_VIPS, RING_ENTRIES},
-    vip::{VipKey, VipMeta},
+    vip::{Settings, VipKey, VipMeta},
 };
 
 /// VIP (address, port, protocol) → its id, ring generation and forwarding mode. Daemon-written.
@@ -48,3 +48,7 @@ pub static BACKEND_STATS: PerCpuArray<Traffic> = PerCpuArray::with_max_entries(M
 /// Packets not balanced, per `Reason`. Written here.
 #[map]
 pub static REASONS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Reason::COUNT, 0);
+
+/// Balancer-wide settings (IPIP outer source prefixes), at index 0. Daemon-written.
+#[map]
+pub static SETTINGS: Array<Settings> = Array::with_max_entries(1, 0);

@@ -46,7 +46,13 @@ enum Command {
     /// the peer of a veth the balancer runs on (veths drop XDP_TX/redirected frames otherwise).
     XdpPeer {
         #[command(subcommand)]
-        action: PeerAction,
+        action: HelperAction,
+    },
+    /// On a backend of an IPIP VIP: strip the balancer's outer header in XDP, so the local stack
+    /// gets the client's packet (the VIP must be on this host's loopback).
+    Decap {
+        #[command(subcommand)]
+        action: HelperAction,
     },
     /// Print the data path's counters, read from the maps a running daemon pinned.
     Stats {
@@ -60,10 +66,10 @@ enum Command {
 }
 
 #[derive(Subcommand)]
-enum PeerAction {
+enum HelperAction {
     /// Attach, and keep it attached after this command exits (a pinned link).
     Attach {
-        /// The veth peer, in the current network namespace.
+        /// The interface, in the current network namespace.
         #[arg(long)]
         iface: String,
         /// bpffs directory for the pinned link.
@@ -72,7 +78,7 @@ enum PeerAction {
     },
     /// Detach what `attach` attached.
     Detach {
-        /// The veth peer, in the current network namespace.
+        /// The interface, in the current network namespace.
         #[arg(long)]
         iface: String,
         /// bpffs directory of the pinned link.
@@ -122,7 +128,8 @@ fn main() -> ExitCode {
                 .and_then(|rt| rt.block_on(run(cfg, &config, bpf_object.as_deref(), xdp_mode)))
         }
         Command::Stats { pin_dir, json } => stats(&pin_dir, json),
-        Command::XdpPeer { action } => xdp_peer(action),
+        Command::XdpPeer { action } => helper(loader::PASS_PROGRAM, "xdp-peer", action),
+        Command::Decap { action } => helper(loader::DECAP_PROGRAM, "decap", action),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -151,19 +158,20 @@ async fn run(cfg: Config, config_path: &Path, bpf_object: Option<&Path>, xdp_mod
     daemon.serve().await
 }
 
-fn xdp_peer(action: PeerAction) -> Result<()> {
+/// Attaches or detaches one of the object's helper programs with a pinned link.
+fn helper(program: &'static str, command: &str, action: HelperAction) -> Result<()> {
     match action {
-        PeerAction::Attach { iface, pin_dir } => {
-            let pin = loader::peer_link_pin(&pin_dir, &iface);
-            let mut dp = Dataplane::load_helpers().context("loading the pass program")?;
-            dp.attach_pinned(loader::PASS_PROGRAM, &iface, XdpModeSetting::Native, &pin)
-                .with_context(|| format!("attaching the pass program to `{iface}`"))?;
+        HelperAction::Attach { iface, pin_dir } => {
+            let pin = loader::helper_link_pin(&pin_dir, program, &iface);
+            let mut dp = Dataplane::load_helpers().with_context(|| format!("loading the {program} program"))?;
+            dp.attach_pinned(program, &iface, XdpModeSetting::Auto, &pin)
+                .with_context(|| format!("attaching the {program} program to `{iface}`"))?;
             println!("{}", pin.display());
         }
-        PeerAction::Detach { iface, pin_dir } => {
-            let pin = loader::peer_link_pin(&pin_dir, &iface);
+        HelperAction::Detach { iface, pin_dir } => {
+            let pin = loader::helper_link_pin(&pin_dir, program, &iface);
             loader::unpin_link(&pin)
-                .with_context(|| format!("was `balancer xdp-peer attach --iface {iface}` run in this namespace?"))?;
+                .with_context(|| format!("was `balancer {command} attach --iface {iface}` run in this namespace?"))?;
         }
     }
     Ok(())

@@ -8,7 +8,7 @@ use balancer::{
     config::Config,
     dataplane::{
         Dataplane,
-        loader::{BALANCER_PROGRAM, PASS_PROGRAM},
+        loader::{BALANCER_PROGRAM, DECAP_PROGRAM, PASS_PROGRAM},
         ids::Ids,
         plan::{self, NextHop, Plan},
         stats::Snapshot,
@@ -40,14 +40,18 @@ pub struct Fixture {
 impl Fixture {
     /// Loads the embedded object (no pinning) and writes `config` into its maps.
     pub fn new(config: &str) -> Self {
-        let dp = Dataplane::load(None, None, 0).expect("load the XDP object");
-        let mut f = Self { dp, plan: Plan { vips: Vec::new(), backends: Vec::new() }, ids: Ids::default() };
-        f.apply(config);
-        f
+        let mut dp = Dataplane::load(None, None, 0).expect("load the XDP object");
+        let mut ids = Ids::default();
+        let plan = Self::write(&mut dp, &mut ids, config);
+        Self { dp, plan, ids }
     }
 
     /// Writes a new configuration, as the daemon does on a change.
     pub fn apply(&mut self, config: &str) {
+        self.plan = Self::write(&mut self.dp, &mut self.ids, config);
+    }
+
+    fn write(dp: &mut Dataplane, ids: &mut Ids, config: &str) -> Plan {
         let cfg = Config::parse(config, Path::new("fixture.toml")).expect("fixture config is valid");
         let hops: HashMap<IpAddr, NextHop> = cfg
             .vips
@@ -55,14 +59,19 @@ impl Fixture {
             .flat_map(|v| v.backends.iter().map(|b| *b.address.get_ref()))
             .map(|ip| (ip, NextHop { mac: backend_mac(ip), ifindex: 0 }))
             .collect();
-        let assigned = self.ids.assign(&cfg);
-        self.plan = plan::plan(&cfg, &hops, &assigned);
-        sync::apply(&mut self.dp, &self.plan).expect("write maps");
+        let plan = plan::plan(&cfg, &hops, &ids.assign(&cfg));
+        sync::apply(dp, &plan).expect("write maps");
+        plan
     }
 
     /// Runs the balancer program on `frame`.
     pub fn run(&self, frame: &[u8]) -> (Verdict, Vec<u8>) {
         run(self.dp.program(BALANCER_PROGRAM), frame)
+    }
+
+    /// Runs the IPIP decapsulation program on `frame`.
+    pub fn run_decap(&self, frame: &[u8]) -> (Verdict, Vec<u8>) {
+        run(self.dp.program(DECAP_PROGRAM), frame)
     }
 
     /// Runs the pass-only program on `frame`.

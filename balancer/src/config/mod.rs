@@ -7,7 +7,7 @@
 mod validate;
 
 use std::{
-    net::{IpAddr, SocketAddr},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     path::{Path, PathBuf},
 };
 
@@ -48,6 +48,14 @@ pub struct Config {
     /// Seed of the Maglev permutations; every node behind the same ECMP group must share it.
     #[serde(default = "default_seed")]
     pub maglev_seed: u64,
+    /// Outer IPv4 source of IPIP packets: a /16, whose low 16 bits the data path fills from the
+    /// flow so backends' NICs spread flows over their queues. Default `172.16.0.0/16`.
+    #[serde(default = "default_ipip_v4", deserialize_with = "ipip_v4")]
+    pub ipip_source_v4: Ipv4Addr,
+    /// Outer IPv6 source of IPIP packets: a /96, low 32 bits from the flow. Default `100::/96`
+    /// (inside the discard-only prefix, RFC 6666).
+    #[serde(default = "default_ipip_v6", deserialize_with = "ipip_v6")]
+    pub ipip_source_v6: Ipv6Addr,
     /// Virtual services.
     #[serde(default, rename = "vip")]
     pub vips: Vec<Vip>,
@@ -108,6 +116,9 @@ pub enum Forwarding {
     /// loopback.
     #[default]
     Dsr,
+    /// IP-in-IP to the backend, which strips it (`balancer decap attach`) and holds the VIP on
+    /// loopback.
+    Ipip,
 }
 
 /// One real server of a VIP.
@@ -145,6 +156,39 @@ fn default_seed() -> u64 {
 }
 fn default_weight() -> u32 {
     100
+}
+fn default_ipip_v4() -> Ipv4Addr {
+    Ipv4Addr::new(172, 16, 0, 0)
+}
+fn default_ipip_v6() -> Ipv6Addr {
+    Ipv6Addr::new(0x100, 0, 0, 0, 0, 0, 0, 0)
+}
+/// `ADDR/LEN` with exactly prefix length `len` and no host bits set.
+fn prefix<'de, D: serde::Deserializer<'de>, A: std::str::FromStr + Into<IpAddr> + Copy>(
+    d: D,
+    len: u8,
+) -> Result<A, D::Error> {
+    let text = String::deserialize(d)?;
+    let bad = || serde::de::Error::custom(format!("`{text}` is not a /{len} prefix (ADDR/{len})"));
+    let (addr, l) = text.split_once('/').ok_or_else(bad)?;
+    let addr: A = addr.parse().map_err(|_| bad())?;
+    if l != len.to_string() {
+        return Err(bad());
+    }
+    let host_bits = match addr.into() {
+        IpAddr::V4(a) => u32::from(a) & (u32::MAX >> len) != 0,
+        IpAddr::V6(a) => u128::from(a) & (u128::MAX >> len) != 0,
+    };
+    if host_bits {
+        return Err(serde::de::Error::custom(format!("`{text}` has host bits set")));
+    }
+    Ok(addr)
+}
+fn ipip_v4<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Ipv4Addr, D::Error> {
+    prefix(d, 16)
+}
+fn ipip_v6<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Ipv6Addr, D::Error> {
+    prefix(d, 96)
 }
 fn ring_size<'de, D: serde::Deserializer<'de>>(d: D) -> Result<RingSize, D::Error> {
     RingSize::new(u32::deserialize(d)?).map_err(serde::de::Error::custom)

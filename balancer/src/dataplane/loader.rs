@@ -18,6 +18,8 @@ pub static EMBEDDED_OBJECT: &[u8] = aya::include_bytes_aligned!(env!("BALANCER_E
 pub const BALANCER_PROGRAM: &str = "balancer";
 /// Name of the pass-only program (veth peers, benchmark reference).
 pub const PASS_PROGRAM: &str = "pass";
+/// Name of the IPIP decapsulation program (backends of IPIP VIPs).
+pub const DECAP_PROGRAM: &str = "decap";
 
 /// A failure to load or attach, naming what failed.
 #[derive(Debug, thiserror::Error)]
@@ -85,7 +87,8 @@ impl Dataplane {
         Self::load_with(object, pin_dir, log_level, false)
     }
 
-    /// Loads the object only to attach one of its helper programs (`PASS_PROGRAM`): every map
+    /// Loads the object only to attach one of its helper programs (`PASS_PROGRAM`,
+    /// `DECAP_PROGRAM`): every map
     /// is created with a single entry, so this costs kilobytes instead of the data path's tables.
     ///
     /// # Errors
@@ -126,7 +129,7 @@ impl Dataplane {
                 return Err(LoadError::Missing { kind: "map", name });
             }
         }
-        for name in [BALANCER_PROGRAM, PASS_PROGRAM] {
+        for name in [BALANCER_PROGRAM, DECAP_PROGRAM, PASS_PROGRAM] {
             let prog: &mut Xdp = ebpf
                 .program_mut(name)
                 .ok_or(LoadError::Missing { kind: "program", name })?
@@ -147,10 +150,11 @@ impl Dataplane {
         &mut self.ebpf
     }
 
-    /// A loaded program (`BALANCER_PROGRAM` or `PASS_PROGRAM`), e.g. for `BPF_PROG_TEST_RUN`.
+    /// A loaded program (`BALANCER_PROGRAM`, `DECAP_PROGRAM` or `PASS_PROGRAM`), e.g. for
+    /// `BPF_PROG_TEST_RUN`.
     ///
     /// # Panics
-    /// If `name` is not one of the two; `load` checked both exist.
+    /// If `name` is not one of those; `load` checked they exist.
     pub fn program(&self, name: &str) -> &Xdp {
         self.ebpf.program(name).and_then(|p| p.try_into().ok()).expect("checked at load")
     }
@@ -226,12 +230,13 @@ pub fn unpin_link(pin: &Path) -> Result<(), LoadError> {
     std::fs::remove_file(pin).map_err(|source| LoadError::Pin { path: pin.to_owned(), source })
 }
 
-/// Where `balancer xdp-peer` pins the link for `iface` in the current network namespace: the
-/// namespace's inode number keeps equal interface names in different namespaces apart.
-pub fn peer_link_pin(pin_dir: &Path, iface: &str) -> PathBuf {
+/// Where `balancer xdp-peer` and `balancer decap` pin the link of `program` on `iface` in the
+/// current network namespace: the namespace's inode number keeps equal interface names in
+/// different namespaces apart.
+pub fn helper_link_pin(pin_dir: &Path, program: &str, iface: &str) -> PathBuf {
     use std::os::unix::fs::MetadataExt as _;
     let ns = std::fs::metadata("/proc/self/ns/net").map(|m| m.ino()).unwrap_or(0);
-    pin_dir.join(format!("peer-{ns}-{iface}"))
+    pin_dir.join(format!("{program}-{ns}-{iface}"))
 }
 
 /// bpffs's `statfs` magic number.

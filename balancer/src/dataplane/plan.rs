@@ -6,7 +6,7 @@ use std::{collections::HashMap, net::IpAddr};
 use balancer_common::{
     backend::{Backend, state},
     family, proto,
-    vip::{VipKey, VipMeta, flags, forward},
+    vip::{Settings, VipKey, VipMeta, flags, forward},
 };
 
 use super::ids::Assigned;
@@ -42,6 +42,8 @@ pub struct Plan {
     pub vips: Vec<VipPlan>,
     /// `(backend id, entry)`, VIP by VIP in config order.
     pub backends: Vec<(u32, Backend)>,
+    /// `SETTINGS[0]`.
+    pub settings: Settings,
 }
 
 /// The address bytes and family tag as the maps store them.
@@ -104,13 +106,18 @@ pub fn plan(config: &Config, hops: &HashMap<IpAddr, NextHop>, ids: &Assigned) ->
             ring_gen: 0,
             forward: match vip.forwarding {
                 Forwarding::Dsr => forward::DSR,
+                Forwarding::Ipip => forward::IPIP,
             },
             flags: if vip.ignore_source_port { flags::IGNORE_SRC_PORT } else { 0 },
             _pad: [0; 2],
         };
         vips.push(VipPlan { key, meta, ring });
     }
-    Plan { vips, backends }
+    let mut ipip_src_v4 = [0u8; 4];
+    ipip_src_v4[..2].copy_from_slice(&config.ipip_source_v4.octets()[..2]);
+    let mut ipip_src_v6 = [0u8; 16];
+    ipip_src_v6[..12].copy_from_slice(&config.ipip_source_v6.octets()[..12]);
+    Plan { vips, backends, settings: Settings { ipip_src_v4, ipip_src_v6 } }
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use aya::maps::{Array, HashMap, MapData, MapError};
 use balancer_common::{
     backend::{Backend, state},
     maps::{self, MAX_BACKENDS, ring_index},
-    vip::{VipKey, VipMeta},
+    vip::{Settings, VipKey, VipMeta},
 };
 use tracing::{debug, info};
 
@@ -34,8 +34,10 @@ fn err(map: &'static str) -> impl FnOnce(MapError) -> SyncError {
 /// The first failed write. Earlier writes stay; the VIP whose write failed keeps its old table.
 pub fn apply(dp: &mut Dataplane, plan: &Plan) -> Result<(), SyncError> {
     let ebpf = dp.ebpf_mut();
-    let [vips, rings, backends] = ebpf.maps_disjoint_mut([maps::VIPS, maps::RINGS, maps::BACKENDS]);
-    let (vips, rings, backends) = (vips.expect("checked at load"), rings.expect("checked at load"), backends.expect("checked at load"));
+    let [vips, rings, backends, settings] =
+        ebpf.maps_disjoint_mut([maps::VIPS, maps::RINGS, maps::BACKENDS, maps::SETTINGS]).map(|m| m.expect("checked at load"));
+    let mut settings: Array<&mut MapData, Settings> = Array::try_from(settings).map_err(err(maps::SETTINGS))?;
+    settings.set(0, plan.settings, 0).map_err(err(maps::SETTINGS))?;
     let mut vips: HashMap<&mut MapData, VipKey, VipMeta> = HashMap::try_from(vips).map_err(err(maps::VIPS))?;
     let mut rings: Array<&mut MapData, u32> = Array::try_from(rings).map_err(err(maps::RINGS))?;
     let mut backends: Array<&mut MapData, Backend> = Array::try_from(backends).map_err(err(maps::BACKENDS))?;

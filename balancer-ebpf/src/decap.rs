@@ -1,0 +1,67 @@
+//! The backend half of IPIP forwarding: strips the outer header the balancer added, so the
+//! local stack sees the client's packet to the VIP (which the backend holds on loopback). Needed
+//! because kernels without the ipip module would otherwise drop these packets.
+
+use aya_ebpf::{bindings::xdp_action, helpers::bpf_xdp_adjust_head, programs::XdpContext};
+use balancer_common::counters::Reason;
+
+use crate::packet::{read, write};
+
+const ETH_LEN: usize = 14;
+const VLAN_ETH_LEN: usize = 18;
+const ETH_P_IP: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86dd;
+const ETH_P_8021Q: u16 = 0x8100;
+const IPPROTO_IPIP: u8 = 4;
+const IPPROTO_IPV6: u8 = 41;
+
+/// Decapsulates IPv4-in-IPv4 and IPv6-in-IPv6 packets; anything else passes untouched.
+#[inline(always)]
+pub fn decap(ctx: &XdpContext) -> Result<u32, Reason> {
+    let mut l3_off = ETH_LEN;
+    let mut ethertype = u16::from_be_bytes(read::<[u8; 2]>(ctx, 12)?);
+    if ethertype == ETH_P_8021Q {
+        ethertype = u16::from_be_bytes(read::<[u8; 2]>(ctx, ETH_LEN + 2)?);
+        l3_off = VLAN_ETH_LEN;
+    }
+    let outer_len = match ethertype {
+        ETH_P_IP => {
+            let h = read::<[u8; 20]>(ctx, l3_off)?;
+            let fragment = u16::from_be_bytes([h[6], h[7]]) & 0x3fff != 0;
+            if h[0] != 0x45 || h[9] != IPPROTO_IPIP || fragment {
+                return Ok(xdp_action::XDP_PASS);
+            }
+            20
+        }
+        ETH_P_IPV6 => {
+            let h = read::<[u8; 40]>(ctx, l3_off)?;
+            if h[0] >> 4 != 6 || h[6] != IPPROTO_IPV6 {
+                return Ok(xdp_action::XDP_PASS);
+            }
+            40
+        }
+        _ => return Ok(xdp_action::XDP_PASS),
+    };
+    // The inner packet must be there, of the same family, before anything is changed.
+    let inner_version = read::<u8>(ctx, l3_off + outer_len)? >> 4;
+    if (ethertype == ETH_P_IP && inner_version != 4) || (ethertype == ETH_P_IPV6 && inner_version != 6) {
+        return Ok(xdp_action::XDP_PASS);
+    }
+    if l3_off == VLAN_ETH_LEN {
+        let l2 = read::<[u8; VLAN_ETH_LEN]>(ctx, 0)?;
+        shrink(ctx, outer_len)?;
+        write(ctx, 0, l2)?;
+    } else {
+        let l2 = read::<[u8; ETH_LEN]>(ctx, 0)?;
+        shrink(ctx, outer_len)?;
+        write(ctx, 0, l2)?;
+    }
+    Ok(xdp_action::XDP_PASS)
+}
+
+#[inline(always)]
+fn shrink(ctx: &XdpContext, by: usize) -> Result<(), Reason> {
+    // SAFETY: plain helper call on our own context; packet pointers are re-derived afterwards.
+    let rc = unsafe { bpf_xdp_adjust_head(ctx.ctx, by as i32) };
+    if rc != 0 { Err(Reason::Rewrite) } else { Ok(()) }
+}
