@@ -25,8 +25,10 @@ impl HttpBackend {
         std::fs::create_dir_all(&root).expect("web root");
         std::fs::write(root.join("index.html"), name).expect("index.html");
         let bind = if vip.is_ipv4() { "0.0.0.0" } else { "::" };
+        // HTTP/1.1, so a client can keep a connection open across requests.
         let proc = ns.spawn(&[
             "python3", "-m", "http.server", &port.to_string(), "--bind", bind, "--directory", root.to_str().unwrap(),
+            "--protocol", "HTTP/1.1",
         ]);
         let b = Self { proc, root };
         // Ready when it answers locally.
@@ -45,5 +47,53 @@ impl Drop for HttpBackend {
     fn drop(&mut self) {
         self.proc.stop();
         let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
+/// A minimal HTTP/1.1 client over one TCP connection: enough to ask the backends their name,
+/// once per connection or many times over a kept-alive one.
+pub struct HttpConn {
+    stream: std::net::TcpStream,
+}
+
+impl HttpConn {
+    /// Connects to `addr` (from the calling thread's namespace).
+    ///
+    /// # Errors
+    /// When the connection fails.
+    pub fn connect(addr: std::net::SocketAddr) -> std::io::Result<Self> {
+        let stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(3))?;
+        stream.set_read_timeout(Some(Duration::from_secs(3)))?;
+        Ok(Self { stream })
+    }
+
+    /// `GET /` on this connection; returns the body.
+    ///
+    /// # Errors
+    /// When the connection breaks or the answer is not a 200 with a body.
+    pub fn get(&mut self) -> std::io::Result<String> {
+        use std::io::{Read as _, Write as _};
+        self.stream.write_all(b"GET / HTTP/1.1\r\nHost: vip\r\n\r\n")?;
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            let n = self.stream.read(&mut chunk)?;
+            if n == 0 {
+                return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "connection closed mid-response"));
+            }
+            buf.extend_from_slice(&chunk[..n]);
+            let text = String::from_utf8_lossy(&buf).into_owned();
+            let Some(end) = text.find("\r\n\r\n") else { continue };
+            let len: usize = text[..end]
+                .lines()
+                .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap_or(0)))
+                .unwrap_or(0);
+            if buf.len() >= end + 4 + len {
+                if !text.starts_with("HTTP/1.1 200") && !text.starts_with("HTTP/1.0 200") {
+                    return Err(std::io::Error::other(format!("not a 200: {}", text.lines().next().unwrap_or(""))));
+                }
+                return Ok(String::from_utf8_lossy(&buf[end + 4..end + 4 + len]).into_owned());
+            }
+        }
     }
 }

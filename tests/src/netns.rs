@@ -71,6 +71,21 @@ impl Netns {
         self.command(argv).output().expect("nsenter runs")
     }
 
+    /// Runs `f` on a thread that has entered this namespace (only that thread moves), so a test
+    /// can open sockets inside it without spawning a process per connection.
+    pub fn in_thread<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
+        let path = format!("/run/netns/{}", self.name);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let fd = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+                nix::sched::setns(fd, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+                f()
+            })
+            .join()
+            .unwrap_or_else(|e| std::panic::resume_unwind(e))
+        })
+    }
+
     /// Starts `argv` inside the namespace, stdout and stderr captured to a file.
     pub fn spawn(&self, argv: &[&str]) -> Proc {
         let prog = argv[0].rsplit('/').next().unwrap_or("proc");
@@ -137,6 +152,12 @@ impl Proc {
             std::thread::sleep(Duration::from_millis(50));
         }
         panic!("no {needle:?} in the log after {timeout:?}:\n{}", self.log());
+    }
+
+    /// Sends it `sig`.
+    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+        let pid = nix::unistd::Pid::from_raw(self.pid() as i32);
+        nix::sys::signal::kill(pid, sig).expect("signal the process");
     }
 
     /// Stops it (SIGTERM, SIGKILL after 3 s) and returns its exit status.
@@ -232,10 +253,27 @@ impl Lan {
     /// bridge port, with `balancer xdp-peer attach`: a veth takes such frames only when its peer
     /// has an XDP program (with GRO alone they wait in a queue for seconds).
     pub fn accept_xdp_frames_from(&mut self, host: usize) {
-        let dir = self.links.get_or_insert_with(|| crate::daemon::PinDir::new(&format!("{}-links", self.fabric.name())));
-        let bin = crate::daemon::balancer_bin();
+        let port = self.hosts[host].port.clone();
+        self.helper(None, &["xdp-peer", "attach", "--iface", &port]);
+    }
+
+    /// Attaches the IPIP decapsulation program to `host`'s `eth0` (`balancer decap attach`).
+    pub fn decap_on(&mut self, host: usize) {
+        self.helper(Some(host), &["decap", "attach", "--iface", "eth0"]);
+    }
+
+    /// Runs a `balancer` helper command in `host`'s namespace (the fabric's when `None`), with
+    /// its pinned link in this LAN's pin directory, removed on drop.
+    fn helper(&mut self, host: Option<usize>, args: &[&str]) {
+        let fabric = self.fabric.name().to_owned();
+        let dir = self.links.get_or_insert_with(|| crate::daemon::PinDir::new(&format!("{fabric}-links")));
         let dir = dir.0.to_str().expect("utf-8 path").to_owned();
-        self.fabric.run(&[bin.to_str().unwrap(), "xdp-peer", "attach", "--iface", &self.hosts[host].port, "--pin-dir", &dir]);
+        let bin = crate::daemon::balancer_bin();
+        let mut argv = vec![bin.to_str().unwrap()];
+        argv.extend_from_slice(args);
+        argv.extend_from_slice(&["--pin-dir", &dir]);
+        let ns = host.map_or(&self.fabric, |h| &self.hosts[h].ns);
+        ns.run(&argv);
     }
 }
 
