@@ -13,7 +13,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tracing::{error, info, warn};
 
 use crate::{
-    config::{Config, XdpModeSetting},
+    config::{Config, Forwarding, XdpModeSetting},
     dataplane::{
         Dataplane,
         ids::Ids,
@@ -133,7 +133,8 @@ async fn program(dp: &mut Dataplane, nl: &Netlink, ifaces: &[Interface], ids: &m
     sync::apply(dp, &p).context("programming the maps")
 }
 
-/// The next hop of every backend: its MAC on the first interface where it answers.
+/// The next hop of every backend. DSR needs the backend itself on the segment of an attached
+/// interface; IPIP follows the kernel's route to it and sends to the gateway when there is one.
 async fn resolve(nl: &Netlink, ifaces: &[Interface], config: &Config) -> Result<HashMap<IpAddr, NextHop>> {
     let mut hops = HashMap::new();
     for vip in &config.vips {
@@ -142,20 +143,20 @@ async fn resolve(nl: &Netlink, ifaces: &[Interface], config: &Config) -> Result<
             if hops.contains_key(&ip) {
                 continue;
             }
-            let mut last_err = None;
-            for iface in ifaces {
-                match nl.neighbour_mac(ip, iface, RESOLVE_TIMEOUT).await {
-                    Ok(mac) => {
-                        hops.insert(ip, NextHop { mac, ifindex: iface.index });
-                        last_err = None;
-                        break;
-                    }
-                    Err(e) => last_err = Some(e),
-                }
+            let at = || format!("backend {ip} of VIP {}", vip.address.get_ref());
+            let (hop_ip, oif) = nl.next_hop(ip).await.with_context(at)?;
+            let Some(iface) = ifaces.iter().find(|i| i.index == oif) else {
+                let names: Vec<&str> = ifaces.iter().map(|i| i.name.as_str()).collect();
+                bail!("{}: the route to it leaves by interface #{oif}, which the balancer is not attached to ({names:?})", at());
+            };
+            if vip.forwarding == Forwarding::Dsr && hop_ip != ip {
+                bail!("{}: DSR needs backends on the balancer's L2 segment, but it is routed via {hop_ip} (use forwarding = \"ipip\")", at());
             }
-            if let Some(e) = last_err {
-                return Err(e).with_context(|| format!("backend {ip} of VIP {}", vip.address.get_ref()));
+            let mac = nl.neighbour_mac(hop_ip, iface, RESOLVE_TIMEOUT).await.with_context(at)?;
+            if hop_ip != ip {
+                info!(backend = %ip, gateway = %hop_ip, iface = %iface.name, "backend reached through a gateway");
             }
+            hops.insert(ip, NextHop { mac, ifindex: iface.index });
         }
     }
     Ok(hops)

@@ -4,9 +4,13 @@
 use std::{net::IpAddr, time::Duration};
 
 use futures_util::TryStreamExt as _;
-use rtnetlink::packet_route::{
-    link::LinkAttribute,
-    neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourState},
+use rtnetlink::{
+    RouteMessageBuilder,
+    packet_route::{
+        link::LinkAttribute,
+        neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourState},
+        route::{RouteAddress, RouteAttribute},
+    },
 };
 
 /// A failure to learn an interface or neighbour, naming it.
@@ -21,6 +25,9 @@ pub enum NetlinkError {
     /// The interface has no Ethernet address.
     #[error("interface `{0}` has no Ethernet (MAC) address")]
     NoMac(String),
+    /// The kernel has no route to the address.
+    #[error("no route to {0}")]
+    NoRoute(IpAddr),
     /// The neighbour could not be resolved.
     #[error(
         "no MAC address for {addr} on `{iface}` after probing it: is it up and on the same L2 \
@@ -84,6 +91,35 @@ impl Netlink {
             })
             .ok_or_else(|| NetlinkError::NoMac(name.to_owned()))?;
         Ok(Interface { name: name.to_owned(), index: msg.header.index, mac })
+    }
+
+    /// Where the kernel would send a packet for `addr`: the gateway of its route (or `addr`
+    /// itself when it is on-link) and the output interface index, as `ip route get` shows.
+    ///
+    /// # Errors
+    /// `NoRoute`, or `Io`.
+    pub async fn next_hop(&self, addr: IpAddr) -> Result<(IpAddr, u32), NetlinkError> {
+        let msg = match addr {
+            IpAddr::V4(a) => RouteMessageBuilder::<std::net::Ipv4Addr>::new().destination_prefix(a, 32).build(),
+            IpAddr::V6(a) => RouteMessageBuilder::<std::net::Ipv6Addr>::new().destination_prefix(a, 128).build(),
+        };
+        let mut routes = self.handle.route().get(msg).execute();
+        let route = match routes.try_next().await {
+            Ok(Some(r)) => r,
+            Ok(None) | Err(rtnetlink::Error::NetlinkError(_)) => return Err(NetlinkError::NoRoute(addr)),
+            Err(e) => return Err(NetlinkError::Io(e.to_string())),
+        };
+        let mut hop = addr;
+        let mut oif = None;
+        for a in &route.attributes {
+            match a {
+                RouteAttribute::Gateway(RouteAddress::Inet(g)) => hop = IpAddr::V4(*g),
+                RouteAttribute::Gateway(RouteAddress::Inet6(g)) => hop = IpAddr::V6(*g),
+                RouteAttribute::Oif(i) => oif = Some(*i),
+                _ => {}
+            }
+        }
+        Ok((hop, oif.ok_or(NetlinkError::NoRoute(addr))?))
     }
 
     /// The MAC of `addr` on `iface`. When the neighbour table has no usable entry, a datagram

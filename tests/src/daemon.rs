@@ -51,7 +51,15 @@ pub struct Daemon {
 impl Daemon {
     /// Writes `config` (with `pin_dir` set to a fresh directory) and starts `balancer run` in
     /// `ns` with `RUST_LOG=rust_log`; returns once it logs that it is running.
+    ///
+    /// # Panics
+    /// When it exits first, with its log.
     pub fn start(ns: &Netns, config: &str, rust_log: &str) -> Self {
+        Self::try_start(ns, config, rust_log).unwrap_or_else(|log| panic!("the daemon exited:\n{log}"))
+    }
+
+    /// As `start`, but returns the daemon's log when it exits instead of running.
+    pub fn try_start(ns: &Netns, config: &str, rust_log: &str) -> Result<Self, String> {
         let pins = PinDir::new(ns.name());
         let path = std::env::temp_dir().join(format!("{}.toml", ns.name()));
         std::fs::write(&path, format!("pin_dir = \"{}\"\n{config}", pins.0.display())).expect("write config");
@@ -59,8 +67,17 @@ impl Daemon {
         let mut cmd = ns.command(&[bin.to_str().unwrap(), "run", "--config", path.to_str().unwrap()]);
         cmd.env("RUST_LOG", rust_log);
         let mut proc = Proc::spawn(cmd, &format!("{}-balancer", ns.name()));
-        proc.wait_for_log("balancer running", Duration::from_secs(20));
-        Self { proc, pins, config: path }
+        let start = std::time::Instant::now();
+        while start.elapsed() < Duration::from_secs(20) {
+            if proc.log().contains("balancer running") {
+                return Ok(Self { proc, pins, config: path });
+            }
+            if proc.try_wait().is_some() {
+                return Err(proc.log());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("the daemon did not start in 20 s:\n{}", proc.log());
     }
 
     /// `balancer <args>` as a one-shot command in `ns` (stats, check, …).

@@ -165,3 +165,24 @@ fn a_flow_pinned_on_one_cpu_keeps_its_backend_on_another() {
         assert_eq!(on_cpu(cpu, || backend_of(&fx.run(&ack).1, &BACKENDS)), first, "ACK on CPU {cpu}");
     }
 }
+
+#[test]
+fn a_mid_stream_packet_without_a_flow_entry_gets_the_table_choice_and_then_sticks() {
+    require_root!();
+    // After a flow-table flush, a restart, or an ECMP change that moves a connection to another
+    // balancer, its next packet is an ACK with no entry. The answer is the table's choice: the
+    // same on every node with this configuration, so the connection carries on.
+    let mut fx = Fixture::new(THREE);
+    let other_node = Fixture::new(THREE);
+    let ack = |p: u16| Frame::tcp("192.0.2.1:1", "198.51.100.10:80", tcp::ACK).sport(p).build();
+    let first: Vec<String> = (60_000..60_050u16).map(|p| backend_of(&fx.run(&ack(p)).1, &BACKENDS)).collect();
+    for (i, p) in (60_000..60_050u16).enumerate() {
+        assert_eq!(first[i], backend_of(&other_node.run(&flow(p)).1, &BACKENDS), "port {p}: the node that saw the SYN agrees");
+    }
+    assert_eq!(fx.stats().vips[0].traffic.new_flows, 50, "each was counted as a new flow");
+    // Now pinned: a table change does not move them.
+    fx.apply(&THREE.replacen("address = \"198.18.0.12\"", "address = \"198.18.0.12\"\n  weight = 0", 1));
+    for (i, p) in (60_000..60_050u16).enumerate() {
+        assert_eq!(backend_of(&fx.run(&ack(p)).1, &BACKENDS), first[i], "port {p} stays");
+    }
+}

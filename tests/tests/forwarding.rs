@@ -115,3 +115,39 @@ fn ipip_spreads_connections_by_weight_and_keeps_a_connection_across_a_reload() {
     require_root!();
     balance("ipip");
 }
+
+/// A backend that is not on the balancer's segment: the balancer's route to 203.0.113.7 goes via
+/// 198.18.0.3, the gateway host, which here also holds 203.0.113.7 and serves the VIP.
+fn routed_backend(forwarding: &str) -> (Lan, HttpBackend, Result<Daemon, String>) {
+    let mut lan = Lan::new(&["client", "lb", "gw"]);
+    let server = HttpBackend::start(&lan.hosts[2], "behind-gw", VIP.parse().unwrap(), 80);
+    lan.hosts[2].ns.run(&["ip", "addr", "add", "203.0.113.7/32", "dev", "lo"]);
+    lan.decap_on(2);
+    lan.hosts[0].ns.run(&["ip", "route", "add", &format!("{VIP}/32"), "via", "198.18.0.2"]);
+    lan.hosts[1].ns.run(&["ip", "route", "add", "203.0.113.7/32", "via", "198.18.0.3"]);
+    lan.accept_xdp_frames_from(1);
+    let cfg = format!(
+        "interfaces = [\"eth0\"]\n[[vip]]\naddress = \"{VIP}:80\"\nforwarding = \"{forwarding}\"\n[[vip.backend]]\naddress = \"203.0.113.7\"\n"
+    );
+    let daemon = Daemon::try_start(&lan.hosts[1].ns, &cfg, "info");
+    (lan, server, daemon)
+}
+
+#[test]
+fn ipip_reaches_a_routed_backend_through_its_gateway() {
+    require_root!();
+    let (lan, _server, daemon) = routed_backend("ipip");
+    let daemon = daemon.unwrap_or_else(|log| panic!("daemon did not start:\n{log}"));
+    assert!(daemon.proc.log().contains("gateway=198.18.0.3"), "{}", daemon.proc.log());
+    let addr: SocketAddr = format!("{VIP}:80").parse().unwrap();
+    let body = lan.hosts[0].ns.in_thread(|| HttpConn::connect(addr).and_then(|mut c| c.get()));
+    assert_eq!(body.expect("request through the gateway"), "behind-gw");
+}
+
+#[test]
+fn dsr_refuses_a_routed_backend_and_says_to_use_ipip() {
+    require_root!();
+    let (_lan, _server, daemon) = routed_backend("dsr");
+    let log = daemon.expect_err("a routed DSR backend cannot work");
+    assert!(log.contains("203.0.113.7") && log.contains("use forwarding = \"ipip\""), "{log}");
+}
