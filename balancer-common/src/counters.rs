@@ -52,11 +52,14 @@ pub enum Reason {
     NoBackend = 9,
     /// The packet could not be rewritten (headroom, map error): dropped.
     Rewrite = 10,
+    /// The IP length field disagrees with the frame (shorter than its headers, longer than the
+    /// frame, or an IPv6 jumbogram): passed.
+    BadLength = 11,
 }
 
 impl Reason {
     /// Number of reasons, the size of the `REASONS` array.
-    pub const COUNT: u32 = 11;
+    pub const COUNT: u32 = 12;
     /// All reasons, in index order.
     pub const ALL: [Reason; Self::COUNT as usize] = [
         Reason::NotIp,
@@ -70,6 +73,7 @@ impl Reason {
         Reason::Local,
         Reason::NoBackend,
         Reason::Rewrite,
+        Reason::BadLength,
     ];
 
     /// The name used in metrics and the CLI.
@@ -86,6 +90,7 @@ impl Reason {
             Reason::Local => "local",
             Reason::NoBackend => "no_backend",
             Reason::Rewrite => "rewrite",
+            Reason::BadLength => "bad_length",
         }
     }
 

@@ -5,7 +5,10 @@
 use aya_ebpf::{bindings::xdp_action, helpers::bpf_xdp_adjust_head, programs::XdpContext};
 use balancer_common::counters::Reason;
 
-use crate::packet::{read, write};
+use crate::{
+    maps::SETTINGS,
+    packet::{read, write},
+};
 
 const ETH_LEN: usize = 14;
 const VLAN_ETH_LEN: usize = 18;
@@ -15,9 +18,12 @@ const ETH_P_8021Q: u16 = 0x8100;
 const IPPROTO_IPIP: u8 = 4;
 const IPPROTO_IPV6: u8 = 41;
 
-/// Decapsulates IPv4-in-IPv4 and IPv6-in-IPv6 packets; anything else passes untouched.
+/// Decapsulates IPv4-in-IPv4 and IPv6-in-IPv6 packets whose outer source is in the balancers'
+/// prefix (`SETTINGS`, written by `balancer decap attach`); anything else passes untouched, so
+/// this opens no tunnel for other senders (whose inner source would then skip any filtering).
 #[inline(always)]
 pub fn decap(ctx: &XdpContext) -> Result<u32, Reason> {
+    let settings = SETTINGS.get(0).ok_or(Reason::Rewrite)?;
     let mut l3_off = ETH_LEN;
     let mut ethertype = u16::from_be_bytes(read::<[u8; 2]>(ctx, 12)?);
     if ethertype == ETH_P_8021Q {
@@ -28,14 +34,14 @@ pub fn decap(ctx: &XdpContext) -> Result<u32, Reason> {
         ETH_P_IP => {
             let h = read::<[u8; 20]>(ctx, l3_off)?;
             let fragment = u16::from_be_bytes([h[6], h[7]]) & 0x3fff != 0;
-            if h[0] != 0x45 || h[9] != IPPROTO_IPIP || fragment {
+            if h[0] != 0x45 || h[9] != IPPROTO_IPIP || fragment || h[12..14] != settings.ipip_src_v4[..2] {
                 return Ok(xdp_action::XDP_PASS);
             }
             20
         }
         ETH_P_IPV6 => {
             let h = read::<[u8; 40]>(ctx, l3_off)?;
-            if h[0] >> 4 != 6 || h[6] != IPPROTO_IPV6 {
+            if h[0] >> 4 != 6 || h[6] != IPPROTO_IPV6 || h[8..20] != settings.ipip_src_v6[..12] {
                 return Ok(xdp_action::XDP_PASS);
             }
             40

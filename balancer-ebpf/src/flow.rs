@@ -19,15 +19,15 @@ pub fn key_for(packet_key: &FlowKey, vip: &VipMeta) -> FlowKey {
     key
 }
 
-/// The backend this flow is pinned to, if any and if that backend may still carry it (`active`
-/// or `drain`). A flow on a `stopped` or removed backend is reported as a miss, so it is
-/// re-steered by the ring and its entry overwritten.
+/// The backend this flow is pinned to, if any and if that backend may still carry it: `active`
+/// or `drain`, and still a backend of this VIP (ids are reused once freed). Anything else is a
+/// miss, so the flow is re-steered by the ring and its entry overwritten.
 #[inline(always)]
-pub fn lookup(key: &FlowKey) -> Option<(u32, Backend)> {
+pub fn lookup(key: &FlowKey, vip: &VipMeta) -> Option<(u32, Backend)> {
     // SAFETY: the value is copied out before any other map operation can free it.
     let id = unsafe { FLOWS.get(key) }?.backend;
     let backend = *BACKENDS.get(id)?;
-    state::keeps_flows(backend.state).then_some((id, backend))
+    (state::keeps_flows(backend.state) && backend.vip == vip.id).then_some((id, backend))
 }
 
 /// Pins a flow to a backend. A failed insert needs no handling: the next packet of the flow

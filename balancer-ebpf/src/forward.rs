@@ -39,11 +39,18 @@ pub fn ipip(ctx: &XdpContext, packet: &Packet, backend: &Backend) -> Result<u32,
     let settings = SETTINGS.get(0).ok_or(Reason::Rewrite)?;
     let e = encap_entropy(&packet.key);
     if packet.key.family == family::V4 {
-        let inner_len = u16::from_be_bytes(read::<[u8; 2]>(ctx, packet.l3_off + 2)?);
-        let total = (inner_len as usize + IPV4_LEN) as u16;
+        // The parser checked the inner total length against the frame, so this cannot wrap.
+        let inner = read::<[u8; 8]>(ctx, packet.l3_off)?;
+        let total = u16::from_be_bytes([inner[2], inner[3]]) + IPV4_LEN as u16;
         let mut h = [0u8; IPV4_LEN];
         h[0] = 0x45;
+        // TOS/ECN, identification and don't-fragment come from the client's packet (RFC 2003
+        // §3.1), so path-MTU discovery and ECN keep working through the tunnel.
+        h[1] = inner[1];
         h[2..4].copy_from_slice(&total.to_be_bytes());
+        h[4] = inner[4];
+        h[5] = inner[5];
+        h[6] = inner[6] & 0x40;
         h[8] = OUTER_TTL;
         h[9] = IPPROTO_IPIP;
         h[12] = settings.ipip_src_v4[0];
@@ -55,10 +62,14 @@ pub fn ipip(ctx: &XdpContext, packet: &Packet, backend: &Backend) -> Result<u32,
         h[10..12].copy_from_slice(&c.to_be_bytes());
         push_outer(ctx, packet.l3_off, backend, h)?;
     } else {
-        let payload = u16::from_be_bytes(read::<[u8; 2]>(ctx, packet.l3_off + 4)?);
-        let inner_len = payload as usize + IPV6_LEN;
+        let inner = read::<[u8; 6]>(ctx, packet.l3_off)?;
+        let inner_len = usize::from(u16::from_be_bytes([inner[4], inner[5]])) + IPV6_LEN;
         let mut h = [0u8; IPV6_LEN];
-        h[0] = 0x60;
+        // Traffic class from the client's packet; the flow label from the flow, for ECMP.
+        h[0] = 0x60 | (inner[0] & 0x0f);
+        h[1] = (inner[1] & 0xf0) | (e[0] & 0x0f);
+        h[2] = e[1];
+        h[3] = e[2];
         h[4..6].copy_from_slice(&(inner_len as u16).to_be_bytes());
         h[6] = IPPROTO_IPV6;
         h[7] = OUTER_TTL;

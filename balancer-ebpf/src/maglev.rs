@@ -11,7 +11,7 @@ use balancer_common::{
 
 use crate::maps::{BACKENDS, RINGS};
 
-/// `table[hash(5-tuple) % M]`, if that backend is active.
+/// `table[hash(5-tuple) % M]`, if that backend is active and belongs to this VIP.
 #[inline(always)]
 pub fn pick(vip: &VipMeta, key: &FlowKey) -> Result<(u32, Backend), Reason> {
     let size = vip.ring_size;
@@ -21,7 +21,7 @@ pub fn pick(vip: &VipMeta, key: &FlowKey) -> Result<(u32, Backend), Reason> {
     let slot = flow_hash(key) % size;
     let id = *RINGS.get(ring_index(vip.id, vip.ring_gen, slot)).ok_or(Reason::NoBackend)?;
     let backend = *BACKENDS.get(id).ok_or(Reason::NoBackend)?;
-    if backend.state != state::ACTIVE {
+    if backend.state != state::ACTIVE || backend.vip != vip.id {
         return Err(Reason::NoBackend);
     }
     Ok((id, backend))

@@ -47,7 +47,7 @@ fn process(ctx: &XdpContext) -> Result<u32, Reason> {
         return Err(Reason::Local);
     }
     let key = flow::key_for(&packet.key, &vip);
-    let (id, backend, new_flow) = match flow::lookup(&key) {
+    let (id, backend, new_flow) = match flow::lookup(&key, &vip) {
         Some((id, backend)) => (id, backend, false),
         None => {
             let (id, backend) = maglev::pick(&vip, &key)?;

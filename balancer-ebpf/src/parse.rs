@@ -13,6 +13,8 @@ const ETH_P_IPV6: u16 = 0x86dd;
 const ETH_P_8021Q: u16 = 0x8100;
 const IPV4_LEN: usize = 20;
 const IPV6_LEN: usize = 40;
+const TCP_LEN: usize = 20;
+const UDP_LEN: usize = 8;
 const IPPROTO_ICMP: u8 = 1;
 const IPPROTO_ICMPV6: u8 = 58;
 const IPV6_HOPOPTS: u8 = 0;
@@ -52,18 +54,26 @@ pub fn parse(ctx: &XdpContext) -> Result<Packet, Reason> {
         family: 0,
         _pad: [0; 2],
     };
-    let l4_off = match ethertype {
+    let (l4_off, ip_end) = match ethertype {
         ETH_P_IP => ipv4(ctx, l3_off, &mut key)?,
         ETH_P_IPV6 => ipv6(ctx, l3_off, &mut key)?,
         _ => return Err(Reason::NotIp),
     };
+    // The datagram, by its own length field, must hold its transport header and fit in the
+    // frame (which may be longer: Ethernet pads short frames). Otherwise the ports would be
+    // read from padding.
+    let l4_len = if key.proto == proto::TCP { TCP_LEN } else { UDP_LEN };
+    if ip_end < l4_off + l4_len || ip_end > len as usize {
+        return Err(Reason::BadLength);
+    }
     ports(ctx, l4_off, &mut key)?;
     Ok(Packet { l3_off, key, len })
 }
 
-/// Fills addresses and protocol from an IPv4 header; returns the transport header's offset.
+/// Fills addresses and protocol from an IPv4 header; returns the transport header's offset and
+/// where the datagram ends according to its total length.
 #[inline(always)]
-fn ipv4(ctx: &XdpContext, off: usize, key: &mut FlowKey) -> Result<usize, Reason> {
+fn ipv4(ctx: &XdpContext, off: usize, key: &mut FlowKey) -> Result<(usize, usize), Reason> {
     let h = read::<[u8; IPV4_LEN]>(ctx, off)?;
     if h[0] >> 4 != 4 {
         return Err(Reason::NotIp);
@@ -80,16 +90,22 @@ fn ipv4(ctx: &XdpContext, off: usize, key: &mut FlowKey) -> Result<usize, Reason
     key.family = family::V4;
     key.src[..4].copy_from_slice(&h[12..16]);
     key.dst[..4].copy_from_slice(&h[16..20]);
-    Ok(off + IPV4_LEN)
+    Ok((off + IPV4_LEN, off + usize::from(u16::from_be_bytes([h[2], h[3]]))))
 }
 
 /// Fills addresses and protocol from an IPv6 header, skipping up to `IPV6_MAX_EXT` hop-by-hop,
-/// routing and destination-options headers; returns the transport header's offset.
+/// routing and destination-options headers; returns the transport header's offset and where the
+/// datagram ends according to its payload length.
 #[inline(always)]
-fn ipv6(ctx: &XdpContext, off: usize, key: &mut FlowKey) -> Result<usize, Reason> {
+fn ipv6(ctx: &XdpContext, off: usize, key: &mut FlowKey) -> Result<(usize, usize), Reason> {
     let h = read::<[u8; IPV6_LEN]>(ctx, off)?;
     if h[0] >> 4 != 6 {
         return Err(Reason::NotIp);
+    }
+    let payload = usize::from(u16::from_be_bytes([h[4], h[5]]));
+    if payload == 0 {
+        // A jumbogram (hop-by-hop jumbo option) or garbage: not for us.
+        return Err(Reason::BadLength);
     }
     key.family = family::V6;
     key.src.copy_from_slice(&h[8..24]);
@@ -111,7 +127,7 @@ fn ipv6(ctx: &XdpContext, off: usize, key: &mut FlowKey) -> Result<usize, Reason
         IPV6_HOPOPTS | IPV6_ROUTING | IPV6_DSTOPTS => return Err(Reason::Ipv6ExtHeader),
         p => transport(p, IPPROTO_ICMPV6)?,
     };
-    Ok(l4_off)
+    Ok((l4_off, off + IPV6_LEN + payload))
 }
 
 /// Accepts TCP and UDP; sorts everything else into a pass reason.

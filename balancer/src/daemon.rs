@@ -59,7 +59,8 @@ impl Daemon {
             ifaces.push(nl.interface(name).await.with_context(|| format!("interface `{name}` from the config"))?);
         }
         let mode = xdp_mode.unwrap_or(config.xdp_mode);
-        let mut ids = Ids::default();
+        // Maps pinned by an earlier run keep their ids: the flow table refers to them.
+        let mut ids = sync::read_ids(&dp).context("reading the pinned maps")?;
         program(&mut dp, &nl, &ifaces, &mut ids, &config).await?;
         let mut d = Self { dp, nl, ifaces, ids, config, config_path: config_path.to_owned() };
         for iface in &d.ifaces {
@@ -84,9 +85,7 @@ impl Daemon {
         if config.pin_dir != self.config.pin_dir {
             bail!("`pin_dir` changed: restart the daemon to move its maps");
         }
-        let mut ids = self.ids.clone();
-        program(&mut self.dp, &self.nl, &self.ifaces, &mut ids, &config).await?;
-        self.ids = ids;
+        program(&mut self.dp, &self.nl, &self.ifaces, &mut self.ids, &config).await?;
         self.config = config;
         Ok(())
     }
@@ -125,7 +124,8 @@ impl Daemon {
     }
 }
 
-/// Resolves `config`'s backends, gives them ids and writes the maps.
+/// Resolves `config`'s backends, gives them ids and writes the maps. The ids are kept even when
+/// a write fails, since the maps may already hold some of them.
 async fn program(dp: &mut Dataplane, nl: &Netlink, ifaces: &[Interface], ids: &mut Ids, config: &Config) -> Result<()> {
     let hops = resolve(nl, ifaces, config).await?;
     let assigned = ids.assign(config);

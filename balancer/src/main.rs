@@ -7,10 +7,11 @@ use std::{
 
 use anyhow::{Context as _, Result};
 use balancer::{
-    config::{Config, DEFAULT_PIN_DIR, XdpModeSetting},
+    config::{self, Config, DEFAULT_IPIP_SOURCE_V4, DEFAULT_IPIP_SOURCE_V6, DEFAULT_PIN_DIR, XdpModeSetting},
     daemon::Daemon,
-    dataplane::{Dataplane, loader, stats::Snapshot},
+    dataplane::{Dataplane, loader, plan, stats::Snapshot, sync},
 };
+use balancer_common::vip::Settings;
 use clap::{Parser, Subcommand};
 use tracing::level_filters::LevelFilter;
 
@@ -52,7 +53,7 @@ enum Command {
     /// gets the client's packet (the VIP must be on this host's loopback).
     Decap {
         #[command(subcommand)]
-        action: HelperAction,
+        action: DecapAction,
     },
     /// Print the data path's counters, read from the maps a running daemon pinned.
     Stats {
@@ -79,6 +80,36 @@ enum HelperAction {
     /// Detach what `attach` attached.
     Detach {
         /// The interface, in the current network namespace.
+        #[arg(long)]
+        iface: String,
+        /// bpffs directory of the pinned link.
+        #[arg(long, default_value = DEFAULT_PIN_DIR)]
+        pin_dir: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum DecapAction {
+    /// Attach, and keep it attached after this command exits (a pinned link).
+    Attach {
+        /// The interface the balancer's IPIP packets arrive on.
+        #[arg(long)]
+        iface: String,
+        /// bpffs directory for the pinned link.
+        #[arg(long, default_value = DEFAULT_PIN_DIR)]
+        pin_dir: PathBuf,
+        /// Only strip packets from this outer IPv4 source prefix: the balancers'
+        /// `ipip_source_v4`.
+        #[arg(long, default_value = DEFAULT_IPIP_SOURCE_V4, value_parser = config::ipip_prefix_v4)]
+        ipip_source_v4: std::net::Ipv4Addr,
+        /// Only strip packets from this outer IPv6 source prefix: the balancers'
+        /// `ipip_source_v6`.
+        #[arg(long, default_value = DEFAULT_IPIP_SOURCE_V6, value_parser = config::ipip_prefix_v6)]
+        ipip_source_v6: std::net::Ipv6Addr,
+    },
+    /// Detach what `attach` attached.
+    Detach {
+        /// The interface.
         #[arg(long)]
         iface: String,
         /// bpffs directory of the pinned link.
@@ -128,8 +159,16 @@ fn main() -> ExitCode {
                 .and_then(|rt| rt.block_on(run(cfg, &config, bpf_object.as_deref(), xdp_mode)))
         }
         Command::Stats { pin_dir, json } => stats(&pin_dir, json),
-        Command::XdpPeer { action } => helper(loader::PASS_PROGRAM, "xdp-peer", action),
-        Command::Decap { action } => helper(loader::DECAP_PROGRAM, "decap", action),
+        Command::XdpPeer { action } => helper(loader::PASS_PROGRAM, "xdp-peer", action, None),
+        Command::Decap { action: DecapAction::Attach { iface, pin_dir, ipip_source_v4, ipip_source_v6 } } => helper(
+            loader::DECAP_PROGRAM,
+            "decap",
+            HelperAction::Attach { iface, pin_dir },
+            Some(plan::settings(ipip_source_v4, ipip_source_v6)),
+        ),
+        Command::Decap { action: DecapAction::Detach { iface, pin_dir } } => {
+            helper(loader::DECAP_PROGRAM, "decap", HelperAction::Detach { iface, pin_dir }, None)
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -158,12 +197,16 @@ async fn run(cfg: Config, config_path: &Path, bpf_object: Option<&Path>, xdp_mod
     daemon.serve().await
 }
 
-/// Attaches or detaches one of the object's helper programs with a pinned link.
-fn helper(program: &'static str, command: &str, action: HelperAction) -> Result<()> {
+/// Attaches or detaches one of the object's helper programs with a pinned link; `settings` are
+/// written to its `SETTINGS` map first.
+fn helper(program: &'static str, command: &str, action: HelperAction, settings: Option<Settings>) -> Result<()> {
     match action {
         HelperAction::Attach { iface, pin_dir } => {
             let pin = loader::helper_link_pin(&pin_dir, program, &iface);
             let mut dp = Dataplane::load_helpers().with_context(|| format!("loading the {program} program"))?;
+            if let Some(s) = settings {
+                sync::write_settings(&mut dp, s).context("writing the settings")?;
+            }
             dp.attach_pinned(program, &iface, XdpModeSetting::Auto, &pin)
                 .with_context(|| format!("attaching the {program} program to `{iface}`"))?;
             println!("{}", pin.display());

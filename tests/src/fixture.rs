@@ -40,8 +40,18 @@ pub struct Fixture {
 impl Fixture {
     /// Loads the embedded object (no pinning) and writes `config` into its maps.
     pub fn new(config: &str) -> Self {
-        let mut dp = Dataplane::load(None, None, 0).expect("load the XDP object");
-        let mut ids = Ids::default();
+        Self::load(None, config)
+    }
+
+    /// Loads the embedded object with its maps pinned in `pin_dir` (reusing maps pinned there
+    /// before, and the ids they hold, as a restarted daemon does) and writes `config`.
+    pub fn with_pins(pin_dir: &Path, config: &str) -> Self {
+        Self::load(Some(pin_dir), config)
+    }
+
+    fn load(pin_dir: Option<&Path>, config: &str) -> Self {
+        let mut dp = Dataplane::load(None, pin_dir, 0).expect("load the XDP object");
+        let mut ids = sync::read_ids(&dp).expect("read ids");
         let plan = Self::write(&mut dp, &mut ids, config);
         Self { dp, plan, ids }
     }

@@ -45,6 +45,8 @@ pub struct Frame {
     pub ipv4_options: Vec<u8>,
     /// IPv4 fragment field (flags and offset), e.g. `0x2000` for more-fragments.
     pub ipv4_frag: u16,
+    /// IPv4 type of service / IPv6 traffic class.
+    pub tos: u8,
     /// IPv6 extension headers to insert before the transport: (type, body). Bodies are padded to
     /// a multiple of 8 bytes including the two-byte header.
     pub ipv6_ext: Vec<(u8, Vec<u8>)>,
@@ -79,6 +81,7 @@ impl Frame {
             l4,
             ipv4_options: Vec::new(),
             ipv4_frag: 0,
+            tos: 0,
             ipv6_ext: Vec::new(),
             payload: b"balancer".to_vec(),
         }
@@ -106,7 +109,7 @@ impl Frame {
             (IpAddr::V4(s), IpAddr::V4(d)) => {
                 let ihl = 5 + self.ipv4_options.len() / 4;
                 let total = ihl * 4 + l4.len();
-                let mut h = vec![(4 << 4) | ihl as u8, 0];
+                let mut h = vec![(4 << 4) | ihl as u8, self.tos];
                 h.extend_from_slice(&(total as u16).to_be_bytes());
                 h.extend_from_slice(&0x1234u16.to_be_bytes());
                 h.extend_from_slice(&self.ipv4_frag.to_be_bytes());
@@ -131,7 +134,7 @@ impl Frame {
                     e[1] = (e.len() / 8 - 1) as u8;
                     ext.extend_from_slice(&e);
                 }
-                out.extend_from_slice(&[0x60, 0, 0, 0]);
+                out.extend_from_slice(&[0x60 | (self.tos >> 4), self.tos << 4, 0, 0]);
                 out.extend_from_slice(&((ext.len() + l4.len()) as u16).to_be_bytes());
                 out.extend_from_slice(&[chain[0], 64]);
                 out.extend_from_slice(&s.octets());

@@ -46,7 +46,12 @@ fn frames_for_a_vip_leave_for_the_backend_mac_with_every_other_byte_unchanged() 
     vlan.vlan = Some(42);
     let mut v6_hbh = Frame::tcp("[2001:db8::1]:40000", "[2001:db8::10]:443", tcp::SYN);
     v6_hbh.ipv6_ext = vec![(0, vec![1, 4, 0, 0, 0, 0])];
+    let mut padded = Frame::tcp("192.0.2.1:40002", "198.51.100.10:80", tcp::ACK);
+    padded.payload.clear();
+    let mut padded = padded.build();
+    padded.resize(60, 0);
     let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        ("IPv4 TCP ACK padded to the 60-byte Ethernet minimum", padded, "198.18.0.11"),
         ("IPv4 TCP SYN", Frame::tcp("192.0.2.1:40000", "198.51.100.10:80", tcp::SYN).build(), "198.18.0.11"),
         ("IPv4 TCP ACK", Frame::tcp("192.0.2.1:40000", "198.51.100.10:80", tcp::ACK).build(), "198.18.0.11"),
         ("802.1Q-tagged IPv4 TCP SYN", vlan.build(), "198.18.0.11"),
@@ -61,8 +66,8 @@ fn frames_for_a_vip_leave_for_the_backend_mac_with_every_other_byte_unchanged() 
         assert_ne!(out[6..12], CLIENT_MAC, "{what}: source MAC is the balancer's");
     }
     let s = fx.stats();
-    assert_eq!(s.vips[0].traffic.packets, 3);
-    assert_eq!(s.vips[0].traffic.new_flows, 2, "the ACK belongs to the first SYN's flow; the tagged SYN is another");
+    assert_eq!(s.vips[0].traffic.packets, 4);
+    assert_eq!(s.vips[0].traffic.new_flows, 3, "the ACK belongs to the first SYN's flow");
 }
 
 #[test]

@@ -50,6 +50,8 @@ fn ipv4_in_ipv4_keeps_the_client_packet_and_adds_a_valid_outer_header() {
         if what != "untagged" {
             fr.vlan = Some(7);
         }
+        fr.tos = 0xb8; // EF with ECT(0) bits clear
+        fr.ipv4_frag = 0x4000; // don't fragment
         let input = fr.build();
         let l2 = if fr.vlan.is_some() { 18 } else { 14 };
         let (verdict, out) = fx.run(&input);
@@ -60,6 +62,9 @@ fn ipv4_in_ipv4_keeps_the_client_packet_and_adds_a_valid_outer_header() {
         assert_eq!(out[12..l2], input[12..l2], "{what}: VLAN tag and ethertype kept");
         let o = &out[l2..l2 + 20];
         assert_eq!(o[0], 0x45);
+        assert_eq!(o[1], 0xb8, "{what}: TOS/ECN copied from the client's packet");
+        assert_eq!(o[4..6], [0x12, 0x34], "{what}: identification copied");
+        assert_eq!(o[6..8], [0x40, 0], "{what}: don't-fragment copied, no fragment offset");
         assert_eq!(u16::from_be_bytes([o[2], o[3]]) as usize, input.len() - l2 + 20, "{what}: outer total length");
         assert_eq!((o[8], o[9]), (64, 4), "{what}: TTL 64, protocol IPIP");
         assert!(ipv4_header_ok(&out, l2), "{what}: outer checksum");
@@ -85,11 +90,14 @@ fn outer_source_differs_between_connections_of_one_client() {
 fn ipv6_in_ipv6_keeps_the_client_packet_and_adds_a_valid_outer_header() {
     require_root!();
     let fx = Fixture::new(CONFIG);
-    let fr = Frame::tcp("[2001:db8::1]:40000", "[2001:db8::10]:443", tcp::SYN);
+    let mut fr = Frame::tcp("[2001:db8::1]:40000", "[2001:db8::10]:443", tcp::SYN);
+    fr.tos = 0xb8;
     let input = fr.build();
     let (verdict, out) = fx.run(&input);
     assert_eq!(verdict, Verdict::Tx);
     assert_eq!(out.len(), input.len() + 40);
+    let e = encap_entropy(&key_of(&fr));
+    assert_eq!(out[14..18], [0x6b, 0x80 | (e[0] & 0x0f), e[1], e[2]], "traffic class copied, flow label from the flow");
     assert_eq!(out[..6], backend_mac("2001:db8:be::7".parse().unwrap()));
     assert_eq!(out[6..12], LB_MAC);
     assert_eq!(out[12..14], [0x86, 0xdd]);
@@ -97,7 +105,6 @@ fn ipv6_in_ipv6_keeps_the_client_packet_and_adds_a_valid_outer_header() {
     assert_eq!(o[0] >> 4, 6);
     assert_eq!(u16::from_be_bytes([o[4], o[5]]) as usize, input.len() - 14, "payload length is the inner packet");
     assert_eq!((o[6], o[7]), (41, 64), "next header IPv6, hop limit 64");
-    let e = encap_entropy(&key_of(&fr));
     let want_src: std::net::Ipv6Addr = "fd00:b417::".parse().unwrap();
     assert_eq!(o[8..20], want_src.octets()[..12]);
     assert_eq!(o[20..24], e);
@@ -143,7 +150,10 @@ fn decap_passes_everything_else_untouched() {
     v6_in_v4.payload = vec![0x60; 40];
     let mut truncated = Frame::new("192.0.2.1:1", "198.51.100.10:1", balancer_tests::packet::L4::Other(4));
     truncated.payload = vec![];
-    for (what, f) in [("plain TCP", plain), ("GRE", gre.build()), ("IPIP carrying IPv6", v6_in_v4.build()), ("IPIP without an inner packet", truncated.build())] {
+    // IPIP from a sender outside the balancers' source prefix is not a tunnel into this host.
+    let (_, mut foreign) = fx.run(&Frame::tcp("192.0.2.1:40000", "198.51.100.10:80", tcp::SYN).build());
+    foreign[14 + 12..14 + 14].copy_from_slice(&[10, 9]);
+    for (what, f) in [("IPIP from a foreign source", foreign), ("plain TCP", plain), ("GRE", gre.build()), ("IPIP carrying IPv6", v6_in_v4.build()), ("IPIP without an inner packet", truncated.build())] {
         assert_eq!(fx.run_decap(&f), (Verdict::Pass, f.clone()), "{what}");
     }
 }

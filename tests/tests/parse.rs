@@ -28,6 +28,12 @@ fn to_vip(f: impl FnOnce(&mut Frame)) -> Vec<u8> {
     fr.build()
 }
 
+/// `frame` with the big-endian u16 at `at` set to `v` (checksums are not the parser's concern).
+fn set_u16(mut frame: Vec<u8>, at: usize, v: u16) -> Vec<u8> {
+    frame[at..at + 2].copy_from_slice(&v.to_be_bytes());
+    frame
+}
+
 fn to_vip6(f: impl FnOnce(&mut Frame)) -> Vec<u8> {
     let mut fr = Frame::tcp("[2001:db8::1]:40000", "[2001:db8::10]:80", tcp::SYN);
     f(&mut fr);
@@ -46,7 +52,7 @@ fn frames_the_balancer_does_not_handle_pass_untouched_and_are_counted() {
     let cases: Vec<(&str, Vec<u8>, &str)> = vec![
         ("ARP", arp, "not_ip"),
         ("IPv4 header cut short", { let mut f = to_vip(|_| {}); f.truncate(14 + 12); f }, "truncated"),
-        ("TCP header cut short", truncated, "truncated"),
+        ("frame ends inside the TCP header, before its IP length says", truncated, "bad_length"),
         ("IPv4 with options", to_vip(|f| f.ipv4_options = vec![1, 1, 1, 0]), "ipv4_options"),
         ("IPv4 first fragment", to_vip(|f| f.ipv4_frag = 0x2000), "fragment"),
         ("IPv4 later fragment", to_vip(|f| f.ipv4_frag = 0x0010), "fragment"),
@@ -56,6 +62,10 @@ fn frames_the_balancer_does_not_handle_pass_untouched_and_are_counted() {
         ("TCP to the VIP address, another port", to_vip(|f| f.dst.set_port(81)), "no_vip"),
         ("UDP to a TCP VIP", to_vip(|f| f.l4 = L4::Udp), "no_vip"),
         ("IPv6 fragment header", to_vip6(|f| f.ipv6_ext = vec![(44, vec![0; 6])]), "fragment"),
+        ("IPv4 total length shorter than its TCP header", set_u16(to_vip(|_| {}), 14 + 2, 20 + 10), "bad_length"),
+        ("IPv4 total length beyond the frame", set_u16(to_vip(|_| {}), 14 + 2, 1400), "bad_length"),
+        ("IPv6 payload length 0 (jumbogram)", set_u16(to_vip6(|_| {}), 14 + 4, 0), "bad_length"),
+        ("IPv6 payload length beyond the frame", set_u16(to_vip6(|_| {}), 14 + 4, 1400), "bad_length"),
         ("ICMPv6 to the VIP address", to_vip6(|f| f.l4 = L4::IcmpEcho), "icmp"),
         (
             "IPv6 with more extension headers than are skipped",

@@ -157,19 +157,20 @@ fn default_seed() -> u64 {
 fn default_weight() -> u32 {
     100
 }
+/// Default outer IPv4 source prefix of IPIP packets.
+pub const DEFAULT_IPIP_SOURCE_V4: &str = "172.16.0.0/16";
+/// Default outer IPv6 source prefix of IPIP packets (inside the discard-only prefix).
+pub const DEFAULT_IPIP_SOURCE_V6: &str = "100::/96";
+
 fn default_ipip_v4() -> Ipv4Addr {
-    Ipv4Addr::new(172, 16, 0, 0)
+    ipip_prefix_v4(DEFAULT_IPIP_SOURCE_V4).expect("valid default")
 }
 fn default_ipip_v6() -> Ipv6Addr {
-    Ipv6Addr::new(0x100, 0, 0, 0, 0, 0, 0, 0)
+    ipip_prefix_v6(DEFAULT_IPIP_SOURCE_V6).expect("valid default")
 }
 /// `ADDR/LEN` with exactly prefix length `len` and no host bits set.
-fn prefix<'de, D: serde::Deserializer<'de>, A: std::str::FromStr + Into<IpAddr> + Copy>(
-    d: D,
-    len: u8,
-) -> Result<A, D::Error> {
-    let text = String::deserialize(d)?;
-    let bad = || serde::de::Error::custom(format!("`{text}` is not a /{len} prefix (ADDR/{len})"));
+fn prefix<A: std::str::FromStr + Into<IpAddr> + Copy>(text: &str, len: u8) -> Result<A, String> {
+    let bad = || format!("`{text}` is not a /{len} prefix (ADDR/{len})");
     let (addr, l) = text.split_once('/').ok_or_else(bad)?;
     let addr: A = addr.parse().map_err(|_| bad())?;
     if l != len.to_string() {
@@ -180,15 +181,32 @@ fn prefix<'de, D: serde::Deserializer<'de>, A: std::str::FromStr + Into<IpAddr> 
         IpAddr::V6(a) => u128::from(a) & (u128::MAX >> len) != 0,
     };
     if host_bits {
-        return Err(serde::de::Error::custom(format!("`{text}` has host bits set")));
+        return Err(format!("`{text}` has host bits set"));
     }
     Ok(addr)
 }
+
+/// Parses the IPv4 IPIP source prefix, a /16 (also for `balancer decap attach`).
+///
+/// # Errors
+/// A message naming the text and the expected form.
+pub fn ipip_prefix_v4(text: &str) -> Result<Ipv4Addr, String> {
+    prefix(text, 16)
+}
+
+/// Parses the IPv6 IPIP source prefix, a /96 (also for `balancer decap attach`).
+///
+/// # Errors
+/// A message naming the text and the expected form.
+pub fn ipip_prefix_v6(text: &str) -> Result<Ipv6Addr, String> {
+    prefix(text, 96)
+}
+
 fn ipip_v4<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Ipv4Addr, D::Error> {
-    prefix(d, 16)
+    ipip_prefix_v4(&String::deserialize(d)?).map_err(serde::de::Error::custom)
 }
 fn ipip_v6<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Ipv6Addr, D::Error> {
-    prefix(d, 96)
+    ipip_prefix_v6(&String::deserialize(d)?).map_err(serde::de::Error::custom)
 }
 fn ring_size<'de, D: serde::Deserializer<'de>>(d: D) -> Result<RingSize, D::Error> {
     RingSize::new(u32::deserialize(d)?).map_err(serde::de::Error::custom)

@@ -38,6 +38,16 @@ pub struct Assigned {
 }
 
 impl Ids {
+    /// The ids found in maps a previous run left pinned, so a restarted daemon keeps them (the
+    /// flow table refers to them). Cursors resume after the highest id seen.
+    pub fn adopt(vips: impl IntoIterator<Item = (VipIdentity, u32)>, backends: impl IntoIterator<Item = ((u32, IpAddr), u32)>) -> Self {
+        let vips: HashMap<_, _> = vips.into_iter().collect();
+        let backends: HashMap<_, _> = backends.into_iter().collect();
+        let next_vip = vips.values().max().map_or(0, |m| (m + 1) % MAX_VIPS);
+        let next_backend = backends.values().max().map_or(0, |m| (m + 1) % MAX_BACKENDS);
+        Self { vips, backends, next_vip, next_backend }
+    }
+
     /// Gives every VIP and backend of `config` an id: the one it had, or a new one. Entries no
     /// longer in `config` release theirs.
     ///
@@ -132,6 +142,19 @@ mod tests {
         assert_eq!(b.backends[0][1..], [1, 2]);
         assert_eq!(b.backends[0][0], 3, "a new backend does not take the id just freed");
         assert_eq!(a.vips, b.vips);
+    }
+
+    #[test]
+    fn adopted_ids_survive_a_reordered_config() {
+        let c = config(&["10.0.0.2", "10.0.0.3"]);
+        let before = Ids::default().assign(&c);
+        let key = (*c.vips[0].address.get_ref(), c.vips[0].protocol);
+        let mut ids = Ids::adopt(
+            [(key, before.vips[0])],
+            [((before.vips[0], "10.0.0.2".parse().unwrap()), 0), ((before.vips[0], "10.0.0.3".parse().unwrap()), 1)],
+        );
+        let after = ids.assign(&config(&["10.0.0.3", "10.0.0.2", "10.0.0.4"]));
+        assert_eq!(after.backends[0], [1, 0, 2]);
     }
 
     #[test]

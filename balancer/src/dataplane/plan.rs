@@ -58,6 +58,25 @@ pub fn addr_bytes(ip: IpAddr) -> ([u8; 16], u8) {
     }
 }
 
+/// The address the maps store as `bytes` and `family`.
+pub fn ip_of(bytes: &[u8; 16], fam: u8) -> IpAddr {
+    if fam == family::V4 {
+        IpAddr::from(<[u8; 4]>::try_from(&bytes[..4]).expect("4 bytes"))
+    } else {
+        IpAddr::from(*bytes)
+    }
+}
+
+/// The configuration identity of a `VIPS` key, if it is one this daemon could have written.
+pub fn vip_identity(key: &VipKey) -> Option<(std::net::SocketAddr, Protocol)> {
+    let protocol = match key.proto {
+        proto::TCP => Protocol::Tcp,
+        proto::UDP => Protocol::Udp,
+        _ => return None,
+    };
+    Some((std::net::SocketAddr::new(ip_of(&key.addr, key.family), u16::from_be(key.port_be)), protocol))
+}
+
 /// Computes the plan. `hops` holds each backend address's resolved next hop; `ids` the ids
 /// `Ids::assign` gave this configuration.
 ///
@@ -113,11 +132,16 @@ pub fn plan(config: &Config, hops: &HashMap<IpAddr, NextHop>, ids: &Assigned) ->
         };
         vips.push(VipPlan { key, meta, ring });
     }
+    Plan { vips, backends, settings: settings(config.ipip_source_v4, config.ipip_source_v6) }
+}
+
+/// `SETTINGS[0]` for these IPIP source prefixes (a /16 and a /96).
+pub fn settings(v4: std::net::Ipv4Addr, v6: std::net::Ipv6Addr) -> Settings {
     let mut ipip_src_v4 = [0u8; 4];
-    ipip_src_v4[..2].copy_from_slice(&config.ipip_source_v4.octets()[..2]);
+    ipip_src_v4[..2].copy_from_slice(&v4.octets()[..2]);
     let mut ipip_src_v6 = [0u8; 16];
-    ipip_src_v6[..12].copy_from_slice(&config.ipip_source_v6.octets()[..12]);
-    Plan { vips, backends, settings: Settings { ipip_src_v4, ipip_src_v6 } }
+    ipip_src_v6[..12].copy_from_slice(&v6.octets()[..12]);
+    Settings { ipip_src_v4, ipip_src_v6 }
 }
 
 #[cfg(test)]

@@ -7,10 +7,12 @@ use aya::maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray};
 use balancer_common::{
     backend::{Backend, state},
     counters::{Reason, Traffic},
-    family, maps,
+    maps,
     vip::{VipKey, VipMeta},
 };
 use serde::Serialize;
+
+use super::plan::ip_of;
 
 /// Counters of one VIP.
 #[derive(Debug, Serialize)]
@@ -151,10 +153,3 @@ impl Snapshot {
     }
 }
 
-fn ip_of(addr: &[u8; 16], fam: u8) -> IpAddr {
-    if fam == family::V4 {
-        IpAddr::from([addr[0], addr[1], addr[2], addr[3]])
-    } else {
-        IpAddr::from(*addr)
-    }
-}

@@ -1,8 +1,14 @@
 //! Writing a `Plan` into the maps, so that no lookup ever sees a half-written table.
 //!
-//! Order matters: backends first (a ring never points at an unwritten backend), then each VIP's
-//! table into the half its `ring_gen` does not point at, then the VIP entry that flips
-//! `ring_gen` (one hash-map update, atomic for readers), then removals.
+//! Order matters:
+//! 1. backends that become more available (new, or active again), so a ring never points at an
+//!    unwritten or unusable backend;
+//! 2. each VIP's table into the half its `ring_gen` does not point at, then the VIP entry that
+//!    flips `ring_gen` (one hash-map update, atomic for readers);
+//! 3. backends that become less available (drain, stopped), now that no live table sends new
+//!    flows to them: written earlier, the old table would still pick them and the data path
+//!    would drop those packets;
+//! 4. removals: VIPs, then backend slots no longer used.
 
 use aya::maps::{Array, HashMap, MapData, MapError};
 use balancer_common::{
@@ -12,7 +18,11 @@ use balancer_common::{
 };
 use tracing::{debug, info};
 
-use super::{Dataplane, plan::Plan};
+use super::{
+    Dataplane,
+    ids::Ids,
+    plan::{self, Plan},
+};
 
 /// A failed map write, naming the map.
 #[derive(Debug, thiserror::Error)]
@@ -36,16 +46,24 @@ pub fn apply(dp: &mut Dataplane, plan: &Plan) -> Result<(), SyncError> {
     let ebpf = dp.ebpf_mut();
     let [vips, rings, backends, settings] =
         ebpf.maps_disjoint_mut([maps::VIPS, maps::RINGS, maps::BACKENDS, maps::SETTINGS]).map(|m| m.expect("checked at load"));
-    let mut settings: Array<&mut MapData, Settings> = Array::try_from(settings).map_err(err(maps::SETTINGS))?;
-    settings.set(0, plan.settings, 0).map_err(err(maps::SETTINGS))?;
+    Array::<&mut MapData, Settings>::try_from(settings)
+        .and_then(|mut s| s.set(0, plan.settings, 0))
+        .map_err(err(maps::SETTINGS))?;
     let mut vips: HashMap<&mut MapData, VipKey, VipMeta> = HashMap::try_from(vips).map_err(err(maps::VIPS))?;
     let mut rings: Array<&mut MapData, u32> = Array::try_from(rings).map_err(err(maps::RINGS))?;
     let mut backends: Array<&mut MapData, Backend> = Array::try_from(backends).map_err(err(maps::BACKENDS))?;
 
     let mut used = vec![false; MAX_BACKENDS as usize];
+    let mut later = Vec::new();
     for (id, b) in &plan.backends {
-        backends.set(*id, b, 0).map_err(err(maps::BACKENDS))?;
         used[*id as usize] = true;
+        let old = backends.get(id, 0).map_err(err(maps::BACKENDS))?;
+        let same = old.vip == b.vip && old.addr == b.addr && old.family == b.family;
+        if same && less_available(old.state, b.state) {
+            later.push((*id, *b));
+        } else {
+            backends.set(*id, b, 0).map_err(err(maps::BACKENDS))?;
+        }
     }
     for vip in &plan.vips {
         let old_gen = vips.get(&vip.key, 0).map(|m| m.ring_gen).ok();
@@ -56,6 +74,9 @@ pub fn apply(dp: &mut Dataplane, plan: &Plan) -> Result<(), SyncError> {
         let meta = VipMeta { ring_gen, ..vip.meta };
         vips.insert(vip.key, meta, 0).map_err(err(maps::VIPS))?;
         info!(vip = vip.meta.id, slots = vip.ring.len(), ring_gen, "vip table live");
+    }
+    for (id, b) in later {
+        backends.set(id, b, 0).map_err(err(maps::BACKENDS))?;
     }
     let stale: Vec<VipKey> = vips.keys().filter_map(Result::ok).filter(|k| !plan.vips.iter().any(|v| v.key == *k)).collect();
     for k in stale {
@@ -69,4 +90,49 @@ pub fn apply(dp: &mut Dataplane, plan: &Plan) -> Result<(), SyncError> {
         }
     }
     Ok(())
+}
+
+/// Writes only `SETTINGS` (for `balancer decap attach`, whose program reads the IPIP source
+/// prefixes and nothing else).
+///
+/// # Errors
+/// When the write fails.
+pub fn write_settings(dp: &mut Dataplane, settings: Settings) -> Result<(), SyncError> {
+    let map = dp.ebpf_mut().map_mut(maps::SETTINGS).expect("checked at load");
+    Array::<&mut MapData, Settings>::try_from(map)
+        .and_then(|mut s| s.set(0, settings, 0))
+        .map_err(err(maps::SETTINGS))
+}
+
+/// Whether going from `old` to `new` takes traffic away: active → drain/stopped, drain → stopped.
+fn less_available(old: u8, new: u8) -> bool {
+    (old == state::ACTIVE && new != state::ACTIVE) || (old == state::DRAIN && new == state::STOPPED)
+}
+
+/// The VIP and backend ids held in the maps, for a daemon that re-adopts maps pinned by an
+/// earlier run.
+///
+/// # Errors
+/// When a map cannot be read.
+pub fn read_ids(dp: &Dataplane) -> Result<Ids, SyncError> {
+    let ebpf = dp.ebpf();
+    let vips: HashMap<&MapData, VipKey, VipMeta> =
+        HashMap::try_from(ebpf.map(maps::VIPS).expect("checked at load")).map_err(err(maps::VIPS))?;
+    let backends: Array<&MapData, Backend> =
+        Array::try_from(ebpf.map(maps::BACKENDS).expect("checked at load")).map_err(err(maps::BACKENDS))?;
+    let mut v = Vec::new();
+    for entry in vips.iter() {
+        let (k, m) = entry.map_err(err(maps::VIPS))?;
+        if let Some(identity) = plan::vip_identity(&k) {
+            v.push((identity, m.id));
+        }
+    }
+    let mut b = Vec::new();
+    for id in 0..MAX_BACKENDS {
+        let e = backends.get(&id, 0).map_err(err(maps::BACKENDS))?;
+        if e.state != state::EMPTY {
+            b.push(((e.vip, plan::ip_of(&e.addr, e.family)), id));
+        }
+    }
+    Ok(Ids::adopt(v, b))
 }
