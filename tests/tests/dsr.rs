@@ -191,3 +191,36 @@ fn a_mid_stream_packet_without_a_flow_entry_gets_the_table_choice_and_then_stick
         assert_eq!(backend_of(&fx.run(&ack(p)).1, &BACKENDS), first[i], "port {p} stays");
     }
 }
+
+#[test]
+fn draining_a_backend_never_drops_new_flows_while_tables_are_rewritten() {
+    require_root!();
+    // Two loads of the program share pinned maps: one rewrites the tables (65537 slots, a wide
+    // window), the other keeps opening new flows meanwhile.
+    let pins = balancer_tests::daemon::PinDir::new(&format!("bt-drain-{}", std::process::id()));
+    let drained = THREE.replacen("address = \"198.18.0.11\"", "address = \"198.18.0.11\"\n  state = \"drain\"", 1);
+    let mut writer = Fixture::with_pins(&pins.0, THREE);
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let (sent, dropped) = std::thread::scope(|s| {
+        let reader = s.spawn(|| {
+            let fx = Fixture::with_pins(&pins.0, THREE);
+            let (mut sent, mut dropped) = (0u32, 0u32);
+            let mut port = 1024u16;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && sent < 2_000_000 {
+                port = port.wrapping_add(1).max(1024);
+                let (v, _) = fx.run(&Frame::tcp("192.0.2.9:1", "198.51.100.10:80", tcp::SYN).sport(port).build());
+                sent += 1;
+                dropped += u32::from(v == Verdict::Drop);
+            }
+            (sent, dropped)
+        });
+        for i in 0..6 {
+            writer.apply(if i % 2 == 0 { &drained } else { THREE });
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        reader.join().unwrap()
+    });
+    eprintln!("{sent} new flows during 6 table rewrites, {dropped} dropped");
+    assert!(sent > 100, "the reader ran during the rewrites");
+    assert_eq!(dropped, 0);
+}
