@@ -17,7 +17,7 @@ use crate::{
     dataplane::{
         Dataplane,
         ids::Ids,
-        loader::BALANCER_PROGRAM,
+        loader::{self, BALANCER_PROGRAM},
         plan::{self, NextHop},
         sync,
     },
@@ -35,6 +35,20 @@ pub struct Daemon {
     ids: Ids,
     config: Config,
     config_path: PathBuf,
+    detach_on_exit: bool,
+}
+
+/// How `balancer run` was asked to behave, beyond the configuration file.
+#[derive(Debug, Default, Clone)]
+pub struct RunOptions {
+    /// Load this object instead of the embedded one.
+    pub bpf_object: Option<PathBuf>,
+    /// Override the configuration's `xdp_mode`.
+    pub xdp_mode: Option<XdpModeSetting>,
+    /// Most verbose aya-log level the program emits.
+    pub log_level: u8,
+    /// Detach the program when the daemon exits, instead of leaving the data path running.
+    pub detach_on_exit: bool,
 }
 
 impl Daemon {
@@ -43,14 +57,8 @@ impl Daemon {
     ///
     /// # Errors
     /// When loading, resolving a backend, writing the maps or attaching fails.
-    pub async fn start(
-        config: Config,
-        config_path: &Path,
-        bpf_object: Option<&Path>,
-        xdp_mode: Option<XdpModeSetting>,
-        log_level: u8,
-    ) -> Result<Self> {
-        let mut dp = Dataplane::load(bpf_object, Some(&config.pin_dir), log_level)
+    pub async fn start(config: Config, config_path: &Path, opts: RunOptions) -> Result<Self> {
+        let mut dp = Dataplane::load(opts.bpf_object.as_deref(), Some(&config.pin_dir), opts.log_level)
             .context("loading the data path (try `--bpf-object` to load a freshly built object)")?;
         spawn_ebpf_logger(&mut dp);
         let nl = Netlink::new().context("opening netlink")?;
@@ -58,13 +66,16 @@ impl Daemon {
         for name in &config.interfaces {
             ifaces.push(nl.interface(name).await.with_context(|| format!("interface `{name}` from the config"))?);
         }
-        let mode = xdp_mode.unwrap_or(config.xdp_mode);
+        let mode = opts.xdp_mode.unwrap_or(config.xdp_mode);
         // Maps pinned by an earlier run keep their ids: the flow table refers to them.
         let mut ids = sync::read_ids(&dp).context("reading the pinned maps")?;
         program(&mut dp, &nl, &ifaces, &mut ids, &config).await?;
-        let mut d = Self { dp, nl, ifaces, ids, config, config_path: config_path.to_owned() };
+        let mut d = Self { dp, nl, ifaces, ids, config, config_path: config_path.to_owned(), detach_on_exit: opts.detach_on_exit };
+        // The link is pinned: the program stays on the interface when the daemon exits or dies,
+        // and the next start swaps its new program into the same link.
         for iface in &d.ifaces {
-            d.dp.attach(BALANCER_PROGRAM, &iface.name, mode)
+            let pin = link_pin(&d.config.pin_dir, &iface.name);
+            d.dp.attach_persistent(BALANCER_PROGRAM, &iface.name, mode, &pin)
                 .with_context(|| format!("attaching to `{}` (try --xdp-mode generic)", iface.name))?;
         }
         info!(vips = d.config.vips.len(), "balancer running");
@@ -104,7 +115,18 @@ impl Daemon {
                 _ = hup.recv() => self.reload().await,
             }
         }
-        info!("shutting down: detaching the XDP program");
+        if self.detach_on_exit {
+            for iface in &self.ifaces {
+                loader::unpin_link(&link_pin(&self.config.pin_dir, &iface.name))?;
+            }
+            info!("exiting: the XDP program is detached");
+        } else {
+            info!(
+                pin_dir = %self.config.pin_dir.display(),
+                "exiting: the XDP program stays attached and keeps balancing with the last tables \
+                 (`balancer teardown` removes it)"
+            );
+        }
         Ok(())
     }
 
@@ -122,6 +144,11 @@ impl Daemon {
             Err(e) => error!("reload rejected, the running configuration stays: {e:#}"),
         }
     }
+}
+
+/// Where the daemon pins its XDP link on `iface`.
+pub fn link_pin(pin_dir: &Path, iface: &str) -> PathBuf {
+    loader::helper_link_pin(pin_dir, BALANCER_PROGRAM, iface)
 }
 
 /// Resolves `config`'s backends, gives them ids and writes the maps. The ids are kept even when

@@ -8,7 +8,7 @@ use std::{
 use anyhow::{Context as _, Result};
 use balancer::{
     config::{self, Config, DEFAULT_IPIP_SOURCE_V4, DEFAULT_IPIP_SOURCE_V6, DEFAULT_PIN_DIR, XdpModeSetting},
-    daemon::Daemon,
+    daemon::{Daemon, RunOptions},
     dataplane::{Dataplane, loader, plan, stats::Snapshot, sync},
 };
 use balancer_common::vip::Settings;
@@ -36,6 +36,17 @@ enum Command {
         /// Override the config's `xdp_mode`.
         #[arg(long, value_enum)]
         xdp_mode: Option<XdpModeSetting>,
+        /// Detach the XDP program on exit. By default it stays attached (pinned) and keeps
+        /// balancing with the last tables, so a restart or upgrade drops no connection.
+        #[arg(long)]
+        detach_on_exit: bool,
+    },
+    /// Remove everything `balancer run` left in bpffs: the XDP program leaves the interfaces,
+    /// the flow table and counters are freed.
+    Teardown {
+        /// The config's `pin_dir`.
+        #[arg(long, default_value = DEFAULT_PIN_DIR)]
+        pin_dir: PathBuf,
     },
     /// Check a configuration file and exit: 0 when valid, 2 with the error otherwise.
     Check {
@@ -143,7 +154,8 @@ fn main() -> ExitCode {
                 return ExitCode::from(EXIT_CONFIG);
             }
         },
-        Command::Run { config, bpf_object, xdp_mode } => {
+        Command::Teardown { pin_dir } => teardown(&pin_dir),
+        Command::Run { config, bpf_object, xdp_mode, detach_on_exit } => {
             let cfg = match Config::load(&config) {
                 Ok(c) => c,
                 Err(e) => {
@@ -156,7 +168,10 @@ fn main() -> ExitCode {
                 .enable_all()
                 .build()
                 .context("starting the async runtime")
-                .and_then(|rt| rt.block_on(run(cfg, &config, bpf_object.as_deref(), xdp_mode)))
+                .and_then(|rt| {
+                    let opts = RunOptions { bpf_object, xdp_mode, log_level: ebpf_log_level(), detach_on_exit };
+                    rt.block_on(async { Daemon::start(cfg, &config, opts).await?.serve().await })
+                })
         }
         Command::Stats { pin_dir, json } => stats(&pin_dir, json),
         Command::XdpPeer { action } => helper(loader::PASS_PROGRAM, "xdp-peer", action, None),
@@ -192,9 +207,18 @@ fn ebpf_log_level() -> u8 {
     }
 }
 
-async fn run(cfg: Config, config_path: &Path, bpf_object: Option<&Path>, xdp_mode: Option<XdpModeSetting>) -> Result<()> {
-    let daemon = Daemon::start(cfg, config_path, bpf_object, xdp_mode, ebpf_log_level()).await?;
-    daemon.serve().await
+fn teardown(pin_dir: &Path) -> Result<()> {
+    if !pin_dir.exists() {
+        println!("nothing pinned at {}", pin_dir.display());
+        return Ok(());
+    }
+    let entries: Vec<String> = std::fs::read_dir(pin_dir)
+        .with_context(|| format!("reading {}", pin_dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+        .collect();
+    std::fs::remove_dir_all(pin_dir).with_context(|| format!("removing {}", pin_dir.display()))?;
+    println!("removed {} ({})", pin_dir.display(), entries.join(", "));
+    Ok(())
 }
 
 /// Attaches or detaches one of the object's helper programs with a pinned link; `settings` are

@@ -63,6 +63,20 @@ impl Daemon {
         let pins = PinDir::new(ns.name());
         let path = std::env::temp_dir().join(format!("{}.toml", ns.name()));
         std::fs::write(&path, format!("pin_dir = \"{}\"\n{config}", pins.0.display())).expect("write config");
+        let proc = Self::spawn(ns, &path, rust_log)?;
+        Ok(Self { proc, pins, config: path })
+    }
+
+    /// Starts `balancer run` again with the same configuration and pin directory (after the
+    /// previous process stopped or was killed); returns once it is running.
+    ///
+    /// # Panics
+    /// When it exits first, with its log.
+    pub fn restart(&mut self, ns: &Netns, rust_log: &str) {
+        self.proc = Self::spawn(ns, &self.config, rust_log).unwrap_or_else(|log| panic!("the daemon exited:\n{log}"));
+    }
+
+    fn spawn(ns: &Netns, path: &std::path::Path, rust_log: &str) -> Result<Proc, String> {
         let bin = balancer_bin();
         let mut cmd = ns.command(&[bin.to_str().unwrap(), "run", "--config", path.to_str().unwrap()]);
         cmd.env("RUST_LOG", rust_log);
@@ -70,7 +84,7 @@ impl Daemon {
         let start = std::time::Instant::now();
         while start.elapsed() < Duration::from_secs(20) {
             if proc.log().contains("balancer running") {
-                return Ok(Self { proc, pins, config: path });
+                return Ok(proc);
             }
             if proc.try_wait().is_some() {
                 return Err(proc.log());

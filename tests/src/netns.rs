@@ -160,6 +160,14 @@ impl Proc {
         nix::sys::signal::kill(pid, sig).expect("signal the process");
     }
 
+    /// Kills it with SIGKILL (no cleanup of its own runs) and reaps it.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
     /// Stops it (SIGTERM, SIGKILL after 3 s) and returns its exit status.
     pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
         let mut child = self.child.take()?;

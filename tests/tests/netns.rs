@@ -7,7 +7,12 @@
 
 use std::{collections::HashMap, net::IpAddr, time::Duration};
 
-use balancer_tests::{backend::HttpBackend, daemon::Daemon, netns::Lan, require_root};
+use balancer_tests::{
+    backend::{HttpBackend, HttpConn},
+    daemon::Daemon,
+    netns::Lan,
+    require_root,
+};
 
 const VIP: &str = "198.51.100.10";
 
@@ -72,8 +77,52 @@ fn daemon_attached_natively_balances_tcp_connections_by_dsr() {
 
     let status = daemon.proc.stop().expect("daemon was running");
     assert!(status.success(), "daemon exits cleanly on SIGTERM: {status}\n{}", daemon.proc.log());
+    // The data path outlives the daemon: still attached, still balancing.
     let link = lb.run(&["ip", "-d", "link", "show", "eth0"]);
-    assert!(!link.contains("prog/xdp"), "the XDP program is detached on exit:\n{link}");
+    assert!(link.contains("prog/xdp"), "the XDP program stays attached after the daemon exits:\n{link}");
+    get(&lan, 41_100).expect("balanced without the daemon");
+    // `balancer teardown` removes it.
+    let out = Daemon::cli(lb, &["teardown", "--pin-dir", daemon.pins.0.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let link = lb.run(&["ip", "-d", "link", "show", "eth0"]);
+    assert!(!link.contains("prog/xdp"), "teardown detaches the XDP program:\n{link}");
+}
+
+#[test]
+fn kill_9_and_restart_drop_no_connection() {
+    require_root!();
+    let mut lan = Lan::new(&["client", "lb", "be1", "be2"]);
+    let vip: IpAddr = VIP.parse().unwrap();
+    let _be1 = HttpBackend::start(&lan.hosts[2], "be1", vip, 80);
+    let _be2 = HttpBackend::start(&lan.hosts[3], "be2", vip, 80);
+    lan.hosts[0].ns.run(&["ip", "route", "add", &format!("{VIP}/32"), "via", &lan.hosts[1].ip.to_string()]);
+    lan.accept_xdp_frames_from(1);
+    let lb = &lan.hosts[1].ns;
+    let mut daemon = Daemon::start(lb, &config(), "info");
+    let addr: std::net::SocketAddr = format!("{VIP}:80").parse().unwrap();
+    let client = &lan.hosts[0].ns;
+    client.in_thread(|| {
+        let mut conns: Vec<(HttpConn, String)> = (0..8)
+            .map(|_| {
+                let mut c = HttpConn::connect(addr).expect("connect");
+                let who = c.get().expect("first request");
+                (c, who)
+            })
+            .collect();
+        let mut ask = |when: &str| {
+            for (i, (c, who)) in conns.iter_mut().enumerate() {
+                let got = c.get().unwrap_or_else(|e| panic!("connection {i} broke {when}: {e}"));
+                assert_eq!(&got, who, "connection {i} moved {when}");
+            }
+            HttpConn::connect(addr).and_then(|mut c| c.get()).unwrap_or_else(|e| panic!("new connection {when}: {e}"));
+        };
+        ask("before");
+        daemon.proc.kill9();
+        ask("while the daemon is dead");
+        daemon.restart(lb, "info");
+        assert!(daemon.proc.log().contains("replaced the program in the pinned link"), "{}", daemon.proc.log());
+        ask("after the restart");
+    });
 }
 
 #[test]

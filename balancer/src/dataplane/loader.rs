@@ -222,6 +222,32 @@ impl Dataplane {
     }
 }
 
+impl Dataplane {
+    /// Attaches program `name` to `iface` through the link pinned at `pin`: when a previous
+    /// run left one there, its program is replaced in place (the interface is never without
+    /// one); otherwise a new link is made and pinned. Returns whether a pinned link was reused.
+    ///
+    /// # Errors
+    /// As `attach_pinned`, or when the pinned link cannot be updated.
+    pub fn attach_persistent(
+        &mut self,
+        name: &'static str,
+        iface: &str,
+        mode: XdpModeSetting,
+        pin: &Path,
+    ) -> Result<bool, LoadError> {
+        if pin.exists() {
+            let prog: &Xdp = self.ebpf.program(name).and_then(|p| p.try_into().ok()).expect("checked at load");
+            let fd = prog.fd().map_err(|source| LoadError::Program { name, source })?;
+            super::link::replace_program(pin, fd).map_err(|source| LoadError::Pin { path: pin.to_owned(), source })?;
+            info!(program = name, iface, pin = %pin.display(), "replaced the program in the pinned link");
+            return Ok(true);
+        }
+        self.attach_pinned(name, iface, mode, pin)?;
+        Ok(false)
+    }
+}
+
 /// Removes a link pinned by `attach_pinned`: the program leaves the interface.
 ///
 /// # Errors

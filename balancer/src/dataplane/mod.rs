@@ -2,6 +2,7 @@
 //! hold for a configuration (`plan`, pure), writing it (`sync`), and reading counters (`stats`).
 
 pub mod ids;
+pub mod link;
 pub mod loader;
 pub mod plan;
 pub mod stats;
