@@ -2,14 +2,17 @@
 //! configuration is applied (at start, and on SIGHUP).
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     net::IpAddr,
     path::{Path, PathBuf},
     time::Duration,
 };
 
 use anyhow::{Context as _, Result, bail};
-use tokio::signal::unix::{SignalKind, signal};
+use tokio::{
+    signal::unix::{SignalKind, signal},
+    sync::mpsc,
+};
 use tracing::{error, info, warn};
 
 use crate::{
@@ -19,8 +22,9 @@ use crate::{
         ids::Ids,
         loader::{self, BALANCER_PROGRAM},
         plan::{self, NextHop},
-        sync,
+        sync::{self, Rings},
     },
+    health::scheduler::{BackendKey, Flip, Scheduler},
     netlink::{Interface, Netlink},
 };
 
@@ -33,6 +37,14 @@ pub struct Daemon {
     nl: Netlink,
     ifaces: Vec<Interface>,
     ids: Ids,
+    rings: Rings,
+    /// Next hop of every backend address resolved so far: health flips rebuild tables from
+    /// these, since a dead host would not answer ARP.
+    hops: HashMap<IpAddr, NextHop>,
+    health: Scheduler,
+    down: HashSet<BackendKey>,
+    flips: mpsc::UnboundedReceiver<Flip>,
+    flips_tx: mpsc::UnboundedSender<Flip>,
     config: Config,
     config_path: PathBuf,
     detach_on_exit: bool,
@@ -52,8 +64,8 @@ pub struct RunOptions {
 }
 
 impl Daemon {
-    /// Loads the data path, programs `config` into it and attaches it to the configured
-    /// interfaces.
+    /// Loads the data path (re-adopting maps and link pinned by an earlier run), programs
+    /// `config` into it, attaches it and starts the health checks.
     ///
     /// # Errors
     /// When loading, resolving a backend, writing the maps or attaching fails.
@@ -66,11 +78,27 @@ impl Daemon {
         for name in &config.interfaces {
             ifaces.push(nl.interface(name).await.with_context(|| format!("interface `{name}` from the config"))?);
         }
-        let mode = opts.xdp_mode.unwrap_or(config.xdp_mode);
         // Maps pinned by an earlier run keep their ids: the flow table refers to them.
-        let mut ids = sync::read_ids(&dp).context("reading the pinned maps")?;
-        program(&mut dp, &nl, &ifaces, &mut ids, &config).await?;
-        let mut d = Self { dp, nl, ifaces, ids, config, config_path: config_path.to_owned(), detach_on_exit: opts.detach_on_exit };
+        let ids = sync::read_ids(&dp).context("reading the pinned maps")?;
+        let (flips_tx, flips) = mpsc::unbounded_channel();
+        let mode = opts.xdp_mode.unwrap_or(config.xdp_mode);
+        let mut d = Self {
+            dp,
+            nl,
+            ifaces,
+            ids,
+            rings: Rings::default(),
+            hops: HashMap::new(),
+            health: Scheduler::default(),
+            down: HashSet::new(),
+            flips,
+            flips_tx,
+            config,
+            config_path: config_path.to_owned(),
+            detach_on_exit: opts.detach_on_exit,
+        };
+        let config = d.config.clone();
+        d.program(config).await?;
         // The link is pinned: the program stays on the interface when the daemon exits or dies,
         // and the next start swaps its new program into the same link.
         for iface in &d.ifaces {
@@ -82,9 +110,8 @@ impl Daemon {
         Ok(d)
     }
 
-    /// Makes `config` the one in force: resolves its backends, writes the maps. On error the
-    /// maps and the configuration in force are unchanged, except for backends already written
-    /// (never referenced by a ring until their VIP's table flips).
+    /// Makes `config` the one in force: resolves new backends, writes the maps, and makes the
+    /// health checks match. On error the configuration in force stays.
     ///
     /// # Errors
     /// When a setting that needs a restart changed, a backend cannot be resolved, or a map write
@@ -96,12 +123,42 @@ impl Daemon {
         if config.pin_dir != self.config.pin_dir {
             bail!("`pin_dir` changed: restart the daemon to move its maps");
         }
-        program(&mut self.dp, &self.nl, &self.ifaces, &mut self.ids, &config).await?;
+        self.program(config).await
+    }
+
+    async fn program(&mut self, config: Config) -> Result<()> {
+        let hops = resolve(&self.nl, &self.ifaces, &config, &self.hops).await?;
+        self.hops = hops;
         self.config = config;
+        self.health.sync(&self.config, &self.flips_tx);
+        let health = &self.health;
+        self.down.retain(|k| health.checks(k));
+        self.write("configuration")
+    }
+
+    /// Rebuilds the tables from the configuration, next hops and health in force, and writes
+    /// them. The ids are kept even when a write fails, since the maps may already hold them.
+    fn write(&mut self, cause: &str) -> Result<()> {
+        let assigned = self.ids.assign(&self.config);
+        let down = &self.down;
+        let config = &self.config;
+        let up = |i: usize, j: usize| {
+            let v = &config.vips[i];
+            !down.contains(&(*v.address.get_ref(), v.protocol, *v.backends[j].address.get_ref()))
+        };
+        let p = plan::plan(config, &self.hops, &assigned, up);
+        let report = sync::apply(&mut self.dp, &p, &mut self.rings).context("programming the maps")?;
+        for (vip, moved) in report.moved {
+            match moved {
+                Some(n) => info!(vip, moved_slots = n, cause, "table rebuilt"),
+                None => info!(vip, cause, "table written"),
+            }
+        }
         Ok(())
     }
 
-    /// Serves until SIGTERM or SIGINT; SIGHUP re-reads the configuration file.
+    /// Serves until SIGTERM or SIGINT; SIGHUP re-reads the configuration file; health flips
+    /// rebuild the tables.
     ///
     /// # Errors
     /// When the signal handlers cannot be installed.
@@ -113,6 +170,7 @@ impl Daemon {
                 _ = tokio::signal::ctrl_c() => break,
                 _ = term.recv() => break,
                 _ = hup.recv() => self.reload().await,
+                Some(flip) = self.flips.recv() => self.on_flip(flip),
             }
         }
         if self.detach_on_exit {
@@ -128,6 +186,19 @@ impl Daemon {
             );
         }
         Ok(())
+    }
+
+    fn on_flip(&mut self, flip: Flip) {
+        if !self.health.checks(&flip.key) {
+            return; // a check stopped by a reload
+        }
+        let changed = if flip.up { self.down.remove(&flip.key) } else { self.down.insert(flip.key) };
+        if changed {
+            let cause = if flip.up { "backend up" } else { "backend down" };
+            if let Err(e) = self.write(cause) {
+                error!("{e:#}");
+            }
+        }
     }
 
     /// Re-reads the configuration file and applies it; a bad file is reported and ignored.
@@ -151,23 +222,24 @@ pub fn link_pin(pin_dir: &Path, iface: &str) -> PathBuf {
     loader::helper_link_pin(pin_dir, BALANCER_PROGRAM, iface)
 }
 
-/// Resolves `config`'s backends, gives them ids and writes the maps. The ids are kept even when
-/// a write fails, since the maps may already hold some of them.
-async fn program(dp: &mut Dataplane, nl: &Netlink, ifaces: &[Interface], ids: &mut Ids, config: &Config) -> Result<()> {
-    let hops = resolve(nl, ifaces, config).await?;
-    let assigned = ids.assign(config);
-    let p = plan::plan(config, &hops, &assigned);
-    sync::apply(dp, &p).context("programming the maps")
-}
-
-/// The next hop of every backend. DSR needs the backend itself on the segment of an attached
-/// interface; IPIP follows the kernel's route to it and sends to the gateway when there is one.
-async fn resolve(nl: &Netlink, ifaces: &[Interface], config: &Config) -> Result<HashMap<IpAddr, NextHop>> {
+/// The next hop of every backend of `config`: taken from `known` when resolved before, else
+/// resolved now. DSR needs the backend itself on the segment of an attached interface; IPIP
+/// follows the kernel's route to it and sends to the gateway when there is one.
+async fn resolve(
+    nl: &Netlink,
+    ifaces: &[Interface],
+    config: &Config,
+    known: &HashMap<IpAddr, NextHop>,
+) -> Result<HashMap<IpAddr, NextHop>> {
     let mut hops = HashMap::new();
     for vip in &config.vips {
         for b in &vip.backends {
             let ip = *b.address.get_ref();
             if hops.contains_key(&ip) {
+                continue;
+            }
+            if let Some(hop) = known.get(&ip) {
+                hops.insert(ip, *hop);
                 continue;
             }
             let at = || format!("backend {ip} of VIP {}", vip.address.get_ref());

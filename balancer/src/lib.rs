@@ -5,6 +5,7 @@
 
 pub mod config;
 pub mod daemon;
+pub mod health;
 pub mod dataplane;
 pub mod maglev;
 pub mod netlink;

@@ -12,7 +12,7 @@ use balancer::{
         ids::Ids,
         plan::{self, NextHop, Plan},
         stats::Snapshot,
-        sync,
+        sync::{self, Rings},
     },
 };
 
@@ -35,6 +35,7 @@ pub struct Fixture {
     /// What was last written.
     pub plan: Plan,
     ids: Ids,
+    rings: Rings,
 }
 
 impl Fixture {
@@ -52,16 +53,17 @@ impl Fixture {
     fn load(pin_dir: Option<&Path>, config: &str) -> Self {
         let mut dp = Dataplane::load(None, pin_dir, 0).expect("load the XDP object");
         let mut ids = sync::read_ids(&dp).expect("read ids");
-        let plan = Self::write(&mut dp, &mut ids, config);
-        Self { dp, plan, ids }
+        let mut rings = Rings::default();
+        let plan = Self::write(&mut dp, &mut ids, &mut rings, config);
+        Self { dp, plan, ids, rings }
     }
 
     /// Writes a new configuration, as the daemon does on a change.
     pub fn apply(&mut self, config: &str) {
-        self.plan = Self::write(&mut self.dp, &mut self.ids, config);
+        self.plan = Self::write(&mut self.dp, &mut self.ids, &mut self.rings, config);
     }
 
-    fn write(dp: &mut Dataplane, ids: &mut Ids, config: &str) -> Plan {
+    fn write(dp: &mut Dataplane, ids: &mut Ids, rings: &mut Rings, config: &str) -> Plan {
         let cfg = Config::parse(config, Path::new("fixture.toml")).expect("fixture config is valid");
         let hops: HashMap<IpAddr, NextHop> = cfg
             .vips
@@ -69,8 +71,8 @@ impl Fixture {
             .flat_map(|v| v.backends.iter().map(|b| *b.address.get_ref()))
             .map(|ip| (ip, NextHop { mac: backend_mac(ip), ifindex: 0 }))
             .collect();
-        let plan = plan::plan(&cfg, &hops, &ids.assign(&cfg));
-        sync::apply(dp, &plan).expect("write maps");
+        let plan = plan::plan(&cfg, &hops, &ids.assign(&cfg), |_, _| true);
+        sync::apply(dp, &plan, rings).expect("write maps");
         plan
     }
 

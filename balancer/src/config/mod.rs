@@ -34,7 +34,7 @@ pub struct ConfigError {
 }
 
 /// The whole configuration file.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Interfaces the XDP program is attached to.
@@ -75,7 +75,7 @@ pub enum XdpModeSetting {
 }
 
 /// One virtual service.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Vip {
     /// Address and port clients connect to.
@@ -92,6 +92,9 @@ pub struct Vip {
     /// Leave the source port out of the flow hash (UDP/QUIC clients that change ports).
     #[serde(default)]
     pub ignore_source_port: bool,
+    /// Health check for this VIP's backends; none means they are always considered up.
+    #[serde(default)]
+    pub health: Option<HealthCheck>,
     /// Real servers.
     #[serde(default, rename = "backend")]
     pub backends: Vec<Backend>,
@@ -122,7 +125,7 @@ pub enum Forwarding {
 }
 
 /// One real server of a VIP.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Backend {
     /// The backend's address on the balancer's segment.
@@ -133,6 +136,86 @@ pub struct Backend {
     /// `active` (default), `drain` (keeps its flows, takes no new ones) or `stopped`.
     #[serde(default)]
     pub state: BackendState,
+    /// Only takes new flows when no non-backup backend of the VIP is healthy (mod_proxy
+    /// `status=+H`, HAProxy and nginx `backup`).
+    #[serde(default)]
+    pub backup: bool,
+    /// mod_jk's distance: among healthy backends (backups apart), only those with the lowest
+    /// distance take new flows. Default 0.
+    #[serde(default)]
+    pub distance: u32,
+    /// This backend's own health check, instead of the VIP's.
+    #[serde(default)]
+    pub health: Option<HealthCheck>,
+}
+
+/// An active health check (HAProxy `check inter … rise … fall …`).
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheck {
+    /// `tcp` (connect; default) or `http` (GET with an expected status).
+    #[serde(default)]
+    pub kind: CheckKind,
+    /// Port to check; default: the VIP's port.
+    pub port: Option<u16>,
+    /// HTTP path. Default `/`.
+    #[serde(default = "default_path")]
+    pub path: String,
+    /// Accepted HTTP statuses, `200-399` (default) or a single code.
+    #[serde(default = "default_expect", deserialize_with = "status_range")]
+    pub expect: (u16, u16),
+    /// Time between checks, ms. Default 2000.
+    #[serde(default = "default_interval")]
+    pub interval_ms: u64,
+    /// Time a check may take, ms. Default 1000; at most `interval_ms`.
+    #[serde(default = "default_timeout")]
+    pub timeout_ms: u64,
+    /// Consecutive successes that bring a down backend up. Default 2.
+    #[serde(default = "default_rise")]
+    pub rise: u32,
+    /// Consecutive failures that take an up backend down. Default 3.
+    #[serde(default = "default_fall")]
+    pub fall: u32,
+}
+
+/// What a health check does.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum CheckKind {
+    /// A TCP connection is accepted.
+    #[default]
+    Tcp,
+    /// `GET path` answers with a status in `expect`.
+    Http,
+}
+
+fn default_path() -> String {
+    "/".into()
+}
+fn default_expect() -> (u16, u16) {
+    (200, 399)
+}
+fn default_interval() -> u64 {
+    2000
+}
+fn default_timeout() -> u64 {
+    1000
+}
+fn default_rise() -> u32 {
+    2
+}
+fn default_fall() -> u32 {
+    3
+}
+fn status_range<'de, D: serde::Deserializer<'de>>(d: D) -> Result<(u16, u16), D::Error> {
+    let text = String::deserialize(d)?;
+    let bad = || serde::de::Error::custom(format!("`{text}` is not a status or a range like 200-399"));
+    let (lo, hi) = text.split_once('-').unwrap_or((&text, &text));
+    let (lo, hi): (u16, u16) = (lo.trim().parse().map_err(|_| bad())?, hi.trim().parse().map_err(|_| bad())?);
+    if !(100..=599).contains(&lo) || !(lo..=599).contains(&hi) {
+        return Err(bad());
+    }
+    Ok((lo, hi))
 }
 
 /// Administrative state of a backend.

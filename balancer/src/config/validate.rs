@@ -25,6 +25,19 @@ pub(super) fn check(config: &Config) -> Result<(), (usize, String)> {
                 format!("vip[{i}].address: {addr} ({:?}) is already defined", vip.protocol),
             ));
         }
+        for (j, check) in std::iter::once((None, &vip.health))
+            .chain(vip.backends.iter().enumerate().map(|(j, b)| (Some(j), &b.health)))
+        {
+            let Some(c) = check else { continue };
+            let at = j.map_or(vip.address.span().start, |j| vip.backends[j].address.span().start);
+            let field = j.map_or(format!("vip[{i}].health"), |j| format!("vip[{i}].backend[{j}].health"));
+            if c.interval_ms == 0 || c.timeout_ms == 0 || c.timeout_ms > c.interval_ms {
+                return Err((at, format!("{field}: need 0 < timeout_ms <= interval_ms")));
+            }
+            if c.rise == 0 || c.fall == 0 {
+                return Err((at, format!("{field}: rise and fall must be at least 1")));
+            }
+        }
         let mut mine = HashSet::new();
         for (j, b) in vip.backends.iter().enumerate() {
             let ip = *b.address.get_ref();
@@ -104,6 +117,20 @@ mod tests {
         );
         assert!(e.starts_with("b.toml:6:"), "{e}");
         assert!(e.contains("active") && e.contains("drain"), "{e}");
+    }
+
+    #[test]
+    fn health_check_timeout_longer_than_interval_is_rejected() {
+        let e = err(
+            "interfaces = [\"eth0\"]\n[[vip]]\naddress = \"10.0.0.1:80\"\n[vip.health]\ninterval_ms = 100\ntimeout_ms = 200\n",
+        );
+        assert!(e.contains("vip[0].health") && e.contains("timeout_ms <= interval_ms"), "{e}");
+    }
+
+    #[test]
+    fn bad_status_range_is_named() {
+        let e = err("interfaces = [\"eth0\"]\n[[vip]]\naddress = \"10.0.0.1:80\"\n[vip.health]\nkind = \"http\"\nexpect = \"2xx\"\n");
+        assert!(e.starts_with("b.toml:6:") && e.contains("`2xx`"), "{e}");
     }
 
     #[test]

@@ -77,12 +77,44 @@ pub fn vip_identity(key: &VipKey) -> Option<(std::net::SocketAddr, Protocol)> {
     Some((std::net::SocketAddr::new(ip_of(&key.addr, key.family), u16::from_be(key.port_be)), protocol))
 }
 
+/// Data-path state and ring weight of each backend of `vip`, from its administrative state and
+/// `up(j)`, the health of its j-th backend.
+///
+/// - A backend that is down takes no traffic at all (`stopped`): its flows move.
+/// - New flows go to one group: the healthy `active` non-backup backends with the lowest
+///   `distance`; when there are none, the healthy `active` backups with the lowest distance.
+/// - Backends outside that group keep their flows (`active` or `drain` with no ring slots),
+///   so primaries coming back do not cut the connections a backup took meanwhile.
+pub fn effective(vip: &config::Vip, up: impl Fn(usize) -> bool) -> Vec<(u8, u32)> {
+    let candidate = |j: usize| vip.backends[j].state == config::BackendState::Active && up(j);
+    let group = [false, true].into_iter().find_map(|backup| {
+        (0..vip.backends.len())
+            .filter(|&j| candidate(j) && vip.backends[j].backup == backup)
+            .map(|j| vip.backends[j].distance)
+            .min()
+            .map(|d| (backup, d))
+    });
+    vip.backends
+        .iter()
+        .enumerate()
+        .map(|(j, b)| {
+            let st = match (b.state, up(j)) {
+                (_, false) | (config::BackendState::Stopped, _) => state::STOPPED,
+                (config::BackendState::Drain, true) => state::DRAIN,
+                (config::BackendState::Active, true) => state::ACTIVE,
+            };
+            let in_group = group == Some((b.backup, b.distance));
+            (st, if st == state::ACTIVE && in_group { b.weight } else { 0 })
+        })
+        .collect()
+}
+
 /// Computes the plan. `hops` holds each backend address's resolved next hop; `ids` the ids
-/// `Ids::assign` gave this configuration.
+/// `Ids::assign` gave this configuration; `up(vip, backend)` the health of a backend.
 ///
 /// # Panics
 /// If a backend's address is missing from `hops` (the caller resolves every one first).
-pub fn plan(config: &Config, hops: &HashMap<IpAddr, NextHop>, ids: &Assigned) -> Plan {
+pub fn plan(config: &Config, hops: &HashMap<IpAddr, NextHop>, ids: &Assigned, up: impl Fn(usize, usize) -> bool) -> Plan {
     let mut vips = Vec::new();
     let mut backends = Vec::new();
     for (i, vip) in config.vips.iter().enumerate() {
@@ -99,19 +131,14 @@ pub fn plan(config: &Config, hops: &HashMap<IpAddr, NextHop>, ids: &Assigned) ->
             family: fam,
         };
         let mut members = Vec::new();
+        let states = effective(vip, |j| up(i, j));
         for (j, b) in vip.backends.iter().enumerate() {
             let ip = *b.address.get_ref();
             let hop = hops[&ip];
             let (baddr, bfam) = addr_bytes(ip);
-            let st = match b.state {
-                config::BackendState::Active => state::ACTIVE,
-                config::BackendState::Drain => state::DRAIN,
-                config::BackendState::Stopped => state::STOPPED,
-            };
+            let (st, weight) = states[j];
             let id = ids.backends[i][j];
             backends.push((id, Backend { addr: baddr, mac: hop.mac, family: bfam, state: st, ifindex: hop.ifindex, vip: vip_id }));
-            // Drained and stopped backends take no new flows: no ring slots.
-            let weight = if st == state::ACTIVE { b.weight } else { 0 };
             let mut identity = baddr.to_vec();
             identity.push(bfam);
             members.push(Member { identity, weight });
@@ -155,7 +182,39 @@ mod tests {
     }
 
     fn plan(c: &Config, hops: &HashMap<IpAddr, NextHop>) -> Plan {
-        super::plan(c, hops, &super::super::ids::Ids::default().assign(c))
+        super::plan(c, hops, &super::super::ids::Ids::default().assign(c), |_, _| true)
+    }
+
+    fn vip(backends: &str) -> config::Vip {
+        let c = config(&format!("interfaces=[\"e\"]\n[[vip]]\naddress=\"10.0.0.1:80\"\n{backends}"));
+        c.vips.into_iter().next().unwrap()
+    }
+
+    const GROUPS: &str = "[[vip.backend]]\naddress=\"10.0.0.2\"\ndistance=0\n\
+                          [[vip.backend]]\naddress=\"10.0.0.3\"\ndistance=1\n\
+                          [[vip.backend]]\naddress=\"10.0.0.4\"\nbackup=true\n";
+
+    #[test]
+    fn lowest_distance_group_takes_new_flows_while_it_has_a_healthy_member() {
+        let v = vip(GROUPS);
+        assert_eq!(effective(&v, |_| true), [(state::ACTIVE, 100), (state::ACTIVE, 0), (state::ACTIVE, 0)]);
+        // The first group is down: the next distance takes over; the dead one is stopped.
+        assert_eq!(effective(&v, |j| j != 0), [(state::STOPPED, 0), (state::ACTIVE, 100), (state::ACTIVE, 0)]);
+    }
+
+    #[test]
+    fn backup_takes_new_flows_only_when_no_primary_is_healthy() {
+        let v = vip(GROUPS);
+        assert_eq!(effective(&v, |j| j == 2), [(state::STOPPED, 0), (state::STOPPED, 0), (state::ACTIVE, 100)]);
+        // A drained primary does not count as available.
+        let v = vip(&GROUPS.replacen("distance=0", "distance=0\nstate=\"drain\"", 1).replacen("distance=1", "distance=1\nstate=\"stopped\"", 1));
+        assert_eq!(effective(&v, |_| true), [(state::DRAIN, 0), (state::STOPPED, 0), (state::ACTIVE, 100)]);
+    }
+
+    #[test]
+    fn a_drained_backend_that_dies_loses_its_flows() {
+        let v = vip("[[vip.backend]]\naddress=\"10.0.0.2\"\nstate=\"drain\"\n[[vip.backend]]\naddress=\"10.0.0.3\"\n");
+        assert_eq!(effective(&v, |j| j != 0), [(state::STOPPED, 0), (state::ACTIVE, 100)]);
     }
 
     fn hops(ips: &[&str]) -> HashMap<IpAddr, NextHop> {

@@ -16,7 +16,7 @@ use balancer_common::{
     maps::{self, MAX_BACKENDS, ring_index},
     vip::{Settings, VipKey, VipMeta},
 };
-use tracing::{debug, info};
+use tracing::debug;
 
 use super::{
     Dataplane,
@@ -38,11 +38,27 @@ fn err(map: &'static str) -> impl FnOnce(MapError) -> SyncError {
     move |source| SyncError { map, source }
 }
 
+/// What each VIP's two ring halves hold, as last written, so a new table is written as the
+/// slots that differ (a backend going down moves about 1/N of them) instead of all of them.
+#[derive(Debug, Default)]
+pub struct Rings {
+    halves: std::collections::HashMap<u32, [Option<Vec<u32>>; 2]>,
+}
+
+/// What one `apply` did, for the log.
+#[derive(Debug, Default)]
+pub struct Report {
+    /// Per VIP id: slots that now name another backend than in the previous live table
+    /// (`None` for a VIP without one).
+    pub moved: Vec<(u32, Option<usize>)>,
+}
+
 /// Writes `plan`, replacing whatever the maps held before.
 ///
 /// # Errors
 /// The first failed write. Earlier writes stay; the VIP whose write failed keeps its old table.
-pub fn apply(dp: &mut Dataplane, plan: &Plan) -> Result<(), SyncError> {
+pub fn apply(dp: &mut Dataplane, plan: &Plan, cache: &mut Rings) -> Result<Report, SyncError> {
+    let mut report = Report::default();
     let ebpf = dp.ebpf_mut();
     let [vips, rings, backends, settings] =
         ebpf.maps_disjoint_mut([maps::VIPS, maps::RINGS, maps::BACKENDS, maps::SETTINGS]).map(|m| m.expect("checked at load"));
@@ -66,21 +82,42 @@ pub fn apply(dp: &mut Dataplane, plan: &Plan) -> Result<(), SyncError> {
         }
     }
     for vip in &plan.vips {
-        let old_gen = vips.get(&vip.key, 0).map(|m| m.ring_gen).ok();
-        let ring_gen = old_gen.map_or(0, |g| g ^ 1);
+        let old = vips.get(&vip.key, 0).ok().filter(|m| m.id == vip.meta.id);
+        let ring_gen = old.map_or(0, |m| m.ring_gen ^ 1);
+        let halves = cache.halves.entry(vip.meta.id).or_default();
+        if old.is_none() {
+            // New to this VIP id (or unknown after a restart): trust neither half.
+            *halves = [None, None];
+        }
+        let staging = halves[ring_gen as usize].take();
+        let mut written = 0usize;
         for (slot, id) in vip.ring.iter().enumerate() {
+            if staging.as_ref().is_some_and(|s| s.get(slot) == Some(id)) {
+                continue;
+            }
             rings.set(ring_index(vip.meta.id, ring_gen, slot as u32), id, 0).map_err(err(maps::RINGS))?;
+            written += 1;
         }
         let meta = VipMeta { ring_gen, ..vip.meta };
         vips.insert(vip.key, meta, 0).map_err(err(maps::VIPS))?;
-        info!(vip = vip.meta.id, slots = vip.ring.len(), ring_gen, "vip table live");
+        let moved = halves[(ring_gen ^ 1) as usize]
+            .as_ref()
+            .filter(|live| live.len() == vip.ring.len())
+            .map(|live| crate::maglev::diff::changed_slots(live, &vip.ring).count());
+        halves[ring_gen as usize] = Some(vip.ring.clone());
+        report.moved.push((vip.meta.id, moved));
+        debug!(vip = vip.meta.id, slots = vip.ring.len(), written, ring_gen, "vip table live");
     }
     for (id, b) in later {
         backends.set(id, b, 0).map_err(err(maps::BACKENDS))?;
     }
     let stale: Vec<VipKey> = vips.keys().filter_map(Result::ok).filter(|k| !plan.vips.iter().any(|v| v.key == *k)).collect();
     for k in stale {
+        let id = vips.get(&k, 0).map(|m| m.id).ok();
         vips.remove(&k).map_err(err(maps::VIPS))?;
+        if let Some(id) = id {
+            cache.halves.remove(&id);
+        }
         debug!(?k, "vip removed");
     }
     // Clear backend slots left by an earlier run, so their flows are re-steered.
@@ -89,7 +126,7 @@ pub fn apply(dp: &mut Dataplane, plan: &Plan) -> Result<(), SyncError> {
             backends.set(id, Backend::EMPTY, 0).map_err(err(maps::BACKENDS))?;
         }
     }
-    Ok(())
+    Ok(report)
 }
 
 /// Writes only `SETTINGS` (for `balancer decap attach`, whose program reads the IPIP source

@@ -1,0 +1,92 @@
+//! The check loops: one task per checked backend, reporting only state flips.
+
+use std::{collections::HashMap, net::SocketAddr, time::Duration};
+
+use tokio::{sync::mpsc, task::JoinHandle};
+use tracing::{info, warn};
+
+use super::{Tracker, probe};
+use crate::config::{Config, HealthCheck, Protocol};
+
+/// A backend as health checks know it: its VIP (address, protocol) and its address. Stable
+/// across reloads.
+pub type BackendKey = (SocketAddr, Protocol, std::net::IpAddr);
+
+/// A change of a backend's health.
+#[derive(Debug)]
+pub struct Flip {
+    /// Which backend.
+    pub key: BackendKey,
+    /// Its new state.
+    pub up: bool,
+}
+
+/// Running checks, keyed by backend, with the check each runs.
+#[derive(Default)]
+pub struct Scheduler {
+    tasks: HashMap<BackendKey, (HealthCheck, JoinHandle<()>)>,
+}
+
+impl Scheduler {
+    /// Makes the running checks match `config`: starts new ones, stops removed or changed ones
+    /// (a changed check restarts with the backend considered up). Flips go to `tx`.
+    pub fn sync(&mut self, config: &Config, tx: &mpsc::UnboundedSender<Flip>) {
+        let mut wanted = HashMap::new();
+        for vip in &config.vips {
+            let vaddr = *vip.address.get_ref();
+            for b in &vip.backends {
+                if let Some(check) = b.health.as_ref().or(vip.health.as_ref()) {
+                    wanted.insert((vaddr, vip.protocol, *b.address.get_ref()), check.clone());
+                }
+            }
+        }
+        self.tasks.retain(|key, (check, task)| {
+            let keep = wanted.get(key) == Some(check);
+            if !keep {
+                task.abort();
+            }
+            keep
+        });
+        for (key, check) in wanted {
+            if self.tasks.contains_key(&key) {
+                continue;
+            }
+            let task = tokio::spawn(run(key, check.clone(), tx.clone()));
+            self.tasks.insert(key, (check, task));
+        }
+    }
+
+    /// Whether `key` has a running check (else it counts as up).
+    pub fn checks(&self, key: &BackendKey) -> bool {
+        self.tasks.contains_key(key)
+    }
+}
+
+impl Drop for Scheduler {
+    fn drop(&mut self) {
+        for (_, task) in self.tasks.values() {
+            task.abort();
+        }
+    }
+}
+
+async fn run(key: BackendKey, check: HealthCheck, tx: mpsc::UnboundedSender<Flip>) {
+    let (vip, _, ip) = key;
+    let addr = SocketAddr::new(ip, check.port.unwrap_or(vip.port()));
+    let mut tracker = Tracker::new(check.rise, check.fall);
+    let mut tick = tokio::time::interval(Duration::from_millis(check.interval_ms));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let result = probe::run(&check, addr).await;
+        if let Some(up) = tracker.record(result.is_ok()) {
+            match &result {
+                Ok(()) => info!(backend = %addr, %vip, "backend up: {} checks passed", check.rise),
+                Err(why) => warn!(backend = %addr, %vip, "backend down after {} failed checks: {why}", check.fall),
+            }
+            if tx.send(Flip { key, up }).is_err() {
+                return;
+            }
+        }
+    }
+}
