@@ -2,7 +2,7 @@
 //! statics are named after `balancer_common::maps` so the daemon finds them.
 
 use aya_ebpf::{
-    bindings::BPF_F_NO_COMMON_LRU,
+    bindings::{BPF_F_MMAPABLE, BPF_F_NO_COMMON_LRU},
     macros::map,
     maps::{Array, HashMap, LruHashMap, PerCpuArray},
 };
@@ -19,9 +19,10 @@ use balancer_common::{
 pub static VIPS: HashMap<VipKey, VipMeta> = HashMap::with_max_entries(MAX_VIPS, 0);
 
 /// Two Maglev tables per VIP (live and staging), flattened: `maps::ring_index` → backend id.
-/// Daemon-written; a table goes live when the VIP's `ring_gen` flips.
+/// Daemon-written, through an mmap of the array; a table goes live when the VIP's `ring_gen`
+/// flips.
 #[map]
-pub static RINGS: Array<u32> = Array::with_max_entries(RING_ENTRIES, 0);
+pub static RINGS: Array<u32> = Array::with_max_entries(RING_ENTRIES, BPF_F_MMAPABLE);
 
 /// Backend id → address, next-hop MAC, state. Daemon-written.
 #[map]

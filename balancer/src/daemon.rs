@@ -22,7 +22,7 @@ use crate::{
         ids::Ids,
         loader::{self, BALANCER_PROGRAM},
         plan::{self, NextHop},
-        sync::{self, Rings},
+        sync,
     },
     health::scheduler::{BackendKey, Flip, Scheduler},
     netlink::{Interface, Netlink},
@@ -37,7 +37,6 @@ pub struct Daemon {
     nl: Netlink,
     ifaces: Vec<Interface>,
     ids: Ids,
-    rings: Rings,
     /// Next hop of every backend address resolved so far: health flips rebuild tables from
     /// these, since a dead host would not answer ARP.
     hops: HashMap<IpAddr, NextHop>,
@@ -87,7 +86,6 @@ impl Daemon {
             nl,
             ifaces,
             ids,
-            rings: Rings::default(),
             hops: HashMap::new(),
             health: Scheduler::default(),
             down: HashSet::new(),
@@ -147,7 +145,7 @@ impl Daemon {
             !down.contains(&(*v.address.get_ref(), v.protocol, *v.backends[j].address.get_ref()))
         };
         let p = plan::plan(config, &self.hops, &assigned, up);
-        let report = sync::apply(&mut self.dp, &p, &mut self.rings).context("programming the maps")?;
+        let report = sync::apply(&mut self.dp, &p).context("programming the maps")?;
         for (vip, moved) in report.moved {
             match moved {
                 Some(n) => info!(vip, moved_slots = n, cause, "table rebuilt"),

@@ -19,7 +19,7 @@ impl HttpBackend {
     pub fn start(host: &Host, name: &str, vip: IpAddr, port: u16) -> Self {
         let ns = &host.ns;
         let plen = if vip.is_ipv4() { 32 } else { 128 };
-        ns.run(&["ip", "addr", "add", &format!("{vip}/{plen}"), "dev", "lo"]);
+        ns.run(&["ip", "addr", "replace", &format!("{vip}/{plen}"), "dev", "lo"]);
         ns.run(&["sysctl", "-qw", "net.ipv4.conf.all.arp_ignore=1", "net.ipv4.conf.all.arp_announce=2"]);
         let root = std::env::temp_dir().join(format!("{}-www", ns.name()));
         std::fs::create_dir_all(&root).expect("web root");

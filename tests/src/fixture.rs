@@ -12,7 +12,7 @@ use balancer::{
         ids::Ids,
         plan::{self, NextHop, Plan},
         stats::Snapshot,
-        sync::{self, Rings},
+        sync,
     },
 };
 
@@ -35,7 +35,6 @@ pub struct Fixture {
     /// What was last written.
     pub plan: Plan,
     ids: Ids,
-    rings: Rings,
 }
 
 impl Fixture {
@@ -53,17 +52,16 @@ impl Fixture {
     fn load(pin_dir: Option<&Path>, config: &str) -> Self {
         let mut dp = Dataplane::load(None, pin_dir, 0).expect("load the XDP object");
         let mut ids = sync::read_ids(&dp).expect("read ids");
-        let mut rings = Rings::default();
-        let plan = Self::write(&mut dp, &mut ids, &mut rings, config);
-        Self { dp, plan, ids, rings }
+        let plan = Self::write(&mut dp, &mut ids, config);
+        Self { dp, plan, ids }
     }
 
     /// Writes a new configuration, as the daemon does on a change.
     pub fn apply(&mut self, config: &str) {
-        self.plan = Self::write(&mut self.dp, &mut self.ids, &mut self.rings, config);
+        self.plan = Self::write(&mut self.dp, &mut self.ids, config);
     }
 
-    fn write(dp: &mut Dataplane, ids: &mut Ids, rings: &mut Rings, config: &str) -> Plan {
+    fn write(dp: &mut Dataplane, ids: &mut Ids, config: &str) -> Plan {
         let cfg = Config::parse(config, Path::new("fixture.toml")).expect("fixture config is valid");
         let hops: HashMap<IpAddr, NextHop> = cfg
             .vips
@@ -72,7 +70,7 @@ impl Fixture {
             .map(|ip| (ip, NextHop { mac: backend_mac(ip), ifindex: 0 }))
             .collect();
         let plan = plan::plan(&cfg, &hops, &ids.assign(&cfg), |_, _| true);
-        sync::apply(dp, &plan, rings).expect("write maps");
+        sync::apply(dp, &plan).expect("write maps");
         plan
     }
 

@@ -72,6 +72,8 @@ pub enum LoadError {
 /// The loaded object: its programs (loaded into the kernel) and maps.
 pub struct Dataplane {
     ebpf: Ebpf,
+    /// `RINGS`, mapped; absent for `load_helpers`, whose maps are single entries.
+    rings: Option<super::ring_memory::RingMemory>,
 }
 
 impl Dataplane {
@@ -137,12 +139,44 @@ impl Dataplane {
                 .map_err(|source| LoadError::Program { name, source })?;
             prog.load().map_err(|source| LoadError::Program { name, source })?;
         }
-        Ok(Self { ebpf })
+        let rings = if tiny {
+            None
+        } else {
+            let data = match ebpf.map(maps::RINGS) {
+                Some(aya::maps::Map::Array(d)) => d,
+                _ => return Err(LoadError::Missing { kind: "map", name: maps::RINGS }),
+            };
+            let mem = super::ring_memory::RingMemory::map(data).map_err(|e| LoadError::PinDir {
+                path: pin_dir.map(|d| d.join(maps::RINGS)).unwrap_or_default(),
+                why: format!(
+                    "cannot mmap the ring map ({e}); if it was pinned by an older build, run \
+                     `balancer teardown` and start again"
+                ),
+            })?;
+            Some(mem)
+        };
+        Ok(Self { ebpf, rings })
+    }
+
+    /// The Maglev tables as memory.
+    ///
+    /// # Panics
+    /// On a `load_helpers` object, which has none.
+    pub fn rings(&self) -> &super::ring_memory::RingMemory {
+        self.rings.as_ref().expect("not a helper-only load")
     }
 
     /// The loaded object.
     pub fn ebpf(&self) -> &Ebpf {
         &self.ebpf
+    }
+
+    /// The maps, and the ring memory, at once.
+    ///
+    /// # Panics
+    /// On a `load_helpers` object.
+    pub fn maps_and_rings(&mut self) -> (&mut Ebpf, &super::ring_memory::RingMemory) {
+        (&mut self.ebpf, self.rings.as_ref().expect("not a helper-only load"))
     }
 
     /// The loaded object, for map access.

@@ -5,6 +5,7 @@ pub mod ids;
 pub mod link;
 pub mod loader;
 pub mod plan;
+pub mod ring_memory;
 pub mod stats;
 pub mod sync;
 

@@ -13,9 +13,11 @@
 use aya::maps::{Array, HashMap, MapData, MapError};
 use balancer_common::{
     backend::{Backend, state},
-    maps::{self, MAX_BACKENDS, ring_index},
+    maps::{self, MAX_BACKENDS},
     vip::{Settings, VipKey, VipMeta},
 };
+use std::sync::atomic::Ordering;
+
 use tracing::debug;
 
 use super::{
@@ -38,13 +40,6 @@ fn err(map: &'static str) -> impl FnOnce(MapError) -> SyncError {
     move |source| SyncError { map, source }
 }
 
-/// What each VIP's two ring halves hold, as last written, so a new table is written as the
-/// slots that differ (a backend going down moves about 1/N of them) instead of all of them.
-#[derive(Debug, Default)]
-pub struct Rings {
-    halves: std::collections::HashMap<u32, [Option<Vec<u32>>; 2]>,
-}
-
 /// What one `apply` did, for the log.
 #[derive(Debug, Default)]
 pub struct Report {
@@ -57,16 +52,15 @@ pub struct Report {
 ///
 /// # Errors
 /// The first failed write. Earlier writes stay; the VIP whose write failed keeps its old table.
-pub fn apply(dp: &mut Dataplane, plan: &Plan, cache: &mut Rings) -> Result<Report, SyncError> {
+pub fn apply(dp: &mut Dataplane, plan: &Plan) -> Result<Report, SyncError> {
     let mut report = Report::default();
-    let ebpf = dp.ebpf_mut();
-    let [vips, rings, backends, settings] =
-        ebpf.maps_disjoint_mut([maps::VIPS, maps::RINGS, maps::BACKENDS, maps::SETTINGS]).map(|m| m.expect("checked at load"));
+    let (ebpf, memory) = dp.maps_and_rings();
+    let [vips, backends, settings] =
+        ebpf.maps_disjoint_mut([maps::VIPS, maps::BACKENDS, maps::SETTINGS]).map(|m| m.expect("checked at load"));
     Array::<&mut MapData, Settings>::try_from(settings)
         .and_then(|mut s| s.set(0, plan.settings, 0))
         .map_err(err(maps::SETTINGS))?;
     let mut vips: HashMap<&mut MapData, VipKey, VipMeta> = HashMap::try_from(vips).map_err(err(maps::VIPS))?;
-    let mut rings: Array<&mut MapData, u32> = Array::try_from(rings).map_err(err(maps::RINGS))?;
     let mut backends: Array<&mut MapData, Backend> = Array::try_from(backends).map_err(err(maps::BACKENDS))?;
 
     let mut used = vec![false; MAX_BACKENDS as usize];
@@ -84,40 +78,26 @@ pub fn apply(dp: &mut Dataplane, plan: &Plan, cache: &mut Rings) -> Result<Repor
     for vip in &plan.vips {
         let old = vips.get(&vip.key, 0).ok().filter(|m| m.id == vip.meta.id);
         let ring_gen = old.map_or(0, |m| m.ring_gen ^ 1);
-        let halves = cache.halves.entry(vip.meta.id).or_default();
-        if old.is_none() {
-            // New to this VIP id (or unknown after a restart): trust neither half.
-            *halves = [None, None];
+        let moved = old.filter(|m| m.ring_size as usize == vip.ring.len()).map(|m| {
+            let live = memory.half(vip.meta.id, m.ring_gen);
+            vip.ring.iter().zip(live).filter(|(new, cur)| u64::from(**new) != cur.load(Ordering::Relaxed)).count()
+        });
+        let staging = memory.half(vip.meta.id, ring_gen);
+        for (slot, id) in staging.iter().zip(&vip.ring) {
+            slot.store(u64::from(*id), Ordering::Relaxed);
         }
-        let staging = halves[ring_gen as usize].take();
-        let mut written = 0usize;
-        for (slot, id) in vip.ring.iter().enumerate() {
-            if staging.as_ref().is_some_and(|s| s.get(slot) == Some(id)) {
-                continue;
-            }
-            rings.set(ring_index(vip.meta.id, ring_gen, slot as u32), id, 0).map_err(err(maps::RINGS))?;
-            written += 1;
-        }
+        // The map update below is a syscall, which orders these stores before the flip.
         let meta = VipMeta { ring_gen, ..vip.meta };
         vips.insert(vip.key, meta, 0).map_err(err(maps::VIPS))?;
-        let moved = halves[(ring_gen ^ 1) as usize]
-            .as_ref()
-            .filter(|live| live.len() == vip.ring.len())
-            .map(|live| crate::maglev::diff::changed_slots(live, &vip.ring).count());
-        halves[ring_gen as usize] = Some(vip.ring.clone());
         report.moved.push((vip.meta.id, moved));
-        debug!(vip = vip.meta.id, slots = vip.ring.len(), written, ring_gen, "vip table live");
+        debug!(vip = vip.meta.id, slots = vip.ring.len(), ring_gen, "vip table live");
     }
     for (id, b) in later {
         backends.set(id, b, 0).map_err(err(maps::BACKENDS))?;
     }
     let stale: Vec<VipKey> = vips.keys().filter_map(Result::ok).filter(|k| !plan.vips.iter().any(|v| v.key == *k)).collect();
     for k in stale {
-        let id = vips.get(&k, 0).map(|m| m.id).ok();
         vips.remove(&k).map_err(err(maps::VIPS))?;
-        if let Some(id) = id {
-            cache.halves.remove(&id);
-        }
         debug!(?k, "vip removed");
     }
     // Clear backend slots left by an earlier run, so their flows are re-steered.

@@ -1,0 +1,75 @@
+//! The Maglev tables as memory: `RINGS` is an mmap-able array, so a new table is written with
+//! plain stores (65537 slots in well under a millisecond) instead of a syscall per slot, which
+//! matters when a backend dies and its slots must move now.
+
+use std::{
+    io,
+    os::fd::{AsFd, AsRawFd},
+    ptr::NonNull,
+    sync::atomic::AtomicU64,
+};
+
+use aya::maps::MapData;
+use balancer_common::maps::{MAX_RING_SIZE, RING_ENTRIES, ring_index};
+
+/// Bytes per element: the kernel rounds array values up to 8 bytes, so each `u32` slot is the
+/// low half (little-endian) of a 64-bit element.
+const STRIDE: usize = 8;
+
+/// `RINGS` mapped into this process.
+pub struct RingMemory {
+    base: NonNull<AtomicU64>,
+    bytes: usize,
+}
+
+// SAFETY: the mapping is plain shared memory accessed only through atomics.
+unsafe impl Send for RingMemory {}
+// SAFETY: as above; `&RingMemory` only hands out `&[AtomicU64]`.
+unsafe impl Sync for RingMemory {}
+
+impl RingMemory {
+    /// Maps the `RINGS` array (created with `BPF_F_MMAPABLE`).
+    ///
+    /// # Errors
+    /// When the kernel refuses the mapping, e.g. for a map pinned by a build without the flag.
+    pub fn map(rings: &MapData) -> io::Result<Self> {
+        let page = 4096;
+        let bytes = (RING_ENTRIES as usize * STRIDE).div_ceil(page) * page;
+        // SAFETY: a fresh shared mapping of the map's fd; checked for failure below.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                bytes,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                rings.fd().as_fd().as_raw_fd(),
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let base = NonNull::new(p.cast::<AtomicU64>()).ok_or_else(|| io::Error::other("mmap returned null"))?;
+        Ok(Self { base, bytes })
+    }
+
+    /// The `MAX_RING_SIZE` slots of generation `ring_gen` of VIP `vip_id`, one 64-bit element
+    /// each whose value is the backend id (the upper half is padding, stored as zero).
+    ///
+    /// # Panics
+    /// If `vip_id` is not below `MAX_VIPS`.
+    pub fn half(&self, vip_id: u32, ring_gen: u32) -> &[AtomicU64] {
+        let start = ring_index(vip_id, ring_gen, 0) as usize;
+        assert!(start + MAX_RING_SIZE as usize <= RING_ENTRIES as usize, "VIP id {vip_id} out of range");
+        // SAFETY: in bounds of the mapping (checked above), which lives as long as `self`;
+        // AtomicU64 has the size and alignment of one 8-byte array element.
+        unsafe { std::slice::from_raw_parts(self.base.as_ptr().add(start), MAX_RING_SIZE as usize) }
+    }
+}
+
+impl Drop for RingMemory {
+    fn drop(&mut self) {
+        // SAFETY: unmapping exactly what `map` mapped.
+        unsafe { libc::munmap(self.base.as_ptr().cast(), self.bytes) };
+    }
+}

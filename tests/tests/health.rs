@@ -1,0 +1,124 @@
+//! Health checks end to end: a backend whose server dies leaves the table within
+//! `fall × interval + 100 ms` and its traffic moves; it comes back after `rise` good checks;
+//! a backup only takes traffic when every primary is down.
+
+use std::{
+    collections::HashMap,
+    net::{IpAddr, SocketAddr},
+    time::{Duration, Instant},
+};
+
+use balancer_tests::{
+    backend::{HttpBackend, HttpConn},
+    daemon::Daemon,
+    netns::{Lan, Netns},
+    require_root,
+};
+
+const VIP: &str = "198.51.100.10";
+const INTERVAL_MS: u64 = 300;
+const FALL: u64 = 2;
+
+fn setup(backends: &str) -> (Lan, Vec<Option<HttpBackend>>, Daemon) {
+    let mut lan = Lan::new(&["client", "lb", "be1", "be2", "be3"]);
+    let vip: IpAddr = VIP.parse().unwrap();
+    let servers = (2..5).map(|h| Some(HttpBackend::start(&lan.hosts[h], &format!("be{}", h - 1), vip, 80))).collect();
+    lan.hosts[0].ns.run(&["ip", "route", "add", &format!("{VIP}/32"), "via", "198.18.0.2"]);
+    lan.accept_xdp_frames_from(1);
+    let config = format!(
+        "interfaces = [\"eth0\"]\n[[vip]]\naddress = \"{VIP}:80\"\n[vip.health]\nkind = \"http\"\n\
+         interval_ms = {INTERVAL_MS}\ntimeout_ms = 200\nrise = 2\nfall = {FALL}\n{backends}"
+    );
+    let daemon = Daemon::start(&lan.hosts[1].ns, &config, "info");
+    (lan, servers, daemon)
+}
+
+/// Who answers `n` new connections (failures counted as "failed").
+fn spread(client: &Netns, n: usize) -> HashMap<String, usize> {
+    let addr: SocketAddr = format!("{VIP}:80").parse().unwrap();
+    client.in_thread(|| {
+        let mut m = HashMap::new();
+        for _ in 0..n {
+            let who = HttpConn::connect(addr).and_then(|mut c| c.get()).unwrap_or_else(|_| "failed".into());
+            *m.entry(who).or_default() += 1;
+        }
+        m
+    })
+}
+
+/// Opens new connections until `streak` in a row succeed; returns when the first of them was
+/// opened (bounded: 20 s).
+fn until_all_succeed(client: &Netns, streak: usize) -> Instant {
+    let addr: SocketAddr = format!("{VIP}:80").parse().unwrap();
+    client.in_thread(|| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut first_ok: Option<Instant> = None;
+        let mut run = 0;
+        while Instant::now() < deadline {
+            let t = Instant::now();
+            if HttpConn::connect(addr).and_then(|mut c| c.get()).is_ok() {
+                first_ok.get_or_insert(t);
+                run += 1;
+                if run == streak {
+                    return first_ok.unwrap();
+                }
+            } else {
+                first_ok = None;
+                run = 0;
+            }
+        }
+        panic!("new connections kept failing for 20 s");
+    })
+}
+
+const TWO: &str = "[[vip.backend]]\naddress = \"198.18.0.3\"\n[[vip.backend]]\naddress = \"198.18.0.4\"\n";
+
+#[test]
+fn a_dead_backend_leaves_the_table_within_fall_times_interval_plus_100ms_and_comes_back() {
+    require_root!();
+    let (lan, mut servers, mut daemon) = setup(TWO);
+    let client = &lan.hosts[0].ns;
+    let before = spread(client, 60);
+    assert!(before.contains_key("be1") && before.contains_key("be2"), "{before:?}");
+
+    let killed = Instant::now();
+    servers[1] = None; // be2's server stops: its port refuses connections
+    let recovered = until_all_succeed(client, 40);
+    let took = recovered.duration_since(killed);
+    let bound = Duration::from_millis(FALL * INTERVAL_MS + 100);
+    eprintln!("be2 out of the table {took:?} after its server died (bound {bound:?})");
+    assert!(took <= bound, "took {took:?}, bound {bound:?}");
+    daemon.proc.wait_for_log("backend down", Duration::from_secs(1));
+    let during = spread(client, 60);
+    assert_eq!(during.get("be1"), Some(&60), "all traffic on be1: {during:?}");
+
+    servers[1] = Some(HttpBackend::start(&lan.hosts[3], "be2", VIP.parse().unwrap(), 80));
+    daemon.proc.wait_for_log("cause=\"backend up\"", Duration::from_secs(5));
+    let after = spread(client, 60);
+    assert!(after.contains_key("be2") && !after.contains_key("failed"), "be2 is back: {after:?}");
+}
+
+#[test]
+fn a_backup_takes_traffic_only_when_every_primary_is_down() {
+    require_root!();
+    let (lan, mut servers, mut daemon) = setup(&format!("{TWO}[[vip.backend]]\naddress = \"198.18.0.5\"\nbackup = true\n"));
+    let client = &lan.hosts[0].ns;
+    let normal = spread(client, 60);
+    assert!(!normal.contains_key("be3") && !normal.contains_key("failed"), "primaries only: {normal:?}");
+
+    servers[0] = None;
+    daemon.proc.wait_for_log("backend down", Duration::from_secs(5));
+    until_all_succeed(client, 20);
+    let one_left = spread(client, 60);
+    assert_eq!(one_left.get("be2"), Some(&60), "one primary left still takes everything: {one_left:?}");
+
+    servers[1] = None;
+    until_all_succeed(client, 20);
+    let backup = spread(client, 60);
+    assert_eq!(backup.get("be3"), Some(&60), "the backup takes over: {backup:?}");
+
+    servers[0] = Some(HttpBackend::start(&lan.hosts[2], "be1", VIP.parse().unwrap(), 80));
+    daemon.proc.wait_for_log("cause=\"backend up\"", Duration::from_secs(5));
+    let back = spread(client, 60);
+    assert_eq!(back.get("be1"), Some(&60), "a primary is back: new connections leave the backup: {back:?}\n{}", daemon.proc.log());
+}
