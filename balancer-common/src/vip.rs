@@ -58,7 +58,7 @@ const _: () = assert!(core::mem::size_of::<VipMeta>() == 16);
 
 /// Value of the one-entry `SETTINGS` array: balancer-wide data-path settings.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Settings {
     /// Outer IPv4 source of IPIP packets: bytes 0..2 are the /16 prefix, the data path fills
     /// bytes 2..4 from the flow, so backends' NICs spread flows over their queues (RSS).

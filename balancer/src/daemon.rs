@@ -16,12 +16,13 @@ use tokio::{
 use tracing::{error, info, warn};
 
 use crate::{
-    config::{Config, Forwarding, XdpModeSetting},
+    config::{self, Config, Forwarding, XdpModeSetting},
+    control::server::{self, Call},
     dataplane::{
         Dataplane,
-        ids::Ids,
+        ids::{Assigned, Ids},
         loader::{self, BALANCER_PROGRAM},
-        plan::{self, NextHop},
+        plan::{self, NextHop, Plan},
         sync,
     },
     health::scheduler::{BackendKey, Flip, Scheduler},
@@ -44,6 +45,9 @@ pub struct Daemon {
     down: HashSet<BackendKey>,
     flips: mpsc::UnboundedReceiver<Flip>,
     flips_tx: mpsc::UnboundedSender<Flip>,
+    /// The ids and tables last written, for `status` and `flow`.
+    last: (Assigned, Plan),
+    calls: mpsc::Receiver<Call>,
     config: Config,
     config_path: PathBuf,
     detach_on_exit: bool,
@@ -80,6 +84,9 @@ impl Daemon {
         // Maps pinned by an earlier run keep their ids: the flow table refers to them.
         let ids = sync::read_ids(&dp).context("reading the pinned maps")?;
         let (flips_tx, flips) = mpsc::unbounded_channel();
+        let (calls_tx, calls) = mpsc::channel(64);
+        server::listen(&config.control_socket, calls_tx)
+            .with_context(|| format!("creating the control socket {}", config.control_socket.display()))?;
         let mode = opts.xdp_mode.unwrap_or(config.xdp_mode);
         let mut d = Self {
             dp,
@@ -91,6 +98,8 @@ impl Daemon {
             down: HashSet::new(),
             flips,
             flips_tx,
+            last: (Assigned { vips: Vec::new(), backends: Vec::new() }, Plan::default()),
+            calls,
             config,
             config_path: config_path.to_owned(),
             detach_on_exit: opts.detach_on_exit,
@@ -146,6 +155,7 @@ impl Daemon {
         };
         let p = plan::plan(config, &self.hops, &assigned, up);
         let report = sync::apply(&mut self.dp, &p).context("programming the maps")?;
+        self.last = (assigned, p);
         for (vip, moved) in report.moved {
             match moved {
                 Some(n) => info!(vip, moved_slots = n, cause, "table rebuilt"),
@@ -167,10 +177,18 @@ impl Daemon {
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => break,
                 _ = term.recv() => break,
-                _ = hup.recv() => self.reload().await,
+                _ = hup.recv() => {
+                    if let Err(e) = self.reload().await {
+                        error!("{e}");
+                    }
+                }
                 Some(flip) = self.flips.recv() => self.on_flip(flip),
+                Some((request, reply)) = self.calls.recv() => {
+                    let _ = reply.send(self.handle(request).await);
+                }
             }
         }
+        let _ = std::fs::remove_file(&self.config.control_socket);
         if self.detach_on_exit {
             for iface in &self.ifaces {
                 loader::unpin_link(&link_pin(&self.config.pin_dir, &iface.name))?;
@@ -199,18 +217,43 @@ impl Daemon {
         }
     }
 
-    /// Re-reads the configuration file and applies it; a bad file is reported and ignored.
-    async fn reload(&mut self) {
-        let config = match Config::load(&self.config_path) {
-            Ok(c) => c,
-            Err(e) => {
-                error!("reload rejected, the running configuration stays: {e}");
-                return;
-            }
-        };
-        match self.apply(config).await {
-            Ok(()) => info!(vips = self.config.vips.len(), "configuration reloaded"),
-            Err(e) => error!("reload rejected, the running configuration stays: {e:#}"),
+    /// Re-reads the configuration file and applies it; a bad file is rejected (the message
+    /// says why) and the running configuration stays.
+    ///
+    /// # Errors
+    /// The reason, naming file, line and field where there is one.
+    pub async fn reload(&mut self) -> Result<(), String> {
+        let rejected = |e: String| format!("reload rejected, the running configuration stays: {e}");
+        let config = Config::load(&self.config_path).map_err(|e| rejected(e.to_string()))?;
+        self.apply(config).await.map_err(|e| rejected(format!("{e:#}")))?;
+        info!(vips = self.config.vips.len(), "configuration reloaded");
+        Ok(())
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The loaded data path.
+    pub fn dataplane(&self) -> &Dataplane {
+        &self.dp
+    }
+
+    /// The ids and tables last written.
+    pub fn last_plan(&self) -> (&Assigned, &Plan) {
+        (&self.last.0, &self.last.1)
+    }
+
+    /// `up`, `down`, or `unchecked` (no health check configured).
+    pub fn health_of(&self, vip: &config::Vip, backend: &config::Backend) -> &'static str {
+        let key = (*vip.address.get_ref(), vip.protocol, *backend.address.get_ref());
+        if !self.health.checks(&key) {
+            "unchecked"
+        } else if self.down.contains(&key) {
+            "down"
+        } else {
+            "up"
         }
     }
 }

@@ -4,6 +4,7 @@
 //! integration tests drive the same code.
 
 pub mod config;
+pub mod control;
 pub mod daemon;
 pub mod health;
 pub mod dataplane;

@@ -67,6 +67,11 @@ impl HttpConn {
         Ok(Self { stream })
     }
 
+    /// The local (client) address of the connection.
+    pub fn local_addr(&self) -> std::net::SocketAddr {
+        self.stream.local_addr().expect("connected socket")
+    }
+
     /// `GET /` on this connection; returns the body.
     ///
     /// # Errors

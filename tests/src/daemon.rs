@@ -46,6 +46,8 @@ pub struct Daemon {
     pub pins: PinDir,
     /// Its config file.
     pub config: PathBuf,
+    /// Its control socket.
+    pub socket: PathBuf,
 }
 
 impl Daemon {
@@ -62,9 +64,29 @@ impl Daemon {
     pub fn try_start(ns: &Netns, config: &str, rust_log: &str) -> Result<Self, String> {
         let pins = PinDir::new(ns.name());
         let path = std::env::temp_dir().join(format!("{}.toml", ns.name()));
-        std::fs::write(&path, format!("pin_dir = \"{}\"\n{config}", pins.0.display())).expect("write config");
+        let socket = std::env::temp_dir().join(format!("{}.sock", ns.name()));
+        std::fs::write(&path, format!("{}{config}", Self::header(&pins.0, &socket))).expect("write config");
         let proc = Self::spawn(ns, &path, rust_log)?;
-        Ok(Self { proc, pins, config: path })
+        Ok(Self { proc, pins, config: path, socket })
+    }
+
+    /// The lines the harness puts before a test's configuration: its own pin directory and
+    /// control socket.
+    fn header(pins: &std::path::Path, socket: &std::path::Path) -> String {
+        format!("pin_dir = \"{}\"\ncontrol_socket = \"{}\"\n", pins.display(), socket.display())
+    }
+
+    /// Replaces the configuration file (keeping the harness's header); the daemon reads it on
+    /// SIGHUP or `balancer reload`.
+    pub fn write_config(&self, config: &str) {
+        std::fs::write(&self.config, format!("{}{config}", Self::header(&self.pins.0, &self.socket))).expect("write config");
+    }
+
+    /// `balancer --socket <this daemon's> <args>` in `ns`.
+    pub fn ctl(&self, ns: &Netns, args: &[&str]) -> std::process::Output {
+        let mut argv = vec!["--socket", self.socket.to_str().expect("utf-8 path")];
+        argv.extend_from_slice(args);
+        Self::cli(ns, &argv)
     }
 
     /// Starts `balancer run` again with the same configuration and pin directory (after the

@@ -82,7 +82,7 @@ fn balance(forwarding: &str) {
             .into_iter()
             .filter(|(h, _)| format!("be{}", h - 1) != removed)
             .collect();
-        std::fs::write(&daemon.config, format!("pin_dir = \"{}\"\n{}", daemon.pins.0.display(), config(forwarding, &keep))).unwrap();
+        daemon.write_config(&config(forwarding, &keep));
         daemon.proc.signal(nix::sys::signal::Signal::SIGHUP);
         daemon.proc.wait_for_log("configuration reloaded", Duration::from_secs(10));
         std::thread::sleep(Duration::from_millis(500));

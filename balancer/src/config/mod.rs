@@ -18,6 +18,8 @@ use crate::maglev::{self, RingSize};
 
 /// Where the daemon pins its maps by default.
 pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/balancer";
+/// Where the daemon listens for the CLI by default.
+pub const DEFAULT_CONTROL_SOCKET: &str = "/run/balancer.sock";
 
 /// A configuration error, already pointing at the place to fix.
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +47,10 @@ pub struct Config {
     /// bpffs directory holding the pinned maps. Default `/sys/fs/bpf/balancer`.
     #[serde(default = "default_pin_dir")]
     pub pin_dir: PathBuf,
+    /// Unix socket of the control API (`balancer status`, `backend set`, …); created mode 0600
+    /// and answering root only. Default `/run/balancer.sock`.
+    #[serde(default = "default_control_socket")]
+    pub control_socket: PathBuf,
     /// Seed of the Maglev permutations; every node behind the same ECMP group must share it.
     #[serde(default = "default_seed")]
     pub maglev_seed: u64,
@@ -101,7 +107,7 @@ pub struct Vip {
 }
 
 /// Transport protocol of a VIP.
-#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq, Hash, serde::Serialize)]
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq, Hash, serde::Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Protocol {
     /// TCP.
@@ -112,7 +118,7 @@ pub enum Protocol {
 }
 
 /// Forwarding mode of a VIP.
-#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq, serde::Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Forwarding {
     /// L2 direct server return: backends share the balancer's L2 segment and hold the VIP on
@@ -219,7 +225,7 @@ fn status_range<'de, D: serde::Deserializer<'de>>(d: D) -> Result<(u16, u16), D:
 }
 
 /// Administrative state of a backend.
-#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq, serde::Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum BackendState {
     /// Takes new and existing flows.
@@ -233,6 +239,9 @@ pub enum BackendState {
 
 fn default_pin_dir() -> PathBuf {
     PathBuf::from(DEFAULT_PIN_DIR)
+}
+fn default_control_socket() -> PathBuf {
+    PathBuf::from(DEFAULT_CONTROL_SOCKET)
 }
 fn default_seed() -> u64 {
     maglev::DEFAULT_SEED
@@ -329,6 +338,15 @@ impl Config {
             ConfigError { file: path.to_owned(), line, column, message }
         })?;
         Ok(config)
+    }
+
+    /// Checks a configuration changed at run time (by the control API); the error names the
+    /// field.
+    ///
+    /// # Errors
+    /// The first problem found.
+    pub fn check(&self) -> Result<(), String> {
+        validate::check(self).map_err(|(_, message)| message)
     }
 }
 

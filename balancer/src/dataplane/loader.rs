@@ -171,6 +171,21 @@ impl Dataplane {
         &self.ebpf
     }
 
+    /// The backend id the flow table pins `key` to, if it has an entry.
+    ///
+    /// # Errors
+    /// When the map cannot be read.
+    pub fn flow_entry(&self, key: &balancer_common::flow::FlowKey) -> Result<Option<u32>, aya::maps::MapError> {
+        let map = self.ebpf.map(maps::FLOWS).expect("checked at load");
+        let flows: aya::maps::HashMap<&aya::maps::MapData, balancer_common::flow::FlowKey, balancer_common::flow::FlowValue> =
+            aya::maps::HashMap::try_from(map)?;
+        match flows.get(key, 0) {
+            Ok(v) => Ok(Some(v.backend)),
+            Err(aya::maps::MapError::KeyNotFound) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// The maps, and the ring memory, at once.
     ///
     /// # Panics

@@ -36,7 +36,7 @@ pub struct VipPlan {
 }
 
 /// Everything the maps should hold.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Plan {
     /// VIPs, in config order.
     pub vips: Vec<VipPlan>,

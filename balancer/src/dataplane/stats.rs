@@ -17,6 +17,8 @@ use super::plan::ip_of;
 /// Counters of one VIP.
 #[derive(Debug, Serialize)]
 pub struct VipStats {
+    /// VIP id.
+    pub id: u32,
     /// `address:port`.
     pub vip: String,
     /// `tcp` or `udp`.
@@ -128,7 +130,7 @@ impl Snapshot {
             let ip = ip_of(&k.addr, k.family);
             let vip = std::net::SocketAddr::new(ip, u16::from_be(k.port_be)).to_string();
             let protocol = if k.proto == balancer_common::proto::UDP { "udp" } else { "tcp" };
-            out.vips.push(VipStats { vip, protocol, traffic: sum(&vip_stats, m.id, maps::VIP_STATS)? });
+            out.vips.push(VipStats { id: m.id, vip, protocol, traffic: sum(&vip_stats, m.id, maps::VIP_STATS)? });
         }
         for id in 0..backends.len() {
             let b = backends.get(&id, 0).map_err(e(maps::BACKENDS))?;

@@ -1,0 +1,253 @@
+//! The command line, as clap derives it.
+
+use std::{
+    net::{IpAddr, SocketAddr},
+    path::PathBuf,
+};
+
+use clap::{Parser, Subcommand};
+
+use balancer::config::{
+    self, BackendState, DEFAULT_CONTROL_SOCKET, DEFAULT_IPIP_SOURCE_V4, DEFAULT_IPIP_SOURCE_V6, DEFAULT_PIN_DIR,
+    Forwarding, Protocol, XdpModeSetting,
+};
+
+/// XDP L4 load balancer with weighted Maglev hashing.
+#[derive(Parser)]
+#[command(name = "balancer", version, about)]
+pub struct Cli {
+    /// The daemon's control socket (the config's `control_socket`).
+    #[arg(long, global = true, default_value = DEFAULT_CONTROL_SOCKET)]
+    pub socket: PathBuf,
+    /// Print JSON instead of a table.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Subcommand)]
+pub enum Command {
+    /// Run the daemon: load and attach the XDP program, program the VIPs, serve until signalled.
+    Run {
+        /// Configuration file.
+        #[arg(short, long, default_value = "/etc/balancer/balancer.toml")]
+        config: PathBuf,
+        /// Use this XDP object instead of the one built into the binary (development).
+        #[arg(long, value_name = "PATH")]
+        bpf_object: Option<PathBuf>,
+        /// Override the config's `xdp_mode`.
+        #[arg(long, value_enum)]
+        xdp_mode: Option<XdpModeSetting>,
+        /// Detach the XDP program on exit. By default it stays attached (pinned) and keeps
+        /// balancing with the last tables, so a restart or upgrade drops no connection.
+        #[arg(long)]
+        detach_on_exit: bool,
+    },
+    /// Check a configuration file and exit: 0 when valid, 2 with the error otherwise.
+    Check {
+        /// Configuration file.
+        #[arg(short, long, default_value = "/etc/balancer/balancer.toml")]
+        config: PathBuf,
+    },
+    /// VIPs and backends: state, health, weight, ring share, counters.
+    Status,
+    /// Re-read the daemon's configuration file (changes made with `vip`/`backend` are dropped).
+    Reload,
+    /// Add, remove or list VIPs (until the next reload).
+    Vip {
+        #[command(subcommand)]
+        action: VipAction,
+    },
+    /// Add, remove or change backends (until the next reload).
+    Backend {
+        #[command(subcommand)]
+        action: BackendAction,
+    },
+    /// Which backend a 5-tuple goes to, and whether the flow table holds it.
+    Flow {
+        /// Client address and port.
+        src: SocketAddr,
+        /// VIP address and port.
+        dst: SocketAddr,
+        /// Transport protocol.
+        #[arg(long, value_enum, default_value = "tcp")]
+        proto: Protocol,
+    },
+    /// Print the data path's counters, read straight from the pinned maps (works while the
+    /// daemon is down).
+    Stats {
+        /// Where the daemon pins its maps (the config's `pin_dir`).
+        #[arg(long, default_value = DEFAULT_PIN_DIR)]
+        pin_dir: PathBuf,
+    },
+    /// Remove everything `balancer run` left in bpffs: the XDP program leaves the interfaces,
+    /// the flow table and counters are freed.
+    Teardown {
+        /// The config's `pin_dir`.
+        #[arg(long, default_value = DEFAULT_PIN_DIR)]
+        pin_dir: PathBuf,
+    },
+    /// On a backend of an IPIP VIP: strip the balancer's outer header in XDP, so the local stack
+    /// gets the client's packet (the VIP must be on this host's loopback).
+    Decap {
+        #[command(subcommand)]
+        action: DecapAction,
+    },
+    /// Make a veth accept frames the balancer sends into it: attaches a pass-only XDP program to
+    /// the peer of a veth the balancer runs on (veths drop XDP_TX/redirected frames otherwise).
+    XdpPeer {
+        #[command(subcommand)]
+        action: HelperAction,
+    },
+    /// Print a shell completion script.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff).
+    Man,
+}
+
+/// `balancer vip …`
+#[derive(Subcommand)]
+pub enum VipAction {
+    /// Add a VIP, without backends.
+    Add {
+        /// Address and port.
+        address: SocketAddr,
+        /// Transport protocol.
+        #[arg(long, value_enum, default_value = "tcp")]
+        proto: Protocol,
+        /// How packets reach backends.
+        #[arg(long, value_enum, default_value = "dsr")]
+        forwarding: Forwarding,
+        /// Maglev table size, a prime up to 65537.
+        #[arg(long)]
+        ring_size: Option<u32>,
+        /// Hash on the client address only.
+        #[arg(long)]
+        ignore_source_port: bool,
+    },
+    /// Remove a VIP and its backends.
+    Del {
+        /// Address and port.
+        address: SocketAddr,
+        /// Transport protocol.
+        #[arg(long, value_enum, default_value = "tcp")]
+        proto: Protocol,
+    },
+    /// List VIPs (a short `status`).
+    List,
+}
+
+/// `balancer backend …`
+#[derive(Subcommand)]
+pub enum BackendAction {
+    /// Add a backend to a VIP.
+    Add {
+        /// The VIP (address:port).
+        vip: SocketAddr,
+        /// The backend's address.
+        address: IpAddr,
+        /// The VIP's protocol.
+        #[arg(long, value_enum, default_value = "tcp")]
+        proto: Protocol,
+        /// Share of new flows (lbfactor).
+        #[arg(long, default_value_t = 100)]
+        weight: u32,
+        /// active, drain or stopped.
+        #[arg(long, value_enum, default_value = "active")]
+        state: BackendState,
+        /// Only takes new flows when no primary is healthy.
+        #[arg(long)]
+        backup: bool,
+        /// mod_jk distance group.
+        #[arg(long, default_value_t = 0)]
+        distance: u32,
+    },
+    /// Remove a backend; its flows move to the others.
+    Del {
+        /// The VIP (address:port).
+        vip: SocketAddr,
+        /// The backend's address.
+        address: IpAddr,
+        /// The VIP's protocol.
+        #[arg(long, value_enum, default_value = "tcp")]
+        proto: Protocol,
+    },
+    /// Change a backend: weight, state (drain keeps its flows), backup flag.
+    Set {
+        /// The VIP (address:port).
+        vip: SocketAddr,
+        /// The backend's address.
+        address: IpAddr,
+        /// The VIP's protocol.
+        #[arg(long, value_enum, default_value = "tcp")]
+        proto: Protocol,
+        /// New weight.
+        #[arg(long)]
+        weight: Option<u32>,
+        /// New state.
+        #[arg(long, value_enum)]
+        state: Option<BackendState>,
+        /// New backup flag.
+        #[arg(long)]
+        backup: Option<bool>,
+    },
+}
+
+/// `attach` / `detach` of a helper program.
+#[derive(Subcommand)]
+pub enum HelperAction {
+    /// Attach, and keep it attached after this command exits (a pinned link).
+    Attach {
+        /// The interface, in the current network namespace.
+        #[arg(long)]
+        iface: String,
+        /// bpffs directory for the pinned link.
+        #[arg(long, default_value = DEFAULT_PIN_DIR)]
+        pin_dir: PathBuf,
+    },
+    /// Detach what `attach` attached.
+    Detach {
+        /// The interface, in the current network namespace.
+        #[arg(long)]
+        iface: String,
+        /// bpffs directory of the pinned link.
+        #[arg(long, default_value = DEFAULT_PIN_DIR)]
+        pin_dir: PathBuf,
+    },
+}
+
+/// `balancer decap …`
+#[derive(Subcommand)]
+pub enum DecapAction {
+    /// Attach, and keep it attached after this command exits (a pinned link).
+    Attach {
+        /// The interface the balancer's IPIP packets arrive on.
+        #[arg(long)]
+        iface: String,
+        /// bpffs directory for the pinned link.
+        #[arg(long, default_value = DEFAULT_PIN_DIR)]
+        pin_dir: PathBuf,
+        /// Only strip packets from this outer IPv4 source prefix: the balancers'
+        /// `ipip_source_v4`.
+        #[arg(long, default_value = DEFAULT_IPIP_SOURCE_V4, value_parser = config::ipip_prefix_v4)]
+        ipip_source_v4: std::net::Ipv4Addr,
+        /// Only strip packets from this outer IPv6 source prefix: the balancers'
+        /// `ipip_source_v6`.
+        #[arg(long, default_value = DEFAULT_IPIP_SOURCE_V6, value_parser = config::ipip_prefix_v6)]
+        ipip_source_v6: std::net::Ipv6Addr,
+    },
+    /// Detach what `attach` attached.
+    Detach {
+        /// The interface.
+        #[arg(long)]
+        iface: String,
+        /// bpffs directory of the pinned link.
+        #[arg(long, default_value = DEFAULT_PIN_DIR)]
+        pin_dir: PathBuf,
+    },
+}

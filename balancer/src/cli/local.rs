@@ -1,0 +1,63 @@
+//! Commands that work on this host directly, without the daemon: bpffs pins, helper programs,
+//! counters from pinned maps.
+
+use std::path::Path;
+
+use anyhow::{Context as _, Result};
+use balancer::{
+    config::XdpModeSetting,
+    dataplane::{Dataplane, loader, stats::Snapshot, sync},
+};
+use balancer_common::vip::Settings;
+
+use super::{args::HelperAction, output};
+
+/// `balancer teardown`.
+pub fn teardown(pin_dir: &Path) -> Result<()> {
+    if !pin_dir.exists() {
+        println!("nothing pinned at {}", pin_dir.display());
+        return Ok(());
+    }
+    let entries: Vec<String> = std::fs::read_dir(pin_dir)
+        .with_context(|| format!("reading {}", pin_dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+        .collect();
+    std::fs::remove_dir_all(pin_dir).with_context(|| format!("removing {}", pin_dir.display()))?;
+    println!("removed {} ({})", pin_dir.display(), entries.join(", "));
+    Ok(())
+}
+
+/// Attaches or detaches one of the object's helper programs with a pinned link; `settings` are
+/// written to its `SETTINGS` map first.
+pub fn helper(program: &'static str, command: &str, action: HelperAction, settings: Option<Settings>) -> Result<()> {
+    match action {
+        HelperAction::Attach { iface, pin_dir } => {
+            let pin = loader::helper_link_pin(&pin_dir, program, &iface);
+            let mut dp = Dataplane::load_helpers().with_context(|| format!("loading the {program} program"))?;
+            if let Some(s) = settings {
+                sync::write_settings(&mut dp, s).context("writing the settings")?;
+            }
+            dp.attach_pinned(program, &iface, XdpModeSetting::Auto, &pin)
+                .with_context(|| format!("attaching the {program} program to `{iface}`"))?;
+            println!("{}", pin.display());
+        }
+        HelperAction::Detach { iface, pin_dir } => {
+            let pin = loader::helper_link_pin(&pin_dir, program, &iface);
+            loader::unpin_link(&pin)
+                .with_context(|| format!("was `balancer {command} attach --iface {iface}` run in this namespace?"))?;
+        }
+    }
+    Ok(())
+}
+
+/// `balancer stats`.
+pub fn stats(pin_dir: &Path, json: bool) -> Result<()> {
+    let s = Snapshot::from_pins(pin_dir)
+        .with_context(|| format!("is the daemon running with pin_dir = {}?", pin_dir.display()))?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&s)?);
+    } else {
+        output::stats(&s);
+    }
+    Ok(())
+}

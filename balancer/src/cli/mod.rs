@@ -1,0 +1,142 @@
+//! The command line: `args` (the clap tree), `local` (commands that need no daemon), `output`
+//! (tables), and here the dispatch, including the commands that talk to the daemon.
+
+pub mod args;
+mod local;
+mod output;
+
+use std::{path::Path, process::ExitCode};
+
+use anyhow::{Context as _, Result, anyhow};
+use balancer::{
+    config::Config,
+    control::{
+        client,
+        protocol::{FlowAnswer, Request, Status},
+    },
+    daemon::{Daemon, RunOptions},
+    dataplane::{loader, plan},
+};
+use clap::CommandFactory as _;
+
+use args::{BackendAction, Cli, Command, DecapAction, VipAction};
+
+/// Exit code for a configuration error, so scripts can tell it from a runtime failure.
+const EXIT_CONFIG: u8 = 2;
+
+/// Runs a parsed command line.
+pub fn run(cli: Cli, log_level: u8) -> ExitCode {
+    let result = match cli.command {
+        Command::Check { config } => match Config::load(&config) {
+            Ok(_) => {
+                println!("{}: ok", config.display());
+                Ok(())
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+        },
+        Command::Run { config, bpf_object, xdp_mode, detach_on_exit } => {
+            let cfg = match Config::load(&config) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+            };
+            let opts = RunOptions { bpf_object, xdp_mode, log_level, detach_on_exit };
+            daemon(cfg, &config, opts)
+        }
+        Command::Status => remote(&cli.socket, &Request::Status).and_then(|d| show::<Status>(d, cli.json, output::status)),
+        Command::Reload => remote(&cli.socket, &Request::Reload).and_then(|d| done(d, cli.json)),
+        Command::Vip { action } => match action {
+            VipAction::List => remote(&cli.socket, &Request::Status).and_then(|d| show::<Status>(d, cli.json, output::vips)),
+            VipAction::Add { address, proto, forwarding, ring_size, ignore_source_port } => remote(
+                &cli.socket,
+                &Request::VipAdd { address, protocol: proto, forwarding, ring_size, ignore_source_port },
+            )
+            .and_then(|d| done(d, cli.json)),
+            VipAction::Del { address, proto } => {
+                remote(&cli.socket, &Request::VipDel { address, protocol: proto }).and_then(|d| done(d, cli.json))
+            }
+        },
+        Command::Backend { action } => {
+            let request = match action {
+                BackendAction::Add { vip, address, proto, weight, state, backup, distance } => {
+                    Request::BackendAdd { vip, protocol: proto, address, weight, state, backup, distance }
+                }
+                BackendAction::Del { vip, address, proto } => Request::BackendDel { vip, protocol: proto, address },
+                BackendAction::Set { vip, address, proto, weight, state, backup } => {
+                    Request::BackendSet { vip, protocol: proto, address, weight, state, backup }
+                }
+            };
+            remote(&cli.socket, &request).and_then(|d| done(d, cli.json))
+        }
+        Command::Flow { src, dst, proto } => remote(&cli.socket, &Request::Flow { src, dst, protocol: proto })
+            .and_then(|d| {
+                show::<FlowAnswer>(d, cli.json, |f| {
+                    let name = |b: Option<std::net::IpAddr>| b.map_or("none".to_owned(), |b| b.to_string());
+                    println!("new flow -> {}", name(f.table_backend));
+                    println!("flow table -> {}", f.pinned_backend.map_or("no entry".to_owned(), |b| b.to_string()));
+                })
+            }),
+        Command::Stats { pin_dir } => local::stats(&pin_dir, cli.json),
+        Command::Teardown { pin_dir } => local::teardown(&pin_dir),
+        Command::XdpPeer { action } => local::helper(loader::PASS_PROGRAM, "xdp-peer", action, None),
+        Command::Decap { action: DecapAction::Attach { iface, pin_dir, ipip_source_v4, ipip_source_v6 } } => local::helper(
+            loader::DECAP_PROGRAM,
+            "decap",
+            args::HelperAction::Attach { iface, pin_dir },
+            Some(plan::settings(ipip_source_v4, ipip_source_v6)),
+        ),
+        Command::Decap { action: DecapAction::Detach { iface, pin_dir } } => {
+            local::helper(loader::DECAP_PROGRAM, "decap", args::HelperAction::Detach { iface, pin_dir }, None)
+        }
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "balancer", &mut std::io::stdout());
+            Ok(())
+        }
+        Command::Man => clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout()).context("writing the man page"),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn daemon(config: Config, path: &Path, opts: RunOptions) -> Result<()> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?
+        .block_on(async { Daemon::start(config, path, opts).await?.serve().await })
+}
+
+/// Sends `request`; the answer's data, or its error as this command's error.
+fn remote(socket: &Path, request: &Request) -> Result<serde_json::Value> {
+    let response = client::call(socket, request).map_err(|e| anyhow!(e))?;
+    if response.ok { Ok(response.data) } else { Err(anyhow!(response.error.unwrap_or_else(|| "failed".into()))) }
+}
+
+fn show<T: serde::de::DeserializeOwned>(data: serde_json::Value, json: bool, table: impl FnOnce(&T)) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(&data)?);
+    } else {
+        table(&serde_json::from_value(data).context("the daemon's answer is not understood")?);
+    }
+    Ok(())
+}
+
+fn done(data: serde_json::Value, json: bool) -> Result<()> {
+    if json {
+        println!("{}", serde_json::json!({ "ok": true, "message": data }));
+    } else if let Some(s) = data.as_str() {
+        println!("{s}");
+    }
+    Ok(())
+}

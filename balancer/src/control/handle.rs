@@ -1,0 +1,194 @@
+//! What the daemon does for each control request. Changes edit a copy of the configuration in
+//! force, which is checked like a file and applied the same way; nothing is persisted (a
+//! `reload` goes back to the file, as with HAProxy's runtime API).
+
+use std::net::SocketAddr;
+
+use balancer_common::{flow::FlowKey, hash::flow_hash, proto};
+use toml::Spanned;
+
+use super::protocol::{BackendStatus, FlowAnswer, Request, Response, Status, VipStatus};
+use crate::{
+    config::{self, Config, Protocol},
+    daemon::Daemon,
+    dataplane::{plan, stats::Snapshot},
+};
+
+impl Daemon {
+    /// Carries out one control request.
+    pub async fn handle(&mut self, request: Request) -> Response {
+        match request {
+            Request::Status => self.status().map_or_else(Response::err, Response::ok),
+            Request::Flow { src, dst, protocol } => self.flow(src, dst, protocol).map_or_else(Response::err, Response::ok),
+            Request::Reload => match self.reload().await {
+                Ok(()) => Response::ok("configuration reloaded"),
+                Err(e) => Response::err(e),
+            },
+            change => {
+                let mut config = self.config().clone();
+                if let Err(e) = edit(&mut config, change) {
+                    return Response::err(e);
+                }
+                if let Err(e) = config.check() {
+                    return Response::err(e);
+                }
+                match self.apply(config).await {
+                    Ok(()) => Response::ok("done"),
+                    Err(e) => Response::err(format!("{e:#}")),
+                }
+            }
+        }
+    }
+
+    fn status(&self) -> Result<Status, String> {
+        let snap = Snapshot::from_ebpf(self.dataplane().ebpf()).map_err(|e| e.to_string())?;
+        let (assigned, last) = self.last_plan();
+        let mut vips = Vec::new();
+        for (i, v) in self.config().vips.iter().enumerate() {
+            let vid = assigned.vips[i];
+            let ring = last.vips.iter().find(|p| p.meta.id == vid).map(|p| p.ring.as_slice()).unwrap_or(&[]);
+            let traffic = snap.vips.iter().find(|s| s.id == vid).map(|s| s.traffic).unwrap_or_default();
+            let mut backends = Vec::new();
+            for (j, b) in v.backends.iter().enumerate() {
+                let id = assigned.backends[i][j];
+                let slots = ring.iter().filter(|&&s| s == id).count() as u32;
+                let t = snap.backends.iter().find(|s| s.id == id).map(|s| s.traffic).unwrap_or_default();
+                backends.push(BackendStatus {
+                    address: *b.address.get_ref(),
+                    id,
+                    weight: b.weight,
+                    state: b.state,
+                    backup: b.backup,
+                    distance: b.distance,
+                    health: self.health_of(v, b).into(),
+                    slots,
+                    share: if ring.is_empty() { 0.0 } else { 100.0 * f64::from(slots) / ring.len() as f64 },
+                    packets: t.packets,
+                    bytes: t.bytes,
+                    new_flows: t.new_flows,
+                });
+            }
+            vips.push(VipStatus {
+                address: *v.address.get_ref(),
+                protocol: v.protocol,
+                forwarding: v.forwarding,
+                ring_size: v.ring_size.get(),
+                packets: traffic.packets,
+                bytes: traffic.bytes,
+                new_flows: traffic.new_flows,
+                backends,
+            });
+        }
+        let not_balanced = snap.not_balanced.iter().map(|(r, n)| ((*r).to_owned(), *n)).collect();
+        Ok(Status { vips, not_balanced })
+    }
+
+    fn flow(&self, src: SocketAddr, dst: SocketAddr, protocol: Protocol) -> Result<FlowAnswer, String> {
+        if src.is_ipv4() != dst.is_ipv4() {
+            return Err("source and destination must be of one IP family".into());
+        }
+        let (i, vip) = self
+            .config()
+            .vips
+            .iter()
+            .enumerate()
+            .find(|(_, v)| *v.address.get_ref() == dst && v.protocol == protocol)
+            .ok_or_else(|| format!("{dst} ({protocol:?}) is not a VIP"))?;
+        let (assigned, last) = self.last_plan();
+        let vid = assigned.vips[i];
+        let (saddr, fam) = plan::addr_bytes(src.ip());
+        let (daddr, _) = plan::addr_bytes(dst.ip());
+        let mut key = FlowKey {
+            src: saddr,
+            dst: daddr,
+            sport_be: src.port().to_be(),
+            dport_be: dst.port().to_be(),
+            proto: if protocol == Protocol::Udp { proto::UDP } else { proto::TCP },
+            family: fam,
+            _pad: [0; 2],
+        };
+        if vip.ignore_source_port {
+            key.sport_be = 0;
+        }
+        let by_id = |id: u32| last.backends.iter().find(|(b, _)| *b == id).map(|(_, b)| plan::ip_of(&b.addr, b.family));
+        let table_backend = last
+            .vips
+            .iter()
+            .find(|p| p.meta.id == vid && !p.ring.is_empty())
+            .and_then(|p| by_id(p.ring[(flow_hash(&key) % p.meta.ring_size) as usize]));
+        let pinned_backend = self.dataplane().flow_entry(&key).map_err(|e| e.to_string())?.and_then(by_id);
+        Ok(FlowAnswer { table_backend, pinned_backend })
+    }
+}
+
+/// Applies a change request to `config`.
+fn edit(config: &mut Config, change: Request) -> Result<(), String> {
+    let find = |config: &Config, vip: SocketAddr, protocol: Protocol| {
+        config
+            .vips
+            .iter()
+            .position(|v| *v.address.get_ref() == vip && v.protocol == protocol)
+            .ok_or_else(|| format!("no VIP {vip} ({protocol:?})"))
+    };
+    match change {
+        Request::VipAdd { address, protocol, forwarding, ring_size, ignore_source_port } => {
+            if find(config, address, protocol).is_ok() {
+                return Err(format!("VIP {address} ({protocol:?}) already exists"));
+            }
+            let ring_size = match ring_size {
+                Some(n) => crate::maglev::RingSize::new(n).map_err(|e| e.to_string())?,
+                None => crate::maglev::RingSize::default(),
+            };
+            config.vips.push(config::Vip {
+                address: Spanned::new(0..0, address),
+                protocol,
+                forwarding,
+                ring_size,
+                ignore_source_port,
+                health: None,
+                backends: Vec::new(),
+            });
+        }
+        Request::VipDel { address, protocol } => {
+            let i = find(config, address, protocol)?;
+            config.vips.remove(i);
+        }
+        Request::BackendAdd { vip, protocol, address, weight, state, backup, distance } => {
+            let i = find(config, vip, protocol)?;
+            let v = &mut config.vips[i];
+            if v.backends.iter().any(|b| *b.address.get_ref() == address) {
+                return Err(format!("{address} is already a backend of {vip}"));
+            }
+            v.backends.push(config::Backend {
+                address: Spanned::new(0..0, address),
+                weight,
+                state,
+                backup,
+                distance,
+                health: None,
+            });
+        }
+        Request::BackendDel { vip, protocol, address } => {
+            let i = find(config, vip, protocol)?;
+            let v = &mut config.vips[i];
+            let j = v.backends.iter().position(|b| *b.address.get_ref() == address).ok_or_else(|| format!("{address} is not a backend of {vip}"))?;
+            v.backends.remove(j);
+        }
+        Request::BackendSet { vip, protocol, address, weight, state, backup } => {
+            let i = find(config, vip, protocol)?;
+            let v = &mut config.vips[i];
+            let b = v.backends.iter_mut().find(|b| *b.address.get_ref() == address).ok_or_else(|| format!("{address} is not a backend of {vip}"))?;
+            if let Some(w) = weight {
+                b.weight = w;
+            }
+            if let Some(s) = state {
+                b.state = s;
+            }
+            if let Some(x) = backup {
+                b.backup = x;
+            }
+        }
+        Request::Status | Request::Reload | Request::Flow { .. } => unreachable!("not a change"),
+    }
+    Ok(())
+}

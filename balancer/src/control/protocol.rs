@@ -1,0 +1,181 @@
+//! Requests and responses of the control API, shared by the daemon and the CLI.
+
+use std::net::{IpAddr, SocketAddr};
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{BackendState, Forwarding, Protocol};
+
+/// What the CLI asks.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "command", rename_all = "kebab-case")]
+pub enum Request {
+    /// VIPs and backends with state, health, weight, ring share and counters.
+    Status,
+    /// Re-read the configuration file (drops changes made through this API).
+    Reload,
+    /// Add a VIP (without backends).
+    VipAdd {
+        /// Address and port.
+        address: SocketAddr,
+        /// tcp or udp.
+        protocol: Protocol,
+        /// dsr or ipip.
+        forwarding: Forwarding,
+        /// Maglev table size (a prime); default 65537.
+        ring_size: Option<u32>,
+        /// Hash on the client address only.
+        ignore_source_port: bool,
+    },
+    /// Remove a VIP and its backends.
+    VipDel {
+        /// Address and port.
+        address: SocketAddr,
+        /// tcp or udp.
+        protocol: Protocol,
+    },
+    /// Add a backend to a VIP.
+    BackendAdd {
+        /// The VIP.
+        vip: SocketAddr,
+        /// Its protocol.
+        protocol: Protocol,
+        /// The backend.
+        address: IpAddr,
+        /// Weight (lbfactor).
+        weight: u32,
+        /// Administrative state.
+        state: BackendState,
+        /// Only when no primary is healthy.
+        backup: bool,
+        /// mod_jk distance group.
+        distance: u32,
+    },
+    /// Remove a backend: its flows move.
+    BackendDel {
+        /// The VIP.
+        vip: SocketAddr,
+        /// Its protocol.
+        protocol: Protocol,
+        /// The backend.
+        address: IpAddr,
+    },
+    /// Change a backend's weight, state or backup flag.
+    BackendSet {
+        /// The VIP.
+        vip: SocketAddr,
+        /// Its protocol.
+        protocol: Protocol,
+        /// The backend.
+        address: IpAddr,
+        /// New weight.
+        weight: Option<u32>,
+        /// New administrative state.
+        state: Option<BackendState>,
+        /// New backup flag.
+        backup: Option<bool>,
+    },
+    /// Which backend a 5-tuple goes to, and whether the flow table holds it.
+    Flow {
+        /// Client address and port.
+        src: SocketAddr,
+        /// VIP address and port.
+        dst: SocketAddr,
+        /// tcp or udp.
+        protocol: Protocol,
+    },
+}
+
+/// What the daemon answers: `data` on success, `error` (one line a person can act on) otherwise.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Response {
+    /// Whether the request was carried out.
+    pub ok: bool,
+    /// Why not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The answer.
+    #[serde(default)]
+    pub data: serde_json::Value,
+}
+
+impl Response {
+    /// A success carrying `data`.
+    pub fn ok(data: impl Serialize) -> Self {
+        Self { ok: true, error: None, data: serde_json::to_value(data).unwrap_or_default() }
+    }
+
+    /// A failure.
+    pub fn err(message: impl Into<String>) -> Self {
+        Self { ok: false, error: Some(message.into()), data: serde_json::Value::Null }
+    }
+}
+
+/// One backend in `status`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BackendStatus {
+    /// Address.
+    pub address: IpAddr,
+    /// Id in the maps.
+    pub id: u32,
+    /// Configured weight.
+    pub weight: u32,
+    /// Administrative state.
+    pub state: BackendState,
+    /// Backup flag.
+    pub backup: bool,
+    /// Distance group.
+    pub distance: u32,
+    /// `up`, `down` or `unchecked`.
+    pub health: String,
+    /// Ring slots it holds.
+    pub slots: u32,
+    /// Share of the VIP's ring, in percent.
+    pub share: f64,
+    /// Packets forwarded.
+    pub packets: u64,
+    /// Bytes forwarded.
+    pub bytes: u64,
+    /// Flows assigned by the ring.
+    pub new_flows: u64,
+}
+
+/// One VIP in `status`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VipStatus {
+    /// Address and port.
+    pub address: SocketAddr,
+    /// tcp or udp.
+    pub protocol: Protocol,
+    /// dsr or ipip.
+    pub forwarding: Forwarding,
+    /// Maglev table size.
+    pub ring_size: u32,
+    /// Packets forwarded.
+    pub packets: u64,
+    /// Bytes forwarded.
+    pub bytes: u64,
+    /// New flows.
+    pub new_flows: u64,
+    /// Its backends.
+    pub backends: Vec<BackendStatus>,
+}
+
+/// Answer to `status`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Status {
+    /// VIPs.
+    pub vips: Vec<VipStatus>,
+    /// Packets not balanced, by reason.
+    pub not_balanced: Vec<(String, u64)>,
+}
+
+/// Answer to `flow`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FlowAnswer {
+    /// The backend a new flow with this 5-tuple gets from the live table (none when the VIP
+    /// has no backend taking new flows).
+    pub table_backend: Option<IpAddr>,
+    /// The backend the flow table pins it to, if it has an entry.
+    pub pinned_backend: Option<IpAddr>,
+}
