@@ -85,8 +85,10 @@ impl Daemon {
         let ids = sync::read_ids(&dp).context("reading the pinned maps")?;
         let (flips_tx, flips) = mpsc::unbounded_channel();
         let (calls_tx, calls) = mpsc::channel(64);
-        server::listen(&config.control_socket, calls_tx)
+        server::listen(&config.control_socket, calls_tx.clone())
             .with_context(|| format!("creating the control socket {}", config.control_socket.display()))?;
+        crate::metrics::serve(config.metrics_address, calls_tx)
+            .with_context(|| format!("serving metrics on {} (`metrics_address`)", config.metrics_address))?;
         let mode = opts.xdp_mode.unwrap_or(config.xdp_mode);
         let mut d = Self {
             dp,

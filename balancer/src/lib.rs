@@ -9,4 +9,5 @@ pub mod daemon;
 pub mod health;
 pub mod dataplane;
 pub mod maglev;
+pub mod metrics;
 pub mod netlink;

@@ -159,3 +159,14 @@ fn the_control_socket_refuses_a_non_root_user() {
     let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&daemon.socket).unwrap().permissions());
     assert_eq!(mode & 0o777, 0o600);
 }
+
+#[test]
+fn metrics_are_served_with_counters_and_health() {
+    require_root!();
+    let (lan, _servers, _daemon) = setup();
+    spread(&lan.hosts[0].ns, 10);
+    let lb = &lan.hosts[1].ns;
+    let body = lb.run(&["curl", "-sf", "--max-time", "3", "http://127.0.0.1:9090/metrics"]);
+    assert!(body.contains(&format!("balancer_vip_new_flows_total{{vip=\"{VIP}:80\",protocol=\"tcp\"}} 10")), "{body}");
+    assert!(body.contains("balancer_backend_up{") && body.contains("balancer_backend_ring_share{"), "{body}");
+}

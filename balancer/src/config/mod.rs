@@ -51,6 +51,9 @@ pub struct Config {
     /// and answering root only. Default `/run/balancer.sock`.
     #[serde(default = "default_control_socket")]
     pub control_socket: PathBuf,
+    /// Where Prometheus scrapes `/metrics`. Default `127.0.0.1:9090`.
+    #[serde(default = "default_metrics_address")]
+    pub metrics_address: SocketAddr,
     /// Seed of the Maglev permutations; every node behind the same ECMP group must share it.
     #[serde(default = "default_seed")]
     pub maglev_seed: u64,
@@ -239,6 +242,9 @@ pub enum BackendState {
 
 fn default_pin_dir() -> PathBuf {
     PathBuf::from(DEFAULT_PIN_DIR)
+}
+fn default_metrics_address() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9090))
 }
 fn default_control_socket() -> PathBuf {
     PathBuf::from(DEFAULT_CONTROL_SOCKET)

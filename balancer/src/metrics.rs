@@ -1,0 +1,181 @@
+//! Prometheus metrics, rendered at scrape time from the same status the CLI shows, so there is
+//! one source of truth and nothing to keep in step between scrapes.
+
+use std::{convert::Infallible, net::SocketAddr, sync::atomic::AtomicU64};
+
+use http_body_util::Full;
+use hyper::{Request as HttpRequest, Response as HttpResponse, StatusCode, body::Bytes, server::conn::http1, service::service_fn};
+use hyper_util::rt::TokioIo;
+use prometheus_client::{
+    encoding::{EncodeLabelSet, text::encode},
+    metrics::{counter::Counter, family::Family, gauge::Gauge},
+    registry::Registry,
+};
+use tokio::sync::{mpsc, oneshot};
+use tracing::warn;
+
+use crate::control::{
+    protocol::{Request, Status},
+    server::Call,
+};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VipLabels {
+    vip: String,
+    protocol: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BackendLabels {
+    vip: String,
+    protocol: String,
+    backend: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: String,
+}
+
+/// The OpenMetrics text for `status`.
+pub fn render(status: &Status) -> String {
+    let mut registry = Registry::with_prefix("balancer");
+    let vip_packets = Family::<VipLabels, Counter>::default();
+    let vip_bytes = Family::<VipLabels, Counter>::default();
+    let vip_flows = Family::<VipLabels, Counter>::default();
+    let be_packets = Family::<BackendLabels, Counter>::default();
+    let be_bytes = Family::<BackendLabels, Counter>::default();
+    let be_flows = Family::<BackendLabels, Counter>::default();
+    let be_up = Family::<BackendLabels, Gauge>::default();
+    let be_weight = Family::<BackendLabels, Gauge>::default();
+    let be_share = Family::<BackendLabels, Gauge<f64, AtomicU64>>::default();
+    let passed = Family::<ReasonLabels, Counter>::default();
+    registry.register("vip_packets", "Packets forwarded for the VIP", vip_packets.clone());
+    registry.register("vip_bytes", "Bytes forwarded for the VIP, as received", vip_bytes.clone());
+    registry.register("vip_new_flows", "Flows the VIP's Maglev table assigned", vip_flows.clone());
+    registry.register("backend_packets", "Packets forwarded to the backend", be_packets.clone());
+    registry.register("backend_bytes", "Bytes forwarded to the backend, as received", be_bytes.clone());
+    registry.register("backend_new_flows", "Flows the Maglev table assigned to the backend", be_flows.clone());
+    registry.register("backend_up", "1 when the backend passes its health check (or has none)", be_up.clone());
+    registry.register("backend_weight", "Configured weight", be_weight.clone());
+    registry.register("backend_ring_share", "Share of the VIP's Maglev table the backend holds (0-1)", be_share.clone());
+    registry.register("not_balanced_packets", "Packets passed or dropped instead of balanced, by reason", passed.clone());
+    for v in &status.vips {
+        let vl = VipLabels { vip: v.address.to_string(), protocol: format!("{:?}", v.protocol).to_lowercase() };
+        vip_packets.get_or_create(&vl).inc_by(v.packets);
+        vip_bytes.get_or_create(&vl).inc_by(v.bytes);
+        vip_flows.get_or_create(&vl).inc_by(v.new_flows);
+        for b in &v.backends {
+            let bl = BackendLabels { vip: vl.vip.clone(), protocol: vl.protocol.clone(), backend: b.address.to_string() };
+            be_packets.get_or_create(&bl).inc_by(b.packets);
+            be_bytes.get_or_create(&bl).inc_by(b.bytes);
+            be_flows.get_or_create(&bl).inc_by(b.new_flows);
+            be_up.get_or_create(&bl).set(i64::from(b.health != "down"));
+            be_weight.get_or_create(&bl).set(i64::from(b.weight));
+            be_share.get_or_create(&bl).set(b.share / 100.0);
+        }
+    }
+    for (reason, n) in &status.not_balanced {
+        passed.get_or_create(&ReasonLabels { reason: reason.clone() }).inc_by(*n);
+    }
+    let mut out = String::new();
+    encode(&mut out, &registry).expect("writing to a String cannot fail");
+    out
+}
+
+/// Serves `/metrics` on `addr`, asking the daemon for its status at each scrape.
+///
+/// # Errors
+/// When the address cannot be bound.
+pub fn serve(addr: SocketAddr, calls: mpsc::Sender<Call>) -> std::io::Result<()> {
+    let listener = std::net::TcpListener::bind(addr)?;
+    listener.set_nonblocking(true)?;
+    let listener = tokio::net::TcpListener::from_std(listener)?;
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { continue };
+            let calls = calls.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |req| scrape(req, calls.clone()));
+                if let Err(e) = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await {
+                    warn!(error = %e, "metrics connection");
+                }
+            });
+        }
+    });
+    Ok(())
+}
+
+async fn scrape(req: HttpRequest<hyper::body::Incoming>, calls: mpsc::Sender<Call>) -> Result<HttpResponse<Full<Bytes>>, Infallible> {
+    let reply = |code: StatusCode, body: String| {
+        let mut r = HttpResponse::new(Full::new(Bytes::from(body)));
+        *r.status_mut() = code;
+        r
+    };
+    if req.uri().path() != "/metrics" {
+        return Ok(reply(StatusCode::NOT_FOUND, "see /metrics\n".into()));
+    }
+    let (tx, rx) = oneshot::channel();
+    if calls.send((Request::Status, tx)).await.is_err() {
+        return Ok(reply(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n".into()));
+    }
+    let status = match rx.await {
+        Ok(r) if r.ok => serde_json::from_value::<Status>(r.data).ok(),
+        _ => None,
+    };
+    Ok(match status {
+        Some(s) => {
+            let mut r = reply(StatusCode::OK, render(&s));
+            r.headers_mut().insert(
+                hyper::header::CONTENT_TYPE,
+                hyper::header::HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+            );
+            r
+        }
+        None => reply(StatusCode::INTERNAL_SERVER_ERROR, "status unavailable\n".into()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        config::{BackendState, Forwarding, Protocol},
+        control::protocol::{BackendStatus, VipStatus},
+    };
+
+    #[test]
+    fn renders_counters_and_gauges_with_vip_and_backend_labels() {
+        let status = Status {
+            vips: vec![VipStatus {
+                address: "10.0.0.1:80".parse().unwrap(),
+                protocol: Protocol::Tcp,
+                forwarding: Forwarding::Dsr,
+                ring_size: 65537,
+                packets: 7,
+                bytes: 700,
+                new_flows: 2,
+                backends: vec![BackendStatus {
+                    address: "10.0.0.2".parse().unwrap(),
+                    id: 0,
+                    weight: 100,
+                    state: BackendState::Active,
+                    backup: false,
+                    distance: 0,
+                    health: "down".into(),
+                    slots: 0,
+                    share: 0.0,
+                    packets: 5,
+                    bytes: 500,
+                    new_flows: 1,
+                }],
+            }],
+            not_balanced: vec![("no_vip".into(), 3)],
+        };
+        let text = render(&status);
+        assert!(text.contains(r#"balancer_vip_packets_total{vip="10.0.0.1:80",protocol="tcp"} 7"#), "{text}");
+        assert!(text.contains(r#"balancer_backend_up{vip="10.0.0.1:80",protocol="tcp",backend="10.0.0.2"} 0"#), "{text}");
+        assert!(text.contains(r#"balancer_not_balanced_packets_total{reason="no_vip"} 3"#), "{text}");
+        assert!(text.ends_with("# EOF\n"));
+    }
+}
