@@ -126,8 +126,9 @@ impl Daemon {
 
     /// `balancer stats --json` for this daemon, parsed.
     pub fn stats(&self, ns: &Netns) -> serde_json::Value {
-        let out = Self::cli(ns, &["stats", "--json", "--pin-dir", self.pins.0.to_str().unwrap()]);
+        let out = Self::cli(ns, &["stats", "--json", "--interval", "0", "--pin-dir", self.pins.0.to_str().unwrap()]);
         assert!(out.status.success(), "balancer stats failed: {}", String::from_utf8_lossy(&out.stderr));
-        serde_json::from_slice(&out.stdout).expect("stats --json is JSON")
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("stats --json is JSON");
+        v["totals"].clone()
     }
 }

@@ -75,12 +75,15 @@ pub enum Command {
         #[arg(long, value_enum, default_value = "tcp")]
         proto: Protocol,
     },
-    /// Print the data path's counters, read straight from the pinned maps (works while the
-    /// daemon is down).
+    /// Per VIP and backend rates (packets/s, bits/s, new flows/s) and totals, read straight from
+    /// the pinned maps (works while the daemon is down).
     Stats {
         /// Where the daemon pins its maps (the config's `pin_dir`).
         #[arg(long, default_value = DEFAULT_PIN_DIR)]
         pin_dir: PathBuf,
+        /// Seconds between the two samples the rates come from; 0 prints totals only.
+        #[arg(long, default_value_t = 1.0)]
+        interval: f64,
     },
     /// Remove everything `balancer run` left in bpffs: the XDP program leaves the interfaces,
     /// the flow table and counters are freed.

@@ -50,14 +50,28 @@ pub fn helper(program: &'static str, command: &str, action: HelperAction, settin
     Ok(())
 }
 
-/// `balancer stats`.
-pub fn stats(pin_dir: &Path, json: bool) -> Result<()> {
-    let s = Snapshot::from_pins(pin_dir)
-        .with_context(|| format!("is the daemon running with pin_dir = {}?", pin_dir.display()))?;
-    if json {
-        println!("{}", serde_json::to_string_pretty(&s)?);
+/// `balancer stats`: totals, and rates over `interval` seconds when it is positive.
+pub fn stats(pin_dir: &Path, interval: f64, json: bool) -> Result<()> {
+    let read = || {
+        Snapshot::from_pins(pin_dir).with_context(|| format!("is the daemon running with pin_dir = {}?", pin_dir.display()))
+    };
+    let first = read()?;
+    let rates = if interval > 0.0 {
+        std::thread::sleep(std::time::Duration::from_secs_f64(interval));
+        let second = read()?;
+        let r = output::Rates::between(&first, &second, interval);
+        Some((second, r))
     } else {
-        output::stats(&s);
+        None
+    };
+    let (snap, rates) = match rates {
+        Some((s, r)) => (s, Some(r)),
+        None => (first, None),
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "totals": snap, "rates": rates }))?);
+    } else {
+        output::stats(&snap, rates.as_ref());
     }
     Ok(())
 }

@@ -55,18 +55,76 @@ pub fn vips(s: &Status) {
     }
 }
 
+/// Per-second rates between two snapshots, keyed like the snapshot's rows.
+#[derive(Debug, serde::Serialize)]
+pub struct Rates {
+    /// Per VIP (same order as the snapshot): packets/s, bits/s, new flows/s.
+    pub vips: Vec<(String, f64, f64, f64)>,
+    /// Per backend id: packets/s, bits/s, new flows/s.
+    pub backends: Vec<(u32, f64, f64, f64)>,
+}
+
+impl Rates {
+    /// Rates from `a` to `b`, `secs` apart. Rows missing from `a` count from zero.
+    pub fn between(a: &Snapshot, b: &Snapshot, secs: f64) -> Self {
+        let per = |x: u64, y: u64| y.saturating_sub(x) as f64 / secs;
+        let vips = b
+            .vips
+            .iter()
+            .map(|v| {
+                let o = a.vips.iter().find(|o| o.id == v.id).map(|o| o.traffic).unwrap_or_default();
+                let t = v.traffic;
+                (v.vip.clone(), per(o.packets, t.packets), 8.0 * per(o.bytes, t.bytes), per(o.new_flows, t.new_flows))
+            })
+            .collect();
+        let backends = b
+            .backends
+            .iter()
+            .map(|v| {
+                let o = a.backends.iter().find(|o| o.id == v.id).map(|o| o.traffic).unwrap_or_default();
+                let t = v.traffic;
+                (v.id, per(o.packets, t.packets), 8.0 * per(o.bytes, t.bytes), per(o.new_flows, t.new_flows))
+            })
+            .collect();
+        Self { vips, backends }
+    }
+}
+
+fn rate(v: f64) -> String {
+    match v {
+        v if v >= 1e9 => format!("{:.1}G", v / 1e9),
+        v if v >= 1e6 => format!("{:.1}M", v / 1e6),
+        v if v >= 1e3 => format!("{:.1}k", v / 1e3),
+        v => format!("{v:.0}"),
+    }
+}
+
 /// `balancer stats`.
-pub fn stats(s: &Snapshot) {
-    println!("{:<28} {:>5} {:>12} {:>14} {:>10}", "VIP", "PROTO", "PACKETS", "BYTES", "NEW FLOWS");
-    for v in &s.vips {
-        println!("{:<28} {:>5} {:>12} {:>14} {:>10}", v.vip, v.protocol, v.traffic.packets, v.traffic.bytes, v.traffic.new_flows);
+pub fn stats(s: &Snapshot, rates: Option<&Rates>) {
+    let vrate = |i: usize| rates.and_then(|r| r.vips.get(i)).map(|r| (rate(r.1), rate(r.2), rate(r.3)));
+    let brate = |id: u32| rates.and_then(|r| r.backends.iter().find(|b| b.0 == id)).map(|r| (rate(r.1), rate(r.2), rate(r.3)));
+    let dash = || ("-".to_owned(), "-".to_owned(), "-".to_owned());
+    println!(
+        "{:<28} {:>5} {:>8} {:>8} {:>8} {:>12} {:>14} {:>10}",
+        "VIP", "PROTO", "PPS", "BPS", "FLOWS/S", "PACKETS", "BYTES", "NEW FLOWS"
+    );
+    for (i, v) in s.vips.iter().enumerate() {
+        let (p, b, f) = vrate(i).unwrap_or_else(dash);
+        println!(
+            "{:<28} {:>5} {:>8} {:>8} {:>8} {:>12} {:>14} {:>10}",
+            v.vip, v.protocol, p, b, f, v.traffic.packets, v.traffic.bytes, v.traffic.new_flows
+        );
     }
     println!();
-    println!("{:<6} {:<28} {:<8} {:>12} {:>14} {:>10}", "ID", "BACKEND", "STATE", "PACKETS", "BYTES", "NEW FLOWS");
+    println!(
+        "{:<6} {:<28} {:<8} {:>8} {:>8} {:>8} {:>12} {:>14} {:>10}",
+        "ID", "BACKEND", "STATE", "PPS", "BPS", "FLOWS/S", "PACKETS", "BYTES", "NEW FLOWS"
+    );
     for b in &s.backends {
+        let (p, bps, f) = brate(b.id).unwrap_or_else(dash);
         println!(
-            "{:<6} {:<28} {:<8} {:>12} {:>14} {:>10}",
-            b.id, b.address, b.state, b.traffic.packets, b.traffic.bytes, b.traffic.new_flows
+            "{:<6} {:<28} {:<8} {:>8} {:>8} {:>8} {:>12} {:>14} {:>10}",
+            b.id, b.address, b.state, p, bps, f, b.traffic.packets, b.traffic.bytes, b.traffic.new_flows
         );
     }
     println!();

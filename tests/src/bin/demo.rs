@@ -77,7 +77,7 @@ fn main() {
     println!("\n== Answers per backend (weights 2:1:1): {answered:?}");
 
     println!("\n== `balancer stats` (per-CPU counters from the XDP program's maps):\n");
-    let out = Daemon::cli(lb, &["stats", "--pin-dir", daemon.pins.0.to_str().unwrap()]);
+    let out = Daemon::cli(lb, &["stats", "--interval", "0", "--pin-dir", daemon.pins.0.to_str().unwrap()]);
     print!("{}", String::from_utf8_lossy(&out.stdout));
     daemon.proc.stop();
     println!("\n== Done: stopping the daemon (the XDP program detaches) and removing the namespaces.");
