@@ -147,6 +147,7 @@ mod tests {
     #[test]
     fn renders_counters_and_gauges_with_vip_and_backend_labels() {
         let status = Status {
+            pin_dir: "/sys/fs/bpf/x".into(),
             vips: vec![VipStatus {
                 address: "10.0.0.1:80".parse().unwrap(),
                 protocol: Protocol::Tcp,
@@ -168,6 +169,7 @@ mod tests {
                     packets: 5,
                     bytes: 500,
                     new_flows: 1,
+                    flows: None,
                 }],
             }],
             not_balanced: vec![("no_vip".into(), 3)],

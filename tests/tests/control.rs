@@ -141,6 +141,15 @@ fn flow_names_the_backend_that_answered() {
     let ip = if who == "be1" { "198.18.0.3" } else { "198.18.0.4" };
     assert_eq!(answer["pinned_backend"], ip, "{answer}");
     assert_eq!(answer["table_backend"], ip, "{answer}");
+    let status: serde_json::Value = serde_json::from_str(&ok(daemon.ctl(lb, &["--json", "status"]))).unwrap();
+    let flows: Vec<(String, u64)> = status["vips"][0]["backends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| (b["address"].as_str().unwrap().to_owned(), b["flows"].as_u64().expect("flow count")))
+        .collect();
+    assert_eq!(flows.iter().map(|f| f.1).sum::<u64>(), 1, "one connection, one flow entry: {flows:?}");
+    assert!(flows.contains(&(ip.to_owned(), 1)), "{flows:?}");
 }
 
 #[test]

@@ -48,7 +48,16 @@ pub fn run(cli: Cli, log_level: u8) -> ExitCode {
             let opts = RunOptions { bpf_object, xdp_mode, log_level, detach_on_exit };
             daemon(cfg, &config, opts)
         }
-        Command::Status => remote(&cli.socket, &Request::Status).and_then(|d| show::<Status>(d, cli.json, output::status)),
+        Command::Status => remote(&cli.socket, &Request::Status).and_then(|d| {
+            let mut status: Status = serde_json::from_value(d).context("the daemon's answer is not understood")?;
+            // Counted here, from the pinned flow table, so the daemon is never held up by it.
+            if let Ok(counts) = balancer::dataplane::stats::flow_counts(&status.pin_dir) {
+                for b in status.vips.iter_mut().flat_map(|v| v.backends.iter_mut()) {
+                    b.flows = Some(counts.get(&b.id).copied().unwrap_or(0));
+                }
+            }
+            show::<Status>(serde_json::to_value(&status)?, cli.json, output::status)
+        }),
         Command::Reload => remote(&cli.socket, &Request::Reload).and_then(|d| done(d, cli.json)),
         Command::Vip { action } => match action {
             VipAction::List => remote(&cli.socket, &Request::Status).and_then(|d| show::<Status>(d, cli.json, output::vips)),

@@ -16,13 +16,13 @@ pub fn status(s: &Status) {
             v.new_flows
         );
         println!(
-            "  {:<26} {:>5} {:>6} {:<8} {:<9} {:>6} {:>7} {:>10} {:>12} {:>9}",
-            "BACKEND", "ID", "WEIGHT", "STATE", "HEALTH", "GROUP", "SHARE", "PACKETS", "BYTES", "NEW"
+            "  {:<26} {:>5} {:>6} {:<8} {:<9} {:>6} {:>7} {:>8} {:>10} {:>12} {:>9}",
+            "BACKEND", "ID", "WEIGHT", "STATE", "HEALTH", "GROUP", "SHARE", "FLOWS", "PACKETS", "BYTES", "NEW"
         );
         for b in &v.backends {
             let group = if b.backup { format!("b{}", b.distance) } else { b.distance.to_string() };
             println!(
-                "  {:<26} {:>5} {:>6} {:<8} {:<9} {:>6} {:>6.2}% {:>10} {:>12} {:>9}",
+                "  {:<26} {:>5} {:>6} {:<8} {:<9} {:>6} {:>6.2}% {:>8} {:>10} {:>12} {:>9}",
                 b.address,
                 b.id,
                 b.weight,
@@ -30,6 +30,7 @@ pub fn status(s: &Status) {
                 b.health,
                 group,
                 b.share,
+                b.flows.map_or("-".to_owned(), |f| f.to_string()),
                 b.packets,
                 b.bytes,
                 b.new_flows

@@ -66,6 +66,7 @@ impl Daemon {
                     packets: t.packets,
                     bytes: t.bytes,
                     new_flows: t.new_flows,
+                    flows: None,
                 });
             }
             vips.push(VipStatus {
@@ -80,7 +81,7 @@ impl Daemon {
             });
         }
         let not_balanced = snap.not_balanced.iter().map(|(r, n)| ((*r).to_owned(), *n)).collect();
-        Ok(Status { vips, not_balanced })
+        Ok(Status { pin_dir: self.config().pin_dir.clone(), vips, not_balanced })
     }
 
     fn flow(&self, src: SocketAddr, dst: SocketAddr, protocol: Protocol) -> Result<FlowAnswer, String> {

@@ -138,6 +138,9 @@ pub struct BackendStatus {
     pub bytes: u64,
     /// Flows assigned by the ring.
     pub new_flows: u64,
+    /// Entries in the flow table pinned to it (filled in by the CLI).
+    #[serde(default)]
+    pub flows: Option<u64>,
 }
 
 /// One VIP in `status`.
@@ -164,6 +167,9 @@ pub struct VipStatus {
 /// Answer to `status`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Status {
+    /// Where the maps are pinned: the CLI counts live flows there itself, so a large flow table
+    /// never holds up the daemon.
+    pub pin_dir: std::path::PathBuf,
     /// VIPs.
     pub vips: Vec<VipStatus>,
     /// Packets not balanced, by reason.

@@ -155,3 +155,25 @@ impl Snapshot {
     }
 }
 
+
+/// Flow-table entries per backend id, read from the maps pinned in `dir`. Takes time in
+/// proportion to the table (up to `MAX_FLOWS` entries), so it runs in the CLI, never in the
+/// daemon's loop.
+///
+/// # Errors
+/// When the map is not pinned there or cannot be read.
+pub fn flow_counts(dir: &Path) -> Result<std::collections::HashMap<u32, u64>, StatsError> {
+    let p = dir.join(maps::FLOWS);
+    let e = |source| StatsError { map: p.display().to_string(), source };
+    let map = MapData::from_pin(&p).and_then(Map::from_map_data).map_err(e)?;
+    let flows: HashMap<MapData, balancer_common::flow::FlowKey, balancer_common::flow::FlowValue> =
+        HashMap::try_from(map).map_err(e)?;
+    let mut counts = std::collections::HashMap::new();
+    for entry in flows.iter() {
+        // An entry evicted between listing and reading is simply not counted.
+        if let Ok((_, v)) = entry {
+            *counts.entry(v.backend).or_default() += 1;
+        }
+    }
+    Ok(counts)
+}
