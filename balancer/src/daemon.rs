@@ -5,6 +5,10 @@ use std::{
     collections::{HashMap, HashSet},
     net::IpAddr,
     path::{Path, PathBuf},
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
     time::Duration,
 };
 
@@ -47,6 +51,8 @@ pub struct Daemon {
     flips_tx: mpsc::UnboundedSender<Flip>,
     /// The ids and tables last written, for `status` and `flow`.
     last: (Assigned, Plan),
+    /// Flow-table size from the background count; `u64::MAX` until the first one.
+    flow_entries: Arc<AtomicU64>,
     calls: mpsc::Receiver<Call>,
     config: Config,
     config_path: PathBuf,
@@ -101,6 +107,7 @@ impl Daemon {
             flips,
             flips_tx,
             last: (Assigned { vips: Vec::new(), backends: Vec::new() }, Plan::default()),
+            flow_entries: count_flows_in_background(config.pin_dir.clone()),
             calls,
             config,
             config_path: config_path.to_owned(),
@@ -247,6 +254,11 @@ impl Daemon {
         (&self.last.0, &self.last.1)
     }
 
+    /// Entries in the flow table at the last background count.
+    pub fn flow_table_entries(&self) -> Option<u64> {
+        Some(self.flow_entries.load(Ordering::Relaxed)).filter(|&n| n != u64::MAX)
+    }
+
     /// `up`, `down`, or `unchecked` (no health check configured).
     pub fn health_of(&self, vip: &config::Vip, backend: &config::Backend) -> &'static str {
         let key = (*vip.address.get_ref(), vip.protocol, *backend.address.get_ref());
@@ -258,6 +270,24 @@ impl Daemon {
             "up"
         }
     }
+}
+
+/// Counts the flow table every 10 s on a blocking thread: walking up to a million entries takes
+/// seconds, which must not delay health flips or control requests.
+fn count_flows_in_background(pin_dir: PathBuf) -> Arc<AtomicU64> {
+    let count = Arc::new(AtomicU64::new(u64::MAX));
+    let out = count.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(10));
+        loop {
+            tick.tick().await;
+            let dir = pin_dir.clone();
+            if let Ok(Ok(counts)) = tokio::task::spawn_blocking(move || crate::dataplane::stats::flow_counts(&dir)).await {
+                out.store(counts.values().sum(), Ordering::Relaxed);
+            }
+        }
+    });
+    count
 }
 
 /// Where the daemon pins its XDP link on `iface`.

@@ -50,6 +50,7 @@ pub fn render(status: &Status) -> String {
     let be_weight = Family::<BackendLabels, Gauge>::default();
     let be_share = Family::<BackendLabels, Gauge<f64, AtomicU64>>::default();
     let passed = Family::<ReasonLabels, Counter>::default();
+    let flow_entries = Gauge::<i64>::default();
     registry.register("vip_packets", "Packets forwarded for the VIP", vip_packets.clone());
     registry.register("vip_bytes", "Bytes forwarded for the VIP, as received", vip_bytes.clone());
     registry.register("vip_new_flows", "Flows the VIP's Maglev table assigned", vip_flows.clone());
@@ -60,6 +61,10 @@ pub fn render(status: &Status) -> String {
     registry.register("backend_weight", "Configured weight", be_weight.clone());
     registry.register("backend_ring_share", "Share of the VIP's Maglev table the backend holds (0-1)", be_share.clone());
     registry.register("not_balanced_packets", "Packets passed or dropped instead of balanced, by reason", passed.clone());
+    if let Some(n) = status.flow_table_entries {
+        flow_entries.set(i64::try_from(n).unwrap_or(i64::MAX));
+        registry.register("flow_table_entries", "Entries in the flow table (counted every 10 s)", flow_entries.clone());
+    }
     for v in &status.vips {
         let vl = VipLabels { vip: v.address.to_string(), protocol: format!("{:?}", v.protocol).to_lowercase() };
         vip_packets.get_or_create(&vl).inc_by(v.packets);
@@ -164,6 +169,8 @@ mod tests {
                     backup: false,
                     distance: 0,
                     health: "down".into(),
+                    route: None,
+                    domain: None,
                     slots: 0,
                     share: 0.0,
                     packets: 5,
@@ -172,12 +179,14 @@ mod tests {
                     flows: None,
                 }],
             }],
+            flow_table_entries: Some(12),
             not_balanced: vec![("no_vip".into(), 3)],
         };
         let text = render(&status);
         assert!(text.contains(r#"balancer_vip_packets_total{vip="10.0.0.1:80",protocol="tcp"} 7"#), "{text}");
         assert!(text.contains(r#"balancer_backend_up{vip="10.0.0.1:80",protocol="tcp",backend="10.0.0.2"} 0"#), "{text}");
         assert!(text.contains(r#"balancer_not_balanced_packets_total{reason="no_vip"} 3"#), "{text}");
+        assert!(text.contains("balancer_flow_table_entries 12"), "{text}");
         assert!(text.ends_with("# EOF\n"));
     }
 }

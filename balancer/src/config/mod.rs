@@ -139,6 +139,15 @@ pub enum Forwarding {
 pub struct Backend {
     /// The backend's address on the balancer's segment.
     pub address: Spanned<IpAddr>,
+    /// The backend's port. L4 forwarding (DSR, IPIP) cannot change the port, so there it must
+    /// be the VIP's; health checks use it. Default: the VIP's port.
+    pub port: Option<u16>,
+    /// The application's route name for this backend (Tomcat `jvmRoute`), for session stickiness
+    /// at L7.
+    pub route: Option<String>,
+    /// Replication domain (mod_jk `domain`): backends that share sessions, tried first when a
+    /// sticky backend fails, at L7.
+    pub domain: Option<String>,
     /// Share of new flows relative to the VIP's other backends (mod_jk's lbfactor). 0 = none.
     #[serde(default = "default_weight")]
     pub weight: u32,

@@ -41,6 +41,17 @@ pub(super) fn check(config: &Config) -> Result<(), (usize, String)> {
         let mut mine = HashSet::new();
         for (j, b) in vip.backends.iter().enumerate() {
             let ip = *b.address.get_ref();
+            if b.port.is_some_and(|p| p != addr.port()) {
+                return Err((
+                    b.address.span().start,
+                    format!(
+                        "vip[{i}].backend[{j}].port: {:?} forwarding sends packets to the VIP's port {}; \
+                         a backend cannot listen elsewhere",
+                        vip.forwarding,
+                        addr.port()
+                    ),
+                ));
+            }
             if ip.is_ipv4() != addr.is_ipv4() {
                 return Err((
                     b.address.span().start,
@@ -131,6 +142,12 @@ mod tests {
     fn bad_status_range_is_named() {
         let e = err("interfaces = [\"eth0\"]\n[[vip]]\naddress = \"10.0.0.1:80\"\n[vip.health]\nkind = \"http\"\nexpect = \"2xx\"\n");
         assert!(e.starts_with("b.toml:6:") && e.contains("`2xx`"), "{e}");
+    }
+
+    #[test]
+    fn an_l4_backend_on_another_port_is_refused() {
+        let e = err("interfaces = [\"eth0\"]\n[[vip]]\naddress = \"10.0.0.1:80\"\n[[vip.backend]]\naddress = \"10.0.0.2\"\nport = 8080\n");
+        assert!(e.starts_with("b.toml:5:") && e.contains("vip[0].backend[0].port"), "{e}");
     }
 
     #[test]

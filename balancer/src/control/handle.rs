@@ -61,6 +61,8 @@ impl Daemon {
                     backup: b.backup,
                     distance: b.distance,
                     health: self.health_of(v, b).into(),
+                    route: b.route.clone(),
+                    domain: b.domain.clone(),
                     slots,
                     share: if ring.is_empty() { 0.0 } else { 100.0 * f64::from(slots) / ring.len() as f64 },
                     packets: t.packets,
@@ -81,7 +83,7 @@ impl Daemon {
             });
         }
         let not_balanced = snap.not_balanced.iter().map(|(r, n)| ((*r).to_owned(), *n)).collect();
-        Ok(Status { pin_dir: self.config().pin_dir.clone(), vips, not_balanced })
+        Ok(Status { pin_dir: self.config().pin_dir.clone(), vips, flow_table_entries: self.flow_table_entries(), not_balanced })
     }
 
     fn flow(&self, src: SocketAddr, dst: SocketAddr, protocol: Protocol) -> Result<FlowAnswer, String> {
@@ -162,6 +164,9 @@ fn edit(config: &mut Config, change: Request) -> Result<(), String> {
             }
             v.backends.push(config::Backend {
                 address: Spanned::new(0..0, address),
+                port: None,
+                route: None,
+                domain: None,
                 weight,
                 state,
                 backup,

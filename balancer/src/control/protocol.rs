@@ -128,6 +128,12 @@ pub struct BackendStatus {
     pub distance: u32,
     /// `up`, `down` or `unchecked`.
     pub health: String,
+    /// Route name (jvmRoute), if configured.
+    #[serde(default)]
+    pub route: Option<String>,
+    /// Replication domain, if configured.
+    #[serde(default)]
+    pub domain: Option<String>,
     /// Ring slots it holds.
     pub slots: u32,
     /// Share of the VIP's ring, in percent.
@@ -172,6 +178,10 @@ pub struct Status {
     pub pin_dir: std::path::PathBuf,
     /// VIPs.
     pub vips: Vec<VipStatus>,
+    /// Entries in the flow table, as last counted by the daemon's background count (`None`
+    /// before the first count).
+    #[serde(default)]
+    pub flow_table_entries: Option<u64>,
     /// Packets not balanced, by reason.
     pub not_balanced: Vec<(String, u64)>,
 }

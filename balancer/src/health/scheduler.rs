@@ -36,7 +36,9 @@ impl Scheduler {
             let vaddr = *vip.address.get_ref();
             for b in &vip.backends {
                 if let Some(check) = b.health.as_ref().or(vip.health.as_ref()) {
-                    wanted.insert((vaddr, vip.protocol, *b.address.get_ref()), check.clone());
+                    let mut check = check.clone();
+                    check.port = check.port.or(b.port);
+                    wanted.insert((vaddr, vip.protocol, *b.address.get_ref()), check);
                 }
             }
         }
