@@ -169,11 +169,10 @@ impl Netlink {
                     _ => {}
                 }
             }
-            if dst == Some(addr) {
-                if let Some(mac) = lladdr {
+            if dst == Some(addr)
+                && let Some(mac) = lladdr {
                     return Ok(Some(mac));
                 }
-            }
         }
         Ok(None)
     }

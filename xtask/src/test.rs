@@ -87,10 +87,9 @@ fn remove_stale_namespaces() {
         let name = line.split_whitespace().next().unwrap_or("");
         let Some(rest) = name.strip_prefix("bt-") else { continue };
         let pid = rest.rsplit('-').nth(1).and_then(|p| p.parse::<u32>().ok());
-        if let Some(pid) = pid {
-            if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+        if let Some(pid) = pid
+            && !std::path::Path::new(&format!("/proc/{pid}")).exists() {
                 let _ = std::process::Command::new("ip").args(["netns", "del", name]).status();
             }
-        }
     }
 }

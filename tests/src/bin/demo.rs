@@ -1,7 +1,7 @@
 //! The demo behind `cargo xtask demo`: a client, the balancer and three HTTP backends in network
 //! namespaces; the real daemon with `examples/demo.toml`; requests through the VIP, each
-//! printed with the backend that answered; the counters; then everything is torn down (also on
-//! Ctrl-C).
+//! printed with the backend that answered; a drain through the CLI; `balancer status`; then
+//! everything is torn down (also on Ctrl-C).
 
 use std::{
     collections::BTreeMap,
@@ -76,9 +76,25 @@ fn main() {
     }
     println!("\n== Answers per backend (weights 2:1:1): {answered:?}");
 
-    println!("\n== `balancer stats` (per-CPU counters from the XDP program's maps):\n");
-    let out = Daemon::cli(lb, &["stats", "--interval", "0", "--pin-dir", daemon.pins.0.to_str().unwrap()]);
-    print!("{}", String::from_utf8_lossy(&out.stdout));
+    println!("\n== `balancer backend set {VIP}:80 198.18.0.3 --state drain`, then 20 more requests:");
+    let out = daemon.ctl(lb, &["backend", "set", &format!("{VIP}:80"), "198.18.0.3", "--state", "drain"]);
+    print!("   {}", String::from_utf8_lossy(&out.stdout));
+    let mut after: BTreeMap<String, u32> = BTreeMap::new();
+    for i in 0..20u16 {
+        if INTERRUPTED.load(Ordering::SeqCst) {
+            return;
+        }
+        let out = lan.hosts[0].ns.output(&[
+            "curl", "-sS", "--max-time", "3", "--local-port", &(46_000 + i).to_string(), &format!("http://{VIP}/"),
+        ]);
+        let who = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        *after.entry(if who.is_empty() { "failed".into() } else { who }).or_default() += 1;
+    }
+    println!("   answers: {after:?} (be1 is drained: it keeps its connections, takes no new ones)");
+
+    println!("\n== `balancer status`:\n");
+    print!("{}", String::from_utf8_lossy(&daemon.ctl(lb, &["status"]).stdout));
+
     daemon.proc.stop();
-    println!("\n== Done: stopping the daemon (the XDP program detaches) and removing the namespaces.");
+    println!("\n== Done: stopping the daemon, removing its pinned program and maps, and the namespaces.");
 }
