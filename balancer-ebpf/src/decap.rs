@@ -8,15 +8,9 @@ use balancer_common::counters::Reason;
 use crate::{
     maps::SETTINGS,
     packet::{read, write},
+    wire::{ETH_LEN, ETH_P_8021Q, ETH_P_IP, ETH_P_IPV6, IPPROTO_IPIP, IPPROTO_IPV6, IPV4_LEN, IPV6_LEN, VLAN_ETH_LEN},
 };
 
-const ETH_LEN: usize = 14;
-const VLAN_ETH_LEN: usize = 18;
-const ETH_P_IP: u16 = 0x0800;
-const ETH_P_IPV6: u16 = 0x86dd;
-const ETH_P_8021Q: u16 = 0x8100;
-const IPPROTO_IPIP: u8 = 4;
-const IPPROTO_IPV6: u8 = 41;
 
 /// Decapsulates IPv4-in-IPv4 and IPv6-in-IPv6 packets whose outer source is in the balancers'
 /// prefix (`SETTINGS`, written by `balancer decap attach`); anything else passes untouched, so
@@ -32,19 +26,19 @@ pub fn decap(ctx: &XdpContext) -> Result<u32, Reason> {
     }
     let outer_len = match ethertype {
         ETH_P_IP => {
-            let h = read::<[u8; 20]>(ctx, l3_off)?;
+            let h = read::<[u8; IPV4_LEN]>(ctx, l3_off)?;
             let fragment = u16::from_be_bytes([h[6], h[7]]) & 0x3fff != 0;
             if h[0] != 0x45 || h[9] != IPPROTO_IPIP || fragment || h[12..14] != settings.ipip_src_v4[..2] {
                 return Ok(xdp_action::XDP_PASS);
             }
-            20
+            IPV4_LEN
         }
         ETH_P_IPV6 => {
-            let h = read::<[u8; 40]>(ctx, l3_off)?;
+            let h = read::<[u8; IPV6_LEN]>(ctx, l3_off)?;
             if h[0] >> 4 != 6 || h[6] != IPPROTO_IPV6 || h[8..20] != settings.ipip_src_v6[..12] {
                 return Ok(xdp_action::XDP_PASS);
             }
-            40
+            IPV6_LEN
         }
         _ => return Ok(xdp_action::XDP_PASS),
     };

@@ -12,14 +12,9 @@ use crate::{
     maps::SETTINGS,
     packet::{read, write},
     parse::Packet,
+    wire::{ETH_LEN, IPPROTO_IPIP, IPPROTO_IPV6, IPV4_LEN, IPV6_LEN, VLAN_ETH_LEN},
 };
 
-const ETH_LEN: usize = 14;
-const VLAN_ETH_LEN: usize = 18;
-const IPV4_LEN: usize = 20;
-const IPV6_LEN: usize = 40;
-const IPPROTO_IPIP: u8 = 4;
-const IPPROTO_IPV6: u8 = 41;
 const OUTER_TTL: u8 = 64;
 
 /// Direct server return: the frame goes to the backend's MAC unchanged above L2, and leaves from

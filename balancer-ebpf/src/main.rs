@@ -23,6 +23,7 @@ mod packet;
 mod parse;
 mod stats;
 mod vip;
+mod wire;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use aya_log_ebpf::debug;

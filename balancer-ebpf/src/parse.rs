@@ -4,23 +4,8 @@
 use aya_ebpf::programs::XdpContext;
 use balancer_common::{counters::Reason, family, flow::FlowKey, proto};
 
-use crate::packet::read;
+use crate::{packet::read, wire::*};
 
-const ETH_LEN: usize = 14;
-const VLAN_LEN: usize = 4;
-const ETH_P_IP: u16 = 0x0800;
-const ETH_P_IPV6: u16 = 0x86dd;
-const ETH_P_8021Q: u16 = 0x8100;
-const IPV4_LEN: usize = 20;
-const IPV6_LEN: usize = 40;
-const TCP_LEN: usize = 20;
-const UDP_LEN: usize = 8;
-const IPPROTO_ICMP: u8 = 1;
-const IPPROTO_ICMPV6: u8 = 58;
-const IPV6_HOPOPTS: u8 = 0;
-const IPV6_ROUTING: u8 = 43;
-const IPV6_FRAGMENT: u8 = 44;
-const IPV6_DSTOPTS: u8 = 60;
 /// Extension headers skipped before giving up; real traffic rarely carries more than one.
 const IPV6_MAX_EXT: usize = 3;
 
@@ -144,10 +129,10 @@ fn transport(p: u8, icmp: u8) -> Result<u8, Reason> {
 #[inline(always)]
 fn ports(ctx: &XdpContext, off: usize, key: &mut FlowKey) -> Result<(), Reason> {
     let p = if key.proto == proto::TCP {
-        let h = read::<[u8; 20]>(ctx, off)?;
+        let h = read::<[u8; TCP_LEN]>(ctx, off)?;
         [h[0], h[1], h[2], h[3]]
     } else {
-        read::<[u8; 8]>(ctx, off).map(|h| [h[0], h[1], h[2], h[3]])?
+        read::<[u8; UDP_LEN]>(ctx, off).map(|h| [h[0], h[1], h[2], h[3]])?
     };
     key.sport_be = u16::from_ne_bytes([p[0], p[1]]);
     key.dport_be = u16::from_ne_bytes([p[2], p[3]]);

@@ -93,6 +93,33 @@ impl Frame {
         self
     }
 
+    /// The 5-tuple the data path tracks this frame under (the source port left out when the
+    /// VIP ignores it), to compute with the user-space copy of the flow hash.
+    pub fn flow_key(&self, ignore_source_port: bool) -> balancer_common::flow::FlowKey {
+        let mut k = balancer_common::flow::FlowKey {
+            src: [0; 16],
+            dst: [0; 16],
+            sport_be: if ignore_source_port { 0 } else { self.src.port().to_be() },
+            dport_be: self.dst.port().to_be(),
+            proto: self.proto(),
+            family: 4,
+            _pad: [0; 2],
+        };
+        match (self.src.ip(), self.dst.ip()) {
+            (IpAddr::V4(s), IpAddr::V4(d)) => {
+                k.src[..4].copy_from_slice(&s.octets());
+                k.dst[..4].copy_from_slice(&d.octets());
+            }
+            (IpAddr::V6(s), IpAddr::V6(d)) => {
+                k.src = s.octets();
+                k.dst = d.octets();
+                k.family = 6;
+            }
+            _ => panic!("src and dst must be of one family"),
+        }
+        k
+    }
+
     /// The frame's bytes.
     pub fn build(&self) -> Vec<u8> {
         let l4 = self.l4_bytes();

@@ -1,7 +1,7 @@
 //! IP-in-IP forwarding: the balancer adds an outer header to the backend and keeps every byte
 //! of the client's packet; the decap program on the backend gives that packet back.
 
-use balancer_common::{flow::FlowKey, hash::encap_entropy};
+use balancer_common::hash::encap_entropy;
 use balancer_tests::{
     fixture::{Fixture, backend_mac},
     packet::{Frame, LB_MAC, checksum, ipv4_header_ok, tcp},
@@ -26,18 +26,6 @@ ring_size = 251
   [[vip.backend]]
   address = "2001:db8:be::7"
 "#;
-
-fn key_of(frame: &Frame) -> FlowKey {
-    let mut k = FlowKey { src: [0; 16], dst: [0; 16], sport_be: frame.src.port().to_be(), dport_be: frame.dst.port().to_be(), proto: 6, family: 4, _pad: [0; 2] };
-    match frame.src.ip() {
-        std::net::IpAddr::V4(a) => k.src[..4].copy_from_slice(&a.octets()),
-        std::net::IpAddr::V6(a) => {
-            k.src = a.octets();
-            k.family = 6;
-        }
-    }
-    k
-}
 
 #[test]
 fn ipv4_in_ipv4_keeps_the_client_packet_and_adds_a_valid_outer_header() {
@@ -68,7 +56,7 @@ fn ipv4_in_ipv4_keeps_the_client_packet_and_adds_a_valid_outer_header() {
         assert_eq!(u16::from_be_bytes([o[2], o[3]]) as usize, input.len() - l2 + 20, "{what}: outer total length");
         assert_eq!((o[8], o[9]), (64, 4), "{what}: TTL 64, protocol IPIP");
         assert!(ipv4_header_ok(&out, l2), "{what}: outer checksum");
-        let e = encap_entropy(&key_of(&fr));
+        let e = encap_entropy(&fr.flow_key(false));
         assert_eq!(o[12..16], [172, 16, e[0] ^ e[2], e[1] ^ e[3]], "{what}: outer source");
         assert_eq!(o[16..20], [203, 0, 113, 7], "{what}: outer destination");
         assert_eq!(out[l2 + 20..], input[l2..], "{what}: the client's packet, byte for byte");
@@ -96,7 +84,7 @@ fn ipv6_in_ipv6_keeps_the_client_packet_and_adds_a_valid_outer_header() {
     let (verdict, out) = fx.run(&input);
     assert_eq!(verdict, Verdict::Tx);
     assert_eq!(out.len(), input.len() + 40);
-    let e = encap_entropy(&key_of(&fr));
+    let e = encap_entropy(&fr.flow_key(false));
     assert_eq!(out[14..18], [0x6b, 0x80 | (e[0] & 0x0f), e[1], e[2]], "traffic class copied, flow label from the flow");
     assert_eq!(out[..6], backend_mac("2001:db8:be::7".parse().unwrap()));
     assert_eq!(out[6..12], LB_MAC);

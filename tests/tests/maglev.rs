@@ -53,26 +53,6 @@ impl Rng {
     }
 }
 
-fn key(src: SocketAddr, dst: SocketAddr, proto: u8, ignore_sport: bool) -> FlowKey {
-    let mut k = FlowKey { src: [0; 16], dst: [0; 16], sport_be: 0, dport_be: dst.port().to_be(), proto, family: 4, _pad: [0; 2] };
-    if !ignore_sport {
-        k.sport_be = src.port().to_be();
-    }
-    match (src.ip(), dst.ip()) {
-        (IpAddr::V4(s), IpAddr::V4(d)) => {
-            k.src[..4].copy_from_slice(&s.octets());
-            k.dst[..4].copy_from_slice(&d.octets());
-        }
-        (IpAddr::V6(s), IpAddr::V6(d)) => {
-            k.src = s.octets();
-            k.dst = d.octets();
-            k.family = 6;
-        }
-        _ => unreachable!(),
-    }
-    k
-}
-
 /// The backend user space's table gives `key` on VIP `vip` (index in the config).
 fn table_choice(fx: &Fixture, vip: usize, key: &FlowKey) -> IpAddr {
     let v = &fx.plan.vips[vip];
@@ -99,7 +79,7 @@ fn the_program_picks_exactly_the_backend_the_user_space_table_names() {
             let d: SocketAddr = "198.51.100.10:80".parse().unwrap();
             (s, d, Frame::new(&s.to_string(), &d.to_string(), L4::Tcp { flags: tcp::SYN, seq: 1 }))
         };
-        let want = table_choice(&fx, usize::from(v6), &key(src, dst, if v6 { 17 } else { 6 }, false));
+        let want = table_choice(&fx, usize::from(v6), &frame.flow_key(false));
         let (verdict, out) = fx.run(&frame.build());
         assert_eq!(verdict, Verdict::Tx, "{src} -> {dst}");
         assert_eq!(out[..6], backend_mac(want), "{src} -> {dst}: the table says {want}");
