@@ -52,9 +52,12 @@ dpkg-query -W -f='${Status}' "llvm-$llvm_major-dev" 2>/dev/null | grep -q 'insta
   || apt_install "llvm-$llvm_major-dev"
 
 linker_ok() {
-  command -v bpf-linker >/dev/null 2>&1 \
-    && [ "$(bpf-linker --version 2>/dev/null)" = "bpf-linker $BPF_LINKER_VERSION" ] \
-    && ldd "$(command -v bpf-linker)" | grep -q "libLLVM.so.$llvm_major"
+  command -v bpf-linker >/dev/null 2>&1 || return 1
+  [ "$(bpf-linker --version 2>/dev/null)" = "bpf-linker $BPF_LINKER_VERSION" ] || return 1
+  # Read ldd's whole output first: `ldd | grep -q` fails under pipefail when grep stops early.
+  local libs
+  libs=$(ldd "$(command -v bpf-linker)")
+  [[ "$libs" == *"libLLVM.so.$llvm_major"* ]]
 }
 if ! linker_ok; then
   if ! command -v cargo >/dev/null 2>&1; then

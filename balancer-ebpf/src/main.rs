@@ -7,6 +7,8 @@
 //! `decap` runs on backends of IPIP VIPs: it strips the outer header so the local stack gets
 //! the client's packet.
 //!
+//! `ref_swap` is a benchmark reference only.
+//!
 //! `pass` returns `XDP_PASS` and nothing else: it is attached to veth peers, which only accept
 //! `XDP_TX`/redirected frames when they have an XDP program, and it is the reference that
 //! benchmarks subtract.
@@ -75,6 +77,23 @@ pub fn decap(ctx: XdpContext) -> u32 {
 #[xdp]
 pub fn pass(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_PASS
+}
+
+/// Benchmark reference, not attached by the daemon: the floor every XDP L4 forwarder pays
+/// (parse the same headers, swap the MACs, `XDP_TX`), so `cargo xtask bench` can show what the
+/// VIP lookup, flow table and Maglev add on top.
+#[xdp]
+pub fn ref_swap(ctx: XdpContext) -> u32 {
+    if parse::parse(&ctx).is_err() {
+        return xdp_action::XDP_PASS;
+    }
+    match packet::read::<[u8; 12]>(&ctx, 0) {
+        Ok(m) => {
+            let swapped = [m[6], m[7], m[8], m[9], m[10], m[11], m[0], m[1], m[2], m[3], m[4], m[5]];
+            if packet::write(&ctx, 0, swapped).is_ok() { xdp_action::XDP_TX } else { xdp_action::XDP_PASS }
+        }
+        Err(_) => xdp_action::XDP_PASS,
+    }
 }
 
 #[cfg(not(test))]

@@ -4,8 +4,10 @@
 //! - `test`: installs what is missing, builds, runs unit tests, then the root-only integration
 //!   tests.
 //! - `demo`: installs what is missing, builds, and balances HTTP in network namespaces.
+//! - `bench`: runs the benchmarks and writes BENCHMARKS.md.
 //! - `run`: builds and runs the daemon with a config (root).
 
+mod bench;
 mod build_ebpf;
 mod demo;
 mod run;
@@ -29,6 +31,8 @@ enum Command {
     Test(test::Options),
     /// Install what is missing, build, and show the balancer at work in network namespaces.
     Demo,
+    /// Run the benchmarks (root) and write BENCHMARKS.md.
+    Bench,
     /// Build and run the daemon: `cargo xtask run -- --config FILE`.
     Run(run::Options),
 }
@@ -38,6 +42,7 @@ fn main() -> anyhow::Result<()> {
         Command::BuildEbpf => build_ebpf::build(),
         Command::Test(opts) => test::test(&opts),
         Command::Demo => demo::demo(),
+        Command::Bench => bench::bench(),
         Command::Run(opts) => run::run(&opts),
     }
 }
