@@ -7,6 +7,7 @@ pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod health;
+pub mod l7;
 pub mod dataplane;
 pub mod maglev;
 pub mod metrics;

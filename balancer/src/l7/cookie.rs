@@ -1,0 +1,160 @@
+//! The insert-mode affinity cookie: which backend route a client belongs to, signed so it
+//! cannot be forged or steered.
+//!
+//! Value: `ROUTE.ISSUED.SEEN.SIG`, where ISSUED and SEEN are Unix seconds (first assignment and
+//! last refresh) and SIG is base64url(HMAC-SHA256(key, "ROUTE.ISSUED.SEEN")). A cookie that is
+//! malformed, badly signed, past `max_life` since ISSUED or `max_idle` since SEEN is ignored,
+//! as is one naming a route no backend has; the client then gets a fresh assignment.
+
+use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
+use hmac::{Hmac, Mac as _};
+use sha2::Sha256;
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// Why a cookie was not accepted (for debug logs; every case is handled the same way).
+#[derive(Debug, PartialEq, Eq)]
+pub enum Rejected {
+    /// Not four dot-separated fields with numbers where numbers belong.
+    Malformed,
+    /// The signature does not match: forged or tampered.
+    BadSignature,
+    /// Older than `max_life`.
+    TooOld,
+    /// Unused for longer than `max_idle`.
+    Idle,
+}
+
+/// A verified cookie.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Affinity {
+    /// The backend's route.
+    pub route: String,
+    /// When the client was first assigned (Unix seconds).
+    pub issued: u64,
+    /// When the cookie was last refreshed (Unix seconds).
+    pub seen: u64,
+}
+
+/// Signs and verifies affinity cookies with one key.
+#[derive(Clone)]
+pub struct Signer {
+    key: Vec<u8>,
+    max_life: Option<u64>,
+    max_idle: Option<u64>,
+}
+
+impl Signer {
+    /// A signer with `key` (at least 16 bytes, from the 0600 key file) and the optional limits in
+    /// seconds.
+    ///
+    /// # Errors
+    /// When the key is shorter than 16 bytes.
+    pub fn new(key: Vec<u8>, max_life: Option<u64>, max_idle: Option<u64>) -> Result<Self, String> {
+        if key.len() < 16 {
+            return Err(format!("the cookie key is {} bytes; use at least 16 random bytes", key.len()));
+        }
+        Ok(Self { key, max_life, max_idle })
+    }
+
+    fn mac(&self, payload: &str) -> HmacSha256 {
+        let mut m = HmacSha256::new_from_slice(&self.key).expect("HMAC takes any key length");
+        m.update(payload.as_bytes());
+        m
+    }
+
+    /// The cookie value for `route`, first issued at `issued`, refreshed `now`.
+    pub fn sign(&self, route: &str, issued: u64, now: u64) -> String {
+        let payload = format!("{route}.{issued}.{now}");
+        let sig = URL_SAFE_NO_PAD.encode(self.mac(&payload).finalize().into_bytes());
+        format!("{payload}.{sig}")
+    }
+
+    /// Verifies `value` at time `now`.
+    ///
+    /// # Errors
+    /// Why it is not acceptable.
+    pub fn verify(&self, value: &str, now: u64) -> Result<Affinity, Rejected> {
+        let (payload, sig) = value.rsplit_once('.').ok_or(Rejected::Malformed)?;
+        let sig = URL_SAFE_NO_PAD.decode(sig).map_err(|_| Rejected::Malformed)?;
+        // Constant-time comparison, before anything else is believed.
+        self.mac(payload).verify_slice(&sig).map_err(|_| Rejected::BadSignature)?;
+        let mut parts = payload.rsplitn(3, '.');
+        let seen: u64 = parts.next().and_then(|s| s.parse().ok()).ok_or(Rejected::Malformed)?;
+        let issued: u64 = parts.next().and_then(|s| s.parse().ok()).ok_or(Rejected::Malformed)?;
+        let route = parts.next().filter(|r| !r.is_empty()).ok_or(Rejected::Malformed)?;
+        if self.max_life.is_some_and(|l| now.saturating_sub(issued) > l) {
+            return Err(Rejected::TooOld);
+        }
+        if self.max_idle.is_some_and(|l| now.saturating_sub(seen) > l) {
+            return Err(Rejected::Idle);
+        }
+        Ok(Affinity { route: route.to_owned(), issued, seen })
+    }
+
+    /// Whether a verified cookie should be sent again with a fresh `seen` time: with `max_idle`,
+    /// once a quarter of it has passed (as HAProxy does), so an active client never expires.
+    pub fn needs_refresh(&self, a: &Affinity, now: u64) -> bool {
+        self.max_idle.is_some_and(|l| now.saturating_sub(a.seen) > l / 4)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn signer() -> Signer {
+        Signer::new(b"0123456789abcdef0123456789abcdef".to_vec(), Some(3600), Some(600)).unwrap()
+    }
+
+    #[test]
+    fn a_signed_cookie_verifies_and_names_its_route() {
+        let s = signer();
+        let v = s.sign("tomcat1", 1000, 1100);
+        assert_eq!(s.verify(&v, 1200), Ok(Affinity { route: "tomcat1".into(), issued: 1000, seen: 1100 }));
+    }
+
+    #[test]
+    fn routes_with_dots_survive() {
+        let s = signer();
+        assert_eq!(s.verify(&s.sign("node.eu.1", 5, 5), 6).unwrap().route, "node.eu.1");
+    }
+
+    #[test]
+    fn every_kind_of_tampering_is_rejected() {
+        let s = signer();
+        let v = s.sign("tomcat1", 1000, 1100);
+        let other_route = v.replacen("tomcat1", "tomcat2", 1);
+        let later_issue = v.replacen(".1000.", ".1099.", 1);
+        let mut flipped = v.clone().into_bytes();
+        let mid = flipped.len() - 10;
+        flipped[mid] = if flipped[mid] == b'A' { b'B' } else { b'A' };
+        let other_key = Signer::new(b"fedcba9876543210fedcba9876543210".to_vec(), None, None).unwrap().sign("tomcat1", 1000, 1100);
+        for (what, bad) in [
+            ("route changed", other_route),
+            ("issue time changed", later_issue),
+            ("signature changed", String::from_utf8(flipped).unwrap()),
+            ("signed with another key", other_key),
+        ] {
+            assert_eq!(s.verify(&bad, 1200), Err(Rejected::BadSignature), "{what}");
+        }
+        for bad in ["", "tomcat1", "tomcat1.1000.1100", "tomcat1.1000.1100.!!!", ".."] {
+            assert!(s.verify(bad, 1200).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn old_and_idle_cookies_are_rejected_and_active_ones_refreshed() {
+        let s = signer();
+        assert_eq!(s.verify(&s.sign("a", 1000, 4000), 4601), Err(Rejected::TooOld));
+        assert_eq!(s.verify(&s.sign("a", 1000, 1000), 1601), Err(Rejected::Idle));
+        let a = s.verify(&s.sign("a", 1000, 1000), 1100).unwrap();
+        assert!(!s.needs_refresh(&a, 1100));
+        assert!(s.needs_refresh(&a, 1151));
+    }
+
+    #[test]
+    fn short_keys_are_refused() {
+        assert!(Signer::new(b"short".to_vec(), None, None).is_err());
+    }
+}

@@ -1,0 +1,83 @@
+//! The route an application put in its own session id, as Tomcat does with `jvmRoute`:
+//! `JSESSIONID=<id>.<route>` in a cookie, or `;jsessionid=<id>.<route>` in the URL path when the
+//! client refuses cookies. The route is what follows the last dot.
+
+/// The route in the first of `names` found among the request's `Cookie` headers, else in a
+/// `;name=` path parameter of `path`. Cookie names compare exactly (as servlet containers do);
+/// the path parameter name without regard to case.
+pub fn find<'a>(cookie_headers: impl Iterator<Item = &'a str> + Clone, path: &'a str, names: &[String]) -> Option<&'a str> {
+    for name in names {
+        for header in cookie_headers.clone() {
+            for pair in header.split(';') {
+                if let Some((k, v)) = pair.trim().split_once('=') {
+                    if k == name {
+                        if let Some(r) = route_of(v.trim_matches('"')) {
+                            return Some(r);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let path = path.split(['?', '#']).next().unwrap_or("");
+    for param in path.split(';').skip(1) {
+        if let Some((k, v)) = param.split_once('=') {
+            if names.iter().any(|n| n.eq_ignore_ascii_case(k)) {
+                let v = v.split('/').next().unwrap_or("");
+                if let Some(r) = route_of(v) {
+                    return Some(r);
+                }
+            }
+        }
+    }
+    None
+}
+
+/// What follows the last dot of a session id, if anything does.
+fn route_of(session_id: &str) -> Option<&str> {
+    session_id.rsplit_once('.').map(|(_, r)| r).filter(|r| !r.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names() -> Vec<String> {
+        vec!["JSESSIONID".into(), "jsessionid".into()]
+    }
+
+    #[test]
+    fn route_comes_from_the_session_cookie() {
+        let h = ["theme=dark; JSESSIONID=8F3A2C.tomcat2; lang=en"];
+        assert_eq!(find(h.iter().copied(), "/app", &names()), Some("tomcat2"));
+    }
+
+    #[test]
+    fn route_is_after_the_last_dot_and_quotes_are_dropped() {
+        let h = ["JSESSIONID=\"abc.def.node-3\""];
+        assert_eq!(find(h.iter().copied(), "/", &names()), Some("node-3"));
+    }
+
+    #[test]
+    fn no_dot_or_an_empty_route_means_no_route() {
+        assert_eq!(find(["JSESSIONID=8F3A2C"].iter().copied(), "/", &names()), None);
+        assert_eq!(find(["JSESSIONID=8F3A2C."].iter().copied(), "/", &names()), None);
+    }
+
+    #[test]
+    fn several_cookie_headers_and_names_are_searched_in_order() {
+        let h = ["a=1", "jsessionid=x.r2", "JSESSIONID=y.r1"];
+        assert_eq!(find(h.iter().copied(), "/", &names()), Some("r1"), "the first configured name wins");
+        let php = vec!["PHPSESSID".to_owned()];
+        assert_eq!(find(["PHPSESSID=abc.web7"].iter().copied(), "/", &php), Some("web7"));
+        assert_eq!(find(["JSESSIONID=abc.web7"].iter().copied(), "/", &php), None);
+    }
+
+    #[test]
+    fn route_comes_from_the_path_parameter_without_cookies() {
+        let none: [&str; 0] = [];
+        assert_eq!(find(none.iter().copied(), "/shop/cart;jsessionid=8F3A.tomcat1?item=3", &names()), Some("tomcat1"));
+        assert_eq!(find(none.iter().copied(), "/a;JSESSIONID=8F3A.t9/b", &names()), Some("t9"));
+        assert_eq!(find(none.iter().copied(), "/a?x=;jsessionid=1.t1", &names()), None, "not in the query");
+    }
+}
