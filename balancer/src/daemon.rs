@@ -305,7 +305,8 @@ async fn resolve(
     known: &HashMap<IpAddr, NextHop>,
 ) -> Result<HashMap<IpAddr, NextHop>> {
     let mut hops = HashMap::new();
-    for vip in &config.vips {
+    // L7 backends are reached through the kernel's stack: no next hop to learn.
+    for vip in config.vips.iter().filter(|v| v.l7.is_none()) {
         for b in &vip.backends {
             let ip = *b.address.get_ref();
             if hops.contains_key(&ip) {

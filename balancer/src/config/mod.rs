@@ -104,6 +104,10 @@ pub struct Vip {
     /// Health check for this VIP's backends; none means they are always considered up.
     #[serde(default)]
     pub health: Option<HealthCheck>,
+    /// HTTP session affinity: with this section the daemon terminates HTTP on the VIP (which
+    /// must be an address of this host) and the XDP program passes its packets to the stack.
+    #[serde(default)]
+    pub l7: Option<L7>,
     /// Real servers.
     #[serde(default, rename = "backend")]
     pub backends: Vec<Backend>,
@@ -165,6 +169,149 @@ pub struct Backend {
     /// This backend's own health check, instead of the VIP's.
     #[serde(default)]
     pub health: Option<HealthCheck>,
+    /// L7: the route of the backend to try first when this one fails (mod_jk `redirect`).
+    pub redirect: Option<String>,
+    /// L7: most requests in flight to this backend (mod_proxy `max`); beyond it, others are
+    /// tried, then 503.
+    pub max: Option<u32>,
+}
+
+/// How an L7 VIP keeps a session on its backend.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StickyMode {
+    /// The balancer sets its own signed cookie naming the backend's route (HAProxy `cookie …
+    /// insert`).
+    #[default]
+    Insert,
+    /// The application's session id ends with `.route` (Tomcat `jvmRoute`, mod_jk).
+    RouteSuffix,
+    /// Consistent hash of a cookie, a header or the client address (nginx `hash … consistent`).
+    Hash,
+}
+
+/// How new sessions are spread (mod_proxy_balancer's `lbmethod`).
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LbMethod {
+    /// Smooth weighted round robin.
+    #[default]
+    Byrequests,
+    /// Fewest requests in flight relative to weight.
+    Bybusyness,
+    /// Fewest bytes transferred relative to weight.
+    Bytraffic,
+}
+
+/// L7 settings of a VIP. Every timeout and limit has a default that suits a Tomcat fleet.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct L7 {
+    /// `insert` (default), `route-suffix` or `hash`.
+    #[serde(default)]
+    pub sticky: StickyMode,
+    /// Insert mode: the cookie's name. Default `BALANCERID`.
+    #[serde(default = "default_cookie")]
+    pub cookie: String,
+    /// Insert mode: file holding the HMAC key (mode 0600, at least 16 bytes).
+    pub key_file: Option<PathBuf>,
+    /// Insert mode: remove our cookie before the request reaches the backend. Default true.
+    #[serde(default = "yes")]
+    pub indirect: bool,
+    /// Insert mode: responses that set the cookie are marked not cacheable. Default true.
+    #[serde(default = "yes")]
+    pub nocache: bool,
+    /// Insert mode: ignore a cookie unused for this long (seconds).
+    pub max_idle_s: Option<u64>,
+    /// Insert mode: ignore a cookie issued longer ago than this (seconds).
+    pub max_life_s: Option<u64>,
+    /// Insert mode: cookie attributes.
+    #[serde(default)]
+    pub secure: bool,
+    /// Default true.
+    #[serde(default = "yes")]
+    pub httponly: bool,
+    /// `Strict`, `Lax` or `None`.
+    pub samesite: Option<String>,
+    /// Default `/`.
+    #[serde(default = "default_path")]
+    pub path: String,
+    /// Cookie domain.
+    pub domain: Option<String>,
+    /// Route-suffix mode: session cookie names (also `;name=` path parameters). Default
+    /// `JSESSIONID`, `jsessionid`.
+    #[serde(default = "default_session_cookies")]
+    pub session_cookies: Vec<String>,
+    /// Hash mode: `client` (default), `cookie:NAME` or `header:NAME`.
+    #[serde(default = "default_hash_on")]
+    pub hash_on: String,
+    /// New sessions: `byrequests` (default), `bybusyness`, `bytraffic`.
+    #[serde(default)]
+    pub lbmethod: LbMethod,
+    /// Answer 503 instead of moving a session whose backend is unavailable (applications without
+    /// session replication).
+    #[serde(default)]
+    pub nofailover: bool,
+    /// Backends tried for one request that fails to connect (idempotent requests without a body
+    /// only, when the backend failed before answering). Default 2.
+    #[serde(default = "default_attempts")]
+    pub max_attempts: u32,
+    /// Seconds a backend whose connection failed is left out of selection (mod_proxy `retry`).
+    /// Default 60.
+    #[serde(default = "default_retry")]
+    pub retry_s: u64,
+    /// Default 3000.
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout_ms: u64,
+    /// Time to the backend's response headers. Default 60000.
+    #[serde(default = "default_response_timeout")]
+    pub response_timeout_ms: u64,
+    /// Time a client has to send its request headers (slowloris). Default 10000.
+    #[serde(default = "default_header_timeout")]
+    pub header_timeout_ms: u64,
+    /// Largest request head accepted; larger gets 431. Default 16384.
+    #[serde(default = "default_max_header")]
+    pub max_header_bytes: usize,
+    /// Client connections served at once. Default 10000.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Add a `Via` header. Default false.
+    #[serde(default)]
+    pub via: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_cookie() -> String {
+    "BALANCERID".into()
+}
+fn default_session_cookies() -> Vec<String> {
+    vec!["JSESSIONID".into(), "jsessionid".into()]
+}
+fn default_hash_on() -> String {
+    "client".into()
+}
+fn default_attempts() -> u32 {
+    2
+}
+fn default_retry() -> u64 {
+    60
+}
+fn default_connect_timeout() -> u64 {
+    3000
+}
+fn default_response_timeout() -> u64 {
+    60000
+}
+fn default_header_timeout() -> u64 {
+    10000
+}
+fn default_max_header() -> usize {
+    16384
+}
+fn default_max_connections() -> usize {
+    10000
 }
 
 /// An active health check (HAProxy `check inter … rise … fall …`).

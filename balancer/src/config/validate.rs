@@ -41,7 +41,7 @@ pub(super) fn check(config: &Config) -> Result<(), (usize, String)> {
         let mut mine = HashSet::new();
         for (j, b) in vip.backends.iter().enumerate() {
             let ip = *b.address.get_ref();
-            if b.port.is_some_and(|p| p != addr.port()) {
+            if vip.l7.is_none() && b.port.is_some_and(|p| p != addr.port()) {
                 return Err((
                     b.address.span().start,
                     format!(
@@ -68,12 +68,59 @@ pub(super) fn check(config: &Config) -> Result<(), (usize, String)> {
                 ));
             }
         }
+        if let Some(l7) = &vip.l7 {
+            l7_check(i, vip, l7)?;
+        }
         backends += vip.backends.len();
         if backends > MAX_BACKENDS as usize {
             return Err((
                 vip.address.span().start,
                 format!("too many backends in total: at most {MAX_BACKENDS}"),
             ));
+        }
+    }
+    Ok(())
+}
+
+fn l7_check(i: usize, vip: &super::Vip, l7: &super::L7) -> Result<(), (usize, String)> {
+    use super::StickyMode;
+    let at = vip.address.span().start;
+    if vip.protocol != super::Protocol::Tcp {
+        return Err((at, format!("vip[{i}].l7: HTTP needs protocol = \"tcp\"")));
+    }
+    if l7.sticky == StickyMode::Insert && l7.key_file.is_none() {
+        return Err((at, format!("vip[{i}].l7.key_file: insert mode signs its cookie; name a 0600 file with a random key")));
+    }
+    if l7.sticky == StickyMode::Hash
+        && l7.hash_on != "client"
+        && !(l7.hash_on.starts_with("cookie:") || l7.hash_on.starts_with("header:"))
+    {
+        return Err((at, format!("vip[{i}].l7.hash_on: `{}` is not `client`, `cookie:NAME` or `header:NAME`", l7.hash_on)));
+    }
+    if l7.max_attempts == 0 {
+        return Err((at, format!("vip[{i}].l7.max_attempts: at least 1")));
+    }
+    let mut routes = HashSet::new();
+    for (j, b) in vip.backends.iter().enumerate() {
+        let bat = b.address.span().start;
+        match &b.route {
+            Some(r) if r.is_empty() || r.contains(['.', ';', ',', ' ']) => {
+                return Err((bat, format!("vip[{i}].backend[{j}].route: `{r}` must be non-empty, without . ; , or spaces")));
+            }
+            Some(r) if !routes.insert(r.clone()) => {
+                return Err((bat, format!("vip[{i}].backend[{j}].route: `{r}` is used twice in this VIP")));
+            }
+            None if l7.sticky != StickyMode::Hash => {
+                return Err((bat, format!("vip[{i}].backend[{j}].route: sticky sessions need a route per backend (Tomcat's jvmRoute)")));
+            }
+            _ => {}
+        }
+    }
+    for (j, b) in vip.backends.iter().enumerate() {
+        if let Some(r) = &b.redirect {
+            if !routes.contains(r) {
+                return Err((b.address.span().start, format!("vip[{i}].backend[{j}].redirect: no backend has route `{r}`")));
+            }
         }
     }
     Ok(())
@@ -148,6 +195,19 @@ mod tests {
     fn an_l4_backend_on_another_port_is_refused() {
         let e = err("interfaces = [\"eth0\"]\n[[vip]]\naddress = \"10.0.0.1:80\"\n[[vip.backend]]\naddress = \"10.0.0.2\"\nport = 8080\n");
         assert!(e.starts_with("b.toml:5:") && e.contains("vip[0].backend[0].port"), "{e}");
+    }
+
+    #[test]
+    fn l7_vips_need_routes_and_a_key_for_insert_mode() {
+        let base = "interfaces = [\"eth0\"]\n[[vip]]\naddress = \"10.0.0.1:80\"\n";
+        let e = err(&format!("{base}[vip.l7]\nsticky = \"insert\"\n"));
+        assert!(e.contains("vip[0].l7.key_file"), "{e}");
+        let e = err(&format!("{base}[vip.l7]\nsticky = \"route-suffix\"\n[[vip.backend]]\naddress = \"10.0.0.2\"\n"));
+        assert!(e.contains("vip[0].backend[0].route") && e.starts_with("b.toml:7:"), "{e}");
+        let e = err(&format!(
+            "{base}[vip.l7]\nsticky = \"route-suffix\"\n[[vip.backend]]\naddress = \"10.0.0.2\"\nroute = \"t1\"\nredirect = \"t9\"\n"
+        ));
+        assert!(e.contains("redirect: no backend has route `t9`"), "{e}");
     }
 
     #[test]

@@ -149,6 +149,7 @@ fn edit(config: &mut Config, change: Request) -> Result<(), String> {
                 ring_size,
                 ignore_source_port,
                 health: None,
+                l7: None,
                 backends: Vec::new(),
             });
         }
@@ -172,6 +173,8 @@ fn edit(config: &mut Config, change: Request) -> Result<(), String> {
                 backup,
                 distance,
                 health: None,
+                redirect: None,
+                max: None,
             });
         }
         Request::BackendDel { vip, protocol, address } => {

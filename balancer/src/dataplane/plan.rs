@@ -130,6 +130,12 @@ pub fn plan(config: &Config, hops: &HashMap<IpAddr, NextHop>, ids: &Assigned, up
             },
             family: fam,
         };
+        if vip.l7.is_some() {
+            // Terminated by the daemon: the data path only passes its packets up.
+            let meta = VipMeta { id: vip_id, ring_size: 0, ring_gen: 0, forward: forward::LOCAL, flags: 0, _pad: [0; 2] };
+            vips.push(VipPlan { key, meta, ring: Vec::new() });
+            continue;
+        }
         let mut members = Vec::new();
         let states = effective(vip, |j| up(i, j));
         for (j, b) in vip.backends.iter().enumerate() {
