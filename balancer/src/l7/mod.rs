@@ -6,3 +6,4 @@
 
 pub mod cookie;
 pub mod route;
+pub mod select;

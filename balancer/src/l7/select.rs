@@ -1,0 +1,372 @@
+//! Which backend serves a request: the session's own when it can, else a failover target in a
+//! fixed order, else a new choice by the VIP's `lbmethod`.
+//!
+//! A backend can keep a session when it is `active` or `drain`, passes its health check, is not
+//! inside its `retry` window after a failed connection, and is under its `max`. It can take a
+//! new session only when `active` with weight, in the group that new sessions go to: the
+//! non-backup backends with the lowest distance among those available, or, when none is, the
+//! backups with the lowest distance.
+
+use std::{
+    net::SocketAddr,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU32, AtomicU64, Ordering::Relaxed},
+    },
+};
+
+use crate::config::{BackendState, LbMethod};
+
+/// Counters of one backend that outlive configuration changes.
+#[derive(Debug, Default)]
+pub struct Live {
+    /// Requests in flight.
+    pub inflight: AtomicU32,
+    /// Bytes transferred (both ways), for `bytraffic`.
+    pub bytes: AtomicU64,
+    /// Requests sent.
+    pub requests: AtomicU64,
+    /// Failed connections and broken responses.
+    pub errors: AtomicU64,
+    /// Left out of selection until this time (Unix ms) after a failure; 0 when not.
+    pub failed_until_ms: AtomicU64,
+}
+
+/// One backend as selection sees it.
+#[derive(Debug, Clone)]
+pub struct Member {
+    /// Where to connect.
+    pub addr: SocketAddr,
+    /// Its route (jvmRoute).
+    pub route: Option<String>,
+    /// Its replication domain.
+    pub domain: Option<String>,
+    /// The route to try first when it fails.
+    pub redirect: Option<String>,
+    /// Weight (lbfactor).
+    pub weight: u32,
+    /// Administrative state.
+    pub state: BackendState,
+    /// Backup flag.
+    pub backup: bool,
+    /// Distance group.
+    pub distance: u32,
+    /// Health-check result.
+    pub up: bool,
+    /// Most requests in flight.
+    pub max: Option<u32>,
+    /// Counters.
+    pub live: Arc<Live>,
+}
+
+/// What `choose` decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Choice {
+    /// The session's own backend.
+    Sticky(usize),
+    /// Another backend, because the session's is unavailable: the session moves.
+    Failover(usize),
+    /// A new session.
+    New(usize),
+}
+
+impl Choice {
+    /// The chosen member.
+    pub fn index(self) -> usize {
+        match self {
+            Choice::Sticky(i) | Choice::Failover(i) | Choice::New(i) => i,
+        }
+    }
+}
+
+/// Why no backend was chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unavailable {
+    /// The session's backend is unavailable and the VIP has `nofailover`.
+    NoFailover,
+    /// No backend can take the request.
+    NoBackend,
+}
+
+/// The backends of one L7 VIP.
+#[derive(Debug)]
+pub struct Pool {
+    members: Vec<Member>,
+    method: LbMethod,
+    nofailover: bool,
+    /// Smooth weighted round-robin state, per member.
+    rr: Mutex<Vec<i64>>,
+    /// Hash mode: a Maglev table of member indices.
+    table: Option<Vec<u32>>,
+}
+
+impl Pool {
+    /// A pool; `hash` builds the consistent-hash table from the members' weights.
+    pub fn new(members: Vec<Member>, method: LbMethod, nofailover: bool, hash: bool) -> Self {
+        let table = hash
+            .then(|| {
+                let ms: Vec<crate::maglev::Member> = members
+                    .iter()
+                    .map(|m| crate::maglev::Member {
+                        identity: m.addr.to_string().into_bytes(),
+                        weight: if m.state == BackendState::Active { m.weight } else { 0 },
+                    })
+                    .collect();
+                crate::maglev::build(&ms, crate::maglev::RingSize::new(4093).expect("prime"), crate::maglev::DEFAULT_SEED)
+                    .map(|t| t.slots().to_vec())
+            })
+            .flatten();
+        let rr = Mutex::new(vec![0; members.len()]);
+        Self { members, method, nofailover, rr, table }
+    }
+
+    /// The members, in configuration order.
+    pub fn members(&self) -> &[Member] {
+        &self.members
+    }
+
+    fn available(&self, i: usize, now_ms: u64) -> bool {
+        let m = &self.members[i];
+        m.up
+            && m.live.failed_until_ms.load(Relaxed) <= now_ms
+            && m.max.is_none_or(|max| m.live.inflight.load(Relaxed) < max)
+    }
+
+    fn keeps_sessions(&self, i: usize, now_ms: u64) -> bool {
+        matches!(self.members[i].state, BackendState::Active | BackendState::Drain) && self.available(i, now_ms)
+    }
+
+    fn takes_new(&self, i: usize, now_ms: u64) -> bool {
+        let m = &self.members[i];
+        m.state == BackendState::Active && m.weight > 0 && self.available(i, now_ms)
+    }
+
+    fn by_route(&self, route: &str) -> Option<usize> {
+        self.members.iter().position(|m| m.route.as_deref() == Some(route))
+    }
+
+    /// Picks the backend for a request whose session names `route` (if any), whose hash key is
+    /// `hash` (hash mode), leaving out `exclude` (backends this request already failed on).
+    ///
+    /// # Errors
+    /// `NoFailover` when the session's backend is unavailable and failover is off; `NoBackend`
+    /// when nothing can take it.
+    pub fn choose(&self, route: Option<&str>, hash: Option<u64>, exclude: &[usize], now_ms: u64) -> Result<Choice, Unavailable> {
+        let ok = |i: usize| !exclude.contains(&i);
+        if let Some(i) = route.and_then(|r| self.by_route(r)) {
+            if ok(i) && self.keeps_sessions(i, now_ms) {
+                return Ok(Choice::Sticky(i));
+            }
+            if self.nofailover {
+                return Err(Unavailable::NoFailover);
+            }
+            // 1. The failed backend's designated replacement.
+            if let Some(j) = self.members[i].redirect.as_deref().and_then(|r| self.by_route(r)) {
+                if ok(j) && self.keeps_sessions(j, now_ms) {
+                    return Ok(Choice::Failover(j));
+                }
+            }
+            // 2. A backend of the same replication domain, which has the session too.
+            if let Some(domain) = self.members[i].domain.as_deref() {
+                let same: Vec<usize> = (0..self.members.len())
+                    .filter(|&j| j != i && ok(j) && self.members[j].domain.as_deref() == Some(domain) && self.takes_new(j, now_ms))
+                    .collect();
+                if let Some(j) = self.by_method(&same) {
+                    return Ok(Choice::Failover(j));
+                }
+            }
+            // 3. Any backend, as for a new session.
+            return self.new_session(None, exclude, now_ms).map(|c| Choice::Failover(c.index()));
+        }
+        self.new_session(hash, exclude, now_ms)
+    }
+
+    fn new_session(&self, hash: Option<u64>, exclude: &[usize], now_ms: u64) -> Result<Choice, Unavailable> {
+        if let (Some(h), Some(table)) = (hash, &self.table) {
+            let i = table[(h % table.len() as u64) as usize] as usize;
+            if !exclude.contains(&i) && self.takes_new(i, now_ms) {
+                return Ok(Choice::New(i));
+            }
+        }
+        let candidates: Vec<usize> = (0..self.members.len()).filter(|&i| !exclude.contains(&i) && self.takes_new(i, now_ms)).collect();
+        let group = [false, true].into_iter().find_map(|backup| {
+            candidates
+                .iter()
+                .filter(|&&i| self.members[i].backup == backup)
+                .map(|&i| self.members[i].distance)
+                .min()
+                .map(|d| (backup, d))
+        });
+        let Some((backup, distance)) = group else { return Err(Unavailable::NoBackend) };
+        let in_group: Vec<usize> = candidates
+            .into_iter()
+            .filter(|&i| self.members[i].backup == backup && self.members[i].distance == distance)
+            .collect();
+        self.by_method(&in_group).map(Choice::New).ok_or(Unavailable::NoBackend)
+    }
+
+    /// The VIP's `lbmethod` over `candidates`.
+    fn by_method(&self, candidates: &[usize]) -> Option<usize> {
+        let weight = |i: usize| f64::from(self.members[i].weight.max(1));
+        match self.method {
+            LbMethod::Byrequests => {
+                // Smooth weighted round robin (nginx's): every candidate gains its weight, the
+                // richest is picked and pays the total back.
+                let mut rr = self.rr.lock().unwrap_or_else(|p| p.into_inner());
+                let total: i64 = candidates.iter().map(|&i| i64::from(self.members[i].weight)).sum();
+                let mut best = None;
+                for &i in candidates {
+                    rr[i] += i64::from(self.members[i].weight);
+                    if best.is_none_or(|b: usize| rr[i] > rr[b]) {
+                        best = Some(i);
+                    }
+                }
+                if let Some(b) = best {
+                    rr[b] -= total;
+                }
+                best
+            }
+            LbMethod::Bybusyness => candidates.iter().copied().min_by(|&a, &b| {
+                let load = |i: usize| f64::from(self.members[i].live.inflight.load(Relaxed) + 1) / weight(i);
+                load(a).total_cmp(&load(b))
+            }),
+            LbMethod::Bytraffic => candidates.iter().copied().min_by(|&a, &b| {
+                let load = |i: usize| self.members[i].live.bytes.load(Relaxed) as f64 / weight(i);
+                load(a).total_cmp(&load(b))
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn m(n: u8, route: &str, weight: u32) -> Member {
+        Member {
+            addr: SocketAddr::from(([10, 0, 0, n], 8080)),
+            route: Some(route.into()),
+            domain: None,
+            redirect: None,
+            weight,
+            state: BackendState::Active,
+            backup: false,
+            distance: 0,
+            up: true,
+            max: None,
+            live: Arc::new(Live::default()),
+        }
+    }
+
+    fn counts(pool: &Pool, n: usize) -> Vec<usize> {
+        let mut c = vec![0; pool.members().len()];
+        for _ in 0..n {
+            c[pool.choose(None, None, &[], 0).unwrap().index()] += 1;
+        }
+        c
+    }
+
+    #[test]
+    fn byrequests_gives_exact_weighted_shares_and_interleaves() {
+        let pool = Pool::new(vec![m(1, "a", 1), m(2, "b", 2), m(3, "c", 3)], LbMethod::Byrequests, false, false);
+        assert_eq!(counts(&pool, 600), [100, 200, 300]);
+        let seq: Vec<usize> = (0..6).map(|_| pool.choose(None, None, &[], 0).unwrap().index()).collect();
+        assert_eq!(seq, [2, 1, 0, 2, 1, 2], "smooth: no long runs on one backend");
+    }
+
+    #[test]
+    fn bybusyness_prefers_the_least_loaded_relative_to_weight() {
+        let pool = Pool::new(vec![m(1, "a", 1), m(2, "b", 2)], LbMethod::Bybusyness, false, false);
+        pool.members()[0].live.inflight.store(1, Relaxed);
+        pool.members()[1].live.inflight.store(2, Relaxed);
+        // a: (1+1)/1 = 2, b: (2+1)/2 = 1.5
+        assert_eq!(pool.choose(None, None, &[], 0), Ok(Choice::New(1)));
+    }
+
+    #[test]
+    fn bytraffic_prefers_the_backend_that_moved_fewest_bytes_per_weight() {
+        let pool = Pool::new(vec![m(1, "a", 1), m(2, "b", 1)], LbMethod::Bytraffic, false, false);
+        pool.members()[0].live.bytes.store(5000, Relaxed);
+        assert_eq!(pool.choose(None, None, &[], 0), Ok(Choice::New(1)));
+    }
+
+    #[test]
+    fn a_drained_backend_keeps_its_sessions_but_gets_no_new_ones() {
+        let mut a = m(1, "a", 1);
+        a.state = BackendState::Drain;
+        let pool = Pool::new(vec![a, m(2, "b", 1)], LbMethod::Byrequests, false, false);
+        assert_eq!(pool.choose(Some("a"), None, &[], 0), Ok(Choice::Sticky(0)));
+        assert_eq!(counts(&pool, 10), [0, 10]);
+    }
+
+    #[test]
+    fn failover_goes_to_redirect_then_domain_then_anyone() {
+        let mut a = m(1, "a", 1);
+        a.domain = Some("d1".into());
+        a.redirect = Some("c".into());
+        a.up = false;
+        let mut b = m(2, "b", 1);
+        b.domain = Some("d1".into());
+        let c = m(3, "c", 1);
+        let d = m(4, "d", 1);
+        let pool = Pool::new(vec![a, b, c, d], LbMethod::Byrequests, false, false);
+        assert_eq!(pool.choose(Some("a"), None, &[], 0), Ok(Choice::Failover(2)), "redirect first");
+        assert_eq!(pool.choose(Some("a"), None, &[2], 0), Ok(Choice::Failover(1)), "then the same domain");
+        assert_eq!(pool.choose(Some("a"), None, &[1, 2], 0), Ok(Choice::Failover(3)), "then anyone");
+        assert_eq!(pool.choose(Some("a"), None, &[1, 2, 3], 0), Err(Unavailable::NoBackend));
+    }
+
+    #[test]
+    fn nofailover_answers_unavailable_instead_of_moving_the_session() {
+        let mut a = m(1, "a", 1);
+        a.up = false;
+        let pool = Pool::new(vec![a, m(2, "b", 1)], LbMethod::Byrequests, true, false);
+        assert_eq!(pool.choose(Some("a"), None, &[], 0), Err(Unavailable::NoFailover));
+        assert_eq!(pool.choose(None, None, &[], 0), Ok(Choice::New(1)), "new sessions still work");
+    }
+
+    #[test]
+    fn an_unknown_route_is_a_new_session() {
+        let pool = Pool::new(vec![m(1, "a", 1)], LbMethod::Byrequests, true, false);
+        assert_eq!(pool.choose(Some("zz"), None, &[], 0), Ok(Choice::New(0)));
+    }
+
+    #[test]
+    fn backups_take_new_sessions_only_when_no_primary_is_available() {
+        let mut bk = m(3, "c", 1);
+        bk.backup = true;
+        let pool = Pool::new(vec![m(1, "a", 1), m(2, "b", 1), bk], LbMethod::Byrequests, false, false);
+        assert_eq!(counts(&pool, 10)[2], 0);
+        let now = 1_000;
+        for i in 0..2 {
+            pool.members()[i].live.failed_until_ms.store(now + 60_000, Relaxed);
+        }
+        assert_eq!(pool.choose(None, None, &[], now), Ok(Choice::New(2)), "primaries in their retry window");
+        assert_eq!(pool.choose(None, None, &[], now + 60_000), Ok(Choice::New(0)), "retry window over");
+    }
+
+    #[test]
+    fn lowest_distance_group_first_and_max_caps_a_backend() {
+        let mut far = m(2, "b", 1);
+        far.distance = 1;
+        let mut near = m(1, "a", 1);
+        near.max = Some(1);
+        let pool = Pool::new(vec![near, far], LbMethod::Byrequests, false, false);
+        assert_eq!(pool.choose(None, None, &[], 0), Ok(Choice::New(0)));
+        pool.members()[0].live.inflight.store(1, Relaxed);
+        assert_eq!(pool.choose(None, None, &[], 0), Ok(Choice::New(1)), "at its max: the next group");
+    }
+
+    #[test]
+    fn hash_mode_is_consistent_for_a_key() {
+        let pool = Pool::new(vec![m(1, "a", 1), m(2, "b", 1), m(3, "c", 1)], LbMethod::Byrequests, false, true);
+        for key in [1u64, 99, 12345, u64::MAX] {
+            let first = pool.choose(None, Some(key), &[], 0).unwrap();
+            for _ in 0..5 {
+                assert_eq!(pool.choose(None, Some(key), &[], 0).unwrap(), first);
+            }
+        }
+        let spread: std::collections::HashSet<usize> = (0..300u64).map(|k| pool.choose(None, Some(k * 7919), &[], 0).unwrap().index()).collect();
+        assert_eq!(spread.len(), 3);
+    }
+}
