@@ -47,6 +47,7 @@ pub struct Daemon {
     hops: HashMap<IpAddr, NextHop>,
     health: Scheduler,
     down: HashSet<BackendKey>,
+    l7: crate::l7::server::Runtime,
     flips: mpsc::UnboundedReceiver<Flip>,
     flips_tx: mpsc::UnboundedSender<Flip>,
     /// The ids and tables last written, for `status` and `flow`.
@@ -104,6 +105,7 @@ impl Daemon {
             hops: HashMap::new(),
             health: Scheduler::default(),
             down: HashSet::new(),
+            l7: crate::l7::server::Runtime::default(),
             flips,
             flips_tx,
             last: (Assigned { vips: Vec::new(), backends: Vec::new() }, Plan::default()),
@@ -165,6 +167,7 @@ impl Daemon {
         let p = plan::plan(config, &self.hops, &assigned, up);
         let report = sync::apply(&mut self.dp, &p).context("programming the maps")?;
         self.last = (assigned, p);
+        self.l7.sync(config, up).map_err(|e| anyhow::anyhow!(e))?;
         for (vip, moved) in report.moved {
             match moved {
                 Some(n) => info!(vip, moved_slots = n, cause, "table rebuilt"),

@@ -102,3 +102,53 @@ impl HttpConn {
         }
     }
 }
+
+/// An application server like Tomcat with a `jvmRoute`: answers `NAME cookie=… xff=…` (the
+/// `Cookie` and `X-Forwarded-For` it received) and, when the request has no session, sets
+/// `JSESSIONID=<random>.<route>`. Listens on the host's own address.
+const APP: &str = r#"
+import http.server, secrets, socketserver, sys
+port, name, route = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_GET(self):
+        cookie = self.headers.get("Cookie") or ""
+        body = f"{name} cookie={cookie} xff={self.headers.get('X-Forwarded-For', '')}\n".encode()
+        self.send_response(200)
+        if "JSESSIONID=" not in cookie and route != "-":
+            self.send_header("Set-Cookie", f"JSESSIONID={secrets.token_hex(8)}.{route}; Path=/")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *args):
+        pass
+class S(socketserver.ThreadingMixIn, http.server.HTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+S(("0.0.0.0", port), H).serve_forever()
+"#;
+
+/// A running [`APP`] server; stops on drop.
+#[derive(Debug)]
+pub struct AppServer {
+    /// The process.
+    pub proc: Proc,
+}
+
+impl AppServer {
+    /// Starts the app on `host`, port `port`, answering as `name` with sessions routed to
+    /// `route` (`-` for none).
+    pub fn start(host: &Host, name: &str, route: &str, port: u16) -> Self {
+        let script = std::env::temp_dir().join(format!("{}-app.py", host.ns.name()));
+        std::fs::write(&script, APP).expect("write app script");
+        let proc = host.ns.spawn(&["python3", script.to_str().unwrap(), &port.to_string(), name, route]);
+        let url = format!("http://{}:{port}/", host.ip);
+        for _ in 0..100 {
+            if host.ns.output(&["curl", "-sf", "--max-time", "1", &url]).status.success() {
+                return Self { proc };
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("app server {name} did not start:\n{}", proc.log());
+    }
+}

@@ -100,6 +100,12 @@ fn l7_check(i: usize, vip: &super::Vip, l7: &super::L7) -> Result<(), (usize, St
     if l7.max_attempts == 0 {
         return Err((at, format!("vip[{i}].l7.max_attempts: at least 1")));
     }
+    if l7.max_header_bytes < 8192 {
+        return Err((at, format!("vip[{i}].l7.max_header_bytes: at least 8192")));
+    }
+    if l7.max_connections == 0 || l7.header_timeout_ms == 0 || l7.connect_timeout_ms == 0 || l7.response_timeout_ms == 0 {
+        return Err((at, format!("vip[{i}].l7: limits and timeouts must be above 0")));
+    }
     let mut routes = HashSet::new();
     for (j, b) in vip.backends.iter().enumerate() {
         let bat = b.address.span().start;
@@ -117,11 +123,10 @@ fn l7_check(i: usize, vip: &super::Vip, l7: &super::L7) -> Result<(), (usize, St
         }
     }
     for (j, b) in vip.backends.iter().enumerate() {
-        if let Some(r) = &b.redirect {
-            if !routes.contains(r) {
+        if let Some(r) = &b.redirect
+            && !routes.contains(r) {
                 return Err((b.address.span().start, format!("vip[{i}].backend[{j}].redirect: no backend has route `{r}`")));
             }
-        }
     }
     Ok(())
 }

@@ -5,5 +5,7 @@
 //! `select` picks backends (sticky, failover, new sessions), `proxy` forwards requests.
 
 pub mod cookie;
+pub mod proxy;
 pub mod route;
+pub mod server;
 pub mod select;

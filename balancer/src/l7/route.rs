@@ -2,33 +2,38 @@
 //! `JSESSIONID=<id>.<route>` in a cookie, or `;jsessionid=<id>.<route>` in the URL path when the
 //! client refuses cookies. The route is what follows the last dot.
 
-/// The route in the first of `names` found among the request's `Cookie` headers, else in a
-/// `;name=` path parameter of `path`. Cookie names compare exactly (as servlet containers do);
-/// the path parameter name without regard to case.
+/// The route in a `;name=` path parameter of `path`, else in the first of `names` found among
+/// the request's `Cookie` headers. The URL comes first, as in mod_jk and mod_proxy_balancer: an
+/// application that rewrote the URL did so on purpose. Cookie names compare exactly (as servlet
+/// containers do); the path parameter name without regard to case.
 pub fn find<'a>(cookie_headers: impl Iterator<Item = &'a str> + Clone, path: &'a str, names: &[String]) -> Option<&'a str> {
+    if let Some(r) = path_param(path, names) {
+        return Some(r);
+    }
     for name in names {
         for header in cookie_headers.clone() {
             for pair in header.split(';') {
-                if let Some((k, v)) = pair.trim().split_once('=') {
-                    if k == name {
-                        if let Some(r) = route_of(v.trim_matches('"')) {
+                if let Some((k, v)) = pair.trim().split_once('=')
+                    && k == name
+                        && let Some(r) = route_of(v.trim_matches('"')) {
                             return Some(r);
                         }
-                    }
-                }
             }
         }
     }
+    None
+}
+
+fn path_param<'a>(path: &'a str, names: &[String]) -> Option<&'a str> {
     let path = path.split(['?', '#']).next().unwrap_or("");
     for param in path.split(';').skip(1) {
-        if let Some((k, v)) = param.split_once('=') {
-            if names.iter().any(|n| n.eq_ignore_ascii_case(k)) {
+        if let Some((k, v)) = param.split_once('=')
+            && names.iter().any(|n| n.eq_ignore_ascii_case(k)) {
                 let v = v.split('/').next().unwrap_or("");
                 if let Some(r) = route_of(v) {
                     return Some(r);
                 }
             }
-        }
     }
     None
 }
@@ -71,6 +76,11 @@ mod tests {
         let php = vec!["PHPSESSID".to_owned()];
         assert_eq!(find(["PHPSESSID=abc.web7"].iter().copied(), "/", &php), Some("web7"));
         assert_eq!(find(["JSESSIONID=abc.web7"].iter().copied(), "/", &php), None);
+    }
+
+    #[test]
+    fn the_path_parameter_wins_over_the_cookie() {
+        assert_eq!(find(["JSESSIONID=a.r1"].iter().copied(), "/x;jsessionid=b.r2", &names()), Some("r2"));
     }
 
     #[test]

@@ -161,11 +161,10 @@ impl Pool {
                 return Err(Unavailable::NoFailover);
             }
             // 1. The failed backend's designated replacement.
-            if let Some(j) = self.members[i].redirect.as_deref().and_then(|r| self.by_route(r)) {
-                if ok(j) && self.keeps_sessions(j, now_ms) {
+            if let Some(j) = self.members[i].redirect.as_deref().and_then(|r| self.by_route(r))
+                && ok(j) && self.keeps_sessions(j, now_ms) {
                     return Ok(Choice::Failover(j));
                 }
-            }
             // 2. A backend of the same replication domain, which has the session too.
             if let Some(domain) = self.members[i].domain.as_deref() {
                 let same: Vec<usize> = (0..self.members.len())

@@ -273,11 +273,10 @@ fn part4(report: &mut String) {
         for e in dir.flatten() {
             let info = std::fs::read_to_string(e.path()).unwrap_or_default();
             let field = |k: &str| info.lines().find_map(|l| l.strip_prefix(k).map(|v| v.trim().to_owned()));
-            if let (Some(id), Some(bytes)) = (field("map_id:"), field("memlock:")) {
-                if seen.insert(id) {
+            if let (Some(id), Some(bytes)) = (field("map_id:"), field("memlock:"))
+                && seen.insert(id) {
                     memlock += bytes.parse::<u64>().unwrap_or(0);
                 }
-            }
         }
     }
     writeln!(report, "| BPF map memory, default sizes (memlock of the daemon's maps) | {:.1} MiB | | |", memlock as f64 / (1 << 20) as f64).unwrap();

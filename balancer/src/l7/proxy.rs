@@ -1,0 +1,277 @@
+//! Forwarding one request: find its session, choose a backend, send it, and mark the response
+//! with the session's cookie in insert mode.
+
+use std::{
+    convert::Infallible,
+    net::SocketAddr,
+    sync::{Arc, atomic::Ordering::Relaxed},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use arc_swap::ArcSwap;
+use http_body_util::{BodyExt as _, Empty, Full, combinators::BoxBody};
+use hyper::{
+    Method, Request, Response, StatusCode,
+    body::{Bytes, Incoming},
+    header::{self, HeaderMap, HeaderValue},
+};
+use hyper_util::client::legacy::{Client, connect::HttpConnector};
+use tracing::{debug, warn};
+
+use super::{
+    cookie::Signer,
+    route,
+    select::{Choice, Pool, Unavailable},
+};
+use crate::config::{L7, StickyMode};
+
+/// Bodies the proxy sends either way.
+pub type Body = BoxBody<Bytes, hyper::Error>;
+
+/// One L7 VIP as requests see it; replaced whole (never mutated) when configuration or health
+/// changes.
+pub struct Vip {
+    /// The VIP's address.
+    pub address: SocketAddr,
+    /// Its settings.
+    pub l7: L7,
+    /// Its backends.
+    pub pool: Pool,
+    /// Insert mode's cookie signer.
+    pub signer: Option<Signer>,
+    /// Pooled keep-alive connections to its backends.
+    pub client: Client<HttpConnector, Body>,
+}
+
+fn now() -> Duration {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default()
+}
+
+fn text(status: StatusCode, msg: &str) -> Response<Body> {
+    let mut r = Response::new(Full::new(Bytes::from(format!("{msg}\n"))).map_err(|never| match never {}).boxed());
+    *r.status_mut() = status;
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    r
+}
+
+/// The values of cookie `name` in `headers`.
+fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok()).flat_map(|h| h.split(';')).find_map(|pair| {
+        let (k, v) = pair.trim().split_once('=')?;
+        (k == name).then_some(v)
+    })
+}
+
+/// `headers`' Cookie headers without cookie `name` (the backend never sees our cookie).
+fn strip_cookie(headers: &mut HeaderMap, name: &str) {
+    let kept: Vec<String> = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .map(|h| h.split(';').map(str::trim).filter(|p| p.split_once('=').is_none_or(|(k, _)| k != name)).collect::<Vec<_>>().join("; "))
+        .filter(|h| !h.is_empty())
+        .collect();
+    headers.remove(header::COOKIE);
+    for h in kept {
+        if let Ok(v) = HeaderValue::from_str(&h) {
+            headers.append(header::COOKIE, v);
+        }
+    }
+}
+
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+}
+
+/// Serves one request from `client` (the peer address) on `vip`.
+pub async fn handle(req: Request<Incoming>, vip: Arc<ArcSwap<Vip>>, client: SocketAddr) -> Result<Response<Body>, Infallible> {
+    let v = vip.load_full();
+    let l7 = &v.l7;
+    let t = now();
+    let (secs, ms) = (t.as_secs(), t.as_millis() as u64);
+
+    // The session, if the request carries one.
+    let affinity = match (l7.sticky, &v.signer) {
+        (StickyMode::Insert, Some(signer)) => cookie(req.headers(), &l7.cookie).and_then(|c| match signer.verify(c, secs) {
+            Ok(a) => Some(a),
+            Err(why) => {
+                debug!(?why, "affinity cookie ignored");
+                None
+            }
+        }),
+        _ => None,
+    };
+    let suffix_route = (l7.sticky == StickyMode::RouteSuffix)
+        .then(|| {
+            let cookies: Vec<&str> = req.headers().get_all(header::COOKIE).iter().filter_map(|h| h.to_str().ok()).collect();
+            route::find(cookies.iter().copied(), req.uri().path(), &l7.session_cookies).map(str::to_owned)
+        })
+        .flatten();
+    let route: Option<String> = affinity.as_ref().map(|a| a.route.clone()).or(suffix_route);
+    let hash = (l7.sticky == StickyMode::Hash).then(|| {
+        if let Some(name) = l7.hash_on.strip_prefix("cookie:") {
+            fnv1a(cookie(req.headers(), name).unwrap_or("").as_bytes())
+        } else if let Some(name) = l7.hash_on.strip_prefix("header:") {
+            fnv1a(req.headers().get(name).map_or(&[][..], |h| h.as_bytes()))
+        } else {
+            fnv1a(client.ip().to_string().as_bytes())
+        }
+    });
+
+    // What the backend gets: forwarded-for headers, our cookie removed in indirect mode.
+    let (mut parts, body) = req.into_parts();
+    let host = parts.headers.get(header::HOST).and_then(|h| h.to_str().ok()).map(str::to_owned);
+    if l7.sticky == StickyMode::Insert && l7.indirect {
+        strip_cookie(&mut parts.headers, &l7.cookie);
+    }
+    let xff = match parts.headers.get("x-forwarded-for").and_then(|h| h.to_str().ok()) {
+        Some(prev) => format!("{prev}, {}", client.ip()),
+        None => client.ip().to_string(),
+    };
+    parts.headers.insert("x-forwarded-for", HeaderValue::from_str(&xff).expect("an address is a valid header"));
+    parts.headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+    if let Some(h) = &host
+        && let Ok(v) = HeaderValue::from_str(h) {
+            parts.headers.insert("x-forwarded-host", v);
+        }
+    if l7.via {
+        parts.headers.append(header::VIA, HeaderValue::from_static("1.1 balancer"));
+    }
+    let bodiless = parts.headers.get(header::CONTENT_LENGTH).is_none_or(|l| l.as_bytes() == b"0")
+        && parts.headers.get(header::TRANSFER_ENCODING).is_none();
+    let retryable = bodiless && matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::DELETE);
+    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
+
+    let mut body = Some(body.boxed());
+    let mut exclude = Vec::new();
+    for attempt in 0..l7.max_attempts.max(1) {
+        let choice = match v.pool.choose(route.as_deref(), hash, &exclude, ms) {
+            Ok(c) => c,
+            Err(Unavailable::NoFailover) => {
+                return Ok(text(StatusCode::SERVICE_UNAVAILABLE, "the server holding this session is unavailable"));
+            }
+            Err(Unavailable::NoBackend) => {
+                let msg = if exclude.is_empty() { "no backend is available" } else { "no backend could be reached" };
+                return Ok(text(StatusCode::SERVICE_UNAVAILABLE, msg));
+            }
+        };
+        let i = choice.index();
+        let member = &v.pool.members()[i];
+        let mut up = Request::from_parts(parts.clone(), body.take().unwrap_or_else(|| Empty::new().map_err(|n| match n {}).boxed()));
+        *up.uri_mut() = format!("http://{}{path}", member.addr).parse().expect("address and path form a URI");
+        let live = member.live.clone();
+        live.inflight.fetch_add(1, Relaxed);
+        live.requests.fetch_add(1, Relaxed);
+        let result = tokio::time::timeout(Duration::from_millis(l7.response_timeout_ms), v.client.request(up)).await;
+        live.inflight.fetch_sub(1, Relaxed);
+        let failed = |why: &str| {
+            live.errors.fetch_add(1, Relaxed);
+            live.failed_until_ms.store(ms + l7.retry_s * 1000, Relaxed);
+            warn!(backend = %member.addr, attempt, "{why}; left out for {} s", l7.retry_s);
+        };
+        let resp = match result {
+            Err(_) => {
+                live.errors.fetch_add(1, Relaxed);
+                return Ok(text(StatusCode::GATEWAY_TIMEOUT, "the backend did not answer in time"));
+            }
+            Ok(Err(e)) => {
+                // Nothing was received: a failed connect never sent the body, and a request
+                // without one can go elsewhere as long as it is idempotent.
+                let connect = e.is_connect();
+                failed(if connect { "connect failed" } else { "connection broke before a response" });
+                if connect || retryable {
+                    exclude.push(i);
+                    if connect && !bodiless && attempt + 1 < l7.max_attempts {
+                        // The body went with the failed attempt's request; it cannot be resent.
+                        return Ok(text(StatusCode::BAD_GATEWAY, "the backend could not be reached"));
+                    }
+                    continue;
+                }
+                return Ok(text(StatusCode::BAD_GATEWAY, "the backend's connection broke"));
+            }
+            Ok(Ok(r)) => r,
+        };
+        let length = |h: &HeaderMap| h.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok()).unwrap_or(0);
+        live.bytes.fetch_add(length(&parts.headers) + length(resp.headers()), Relaxed);
+        let (mut rparts, rbody) = resp.into_parts();
+        rewrite_location(&mut rparts.headers, member.addr, host.as_deref());
+        if let (StickyMode::Insert, Some(signer), Some(r)) = (l7.sticky, &v.signer, &member.route) {
+            let set = match (&choice, &affinity) {
+                (Choice::Sticky(_), Some(a)) if signer.needs_refresh(a, secs) => Some(signer.sign(r, a.issued, secs)),
+                (Choice::Sticky(_), Some(_)) => None,
+                _ => Some(signer.sign(r, secs, secs)),
+            };
+            if let Some(value) = set {
+                if let Ok(h) = HeaderValue::from_str(&set_cookie(l7, &value)) {
+                    rparts.headers.append(header::SET_COOKIE, h);
+                }
+                if l7.nocache {
+                    rparts.headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("private, no-cache=\"set-cookie\""));
+                }
+            }
+        }
+        return Ok(Response::from_parts(rparts, rbody.boxed()));
+    }
+    Ok(text(StatusCode::BAD_GATEWAY, "no backend could be reached"))
+}
+
+/// `Set-Cookie` for our affinity cookie.
+fn set_cookie(l7: &L7, value: &str) -> String {
+    let mut c = format!("{}={value}; Path={}", l7.cookie, l7.path);
+    if let Some(d) = &l7.domain {
+        c.push_str(&format!("; Domain={d}"));
+    }
+    if let Some(life) = l7.max_life_s {
+        c.push_str(&format!("; Max-Age={life}"));
+    }
+    if l7.httponly {
+        c.push_str("; HttpOnly");
+    }
+    if l7.secure {
+        c.push_str("; Secure");
+    }
+    if let Some(s) = &l7.samesite {
+        c.push_str(&format!("; SameSite={s}"));
+    }
+    c
+}
+
+/// `Location`/`Content-Location` naming the backend's own address point back at the VIP's host
+/// (Apache's ProxyPassReverse).
+fn rewrite_location(headers: &mut HeaderMap, backend: SocketAddr, host: Option<&str>) {
+    let Some(host) = host else { return };
+    let prefix = format!("http://{backend}");
+    for name in [header::LOCATION, header::CONTENT_LOCATION] {
+        let Some(v) = headers.get(&name).and_then(|v| v.to_str().ok()) else { continue };
+        if let Some(rest) = v.strip_prefix(&prefix)
+            && let Ok(nv) = HeaderValue::from_str(&format!("http://{host}{rest}")) {
+                headers.insert(name, nv);
+            }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn our_cookie_is_stripped_and_others_kept() {
+        let mut h = HeaderMap::new();
+        h.append(header::COOKIE, HeaderValue::from_static("a=1; BALANCERID=x.1.1.s; b=2"));
+        h.append(header::COOKIE, HeaderValue::from_static("BALANCERID=y"));
+        strip_cookie(&mut h, "BALANCERID");
+        let all: Vec<&str> = h.get_all(header::COOKIE).iter().map(|v| v.to_str().unwrap()).collect();
+        assert_eq!(all, ["a=1; b=2"]);
+    }
+
+    #[test]
+    fn location_pointing_at_the_backend_points_at_the_vip() {
+        let mut h = HeaderMap::new();
+        h.insert(header::LOCATION, HeaderValue::from_static("http://10.0.0.2:8080/login?next=/"));
+        rewrite_location(&mut h, "10.0.0.2:8080".parse().unwrap(), Some("shop.example"));
+        assert_eq!(h[header::LOCATION], "http://shop.example/login?next=/");
+        h.insert(header::LOCATION, HeaderValue::from_static("https://other.example/"));
+        rewrite_location(&mut h, "10.0.0.2:8080".parse().unwrap(), Some("shop.example"));
+        assert_eq!(h[header::LOCATION], "https://other.example/");
+    }
+}

@@ -1,0 +1,230 @@
+//! The L7 sticky layer end to end: a client, the balancer terminating HTTP on the VIP, and
+//! application servers that set Tomcat-style session cookies.
+
+use std::{os::unix::fs::PermissionsExt as _, path::PathBuf, time::Duration};
+
+use balancer_tests::{
+    backend::AppServer,
+    daemon::Daemon,
+    netns::{Lan, Netns},
+    require_root,
+};
+
+const VIP: &str = "198.51.100.10";
+
+struct Setup {
+    lan: Lan,
+    apps: Vec<Option<AppServer>>,
+    daemon: Daemon,
+    key: PathBuf,
+}
+
+impl Drop for Setup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.key);
+    }
+}
+
+/// be1 (route r1) and be2 (r2) in domain d1; be3 (r3) in domain d2 at distance 1, so new
+/// sessions go to be1 and be2 only.
+fn setup(l7: &str) -> Setup {
+    let lan = Lan::new(&["client", "lb", "be1", "be2", "be3"]);
+    let apps = (2..5).map(|h| Some(AppServer::start(&lan.hosts[h], &format!("be{}", h - 1), &format!("r{}", h - 1), 8080))).collect();
+    lan.hosts[1].ns.run(&["ip", "addr", "add", &format!("{VIP}/32"), "dev", "lo"]);
+    lan.hosts[0].ns.run(&["ip", "route", "add", &format!("{VIP}/32"), "via", "198.18.0.2"]);
+    let key = std::env::temp_dir().join(format!("{}-cookie.key", lan.hosts[1].ns.name()));
+    std::fs::write(&key, "k3y-for-the-l7-tests-0123456789").unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let config = format!(
+        "interfaces = [\"eth0\"]\n[[vip]]\naddress = \"{VIP}:80\"\n[vip.l7]\nkey_file = \"{}\"\n{l7}\n\
+         [[vip.backend]]\naddress = \"198.18.0.3\"\nport = 8080\nroute = \"r1\"\ndomain = \"d1\"\n\
+         [[vip.backend]]\naddress = \"198.18.0.4\"\nport = 8080\nroute = \"r2\"\ndomain = \"d1\"\n\
+         [[vip.backend]]\naddress = \"198.18.0.5\"\nport = 8080\nroute = \"r3\"\ndomain = \"d2\"\ndistance = 1\n",
+        key.display()
+    );
+    let daemon = Daemon::start(&lan.hosts[1].ns, &config, "info");
+    Setup { lan, apps, daemon, key }
+}
+
+/// A client with its own cookie jar.
+struct Browser<'a> {
+    ns: &'a Netns,
+    jar: PathBuf,
+}
+
+impl<'a> Browser<'a> {
+    fn new(ns: &'a Netns, name: &str) -> Self {
+        let jar = std::env::temp_dir().join(format!("{}-{name}.jar", ns.name()));
+        let _ = std::fs::remove_file(&jar);
+        Self { ns, jar }
+    }
+
+    /// GET `path` with the jar; returns (status, headers, body).
+    fn get(&self, path: &str, extra: &[&str]) -> (u16, String, String) {
+        let url = format!("http://{VIP}{path}");
+        let jar = self.jar.to_str().unwrap();
+        let mut argv = vec!["curl", "-s", "--max-time", "5", "-D", "-", "-c", jar, "-b", jar];
+        argv.extend_from_slice(extra);
+        argv.push(&url);
+        let out = self.ns.output(&argv);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+        let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+        (status, head.to_owned(), body.to_owned())
+    }
+
+    /// The backend that answered.
+    fn who(&self, path: &str) -> String {
+        let (status, head, body) = self.get(path, &[]);
+        assert_eq!(status, 200, "{head}\n{body}");
+        body.split_whitespace().next().unwrap_or("").to_owned()
+    }
+}
+
+impl Drop for Browser<'_> {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.jar);
+    }
+}
+
+#[test]
+fn insert_mode_keeps_a_cookie_jar_on_one_backend_and_hides_the_cookie_from_it() {
+    require_root!();
+    let s = setup("sticky = \"insert\"");
+    let b = Browser::new(&s.lan.hosts[0].ns, "one");
+    let (status, head, body) = b.get("/", &[]);
+    assert_eq!(status, 200, "{head}{body}");
+    assert!(head.to_ascii_lowercase().contains("set-cookie: balancerid="), "{head}");
+    assert!(head.to_ascii_lowercase().contains("cache-control: private"), "nocache: {head}");
+    assert!(body.contains("xff=198.18.0.1"), "X-Forwarded-For: {body}");
+    let first = body.split_whitespace().next().unwrap().to_owned();
+    for i in 0..50 {
+        let (_, head, body) = b.get("/", &[]);
+        assert!(body.starts_with(&first), "request {i} went elsewhere: {body}");
+        assert!(!body.contains("BALANCERID"), "indirect: the backend must not see our cookie: {body}");
+        assert!(!head.to_ascii_lowercase().contains("set-cookie: balancerid="), "no new cookie on a sticky hit: {head}");
+    }
+    // Other clients spread over the two backends of the nearest group.
+    let mut seen = std::collections::HashSet::new();
+    for i in 0..10 {
+        seen.insert(Browser::new(&s.lan.hosts[0].ns, &format!("c{i}")).who("/"));
+    }
+    assert_eq!(seen, ["be1".to_owned(), "be2".to_owned()].into_iter().collect());
+}
+
+#[test]
+fn a_forged_cookie_is_ignored_and_replaced() {
+    require_root!();
+    let s = setup("sticky = \"insert\"");
+    for (i, forged) in ["r3.1.1.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", "r3", "r1.9999999999.9999999999.x"].iter().enumerate() {
+        let b = Browser::new(&s.lan.hosts[0].ns, &format!("forger{i}"));
+        let (status, head, body) = b.get("/", &["-H", &format!("Cookie: BALANCERID={forged}")]);
+        assert_eq!(status, 200);
+        assert!(!body.starts_with("be3"), "a forged cookie must not steer: {body}");
+        assert!(head.to_ascii_lowercase().contains("set-cookie: balancerid="), "a fresh assignment: {head}");
+    }
+}
+
+#[test]
+fn failover_moves_the_session_inside_its_domain_with_a_new_cookie() {
+    require_root!();
+    let mut s = setup("sticky = \"insert\"");
+    let b = Browser::new(&s.lan.hosts[0].ns, "fo");
+    let first = b.who("/");
+    let other = if first == "be1" { "be2" } else { "be1" };
+    s.apps[if first == "be1" { 0 } else { 1 }] = None; // its server dies
+    let (status, head, body) = b.get("/", &[]);
+    assert_eq!(status, 200, "the next request succeeds: {head}{body}");
+    assert!(body.starts_with(other), "same domain first: {body}");
+    assert!(head.to_ascii_lowercase().contains("set-cookie: balancerid="), "a new cookie: {head}");
+    for _ in 0..5 {
+        assert_eq!(b.who("/"), other, "and the session stays there");
+    }
+}
+
+#[test]
+fn nofailover_answers_503_when_the_session_backend_is_gone() {
+    require_root!();
+    let mut s = setup("sticky = \"insert\"\nnofailover = true");
+    let b = Browser::new(&s.lan.hosts[0].ns, "nf");
+    let first = b.who("/");
+    s.apps[if first == "be1" { 0 } else { 1 }] = None;
+    let (status, _, body) = b.get("/", &[]);
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("session"), "{body}");
+    assert_eq!(Browser::new(&s.lan.hosts[0].ns, "fresh").get("/", &[]).0, 200, "new sessions still work");
+}
+
+#[test]
+fn route_suffix_follows_the_applications_jsessionid_and_path_parameter() {
+    require_root!();
+    let s = setup("sticky = \"route-suffix\"");
+    let b = Browser::new(&s.lan.hosts[0].ns, "rs");
+    let first = b.who("/");
+    for _ in 0..20 {
+        assert_eq!(b.who("/"), first, "JSESSIONID=….route keeps the session");
+    }
+    let nojar = Browser::new(&s.lan.hosts[0].ns, "url");
+    for (route, name) in [("r1", "be1"), ("r2", "be2"), ("r3", "be3")] {
+        assert_eq!(nojar.who(&format!("/cart;jsessionid=ABC123.{route}?x=1")), name, "URL rewriting without cookies");
+    }
+}
+
+#[test]
+fn a_drained_backend_keeps_its_sessions_but_gets_no_new_ones() {
+    require_root!();
+    let s = setup("sticky = \"insert\"");
+    let b = Browser::new(&s.lan.hosts[0].ns, "dr");
+    let first = b.who("/");
+    let ip = if first == "be1" { "198.18.0.3" } else { "198.18.0.4" };
+    let out = s.daemon.ctl(&s.lan.hosts[1].ns, &["backend", "set", &format!("{VIP}:80"), ip, "--state", "drain"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for _ in 0..5 {
+        assert_eq!(b.who("/"), first, "the drained backend keeps its session");
+    }
+    for i in 0..10 {
+        assert_ne!(Browser::new(&s.lan.hosts[0].ns, &format!("n{i}")).who("/"), first, "no new session on a drained backend");
+    }
+}
+
+#[test]
+fn a_get_whose_backend_refuses_is_retried_on_another() {
+    require_root!();
+    let mut s = setup("sticky = \"insert\"\nmax_attempts = 2");
+    s.apps[0] = None; // be1 is down, and nothing has noticed yet
+    for i in 0..10 {
+        let (status, _, body) = Browser::new(&s.lan.hosts[0].ns, &format!("r{i}")).get("/", &[]);
+        assert_eq!(status, 200, "request {i}: {body}");
+        assert!(body.starts_with("be2"), "{body}");
+    }
+}
+
+#[test]
+fn a_slowloris_client_is_cut_off_while_others_are_served() {
+    require_root!();
+    let s = setup("sticky = \"insert\"\nheader_timeout_ms = 1000");
+    let client = &s.lan.hosts[0].ns;
+    let (cut_after, served) = client.in_thread(|| {
+        use std::io::{Read as _, Write as _};
+        let mut slow = std::net::TcpStream::connect((VIP, 80)).expect("connect");
+        slow.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let start = std::time::Instant::now();
+        slow.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").unwrap();
+        // Others are served meanwhile.
+        let mut served = 0;
+        for _ in 0..5 {
+            let mut c = std::net::TcpStream::connect((VIP, 80)).unwrap();
+            c.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+            let mut r = String::new();
+            c.read_to_string(&mut r).unwrap();
+            served += usize::from(r.starts_with("HTTP/1.1 200"));
+            let _ = slow.write_all(b"X-Slow: 1\r\n");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let mut rest = Vec::new();
+        let _ = slow.read_to_end(&mut rest);
+        (start.elapsed(), served)
+    });
+    assert_eq!(served, 5);
+    assert!(cut_after < Duration::from_secs(3), "cut off after {cut_after:?}");
+}
