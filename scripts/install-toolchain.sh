@@ -5,7 +5,8 @@
 #   bpfel-unknown-none (libstd-rust-web-dev-bpf): the toolchain that builds the XDP program.
 # - llvm-N-dev and bpf-linker 0.13.0 built against it, where N is the LLVM major version of
 #   Debian's rustc (`/usr/bin/rustc -vV`): bpf-linker must link the LLVM that rustc emits for.
-# - The tools the tests and the demo run: iproute2, bpftool, ethtool, curl, python3, nsenter.
+# - The tools the tests and the demo run: iproute2, bpftool, ethtool, curl, python3, nsenter, and
+#   Tomcat 10 and Jetty 9, the application servers the L7 tests balance.
 #
 # Needs root for apt (run with sudo). Userspace builds with the machine's rustup toolchain.
 set -euo pipefail
@@ -19,7 +20,7 @@ unset RUSTUP_TOOLCHAIN RUSTC RUSTDOC RUSTC_WRAPPER CARGO CARGO_TARGET_DIR RUSTFL
 export PATH="$HOME/.cargo/bin:$PATH"
 
 apt_packages=(rustc-web cargo-web rust-web-src libstd-rust-web-dev-bpf
-              iproute2 bpftool ethtool curl python3 util-linux procps)
+              iproute2 bpftool ethtool curl python3 util-linux procps tomcat10 jetty9)
 
 missing=()
 for p in "${apt_packages[@]}"; do

@@ -152,3 +152,91 @@ impl AppServer {
         panic!("app server {name} did not start:\n{}", proc.log());
     }
 }
+
+/// A real servlet container with a session route: Tomcat 10 (`jvmRoute`) or Jetty 9
+/// (`workerName`), from Debian's packages, serving a JSP that opens a session and prints the
+/// server's name. Runs from a private base directory; stops on drop.
+#[derive(Debug)]
+pub struct JavaServer {
+    /// The JVM.
+    pub proc: Proc,
+    base: PathBuf,
+}
+
+impl JavaServer {
+    /// Tomcat 10 on `host`:`port`, with `jvmRoute` = `route`.
+    pub fn tomcat(host: &Host, route: &str, port: u16) -> Self {
+        let base = std::env::temp_dir().join(format!("{}-tomcat", host.ns.name()));
+        let _ = std::fs::remove_dir_all(&base);
+        for d in ["conf", "logs", "temp", "work", "webapps/ROOT"] {
+            std::fs::create_dir_all(base.join(d)).expect("tomcat base");
+        }
+        for f in ["web.xml", "logging.properties"] {
+            std::fs::copy(format!("/etc/tomcat10/{f}"), base.join("conf").join(f)).expect("tomcat10's stock configuration");
+        }
+        std::fs::write(
+            base.join("conf/server.xml"),
+            format!(
+                r#"<Server port="-1" shutdown="SHUTDOWN"><Service name="Catalina">
+<Connector port="{port}" address="{ip}" protocol="HTTP/1.1" />
+<Engine name="Catalina" defaultHost="localhost" jvmRoute="{route}">
+<Host name="localhost" appBase="webapps" unpackWARs="false" autoDeploy="false" /></Engine></Service></Server>"#,
+                ip = host.ip
+            ),
+        )
+        .expect("server.xml");
+        Self::jsp(&base.join("webapps/ROOT"), route);
+        let mut cmd = host.ns.command(&["/usr/share/tomcat10/bin/catalina.sh", "run"]);
+        cmd.env("CATALINA_BASE", &base)
+            .env("CATALINA_HOME", "/usr/share/tomcat10")
+            .env("CATALINA_OPTS", "-Xmx96m -XX:TieredStopAtLevel=1");
+        Self::started(Proc::spawn(cmd, &format!("{}-tomcat", host.ns.name())), base, host, port)
+    }
+
+    /// Jetty 9 on `host`:`port`, with `workerName` = `route`.
+    pub fn jetty(host: &Host, route: &str, port: u16) -> Self {
+        let base = std::env::temp_dir().join(format!("{}-jetty", host.ns.name()));
+        let _ = std::fs::remove_dir_all(&base);
+        std::fs::create_dir_all(base.join("webapps/ROOT")).expect("jetty base");
+        std::fs::write(
+            base.join("start.ini"),
+            format!(
+                "--module=http,deploy,jsp,sessions\njetty.http.host={}\njetty.http.port={port}\n\
+                 jetty.sessionIdManager.workerName={route}\n",
+                host.ip
+            ),
+        )
+        .expect("start.ini");
+        Self::jsp(&base.join("webapps/ROOT"), route);
+        let home = "jetty.home=/usr/share/jetty9".to_owned();
+        let jbase = format!("jetty.base={}", base.display());
+        let mut cmd = host.ns.command(&["java", "-Xmx96m", "-XX:TieredStopAtLevel=1", "-jar", "/usr/share/jetty9/start.jar", &home, &jbase]);
+        cmd.current_dir(&base);
+        Self::started(Proc::spawn(cmd, &format!("{}-jetty", host.ns.name())), base, host, port)
+    }
+
+    fn jsp(root: &std::path::Path, name: &str) {
+        std::fs::write(root.join("index.jsp"), format!("<%@ page session=\"true\" %>{name} <%= session.getId() %>\n")).expect("index.jsp");
+    }
+
+    fn started(mut proc: Proc, base: PathBuf, host: &Host, port: u16) -> Self {
+        let url = format!("http://{}:{port}/", host.ip);
+        for _ in 0..120 {
+            if host.ns.output(&["curl", "-sf", "--max-time", "2", &url]).status.success() {
+                return Self { proc, base };
+            }
+            if let Some(st) = proc.try_wait() {
+                panic!("the servlet container exited ({st}):\n{}", proc.log());
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        panic!("the servlet container did not answer in 30 s:\n{}", proc.log());
+    }
+}
+
+impl Drop for JavaServer {
+    fn drop(&mut self) {
+        self.proc.stop();
+        let _ = std::fs::remove_dir_all(&self.base);
+    }
+}

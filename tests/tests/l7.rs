@@ -228,3 +228,61 @@ fn a_slowloris_client_is_cut_off_while_others_are_served() {
     assert_eq!(served, 5);
     assert!(cut_after < Duration::from_secs(3), "cut off after {cut_after:?}");
 }
+
+#[test]
+fn route_suffix_works_against_real_tomcat_and_jetty() {
+    require_root!();
+    use balancer_tests::backend::JavaServer;
+    let lan = Lan::new(&["client", "lb", "tc1", "tc2", "jt1"]);
+    let mut servers = vec![
+        Some(JavaServer::tomcat(&lan.hosts[2], "tomcat1", 8080)),
+        Some(JavaServer::tomcat(&lan.hosts[3], "tomcat2", 8080)),
+        Some(JavaServer::jetty(&lan.hosts[4], "jetty1", 8080)),
+    ];
+    lan.hosts[1].ns.run(&["ip", "addr", "add", &format!("{VIP}/32"), "dev", "lo"]);
+    lan.hosts[0].ns.run(&["ip", "route", "add", &format!("{VIP}/32"), "via", "198.18.0.2"]);
+    let config = format!(
+        "interfaces = [\"eth0\"]\n[[vip]]\naddress = \"{VIP}:80\"\n[vip.l7]\nsticky = \"route-suffix\"\n\
+         [[vip.backend]]\naddress = \"198.18.0.3\"\nport = 8080\nroute = \"tomcat1\"\ndomain = \"tomcats\"\n\
+         [[vip.backend]]\naddress = \"198.18.0.4\"\nport = 8080\nroute = \"tomcat2\"\ndomain = \"tomcats\"\n\
+         [[vip.backend]]\naddress = \"198.18.0.5\"\nport = 8080\nroute = \"jetty1\"\n"
+    );
+    let _daemon = Daemon::start(&lan.hosts[1].ns, &config, "info");
+    let client = &lan.hosts[0].ns;
+
+    // Each client's session, set by the container itself, keeps it on that container.
+    let mut seen = std::collections::HashSet::new();
+    for i in 0..6 {
+        let b = Browser::new(client, &format!("s{i}"));
+        let first = b.who("/");
+        for _ in 0..10 {
+            assert_eq!(b.who("/"), first, "client {i}: JSESSIONID=….{first} keeps the session");
+        }
+        seen.insert(first);
+    }
+    assert!(seen.len() >= 2, "sessions spread: {seen:?}");
+    // Cookieless clients with the session in the URL (Tomcat's and Jetty's encodeURL).
+    let nojar = Browser::new(client, "url");
+    for route in ["tomcat1", "tomcat2", "jetty1"] {
+        assert_eq!(nojar.who(&format!("/;jsessionid=0123ABCD.{route}")), route);
+    }
+    // The container holding a session dies: the next request lands on the other Tomcat, its
+    // replication partner, which opens a session of its own.
+    let b = Browser::new(client, "fo");
+    // New sessions go round the three servers: within three tries one is on a Tomcat.
+    let on = (0..3)
+        .find_map(|_| {
+            std::fs::remove_file(&b.jar).ok();
+            Some(b.who("/")).filter(|w| w.starts_with("tomcat"))
+        })
+        .expect("a session on a Tomcat");
+    servers[if on == "tomcat1" { 0 } else { 1 }] = None;
+    let other = if on == "tomcat1" { "tomcat2" } else { "tomcat1" };
+    let (status, head, body) = b.get("/", &[]);
+    assert_eq!(status, 200, "{head}{body}");
+    assert!(body.starts_with(other), "same domain: {body}");
+    assert!(head.contains(&format!(".{other};")) || head.contains(&format!(".{other} ")), "a new session from {other}: {head}");
+    for _ in 0..5 {
+        assert_eq!(b.who("/"), other);
+    }
+}
