@@ -94,8 +94,8 @@ impl Daemon {
         let (calls_tx, calls) = mpsc::channel(64);
         server::listen(&config.control_socket, calls_tx.clone())
             .with_context(|| format!("creating the control socket {}", config.control_socket.display()))?;
-        crate::metrics::serve(config.metrics_address, calls_tx)
-            .with_context(|| format!("serving metrics on {} (`metrics_address`)", config.metrics_address))?;
+        crate::admin::serve(config.metrics_address, calls_tx)
+            .with_context(|| format!("serving /metrics and /status on {} (`metrics_address`)", config.metrics_address))?;
         let mode = opts.xdp_mode.unwrap_or(config.xdp_mode);
         let mut d = Self {
             dp,
@@ -255,6 +255,11 @@ impl Daemon {
     /// The ids and tables last written.
     pub fn last_plan(&self) -> (&Assigned, &Plan) {
         (&self.last.0, &self.last.1)
+    }
+
+    /// The L7 proxy's counters for `backend` of `vip`.
+    pub fn l7_live(&self, vip: std::net::SocketAddr, backend: std::net::SocketAddr) -> Option<&Arc<crate::l7::select::Live>> {
+        self.l7.live(vip, backend)
     }
 
     /// Entries in the flow table at the last background count.

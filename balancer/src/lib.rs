@@ -3,6 +3,7 @@
 //! The binary (`main.rs`) is the daemon and its CLI; this library holds everything they use, so
 //! integration tests drive the same code.
 
+pub mod admin;
 pub mod config;
 pub mod control;
 pub mod daemon;

@@ -1,23 +1,14 @@
-//! Prometheus metrics, rendered at scrape time from the same status the CLI shows, so there is
+//! Prometheus metrics (served by `admin`), rendered at scrape time from the same status the CLI shows, so there is
 //! one source of truth and nothing to keep in step between scrapes.
 
-use std::{convert::Infallible, net::SocketAddr, sync::atomic::AtomicU64};
+use std::sync::atomic::AtomicU64;
 
-use http_body_util::Full;
-use hyper::{Request as HttpRequest, Response as HttpResponse, StatusCode, body::Bytes, server::conn::http1, service::service_fn};
-use hyper_util::rt::TokioIo;
 use prometheus_client::{
     encoding::{EncodeLabelSet, text::encode},
     metrics::{counter::Counter, family::Family, gauge::Gauge},
     registry::Registry,
 };
-use tokio::sync::{mpsc, oneshot};
-use tracing::warn;
-
-use crate::control::{
-    protocol::{Request, Status},
-    server::Call,
-};
+use crate::control::protocol::Status;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct VipLabels {
@@ -88,59 +79,6 @@ pub fn render(status: &Status) -> String {
     out
 }
 
-/// Serves `/metrics` on `addr`, asking the daemon for its status at each scrape.
-///
-/// # Errors
-/// When the address cannot be bound.
-pub fn serve(addr: SocketAddr, calls: mpsc::Sender<Call>) -> std::io::Result<()> {
-    let listener = std::net::TcpListener::bind(addr)?;
-    listener.set_nonblocking(true)?;
-    let listener = tokio::net::TcpListener::from_std(listener)?;
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else { continue };
-            let calls = calls.clone();
-            tokio::spawn(async move {
-                let service = service_fn(move |req| scrape(req, calls.clone()));
-                if let Err(e) = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await {
-                    warn!(error = %e, "metrics connection");
-                }
-            });
-        }
-    });
-    Ok(())
-}
-
-async fn scrape(req: HttpRequest<hyper::body::Incoming>, calls: mpsc::Sender<Call>) -> Result<HttpResponse<Full<Bytes>>, Infallible> {
-    let reply = |code: StatusCode, body: String| {
-        let mut r = HttpResponse::new(Full::new(Bytes::from(body)));
-        *r.status_mut() = code;
-        r
-    };
-    if req.uri().path() != "/metrics" {
-        return Ok(reply(StatusCode::NOT_FOUND, "see /metrics\n".into()));
-    }
-    let (tx, rx) = oneshot::channel();
-    if calls.send((Request::Status, tx)).await.is_err() {
-        return Ok(reply(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n".into()));
-    }
-    let status = match rx.await {
-        Ok(r) if r.ok => serde_json::from_value::<Status>(r.data).ok(),
-        _ => None,
-    };
-    Ok(match status {
-        Some(s) => {
-            let mut r = reply(StatusCode::OK, render(&s));
-            r.headers_mut().insert(
-                hyper::header::CONTENT_TYPE,
-                hyper::header::HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
-            );
-            r
-        }
-        None => reply(StatusCode::INTERNAL_SERVER_ERROR, "status unavailable\n".into()),
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -158,6 +96,7 @@ mod tests {
                 protocol: Protocol::Tcp,
                 forwarding: Forwarding::Dsr,
                 ring_size: 65537,
+                sticky: None,
                 packets: 7,
                 bytes: 700,
                 new_flows: 2,
@@ -177,6 +116,7 @@ mod tests {
                     bytes: 500,
                     new_flows: 1,
                     flows: None,
+                    l7: None,
                 }],
             }],
             flow_table_entries: Some(12),

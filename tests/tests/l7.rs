@@ -286,3 +286,28 @@ fn route_suffix_works_against_real_tomcat_and_jetty() {
         assert_eq!(b.who("/"), other);
     }
 }
+
+#[test]
+fn the_status_page_and_its_json_show_sessions_requests_and_health() {
+    require_root!();
+    let s = setup("sticky = \"insert\"");
+    for i in 0..4 {
+        let b = Browser::new(&s.lan.hosts[0].ns, &format!("st{i}"));
+        for _ in 0..3 {
+            b.who("/");
+        }
+    }
+    let lb = &s.lan.hosts[1].ns;
+    let json: serde_json::Value =
+        serde_json::from_str(&lb.run(&["curl", "-sf", "--max-time", "3", "http://127.0.0.1:9090/status.json"])).unwrap();
+    let backends = json["vips"][0]["backends"].as_array().unwrap();
+    let total = |k: &str| backends.iter().map(|b| b["l7"][k].as_u64().unwrap_or(0)).sum::<u64>();
+    assert_eq!(json["vips"][0]["sticky"], "insert");
+    assert_eq!(total("sessions"), 4, "four clients, four sessions: {json:#}");
+    assert_eq!(total("requests"), 12, "{json:#}");
+    assert_eq!(total("errors"), 0);
+    let html = lb.run(&["curl", "-sf", "--max-time", "3", "http://127.0.0.1:9090/status"]);
+    for needle in ["<title>balancer status</title>", "198.18.0.3:8080", "L7, sticky insert", "<td>r2</td>"] {
+        assert!(html.contains(needle), "{needle} missing from the page:\n{html}");
+    }
+}

@@ -51,7 +51,8 @@ pub struct Config {
     /// and answering root only. Default `/run/balancer.sock`.
     #[serde(default = "default_control_socket")]
     pub control_socket: PathBuf,
-    /// Where Prometheus scrapes `/metrics`. Default `127.0.0.1:9090`.
+    /// The admin address: `/metrics` (Prometheus), `/status` (read-only status page) and
+    /// `/status.json`. Default `127.0.0.1:9090`.
     #[serde(default = "default_metrics_address")]
     pub metrics_address: SocketAddr,
     /// Seed of the Maglev permutations; every node behind the same ECMP group must share it.

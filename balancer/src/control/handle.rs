@@ -7,7 +7,9 @@ use std::net::SocketAddr;
 use balancer_common::{flow::FlowKey, hash::flow_hash, proto};
 use toml::Spanned;
 
-use super::protocol::{BackendStatus, FlowAnswer, Request, Response, Status, VipStatus};
+use std::sync::atomic::Ordering::Relaxed;
+
+use super::protocol::{BackendStatus, FlowAnswer, L7BackendStatus, Request, Response, Status, VipStatus};
 use crate::{
     config::{self, Config, Protocol},
     daemon::Daemon,
@@ -69,13 +71,29 @@ impl Daemon {
                     bytes: t.bytes,
                     new_flows: t.new_flows,
                     flows: None,
+                    l7: v.l7.as_ref().and_then(|_| {
+                        let target = std::net::SocketAddr::new(*b.address.get_ref(), b.port.unwrap_or(v.address.get_ref().port()));
+                        let live = self.l7_live(*v.address.get_ref(), target)?;
+                        let requests = live.requests.load(Relaxed);
+                        let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis() as u64;
+                        Some(L7BackendStatus {
+                            target,
+                            sessions: live.sessions.load(Relaxed),
+                            requests,
+                            errors: live.errors.load(Relaxed),
+                            inflight: live.inflight.load(Relaxed),
+                            mean_latency_ms: if requests == 0 { 0.0 } else { live.latency_us.load(Relaxed) as f64 / requests as f64 / 1000.0 },
+                            retrying: live.failed_until_ms.load(Relaxed) > now_ms,
+                        })
+                    }),
                 });
             }
             vips.push(VipStatus {
                 address: *v.address.get_ref(),
                 protocol: v.protocol,
                 forwarding: v.forwarding,
-                ring_size: v.ring_size.get(),
+                ring_size: if v.l7.is_some() { 0 } else { v.ring_size.get() },
+                sticky: v.l7.as_ref().map(|l| format!("{:?}", l.sticky).to_lowercase()),
                 packets: traffic.packets,
                 bytes: traffic.bytes,
                 new_flows: traffic.new_flows,

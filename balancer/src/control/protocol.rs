@@ -147,6 +147,28 @@ pub struct BackendStatus {
     /// Entries in the flow table pinned to it (filled in by the CLI).
     #[serde(default)]
     pub flows: Option<u64>,
+    /// L7 VIPs only: what the proxy saw of this backend.
+    #[serde(default)]
+    pub l7: Option<L7BackendStatus>,
+}
+
+/// What the L7 proxy saw of one backend.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct L7BackendStatus {
+    /// Where it is connected to.
+    pub target: SocketAddr,
+    /// Sessions assigned (new and by failover).
+    pub sessions: u64,
+    /// Requests sent.
+    pub requests: u64,
+    /// Failed connections and broken responses.
+    pub errors: u64,
+    /// Requests in flight.
+    pub inflight: u32,
+    /// Mean time to the response headers, ms.
+    pub mean_latency_ms: f64,
+    /// Left out of selection after a failure (inside its `retry` window).
+    pub retrying: bool,
 }
 
 /// One VIP in `status`.
@@ -158,8 +180,11 @@ pub struct VipStatus {
     pub protocol: Protocol,
     /// dsr or ipip.
     pub forwarding: Forwarding,
-    /// Maglev table size.
+    /// Maglev table size (L4), or 0 for an L7 VIP.
     pub ring_size: u32,
+    /// `insert`, `route-suffix` or `hash` for an L7 VIP.
+    #[serde(default)]
+    pub sticky: Option<String>,
     /// Packets forwarded.
     pub packets: u64,
     /// Bytes forwarded.

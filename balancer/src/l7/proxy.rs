@@ -162,8 +162,10 @@ pub async fn handle(req: Request<Incoming>, vip: Arc<ArcSwap<Vip>>, client: Sock
         let live = member.live.clone();
         live.inflight.fetch_add(1, Relaxed);
         live.requests.fetch_add(1, Relaxed);
+        let sent = std::time::Instant::now();
         let result = tokio::time::timeout(Duration::from_millis(l7.response_timeout_ms), v.client.request(up)).await;
         live.inflight.fetch_sub(1, Relaxed);
+        live.latency_us.fetch_add(sent.elapsed().as_micros() as u64, Relaxed);
         let failed = |why: &str| {
             live.errors.fetch_add(1, Relaxed);
             live.failed_until_ms.store(ms + l7.retry_s * 1000, Relaxed);
@@ -191,6 +193,9 @@ pub async fn handle(req: Request<Incoming>, vip: Arc<ArcSwap<Vip>>, client: Sock
             }
             Ok(Ok(r)) => r,
         };
+        if !matches!(choice, Choice::Sticky(_)) && l7.sticky != StickyMode::Hash {
+            live.sessions.fetch_add(1, Relaxed);
+        }
         let length = |h: &HeaderMap| h.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok()).unwrap_or(0);
         live.bytes.fetch_add(length(&parts.headers) + length(resp.headers()), Relaxed);
         let (mut rparts, rbody) = resp.into_parts();

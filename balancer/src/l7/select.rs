@@ -28,6 +28,10 @@ pub struct Live {
     pub requests: AtomicU64,
     /// Failed connections and broken responses.
     pub errors: AtomicU64,
+    /// Sessions assigned to it (new ones and those moved to it by failover).
+    pub sessions: AtomicU64,
+    /// Sum of response times (to the response headers), microseconds.
+    pub latency_us: AtomicU64,
     /// Left out of selection until this time (Unix ms) after a failure; 0 when not.
     pub failed_until_ms: AtomicU64,
 }

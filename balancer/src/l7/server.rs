@@ -106,6 +106,11 @@ impl Runtime {
         Ok(())
     }
 
+    /// The counters of backend `backend` of L7 VIP `vip`.
+    pub fn live(&self, vip: SocketAddr, backend: SocketAddr) -> Option<&Arc<Live>> {
+        self.lives.get(&(vip, backend))
+    }
+
     /// The VIP's pooled client, kept across changes unless its connect timeout changed.
     fn client(&mut self, vip: SocketAddr, connect_timeout_ms: u64) -> Client<HttpConnector, Body> {
         if let Some((t, c)) = self.clients.get(&vip)
