@@ -95,21 +95,28 @@ pub fn html(s: &Status) -> String {
             Some(m) => format!("L7, sticky {m}"),
             None => format!("L4 {}, Maglev {}", format!("{:?}", v.forwarding).to_lowercase(), v.ring_size),
         };
+        let traffic = if v.sticky.is_some() {
+            let requests: u64 = v.backends.iter().filter_map(|b| b.l7.as_ref()).map(|l| l.requests).sum();
+            let sessions: u64 = v.backends.iter().filter_map(|b| b.l7.as_ref()).map(|l| l.sessions).sum();
+            format!("{requests} requests, {sessions} sessions assigned")
+        } else {
+            format!("{} packets, {} bytes, {} new flows", v.packets, v.bytes, v.new_flows)
+        };
         let _ = write!(
             h,
-            "<h2>VIP {} {proto} <small>({})</small></h2><p>{} packets, {} bytes, {} new flows</p>\
+            "<h2>VIP {} {proto} <small>({})</small></h2><p>{}</p>\
              <table><tr><th>backend</th><th>state</th><th>health</th><th>weight</th><th>group</th>\
              <th>share</th><th>route</th><th>domain</th><th>sessions</th><th>requests</th><th>errors</th>\
              <th>latency</th><th>packets</th></tr>",
             esc(&v.address.to_string()),
             esc(&mode),
-            v.packets,
-            v.bytes,
-            v.new_flows
+            esc(&traffic)
         );
         for b in &v.backends {
             let state = format!("{:?}", b.state).to_lowercase();
             let group = if b.backup { format!("backup {}", b.distance) } else { b.distance.to_string() };
+            let (share, packets) =
+                if v.sticky.is_some() { ("-".to_owned(), "-".to_owned()) } else { (format!("{:.1}%", b.share), b.packets.to_string()) };
             let (sessions, requests, errors, latency) = match &b.l7 {
                 Some(l) => (
                     l.sessions.to_string(),
@@ -122,17 +129,15 @@ pub fn html(s: &Status) -> String {
             let _ = write!(
                 h,
                 "<tr><td>{}</td><td class=\"{state}\">{state}</td><td class=\"{}\">{}</td><td>{}</td><td>{}</td>\
-                 <td>{:.1}%</td><td>{}</td><td>{}</td><td>{sessions}</td><td>{requests}</td><td>{errors}</td>\
-                 <td>{latency}</td><td>{}</td></tr>",
+                 <td>{share}</td><td>{}</td><td>{}</td><td>{sessions}</td><td>{requests}</td><td>{errors}</td>\
+                 <td>{latency}</td><td>{packets}</td></tr>",
                 esc(&b.l7.as_ref().map_or(b.address.to_string(), |l| l.target.to_string())),
                 esc(&b.health),
                 esc(&b.health),
                 b.weight,
                 esc(&group),
-                b.share,
                 esc(b.route.as_deref().unwrap_or("")),
                 esc(b.domain.as_deref().unwrap_or("")),
-                b.packets
             );
         }
         h.push_str("</table>");

@@ -333,9 +333,9 @@ pub struct HealthCheck {
     /// Time between checks, ms. Default 2000.
     #[serde(default = "default_interval")]
     pub interval_ms: u64,
-    /// Time a check may take, ms. Default 1000; at most `interval_ms`.
-    #[serde(default = "default_timeout")]
-    pub timeout_ms: u64,
+    /// Time a check may take, ms; at most `interval_ms`. Default 1000, or `interval_ms` when
+    /// that is shorter.
+    pub timeout_ms: Option<u64>,
     /// Consecutive successes that bring a down backend up. Default 2.
     #[serde(default = "default_rise")]
     pub rise: u32,
@@ -364,8 +364,11 @@ fn default_expect() -> (u16, u16) {
 fn default_interval() -> u64 {
     2000
 }
-fn default_timeout() -> u64 {
-    1000
+impl HealthCheck {
+    /// The time a check may take.
+    pub fn timeout_ms(&self) -> u64 {
+        self.timeout_ms.unwrap_or(1000.min(self.interval_ms))
+    }
 }
 fn default_rise() -> u32 {
     2

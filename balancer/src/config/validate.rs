@@ -31,7 +31,7 @@ pub(super) fn check(config: &Config) -> Result<(), (usize, String)> {
             let Some(c) = check else { continue };
             let at = j.map_or(vip.address.span().start, |j| vip.backends[j].address.span().start);
             let field = j.map_or(format!("vip[{i}].health"), |j| format!("vip[{i}].backend[{j}].health"));
-            if c.interval_ms == 0 || c.timeout_ms == 0 || c.timeout_ms > c.interval_ms {
+            if c.interval_ms == 0 || c.timeout_ms() == 0 || c.timeout_ms() > c.interval_ms {
                 return Err((at, format!("{field}: need 0 < timeout_ms <= interval_ms")));
             }
             if c.rise == 0 || c.fall == 0 {

@@ -12,10 +12,10 @@ use crate::config::{CheckKind, HealthCheck};
 
 /// Runs `check` against `addr`; `Err` says why it failed, for the log line of a flip.
 pub async fn run(check: &HealthCheck, addr: SocketAddr) -> Result<(), String> {
-    let limit = Duration::from_millis(check.timeout_ms);
+    let limit = Duration::from_millis(check.timeout_ms());
     match timeout(limit, attempt(check, addr)).await {
         Ok(r) => r,
-        Err(_) => Err(format!("no answer within {} ms", check.timeout_ms)),
+        Err(_) => Err(format!("no answer within {} ms", check.timeout_ms())),
     }
 }
 
