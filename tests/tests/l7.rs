@@ -234,11 +234,9 @@ fn route_suffix_works_against_real_tomcat_and_jetty() {
     require_root!();
     use balancer_tests::backend::JavaServer;
     let lan = Lan::new(&["client", "lb", "tc1", "tc2", "jt1"]);
-    let mut servers = vec![
-        Some(JavaServer::tomcat(&lan.hosts[2], "tomcat1", 8080)),
+    let mut servers = [Some(JavaServer::tomcat(&lan.hosts[2], "tomcat1", 8080)),
         Some(JavaServer::tomcat(&lan.hosts[3], "tomcat2", 8080)),
-        Some(JavaServer::jetty(&lan.hosts[4], "jetty1", 8080)),
-    ];
+        Some(JavaServer::jetty(&lan.hosts[4], "jetty1", 8080))];
     lan.hosts[1].ns.run(&["ip", "addr", "add", &format!("{VIP}/32"), "dev", "lo"]);
     lan.hosts[0].ns.run(&["ip", "route", "add", &format!("{VIP}/32"), "via", "198.18.0.2"]);
     let config = format!(
