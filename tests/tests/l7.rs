@@ -28,6 +28,11 @@ impl Drop for Setup {
 /// be1 (route r1) and be2 (r2) in domain d1; be3 (r3) in domain d2 at distance 1, so new
 /// sessions go to be1 and be2 only.
 fn setup(l7: &str) -> Setup {
+    setup_with(l7, "distance = 1")
+}
+
+/// As `setup`, with `be3_extra` as be3's last line instead of its distance.
+fn setup_with(l7: &str, be3_extra: &str) -> Setup {
     let lan = Lan::new(&["client", "lb", "be1", "be2", "be3"]);
     let apps = (2..5).map(|h| Some(AppServer::start(&lan.hosts[h], &format!("be{}", h - 1), &format!("r{}", h - 1), 8080))).collect();
     lan.hosts[1].ns.run(&["ip", "addr", "add", &format!("{VIP}/32"), "dev", "lo"]);
@@ -39,7 +44,7 @@ fn setup(l7: &str) -> Setup {
         "interfaces = [\"eth0\"]\n[[vip]]\naddress = \"{VIP}:80\"\n[vip.l7]\nkey_file = \"{}\"\n{l7}\n\
          [[vip.backend]]\naddress = \"198.18.0.3\"\nport = 8080\nroute = \"r1\"\ndomain = \"d1\"\n\
          [[vip.backend]]\naddress = \"198.18.0.4\"\nport = 8080\nroute = \"r2\"\ndomain = \"d1\"\n\
-         [[vip.backend]]\naddress = \"198.18.0.5\"\nport = 8080\nroute = \"r3\"\ndomain = \"d2\"\ndistance = 1\n",
+         [[vip.backend]]\naddress = \"198.18.0.5\"\nport = 8080\nroute = \"r3\"\ndomain = \"d2\"\n{be3_extra}\n",
         key.display()
     );
     let daemon = Daemon::start(&lan.hosts[1].ns, &config, "info");
@@ -308,4 +313,29 @@ fn the_status_page_and_its_json_show_sessions_requests_and_health() {
     for needle in ["<title>balancer status</title>", "198.18.0.3:8080", "L7, sticky insert", "<td>r2</td>"] {
         assert!(html.contains(needle), "{needle} missing from the page:\n{html}");
     }
+}
+
+#[test]
+fn a_backup_serves_only_once_every_primary_is_down() {
+    require_root!();
+    let mut s = setup_with("sticky = \"insert\"\nmax_attempts = 3", "backup = true");
+    for i in 0..6 {
+        assert_ne!(Browser::new(&s.lan.hosts[0].ns, &format!("p{i}")).who("/"), "be3", "primaries are up");
+    }
+    s.apps[0] = None;
+    s.apps[1] = None;
+    // The first request finds both primaries refusing and is retried on the backup.
+    for i in 0..6 {
+        assert_eq!(Browser::new(&s.lan.hosts[0].ns, &format!("b{i}")).who("/"), "be3");
+    }
+}
+
+#[test]
+fn an_oversized_request_head_gets_431() {
+    require_root!();
+    let s = setup("sticky = \"insert\"");
+    let big = format!("X-Big: {}", "a".repeat(20_000));
+    let (status, _, _) = Browser::new(&s.lan.hosts[0].ns, "big").get("/", &["-H", &big]);
+    assert_eq!(status, 431);
+    assert_eq!(Browser::new(&s.lan.hosts[0].ns, "small").get("/", &[]).0, 200, "others unaffected");
 }

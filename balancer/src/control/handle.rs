@@ -88,6 +88,12 @@ impl Daemon {
                     }),
                 });
             }
+            // Passive failures seen by the proxy show as health, beside the active checks.
+            for b in &mut backends {
+                if b.l7.as_ref().is_some_and(|l| l.retrying) && b.health != "down" {
+                    b.health = "retrying".into();
+                }
+            }
             vips.push(VipStatus {
                 address: *v.address.get_ref(),
                 protocol: v.protocol,

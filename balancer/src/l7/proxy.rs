@@ -150,6 +150,9 @@ pub async fn handle(req: Request<Incoming>, vip: Arc<ArcSwap<Vip>>, client: Sock
             Err(Unavailable::NoFailover) => {
                 return Ok(text(StatusCode::SERVICE_UNAVAILABLE, "the server holding this session is unavailable"));
             }
+            Err(Unavailable::Full) => {
+                return Ok(text(StatusCode::SERVICE_UNAVAILABLE, "every backend is at its connection limit (max); retry shortly"));
+            }
             Err(Unavailable::NoBackend) => {
                 let msg = if exclude.is_empty() { "no backend is available" } else { "no backend could be reached" };
                 return Ok(text(StatusCode::SERVICE_UNAVAILABLE, msg));

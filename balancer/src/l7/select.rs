@@ -90,6 +90,8 @@ pub enum Unavailable {
     NoFailover,
     /// No backend can take the request.
     NoBackend,
+    /// Backends could take it, but every one is at its `max` requests in flight.
+    Full,
 }
 
 /// The backends of one L7 VIP.
@@ -200,7 +202,17 @@ impl Pool {
                 .min()
                 .map(|d| (backup, d))
         });
-        let Some((backup, distance)) = group else { return Err(Unavailable::NoBackend) };
+        let Some((backup, distance)) = group else {
+            let full = (0..self.members.len()).any(|i| {
+                let m = &self.members[i];
+                !exclude.contains(&i)
+                    && m.state == BackendState::Active
+                    && m.up
+                    && m.live.failed_until_ms.load(Relaxed) <= now_ms
+                    && m.max.is_some_and(|max| m.live.inflight.load(Relaxed) >= max)
+            });
+            return Err(if full { Unavailable::Full } else { Unavailable::NoBackend });
+        };
         let in_group: Vec<usize> = candidates
             .into_iter()
             .filter(|&i| self.members[i].backup == backup && self.members[i].distance == distance)
@@ -358,6 +370,9 @@ mod tests {
         assert_eq!(pool.choose(None, None, &[], 0), Ok(Choice::New(0)));
         pool.members()[0].live.inflight.store(1, Relaxed);
         assert_eq!(pool.choose(None, None, &[], 0), Ok(Choice::New(1)), "at its max: the next group");
+        pool.members()[1].live.inflight.store(0, Relaxed);
+        let capped = Pool::new(vec![pool.members()[0].clone()], LbMethod::Byrequests, false, false);
+        assert_eq!(capped.choose(None, None, &[], 0), Err(Unavailable::Full), "all at their max");
     }
 
     #[test]
