@@ -5,40 +5,74 @@ use balancer::{control::protocol::Status, dataplane::stats::Snapshot};
 /// `balancer status`.
 pub fn status(s: &Status) {
     for v in &s.vips {
-        println!(
-            "VIP {} {} {}  ring {}  packets {}  bytes {}  new flows {}",
-            v.address,
-            format!("{:?}", v.protocol).to_lowercase(),
-            format!("{:?}", v.forwarding).to_lowercase(),
-            v.ring_size,
-            v.packets,
-            v.bytes,
-            v.new_flows
-        );
-        println!(
-            "  {:<26} {:>5} {:>6} {:<8} {:<9} {:>6} {:>7} {:>8} {:>10} {:>12} {:>9}",
-            "BACKEND", "ID", "WEIGHT", "STATE", "HEALTH", "GROUP", "SHARE", "FLOWS", "PACKETS", "BYTES", "NEW"
-        );
-        for b in &v.backends {
-            let group = if b.backup { format!("b{}", b.distance) } else { b.distance.to_string() };
-            println!(
-                "  {:<26} {:>5} {:>6} {:<8} {:<9} {:>6} {:>6.2}% {:>8} {:>10} {:>12} {:>9}",
-                b.address,
-                b.id,
-                b.weight,
-                format!("{:?}", b.state).to_lowercase(),
-                b.health,
-                group,
-                b.share,
-                b.flows.map_or("-".to_owned(), |f| f.to_string()),
-                b.packets,
-                b.bytes,
-                b.new_flows
-            );
+        let proto = format!("{:?}", v.protocol).to_lowercase();
+        match &v.sticky {
+            Some(mode) => l7_vip(v, &proto, mode),
+            None => l4_vip(v, &proto),
         }
     }
     let passed: Vec<String> = s.not_balanced.iter().filter(|(_, n)| *n > 0).map(|(r, n)| format!("{r}={n}")).collect();
     println!("not balanced: {}", if passed.is_empty() { "none".into() } else { passed.join(" ") });
+}
+
+fn group(b: &balancer::control::protocol::BackendStatus) -> String {
+    if b.backup { format!("b{}", b.distance) } else { b.distance.to_string() }
+}
+
+fn l4_vip(v: &balancer::control::protocol::VipStatus, proto: &str) {
+    println!(
+        "VIP {} {proto} {}  ring {}  packets {}  bytes {}  new flows {}",
+        v.address,
+        format!("{:?}", v.forwarding).to_lowercase(),
+        v.ring_size,
+        v.packets,
+        v.bytes,
+        v.new_flows
+    );
+    println!(
+        "  {:<26} {:>5} {:>6} {:<8} {:<9} {:>6} {:>7} {:>8} {:>10} {:>12} {:>9}",
+        "BACKEND", "ID", "WEIGHT", "STATE", "HEALTH", "GROUP", "SHARE", "FLOWS", "PACKETS", "BYTES", "NEW"
+    );
+    for b in &v.backends {
+        println!(
+            "  {:<26} {:>5} {:>6} {:<8} {:<9} {:>6} {:>6.2}% {:>8} {:>10} {:>12} {:>9}",
+            b.address,
+            b.id,
+            b.weight,
+            format!("{:?}", b.state).to_lowercase(),
+            b.health,
+            group(b),
+            b.share,
+            b.flows.map_or("-".to_owned(), |f| f.to_string()),
+            b.packets,
+            b.bytes,
+            b.new_flows
+        );
+    }
+}
+
+fn l7_vip(v: &balancer::control::protocol::VipStatus, proto: &str, mode: &str) {
+    println!("VIP {} {proto} L7, sticky {mode}", v.address);
+    println!(
+        "  {:<26} {:<10} {:>6} {:<8} {:<9} {:>6} {:>9} {:>9} {:>7} {:>10}",
+        "BACKEND", "ROUTE", "WEIGHT", "STATE", "HEALTH", "GROUP", "SESSIONS", "REQUESTS", "ERRORS", "LATENCY"
+    );
+    for b in &v.backends {
+        let l = b.l7.as_ref();
+        println!(
+            "  {:<26} {:<10} {:>6} {:<8} {:<9} {:>6} {:>9} {:>9} {:>7} {:>8.1}ms",
+            l.map_or(b.address.to_string(), |l| l.target.to_string()),
+            b.route.as_deref().unwrap_or("-"),
+            b.weight,
+            format!("{:?}", b.state).to_lowercase(),
+            b.health,
+            group(b),
+            l.map_or(0, |l| l.sessions),
+            l.map_or(0, |l| l.requests),
+            l.map_or(0, |l| l.errors),
+            l.map_or(0.0, |l| l.mean_latency_ms)
+        );
+    }
 }
 
 /// `balancer vip list`.

@@ -216,6 +216,17 @@ mod tests {
     }
 
     #[test]
+    fn every_example_config_is_valid() {
+        for (name, text) in [
+            ("demo.toml", include_str!("../../../examples/demo.toml")),
+            ("ipip.toml", include_str!("../../../examples/ipip.toml")),
+            ("l7.toml", include_str!("../../../examples/l7.toml")),
+        ] {
+            Config::parse(text, Path::new(name)).unwrap_or_else(|e| panic!("{e}"));
+        }
+    }
+
+    #[test]
     fn example_config_is_valid() {
         let text = include_str!("../../../examples/balancer.toml");
         let c = Config::parse(text, Path::new("examples/balancer.toml")).unwrap();

@@ -12,6 +12,8 @@ use std::{
 use balancer_tests::{backend::HttpBackend, daemon::Daemon, netns::Lan};
 
 const VIP: &str = "198.51.100.10";
+const L7_VIP: &str = "198.51.100.20";
+const KEY: &str = "/tmp/balancer-demo-cookie.key";
 const REQUESTS: u16 = 40;
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
@@ -35,7 +37,11 @@ fn main() {
     let _backends: Vec<HttpBackend> =
         (1..=3).map(|i| HttpBackend::start(&lan.hosts[i + 1], &format!("be{i}"), vip, 80)).collect();
     lan.hosts[0].ns.run(&["ip", "route", "add", &format!("{VIP}/32"), "via", &lan.hosts[1].ip.to_string()]);
+    lan.hosts[0].ns.run(&["ip", "route", "add", &format!("{L7_VIP}/32"), "via", &lan.hosts[1].ip.to_string()]);
+    lan.hosts[1].ns.run(&["ip", "addr", "add", &format!("{L7_VIP}/32"), "dev", "lo"]);
     lan.accept_xdp_frames_from(1);
+    std::fs::write(KEY, "demo-only-cookie-key-0123456789abcdef").expect("write the cookie key");
+    std::fs::set_permissions(KEY, std::os::unix::fs::PermissionsExt::from_mode(0o600)).expect("chmod the key");
     if INTERRUPTED.load(Ordering::SeqCst) {
         return;
     }
@@ -92,9 +98,25 @@ fn main() {
     }
     println!("   answers: {after:?} (be1 is drained: it keeps its connections, takes no new ones)");
 
+    println!("\n== L7 VIP http://{L7_VIP}/ (insert mode): two clients with cookie jars, 8 requests each:");
+    for client in ["A", "B"] {
+        let jar = format!("/tmp/balancer-demo-{client}.jar");
+        let _ = std::fs::remove_file(&jar);
+        let answers: Vec<String> = (0..8)
+            .map(|_| {
+                let out = lan.hosts[0].ns.output(&["curl", "-s", "--max-time", "3", "-c", &jar, "-b", &jar, &format!("http://{L7_VIP}/")]);
+                String::from_utf8_lossy(&out.stdout).trim().to_owned()
+            })
+            .collect();
+        println!("   client {client}: {}", answers.join(" "));
+        let _ = std::fs::remove_file(&jar);
+    }
+    println!("   (each keeps the backend its first response's signed BALANCERID cookie names)");
+
     println!("\n== `balancer status`:\n");
     print!("{}", String::from_utf8_lossy(&daemon.ctl(lb, &["status"]).stdout));
 
     daemon.proc.stop();
+    let _ = std::fs::remove_file(KEY);
     println!("\n== Done: stopping the daemon, removing its pinned program and maps, and the namespaces.");
 }
