@@ -309,6 +309,8 @@ fn the_status_page_and_its_json_show_sessions_requests_and_health() {
     assert_eq!(total("sessions"), 4, "four clients, four sessions: {json:#}");
     assert_eq!(total("requests"), 12, "{json:#}");
     assert_eq!(total("errors"), 0);
+    // Each answer is "beN cookie=… xff=198.18.0.1\n", at least 27 bytes of body.
+    assert!(total("bytes") >= 12 * 27, "streamed body bytes are counted: {json:#}");
     let html = lb.run(&["curl", "-sf", "--max-time", "3", "http://127.0.0.1:9090/status"]);
     for needle in ["<title>balancer status</title>", "198.18.0.3:8080", "L7, sticky insert", "<td>r2</td>"] {
         assert!(html.contains(needle), "{needle} missing from the page:\n{html}");

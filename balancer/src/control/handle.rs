@@ -82,6 +82,7 @@ impl Daemon {
                             requests,
                             errors: live.errors.load(Relaxed),
                             inflight: live.inflight.load(Relaxed),
+                            bytes: live.bytes.load(Relaxed),
                             mean_latency_ms: if requests == 0 { 0.0 } else { live.latency_us.load(Relaxed) as f64 / requests as f64 / 1000.0 },
                             retrying: live.failed_until_ms.load(Relaxed) > now_ms,
                         })

@@ -165,6 +165,9 @@ pub struct L7BackendStatus {
     pub errors: u64,
     /// Requests in flight.
     pub inflight: u32,
+    /// Body bytes streamed both ways (what `bytraffic` balances).
+    #[serde(default)]
+    pub bytes: u64,
     /// Mean time to the response headers, ms.
     pub mean_latency_ms: f64,
     /// Left out of selection after a failure (inside its `retry` window).

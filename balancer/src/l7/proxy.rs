@@ -160,7 +160,11 @@ pub async fn handle(req: Request<Incoming>, vip: Arc<ArcSwap<Vip>>, client: Sock
         };
         let i = choice.index();
         let member = &v.pool.members()[i];
-        let mut up = Request::from_parts(parts.clone(), body.take().unwrap_or_else(|| Empty::new().map_err(|n| match n {}).boxed()));
+        let request_body = match body.take() {
+            Some(b) => counted(b, member.live.clone()),
+            None => Empty::new().map_err(|n| match n {}).boxed(),
+        };
+        let mut up = Request::from_parts(parts.clone(), request_body);
         *up.uri_mut() = format!("http://{}{path}", member.addr).parse().expect("address and path form a URI");
         let live = member.live.clone();
         live.inflight.fetch_add(1, Relaxed);
@@ -199,8 +203,6 @@ pub async fn handle(req: Request<Incoming>, vip: Arc<ArcSwap<Vip>>, client: Sock
         if !matches!(choice, Choice::Sticky(_)) && l7.sticky != StickyMode::Hash {
             live.sessions.fetch_add(1, Relaxed);
         }
-        let length = |h: &HeaderMap| h.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok()).unwrap_or(0);
-        live.bytes.fetch_add(length(&parts.headers) + length(resp.headers()), Relaxed);
         let (mut rparts, rbody) = resp.into_parts();
         rewrite_location(&mut rparts.headers, member.addr, host.as_deref());
         if let (StickyMode::Insert, Some(signer), Some(r)) = (l7.sticky, &v.signer, &member.route) {
@@ -218,9 +220,21 @@ pub async fn handle(req: Request<Incoming>, vip: Arc<ArcSwap<Vip>>, client: Sock
                 }
             }
         }
-        return Ok(Response::from_parts(rparts, rbody.boxed()));
+        return Ok(Response::from_parts(rparts, counted(rbody.boxed(), live)));
     }
     Ok(text(StatusCode::BAD_GATEWAY, "no backend could be reached"))
+}
+
+/// `body`, adding the size of every data frame that streams through to `live.bytes` (for
+/// `bytraffic`; chunked bodies have no length to read up front).
+fn counted(body: Body, live: Arc<super::select::Live>) -> Body {
+    body.map_frame(move |frame| {
+        if let Some(data) = frame.data_ref() {
+            live.bytes.fetch_add(data.len() as u64, Relaxed);
+        }
+        frame
+    })
+    .boxed()
 }
 
 /// `Set-Cookie` for our affinity cookie.
