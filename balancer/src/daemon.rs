@@ -162,7 +162,8 @@ impl Daemon {
         let config = &self.config;
         let up = |i: usize, j: usize| {
             let v = &config.vips[i];
-            !down.contains(&(*v.address.get_ref(), v.protocol, *v.backends[j].address.get_ref()))
+            let vaddr = *v.address.get_ref();
+            !down.contains(&(vaddr, v.protocol, v.backends[j].target(vaddr.port())))
         };
         let p = plan::plan(config, &self.hops, &assigned, up);
         let report = sync::apply(&mut self.dp, &p).context("programming the maps")?;
@@ -269,7 +270,8 @@ impl Daemon {
 
     /// `up`, `down`, or `unchecked` (no health check configured).
     pub fn health_of(&self, vip: &config::Vip, backend: &config::Backend) -> &'static str {
-        let key = (*vip.address.get_ref(), vip.protocol, *backend.address.get_ref());
+        let vaddr = *vip.address.get_ref();
+        let key = (vaddr, vip.protocol, backend.target(vaddr.port()));
         if !self.health.checks(&key) {
             "unchecked"
         } else if self.down.contains(&key) {

@@ -316,6 +316,14 @@ fn default_max_connections() -> usize {
     10000
 }
 
+impl Backend {
+    /// Where the backend is reached: its address and its `port`, or the VIP's port. This pair
+    /// identifies it within its VIP (two application servers may share a host).
+    pub fn target(&self, vip_port: u16) -> SocketAddr {
+        SocketAddr::new(*self.address.get_ref(), self.port.unwrap_or(vip_port))
+    }
+}
+
 /// An active health check (HAProxy `check inter … rise … fall …`).
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]

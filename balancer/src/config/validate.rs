@@ -61,10 +61,11 @@ pub(super) fn check(config: &Config) -> Result<(), (usize, String)> {
                     ),
                 ));
             }
-            if !mine.insert(ip) {
+            let target = b.target(addr.port());
+            if !mine.insert(target) {
                 return Err((
                     b.address.span().start,
-                    format!("vip[{i}].backend[{j}].address: {ip} is listed twice for this VIP"),
+                    format!("vip[{i}].backend[{j}].address: {target} is listed twice for this VIP"),
                 ));
             }
         }
@@ -213,6 +214,15 @@ mod tests {
             "{base}[vip.l7]\nsticky = \"route-suffix\"\n[[vip.backend]]\naddress = \"10.0.0.2\"\nroute = \"t1\"\nredirect = \"t9\"\n"
         ));
         assert!(e.contains("redirect: no backend has route `t9`"), "{e}");
+    }
+
+    #[test]
+    fn two_l7_backends_may_share_a_host_on_different_ports() {
+        let ok = "interfaces = [\"eth0\"]\n[[vip]]\naddress = \"10.0.0.1:80\"\n[vip.l7]\nsticky = \"hash\"\n\
+                  [[vip.backend]]\naddress = \"10.0.0.2\"\nport = 8080\n[[vip.backend]]\naddress = \"10.0.0.2\"\nport = 8081\n";
+        Config::parse(ok, Path::new("b.toml")).unwrap();
+        let e = err(&ok.replace("8081", "8080"));
+        assert!(e.contains("10.0.0.2:8080 is listed twice"), "{e}");
     }
 
     #[test]

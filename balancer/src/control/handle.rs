@@ -72,7 +72,7 @@ impl Daemon {
                     new_flows: t.new_flows,
                     flows: None,
                     l7: v.l7.as_ref().and_then(|_| {
-                        let target = std::net::SocketAddr::new(*b.address.get_ref(), b.port.unwrap_or(v.address.get_ref().port()));
+                        let target = b.target(v.address.get_ref().port());
                         let live = self.l7_live(*v.address.get_ref(), target)?;
                         let requests = live.requests.load(Relaxed);
                         let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis() as u64;

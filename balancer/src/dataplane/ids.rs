@@ -6,10 +6,7 @@
 //! the last one handed out (round-robin), so an id freed by a removed backend is not given to a
 //! new one while flows may still point at it.
 
-use std::{
-    collections::HashMap,
-    net::{IpAddr, SocketAddr},
-};
+use std::{collections::HashMap, net::SocketAddr};
 
 use balancer_common::maps::{MAX_BACKENDS, MAX_VIPS};
 
@@ -22,7 +19,7 @@ pub type VipIdentity = (SocketAddr, Protocol);
 #[derive(Debug, Default, Clone)]
 pub struct Ids {
     vips: HashMap<VipIdentity, u32>,
-    backends: HashMap<(u32, IpAddr), u32>,
+    backends: HashMap<(u32, SocketAddr), u32>,
     next_vip: u32,
     next_backend: u32,
 }
@@ -40,7 +37,7 @@ pub struct Assigned {
 impl Ids {
     /// The ids found in maps a previous run left pinned, so a restarted daemon keeps them (the
     /// flow table refers to them). Cursors resume after the highest id seen.
-    pub fn adopt(vips: impl IntoIterator<Item = (VipIdentity, u32)>, backends: impl IntoIterator<Item = ((u32, IpAddr), u32)>) -> Self {
+    pub fn adopt(vips: impl IntoIterator<Item = (VipIdentity, u32)>, backends: impl IntoIterator<Item = ((u32, SocketAddr), u32)>) -> Self {
         let vips: HashMap<_, _> = vips.into_iter().collect();
         let backends: HashMap<_, _> = backends.into_iter().collect();
         let next_vip = vips.values().max().map_or(0, |m| (m + 1) % MAX_VIPS);
@@ -77,7 +74,7 @@ impl Ids {
         }
         for (vip, &vid) in config.vips.iter().zip(&out.vips) {
             for b in &vip.backends {
-                let key = (vid, *b.address.get_ref());
+                let key = (vid, b.target(vip.address.get_ref().port()));
                 if let Some(&id) = self.backends.get(&key) {
                     backends_now.insert(key, id);
                 }
@@ -86,7 +83,7 @@ impl Ids {
         for (vip, &vid) in config.vips.iter().zip(&out.vips) {
             let mut ids = Vec::new();
             for b in &vip.backends {
-                let key = (vid, *b.address.get_ref());
+                let key = (vid, b.target(vip.address.get_ref().port()));
                 let id = match backends_now.get(&key) {
                     Some(&id) => id,
                     None => {
@@ -151,7 +148,7 @@ mod tests {
         let key = (*c.vips[0].address.get_ref(), c.vips[0].protocol);
         let mut ids = Ids::adopt(
             [(key, before.vips[0])],
-            [((before.vips[0], "10.0.0.2".parse().unwrap()), 0), ((before.vips[0], "10.0.0.3".parse().unwrap()), 1)],
+            [((before.vips[0], "10.0.0.2:80".parse().unwrap()), 0), ((before.vips[0], "10.0.0.3:80".parse().unwrap()), 1)],
         );
         let after = ids.assign(&config(&["10.0.0.3", "10.0.0.2", "10.0.0.4"]));
         assert_eq!(after.backends[0], [1, 0, 2]);

@@ -138,17 +138,20 @@ pub fn read_ids(dp: &Dataplane) -> Result<Ids, SyncError> {
     let backends: Array<&MapData, Backend> =
         Array::try_from(ebpf.map(maps::BACKENDS).expect("checked at load")).map_err(err(maps::BACKENDS))?;
     let mut v = Vec::new();
+    let mut port_of = std::collections::HashMap::new();
     for entry in vips.iter() {
         let (k, m) = entry.map_err(err(maps::VIPS))?;
         if let Some(identity) = plan::vip_identity(&k) {
+            port_of.insert(m.id, identity.0.port());
             v.push((identity, m.id));
         }
     }
+    // L4 backends listen on their VIP's port (the data path cannot change it).
     let mut b = Vec::new();
     for id in 0..MAX_BACKENDS {
         let e = backends.get(&id, 0).map_err(err(maps::BACKENDS))?;
-        if e.state != state::EMPTY {
-            b.push(((e.vip, plan::ip_of(&e.addr, e.family)), id));
+        if let (true, Some(&port)) = (e.state != state::EMPTY, port_of.get(&e.vip)) {
+            b.push(((e.vip, std::net::SocketAddr::new(plan::ip_of(&e.addr, e.family), port)), id));
         }
     }
     Ok(Ids::adopt(v, b))

@@ -8,9 +8,9 @@ use tracing::{info, warn};
 use super::{Tracker, probe};
 use crate::config::{Config, HealthCheck, Protocol};
 
-/// A backend as health checks know it: its VIP (address, protocol) and its address. Stable
-/// across reloads.
-pub type BackendKey = (SocketAddr, Protocol, std::net::IpAddr);
+/// A backend as health checks know it: its VIP (address, protocol) and where it is reached.
+/// Stable across reloads.
+pub type BackendKey = (SocketAddr, Protocol, SocketAddr);
 
 /// A change of a backend's health.
 #[derive(Debug)]
@@ -38,7 +38,7 @@ impl Scheduler {
                 if let Some(check) = b.health.as_ref().or(vip.health.as_ref()) {
                     let mut check = check.clone();
                     check.port = check.port.or(b.port);
-                    wanted.insert((vaddr, vip.protocol, *b.address.get_ref()), check);
+                    wanted.insert((vaddr, vip.protocol, b.target(vaddr.port())), check);
                 }
             }
         }
@@ -73,8 +73,8 @@ impl Drop for Scheduler {
 }
 
 async fn run(key: BackendKey, check: HealthCheck, tx: mpsc::UnboundedSender<Flip>) {
-    let (vip, _, ip) = key;
-    let addr = SocketAddr::new(ip, check.port.unwrap_or(vip.port()));
+    let (vip, _, target) = key;
+    let addr = SocketAddr::new(target.ip(), check.port.unwrap_or(target.port()));
     let mut tracker = Tracker::new(check.rise, check.fall);
     let mut tick = tokio::time::interval(Duration::from_millis(check.interval_ms));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -62,7 +62,7 @@ impl Runtime {
                 .iter()
                 .enumerate()
                 .map(|(j, b)| {
-                    let addr = SocketAddr::new(*b.address.get_ref(), b.port.unwrap_or(address.port()));
+                    let addr = b.target(address.port());
                     let live = self.lives.entry((address, addr)).or_default().clone();
                     Member {
                         addr,

@@ -9,8 +9,11 @@
 //! Part 4 — control plane and memory: Maglev table build time, slot share error, slots moved
 //! when a backend leaves, daemon RSS when idle, BPF map memory.
 //!
-//! Parts 2 (end to end in namespaces, against an nftables balancer) and 3 (L7 against HAProxy
-//! and nginx) are not written yet.
+//! Part 3 — the L7 sticky proxy against HAProxy and nginx, all on one namespace's loopback: two
+//! nginx backends with a ~100-byte body, each proxy pinned to CPU 0 and wrk to CPU 1
+//! (`wrk -t1 -c64 --latency`), median of 3 runs.
+//!
+//! Part 2 (end to end in namespaces, against an nftables balancer) is not written yet.
 
 use std::{
     fmt::Write as _,
@@ -283,6 +286,116 @@ fn part4(report: &mut String) {
     daemon.proc.stop();
 }
 
+/// One wrk run: requests/s and p99 latency in ms.
+fn wrk(ns: &balancer_tests::netns::Netns, url: &str, secs: u32, extra: &[&str]) -> (f64, f64) {
+    let d = format!("{secs}s");
+    let mut argv = vec!["taskset", "-c", "1", "wrk", "-t1", "-c64", "-d", &d, "--latency"];
+    argv.extend_from_slice(extra);
+    argv.push(url);
+    let out = ns.run(&argv);
+    let rps = out
+        .lines()
+        .find_map(|l| l.strip_prefix("Requests/sec:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no Requests/sec in wrk output:\n{out}"));
+    let p99 = out
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("99%"))
+        .map(|v| {
+            let v = v.trim();
+            let (n, unit) = v.split_at(v.find(|c: char| c.is_alphabetic()).unwrap_or(v.len()));
+            let n: f64 = n.parse().unwrap_or(f64::NAN);
+            match unit {
+                "us" => n / 1000.0,
+                "s" => n * 1000.0,
+                _ => n,
+            }
+        })
+        .unwrap_or(f64::NAN);
+    let non2xx = out.lines().find(|l| l.contains("Non-2xx")).map(str::to_owned);
+    assert!(non2xx.is_none(), "{url}: {non2xx:?}\n{out}");
+    (rps, p99)
+}
+
+fn part3(report: &mut String) {
+    let secs: u32 = std::env::var("BENCH_L7_SECONDS").ok().and_then(|v| v.parse().ok()).unwrap_or(10);
+    let lan = Lan::new(&["l7"]);
+    let ns = &lan.hosts[0].ns;
+    let dir = std::env::temp_dir().join(format!("{}-l7bench", ns.name()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let body = "x".repeat(100);
+    let nginx_backends = format!(
+        "worker_processes 1; pid {d}/be.pid; error_log {d}/be.err; events {{ worker_connections 4096; }}\n\
+         http {{ access_log off; server {{ listen 127.0.0.1:8081; location / {{ return 200 \"{body}\"; }} }}\n\
+         server {{ listen 127.0.0.1:8082; location / {{ return 200 \"{body}\"; }} }} }}\n",
+        d = dir.display()
+    );
+    std::fs::write(dir.join("be.conf"), nginx_backends).unwrap();
+    let _backends = ns.spawn(&["taskset", "-c", "1", "nginx", "-c", dir.join("be.conf").to_str().unwrap(), "-g", "daemon off;"]);
+    let nginx_proxy = format!(
+        "worker_processes 1; pid {d}/px.pid; error_log {d}/px.err; events {{ worker_connections 4096; }}\n\
+         http {{ access_log off; upstream be {{ hash $cookie_route consistent; server 127.0.0.1:8081; server 127.0.0.1:8082; keepalive 64; }}\n\
+         server {{ listen 127.0.0.1:8020; location / {{ proxy_pass http://be; proxy_http_version 1.1; proxy_set_header Connection \"\"; }} }} }}\n",
+        d = dir.display()
+    );
+    std::fs::write(dir.join("px.conf"), nginx_proxy).unwrap();
+    let haproxy = "global\n  nbthread 1\n  maxconn 10000\ndefaults\n  mode http\n  timeout connect 3s\n  timeout client 30s\n  timeout server 30s\n\
+                   listen vip\n  bind 127.0.0.1:8010\n  balance roundrobin\n  http-reuse always\n  cookie SRV insert indirect nocache\n\
+                   server r1 127.0.0.1:8081 cookie r1\n  server r2 127.0.0.1:8082 cookie r2\n";
+    std::fs::write(dir.join("haproxy.cfg"), haproxy).unwrap();
+    let key = dir.join("cookie.key");
+    std::fs::write(&key, "bench-cookie-key-0123456789abcdef").unwrap();
+    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let balancer_cfg = format!(
+        "interfaces = [\"eth0\"]\nxdp_mode = \"generic\"\n\
+         [[vip]]\naddress = \"127.0.0.1:8000\"\n[vip.l7]\nkey_file = \"{}\"\n\
+         [[vip.backend]]\naddress = \"127.0.0.1\"\nport = 8081\nroute = \"r1\"\n[[vip.backend]]\naddress = \"127.0.0.1\"\nport = 8082\nroute = \"r2\"\n\
+         [[vip]]\naddress = \"127.0.0.1:8001\"\n[vip.l7]\nsticky = \"route-suffix\"\n\
+         [[vip.backend]]\naddress = \"127.0.0.1\"\nport = 8081\nroute = \"r1\"\n[[vip.backend]]\naddress = \"127.0.0.1\"\nport = 8082\nroute = \"r2\"\n",
+        key.display()
+    );
+    let daemon = Daemon::start(ns, &balancer_cfg, "warn,balancer::daemon=info");
+    ns.run(&["taskset", "-a", "-p", "-c", "0", &daemon.proc.pid().to_string()]);
+    let _haproxy = ns.spawn(&["taskset", "-c", "0", "haproxy", "-f", dir.join("haproxy.cfg").to_str().unwrap(), "-db"]);
+    let _nginx = ns.spawn(&["taskset", "-c", "0", "nginx", "-c", dir.join("px.conf").to_str().unwrap(), "-g", "daemon off;"]);
+    std::thread::sleep(Duration::from_secs(1));
+
+    let cases: [(&str, &str, Vec<&str>); 5] = [
+        ("direct to one backend (upper bound)", "http://127.0.0.1:8081/", vec![]),
+        ("balancer L7, insert mode", "http://127.0.0.1:8000/", vec![]),
+        ("balancer L7, route-suffix, client sends the cookie", "http://127.0.0.1:8001/", vec!["-H", "Cookie: JSESSIONID=abc.r1"]),
+        ("HAProxy 1 thread, cookie insert indirect nocache", "http://127.0.0.1:8010/", vec![]),
+        ("nginx 1 worker, hash $cookie_route consistent", "http://127.0.0.1:8020/", vec!["-H", "Cookie: route=abc"]),
+    ];
+    let mut rows = Vec::new();
+    for (name, url, extra) in &cases {
+        let mut runs: Vec<(f64, f64)> = (0..3).map(|_| wrk(ns, url, secs, extra)).collect();
+        runs.sort_by(|a, b| a.0.total_cmp(&b.0));
+        rows.push((*name, runs[1].0, runs[1].1));
+    }
+    let haproxy_rps = rows[3].1;
+    let haproxy_p99 = rows[3].2;
+    writeln!(report, "\n### 3. L7 sticky proxy (loopback, wrk -t1 -c64 -d{secs}s, proxy on CPU 0, wrk and backends on CPU 1, median of 3)\n").unwrap();
+    writeln!(report, "| contender | requests/s | p99 ms | × HAProxy requests/s |").unwrap();
+    writeln!(report, "|---|---:|---:|---:|").unwrap();
+    for (name, rps, p99) in &rows {
+        writeln!(report, "| {name} | {rps:.0} | {p99:.2} | {:.2} |", rps / haproxy_rps).unwrap();
+    }
+    for (i, what) in [(1, "insert"), (2, "route-suffix")] {
+        let (rps, p99) = (rows[i].1, rows[i].2);
+        let met = rps >= 1.2 * haproxy_rps && p99 <= haproxy_p99;
+        writeln!(
+            report,
+            "\nTarget, {what}: ≥ 1.2 × HAProxy's requests/s with p99 ≤ HAProxy's: {:.2}×, p99 {p99:.2} vs {haproxy_p99:.2} ms — {}",
+            rps / haproxy_rps,
+            if met { "met" } else { "**missed**" }
+        )
+        .unwrap();
+    }
+    drop(daemon);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 fn main() {
     if !balancer_tests::is_root() {
         eprintln!("the benchmarks load BPF programs and make namespaces: run as root");
@@ -291,8 +404,11 @@ fn main() {
     let n: usize = std::env::var("BENCH_PACKETS").ok().and_then(|v| v.parse().ok()).unwrap_or(100_000);
     let mut report = String::new();
     part1(n, &mut report);
+    if std::env::var("BENCH_SKIP_L7").is_err() {
+        part3(&mut report);
+    }
     part4(&mut report);
-    writeln!(report, "\nParts 2 (end to end against an nftables DNAT balancer) and 3 (L7 against HAProxy and nginx) are not written yet.").unwrap();
+    writeln!(report, "\nPart 2 (end to end against an nftables DNAT balancer) is not written yet.").unwrap();
     print!("{report}");
     if let Ok(path) = std::env::var("BENCH_REPORT") {
         std::fs::write(&path, &report).unwrap_or_else(|e| panic!("{path}: {e}"));
