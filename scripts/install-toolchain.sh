@@ -8,6 +8,8 @@
 # - The tools the tests and the demo run: iproute2, bpftool, ethtool, curl, python3, nsenter, and
 #   Tomcat 10 and Jetty 9, the application servers the L7 tests balance.
 #
+# With --bench, also the contenders `cargo xtask bench` measures against: haproxy, nginx, wrk.
+#
 # Needs root for apt (run with sudo). Userspace builds with the machine's rustup toolchain.
 set -euo pipefail
 
@@ -21,6 +23,9 @@ export PATH="$HOME/.cargo/bin:$PATH"
 
 apt_packages=(rustc-web cargo-web rust-web-src libstd-rust-web-dev-bpf
               iproute2 bpftool ethtool curl python3 util-linux procps tomcat10 jetty9)
+if [ "${1:-}" = "--bench" ]; then
+  apt_packages+=(haproxy nginx-light wrk)
+fi
 
 missing=()
 for p in "${apt_packages[@]}"; do

@@ -8,14 +8,14 @@ use anyhow::{Context as _, Result, bail};
 
 use crate::{
     build_ebpf,
-    toolchain::{cargo, install, is_root, root, status},
+    toolchain::{cargo, install_with, is_root, root, status},
 };
 
 pub fn bench() -> Result<()> {
     if !is_root() {
         bail!("the benchmarks load BPF programs and make network namespaces: run `sudo -E cargo xtask bench`");
     }
-    install()?;
+    install_with(&["--bench"])?;
     build_ebpf::build()?;
     status(cargo().current_dir(root()).args(["build", "--release", "--package", "balancer", "--package", "balancer-tests", "--bin", "balancer", "--bin", "bench"]))?;
     let table = std::env::temp_dir().join(format!("balancer-bench-{}.md", std::process::id()));

@@ -14,9 +14,14 @@ pub fn root() -> PathBuf {
 
 /// Runs `scripts/install-toolchain.sh` (a no-op when everything is installed).
 pub fn install() -> Result<()> {
+    install_with(&[])
+}
+
+/// `install`, with the script's options (`--bench`).
+pub fn install_with(args: &[&str]) -> Result<()> {
     let script = root().join("scripts/install-toolchain.sh");
     let mut cmd = Command::new("bash");
-    cmd.arg(&script);
+    cmd.arg(&script).args(args);
     clear_cargo_env(&mut cmd);
     status(&mut cmd).context("installing the toolchain")
 }

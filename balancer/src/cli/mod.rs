@@ -118,8 +118,9 @@ pub fn run(cli: Cli, log_level: u8) -> ExitCode {
 }
 
 fn daemon(config: Config, path: &Path, opts: RunOptions) -> Result<()> {
+    let threads = config.worker_threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
     tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(threads.max(1))
         .enable_all()
         .build()
         .context("starting the async runtime")?

@@ -55,6 +55,9 @@ pub struct Config {
     /// `/status.json`. Default `127.0.0.1:9090`.
     #[serde(default = "default_metrics_address")]
     pub metrics_address: SocketAddr,
+    /// Threads serving the control API, health checks and the L7 proxy. Default: one per CPU
+    /// the daemon may run on.
+    pub worker_threads: Option<usize>,
     /// Seed of the Maglev permutations; every node behind the same ECMP group must share it.
     #[serde(default = "default_seed")]
     pub maglev_seed: u64,

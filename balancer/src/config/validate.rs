@@ -11,6 +11,9 @@ pub(super) fn check(config: &Config) -> Result<(), (usize, String)> {
     if config.interfaces.is_empty() {
         return Err((0, "`interfaces` is empty: name at least one interface to attach to".into()));
     }
+    if config.worker_threads == Some(0) {
+        return Err((0, "`worker_threads`: at least 1".into()));
+    }
     if config.vips.len() > MAX_VIPS as usize {
         let at = config.vips[MAX_VIPS as usize].address.span().start;
         return Err((at, format!("too many [[vip]] entries: at most {MAX_VIPS}")));

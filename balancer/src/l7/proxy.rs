@@ -164,7 +164,11 @@ pub async fn handle(req: Request<Incoming>, vip: Arc<ArcSwap<Vip>>, client: Sock
             Some(b) => counted(b, member.live.clone()),
             None => Empty::new().map_err(|n| match n {}).boxed(),
         };
-        let mut up = Request::from_parts(parts.clone(), request_body);
+        // Only a request that may be tried again keeps a copy of its head: one without a body
+        // (a refused connection never sent it; see below) with attempts left.
+        let last = !bodiless || attempt + 1 >= l7.max_attempts;
+        let head = if last { std::mem::replace(&mut parts, Request::new(()).into_parts().0) } else { parts.clone() };
+        let mut up = Request::from_parts(head, request_body);
         *up.uri_mut() = format!("http://{}{path}", member.addr).parse().expect("address and path form a URI");
         let live = member.live.clone();
         live.inflight.fetch_add(1, Relaxed);
@@ -184,19 +188,17 @@ pub async fn handle(req: Request<Incoming>, vip: Arc<ArcSwap<Vip>>, client: Sock
                 return Ok(text(StatusCode::GATEWAY_TIMEOUT, "the backend did not answer in time"));
             }
             Ok(Err(e)) => {
-                // Nothing was received: a failed connect never sent the body, and a request
-                // without one can go elsewhere as long as it is idempotent.
                 let connect = e.is_connect();
                 failed(if connect { "connect failed" } else { "connection broke before a response" });
-                if connect || retryable {
+                // Another backend may take the request only if nothing of it is lost: it has no
+                // body (a body went with the failed attempt), and the connection was refused
+                // (nothing reached the backend) or the method is idempotent.
+                if bodiless && (connect || retryable) {
                     exclude.push(i);
-                    if connect && !bodiless && attempt + 1 < l7.max_attempts {
-                        // The body went with the failed attempt's request; it cannot be resent.
-                        return Ok(text(StatusCode::BAD_GATEWAY, "the backend could not be reached"));
-                    }
                     continue;
                 }
-                return Ok(text(StatusCode::BAD_GATEWAY, "the backend's connection broke"));
+                let msg = if connect { "the backend could not be reached" } else { "the backend's connection broke" };
+                return Ok(text(StatusCode::BAD_GATEWAY, msg));
             }
             Ok(Ok(r)) => r,
         };

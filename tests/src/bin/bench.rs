@@ -339,7 +339,7 @@ fn part3(report: &mut String) {
         d = dir.display()
     );
     std::fs::write(dir.join("px.conf"), nginx_proxy).unwrap();
-    let haproxy = "global\n  nbthread 1\n  maxconn 10000\ndefaults\n  mode http\n  timeout connect 3s\n  timeout client 30s\n  timeout server 30s\n\
+    let haproxy = "global\n  nbthread 1\n  maxconn 4096\ndefaults\n  mode http\n  timeout connect 3s\n  timeout client 30s\n  timeout server 30s\n\
                    listen vip\n  bind 127.0.0.1:8010\n  balance roundrobin\n  http-reuse always\n  cookie SRV insert indirect nocache\n\
                    server r1 127.0.0.1:8081 cookie r1\n  server r2 127.0.0.1:8082 cookie r2\n";
     std::fs::write(dir.join("haproxy.cfg"), haproxy).unwrap();
@@ -347,7 +347,7 @@ fn part3(report: &mut String) {
     std::fs::write(&key, "bench-cookie-key-0123456789abcdef").unwrap();
     std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     let balancer_cfg = format!(
-        "interfaces = [\"eth0\"]\nxdp_mode = \"generic\"\n\
+        "interfaces = [\"eth0\"]\nxdp_mode = \"generic\"\nworker_threads = 1\n\
          [[vip]]\naddress = \"127.0.0.1:8000\"\n[vip.l7]\nkey_file = \"{}\"\n\
          [[vip.backend]]\naddress = \"127.0.0.1\"\nport = 8081\nroute = \"r1\"\n[[vip.backend]]\naddress = \"127.0.0.1\"\nport = 8082\nroute = \"r2\"\n\
          [[vip]]\naddress = \"127.0.0.1:8001\"\n[vip.l7]\nsticky = \"route-suffix\"\n\
