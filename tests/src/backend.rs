@@ -113,7 +113,7 @@ class H(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     def do_GET(self):
         cookie = self.headers.get("Cookie") or ""
-        body = f"{name} cookie={cookie} xff={self.headers.get('X-Forwarded-For', '')}\n".encode()
+        body = f"{name} cookie={cookie} xff={self.headers.get('X-Forwarded-For', '')} host={self.headers.get('Host', '')}\n".encode()
         self.send_response(200)
         if "JSESSIONID=" not in cookie and route != "-":
             self.send_header("Set-Cookie", f"JSESSIONID={secrets.token_hex(8)}.{route}; Path=/")

@@ -102,6 +102,7 @@ fn insert_mode_keeps_a_cookie_jar_on_one_backend_and_hides_the_cookie_from_it() 
     assert!(head.to_ascii_lowercase().contains("set-cookie: balancerid="), "{head}");
     assert!(head.to_ascii_lowercase().contains("cache-control: private"), "nocache: {head}");
     assert!(body.contains("xff=198.18.0.1"), "X-Forwarded-For: {body}");
+    assert!(body.contains(&format!("host={VIP}")), "the client's Host is kept: {body}");
     let first = body.split_whitespace().next().unwrap().to_owned();
     for i in 0..50 {
         let (_, head, body) = b.get("/", &[]);
@@ -361,4 +362,12 @@ fn an_idle_kept_alive_connection_is_closed_after_the_header_timeout() {
     });
     assert!(first);
     assert!(closed_after >= Duration::from_millis(900) && closed_after < Duration::from_secs(3), "closed after {closed_after:?}");
+}
+
+#[test]
+fn without_preserve_host_the_backend_gets_its_own_address_as_host() {
+    require_root!();
+    let s = setup("sticky = \"insert\"\npreserve_host = false");
+    let (_, _, body) = Browser::new(&s.lan.hosts[0].ns, "h").get("/", &[]);
+    assert!(body.contains("host=198.18.0.3:8080") || body.contains("host=198.18.0.4:8080"), "{body}");
 }

@@ -283,6 +283,10 @@ pub struct L7 {
     /// Add a `Via` header. Default false.
     #[serde(default)]
     pub via: bool,
+    /// Send the client's `Host` header to the backend (Apache's `ProxyPreserveHost On`).
+    /// `false` sends the backend's own address instead. Default true.
+    #[serde(default = "yes")]
+    pub preserve_host: bool,
 }
 
 fn yes() -> bool {

@@ -170,6 +170,9 @@ pub async fn handle(req: Request<Incoming>, vip: Arc<ArcSwap<Vip>>, client: Sock
         let head = if last { std::mem::replace(&mut parts, Request::new(()).into_parts().0) } else { parts.clone() };
         let mut up = Request::from_parts(head, request_body);
         *up.uri_mut() = format!("http://{}{path}", member.addr).parse().expect("address and path form a URI");
+        if !l7.preserve_host {
+            up.headers_mut().insert(header::HOST, HeaderValue::from_str(&member.addr.to_string()).expect("an address is a valid header"));
+        }
         let live = member.live.clone();
         live.inflight.fetch_add(1, Relaxed);
         live.requests.fetch_add(1, Relaxed);
