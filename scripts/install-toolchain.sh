@@ -24,7 +24,7 @@ export PATH="$HOME/.cargo/bin:$PATH"
 apt_packages=(rustc-web cargo-web rust-web-src libstd-rust-web-dev-bpf
               iproute2 bpftool ethtool curl python3 util-linux procps tomcat10 jetty9)
 if [ "${1:-}" = "--bench" ]; then
-  apt_packages+=(haproxy nginx-light wrk)
+  apt_packages+=(haproxy nginx-light wrk nftables)
 fi
 
 missing=()
