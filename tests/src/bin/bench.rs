@@ -371,8 +371,12 @@ fn part3(report: &mut String) {
         ("nginx 1 worker, hash $cookie_route consistent", "http://127.0.0.1:8020/", vec!["-H", "Cookie: route=abc"]),
     ];
     let mut rows = Vec::new();
-    for (name, url, extra) in &cases {
+    let mut profile = None;
+    for (i, (name, url, extra)) in cases.iter().enumerate() {
+        // The balancer's insert-mode runs are profiled (the target is HAProxy's rate).
+        let perf = (i == 1).then(|| Profile::start(daemon.proc.pid(), secs * 3)).flatten();
         let mut runs: Vec<(f64, f64)> = (0..3).map(|_| wrk(ns, url, secs, extra)).collect();
+        profile = profile.or_else(|| perf.map(Profile::report));
         runs.sort_by(|a, b| a.0.total_cmp(&b.0));
         rows.push((*name, runs[1].0, runs[1].1));
     }
@@ -395,8 +399,59 @@ fn part3(report: &mut String) {
         )
         .unwrap();
     }
+    match profile {
+        Some(p) => writeln!(report, "\nWhere the balancer's CPU went in insert mode (perf, cpu-clock samples, self time):\n\n```\n{p}```").unwrap(),
+        None => writeln!(report, "\n(perf is not available: no profile of the L7 runs.)").unwrap(),
+    }
     drop(daemon);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `perf record` of a process while a measurement runs.
+struct Profile {
+    child: std::process::Child,
+    data: std::path::PathBuf,
+}
+
+impl Profile {
+    /// Samples `pid` for `secs` seconds, if `perf` works here.
+    fn start(pid: u32, secs: u32) -> Option<Self> {
+        let data = std::env::temp_dir().join(format!("balancer-bench-{pid}.perf"));
+        let child = std::process::Command::new("perf")
+            .args(["record", "-e", "cpu-clock", "-F", "499", "-g", "-o"])
+            .arg(&data)
+            .args(["-p", &pid.to_string(), "--", "sleep", &secs.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .ok()?;
+        Some(Self { child, data })
+    }
+
+    /// Where the samples fell: by shared object (kernel, balancer, libc…), then the heaviest
+    /// symbols.
+    fn report(mut self) -> String {
+        let _ = self.child.wait();
+        let run = |sort: &str, limit: &str| {
+            std::process::Command::new("perf")
+                .args(["report", "--stdio", "--no-children", "--sort", sort, "--percent-limit", limit, "-g", "none", "-i"])
+                .arg(&self.data)
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                .unwrap_or_default()
+        };
+        let rows = |text: String, n: usize| -> String {
+            text.lines()
+                .filter(|l| l.trim_start().starts_with(|c: char| c.is_ascii_digit()))
+                .take(n)
+                .map(|l| format!("{}\n", l.split("  -  ").next().unwrap_or(l).trim_end()))
+                .collect()
+        };
+        let by_object = rows(run("dso", "1"), 8);
+        let by_symbol = rows(run("dso,symbol", "0.7"), 15);
+        let _ = std::fs::remove_file(&self.data);
+        format!("{by_object}\n{by_symbol}")
+    }
 }
 
 /// Packets received so far on `eth0` of `ns`.
