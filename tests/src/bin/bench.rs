@@ -125,6 +125,25 @@ fn with_port(template: &[u8], at: usize, i: usize) -> Vec<u8> {
     f
 }
 
+/// Every figure that has a target, for the summary table at the top of the report.
+#[derive(Default)]
+struct Targets(Vec<(String, String, String, bool)>);
+
+impl Targets {
+    fn add(&mut self, figure: impl Into<String>, measured: impl Into<String>, target: impl Into<String>, met: bool) {
+        self.0.push((figure.into(), measured.into(), target.into(), met));
+    }
+
+    fn table(&self) -> String {
+        let mut t = String::from("| figure | measured | target | |\n|---|---:|---:|---|\n");
+        for (f, m, target, met) in &self.0 {
+            let verdict = if *met { "met" } else { "**missed**" };
+            writeln!(t, "| {f} | {m} | {target} | {verdict} |").unwrap();
+        }
+        t
+    }
+}
+
 const XDP_PASS: u32 = 2;
 const XDP_TX: u32 = 3;
 
@@ -137,7 +156,7 @@ struct Row {
     target: Option<f64>,
 }
 
-fn part1(n: usize, report: &mut String) -> Vec<Row> {
+fn part1(n: usize, report: &mut String, targets: &mut Targets) -> Vec<Row> {
     let mut fx = Fixture::new(CONFIG);
     {
         let prog: &mut Xdp = fx.dp.ebpf_mut().program_mut("ref_swap").unwrap().try_into().unwrap();
@@ -188,7 +207,10 @@ fn part1(n: usize, report: &mut String) -> Vec<Row> {
     writeln!(report, "|---|---:|---:|---:|---:|---:|---|").unwrap();
     for r in &rows {
         let (t, verdict) = match r.target {
-            Some(t) => (format!("≤ {t}×"), if r.ratio <= t { "met" } else { "**missed**" }),
+            Some(t) => {
+                targets.add(format!("XDP per packet: {}", r.case), format!("{:.2}× pass-only", r.ratio), format!("≤ {t}×"), r.ratio <= t);
+                (format!("≤ {t}×"), if r.ratio <= t { "met" } else { "**missed**" })
+            }
             None => (String::new(), ""),
         };
         writeln!(report, "| {} | {:.1} | {:.0} | {:.0} | {:.2} | {t} | {verdict} |", r.case, r.mean, r.median, r.p99, r.ratio).unwrap();
@@ -206,7 +228,7 @@ fn part1(n: usize, report: &mut String) -> Vec<Row> {
     rows
 }
 
-fn part4(report: &mut String) {
+fn part4(report: &mut String, targets: &mut Targets) {
     writeln!(report, "\n### 4. Control plane and memory\n").unwrap();
     writeln!(report, "| figure | value | target | |").unwrap();
     writeln!(report, "|---|---:|---:|---|").unwrap();
@@ -225,6 +247,9 @@ fn part4(report: &mut String) {
         times.sort();
         let ms_taken = times[3].as_secs_f64() * 1e3;
         let (target, verdict) = if n == 1000 { ("< 20 ms", if ms_taken < 20.0 { "met" } else { "**missed**" }) } else { ("", "") };
+        if n == 1000 {
+            targets.add("Maglev build, 1000 backends", format!("{ms_taken:.2} ms"), "< 20 ms", ms_taken < 20.0);
+        }
         writeln!(report, "| Maglev build, {n} backends, M=65537 (median of 7) | {ms_taken:.2} ms | {target} | {verdict} |").unwrap();
     }
     for n in [10usize, 100, 1000] {
@@ -239,6 +264,7 @@ fn part4(report: &mut String) {
             .count();
         let times_ideal = moved as f64 / 65537.0 * n as f64;
         let verdict = if times_ideal <= 1.1 { "met" } else { "**missed**" };
+        targets.add(format!("slots moved when 1 of {n} backends leaves"), format!("{times_ideal:.2} × 1/N"), "≤ 1.1 × 1/N", times_ideal <= 1.1);
         writeln!(report, "| slots moved when 1 of {n} leaves | {times_ideal:.3} × 1/N | ≤ 1.1 × 1/N | {verdict} |").unwrap();
     }
     let weights: Vec<u32> = (0..100).map(|i| 1 + i % 10).collect();
@@ -255,6 +281,7 @@ fn part4(report: &mut String) {
         })
         .fold(0.0, f64::max);
     writeln!(report, "| worst slot-share error vs weight share, 100 backends, weights 1-10 | {:.2} % | ≤ 1 % | {} |", worst * 100.0, if worst <= 0.01 { "met" } else { "**missed**" }).unwrap();
+    targets.add("Maglev slot share vs weight share, 100 backends", format!("{:.2} % worst", worst * 100.0), "≤ 1 %", worst <= 0.01);
 
     // The daemon, idle, in a namespace of its own.
     let lan = Lan::new(&["lb"]);
@@ -320,7 +347,7 @@ fn wrk(ns: &balancer_tests::netns::Netns, url: &str, secs: u32, extra: &[&str]) 
     (rps, p99)
 }
 
-fn part3(report: &mut String) {
+fn part3(report: &mut String, targets: &mut Targets) {
     let secs: u32 = std::env::var("BENCH_L7_SECONDS").ok().and_then(|v| v.parse().ok()).unwrap_or(10);
     let lan = Lan::new(&["l7"]);
     let ns = &lan.hosts[0].ns;
@@ -391,6 +418,12 @@ fn part3(report: &mut String) {
     for (i, what) in [(1, "insert"), (2, "route-suffix")] {
         let (rps, p99) = (rows[i].1, rows[i].2);
         let met = rps >= 1.2 * haproxy_rps && p99 <= haproxy_p99;
+        targets.add(
+            format!("L7 {what} vs HAProxy: requests/s, p99"),
+            format!("{:.2}×, {p99:.2} vs {haproxy_p99:.2} ms", rps / haproxy_rps),
+            "≥ 1.2×, p99 ≤ HAProxy's",
+            met,
+        );
         writeln!(
             report,
             "\nTarget, {what}: ≥ 1.2 × HAProxy's requests/s with p99 ≤ HAProxy's: {:.2}×, p99 {p99:.2} vs {haproxy_p99:.2} ms — {}",
@@ -480,7 +513,7 @@ fn flood(client: &balancer_tests::netns::Netns, dst: std::net::SocketAddr, secs:
     })
 }
 
-fn part2(report: &mut String) {
+fn part2(report: &mut String, targets: &mut Targets) {
     let secs: u64 = std::env::var("BENCH_E2E_SECONDS").ok().and_then(|v| v.parse().ok()).unwrap_or(5);
     let vip = "198.51.100.10";
     let mut lan = Lan::new(&["client", "lb", "be1", "be2"]);
@@ -564,6 +597,12 @@ fn part2(report: &mut String) {
     for (i, what) in [(1, "DSR"), (2, "IPIP")] {
         let (_, recv, _, p99) = rows[i].1;
         let met = recv >= 2.0 * nft.1 && p99 <= nft.3;
+        targets.add(
+            format!("end to end, XDP {what} vs nftables: packets/s, HTTP p99"),
+            format!("{:.2}×, {p99:.2} vs {:.2} ms", recv / nft.1, nft.3),
+            "≥ 2×, p99 ≤ nftables'",
+            met,
+        );
         writeln!(
             report,
             "\nTarget, {what}: ≥ 2 × nftables' packets/s and HTTP p99 no worse: {:.2}×, p99 {p99:.2} vs {:.2} ms — {}",
@@ -604,14 +643,16 @@ fn main() {
     }
     let n: usize = std::env::var("BENCH_PACKETS").ok().and_then(|v| v.parse().ok()).unwrap_or(100_000);
     let mut report = String::new();
-    part1(n, &mut report);
+    let mut targets = Targets::default();
+    part1(n, &mut report, &mut targets);
     if std::env::var("BENCH_SKIP_E2E").is_err() {
-        part2(&mut report);
+        part2(&mut report, &mut targets);
     }
     if std::env::var("BENCH_SKIP_L7").is_err() {
-        part3(&mut report);
+        part3(&mut report, &mut targets);
     }
-    part4(&mut report);
+    part4(&mut report, &mut targets);
+    let report = format!("### Summary: every target\n\n{}\n{report}", targets.table());
     print!("{report}");
     if let Ok(path) = std::env::var("BENCH_REPORT") {
         std::fs::write(&path, &report).unwrap_or_else(|e| panic!("{path}: {e}"));
