@@ -80,21 +80,22 @@ pub fn ipip(ctx: &XdpContext, packet: &Packet, backend: &Backend) -> Result<u32,
 /// tag) to the new front with rewritten MACs, and writes `outer` right after it.
 #[inline(always)]
 fn push_outer<const N: usize>(ctx: &XdpContext, l3_off: usize, backend: &Backend, outer: [u8; N]) -> Result<(), Reason> {
+    // The L2 length must be a constant for the verifier: one instance per length.
     if l3_off == VLAN_ETH_LEN {
-        let mut l2 = read::<[u8; VLAN_ETH_LEN]>(ctx, 0)?;
-        let macs = rewritten_macs(&[l2[0], l2[1], l2[2], l2[3], l2[4], l2[5], l2[6], l2[7], l2[8], l2[9], l2[10], l2[11]], backend);
-        l2[..12].copy_from_slice(&macs);
-        grow(ctx, N)?;
-        write(ctx, 0, l2)?;
-        write(ctx, VLAN_ETH_LEN, outer)
+        push_outer_after::<VLAN_ETH_LEN, N>(ctx, backend, outer)
     } else {
-        let mut l2 = read::<[u8; ETH_LEN]>(ctx, 0)?;
-        let macs = rewritten_macs(&[l2[0], l2[1], l2[2], l2[3], l2[4], l2[5], l2[6], l2[7], l2[8], l2[9], l2[10], l2[11]], backend);
-        l2[..12].copy_from_slice(&macs);
-        grow(ctx, N)?;
-        write(ctx, 0, l2)?;
-        write(ctx, ETH_LEN, outer)
+        push_outer_after::<ETH_LEN, N>(ctx, backend, outer)
     }
+}
+
+#[inline(always)]
+fn push_outer_after<const L2: usize, const N: usize>(ctx: &XdpContext, backend: &Backend, outer: [u8; N]) -> Result<(), Reason> {
+    let mut l2 = read::<[u8; L2]>(ctx, 0)?;
+    let macs = read::<[u8; 12]>(ctx, 0)?;
+    l2[..12].copy_from_slice(&rewritten_macs(&macs, backend));
+    grow(ctx, N)?;
+    write(ctx, 0, l2)?;
+    write(ctx, L2, outer)
 }
 
 /// Destination: the backend's next hop; source: the MAC the frame was sent to (ours).

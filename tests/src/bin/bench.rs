@@ -316,10 +316,15 @@ fn part4(report: &mut String, targets: &mut Targets) {
     daemon.proc.stop();
 }
 
-/// One wrk run: requests/s and p99 latency in ms.
-fn wrk(ns: &balancer_tests::netns::Netns, url: &str, secs: u32, extra: &[&str]) -> (f64, f64) {
+/// One wrk run (`-t1 -c64 --latency`) with the CPU list `cpus` (none: unpinned): requests/s and
+/// p99 latency in ms. Fails on non-2xx answers.
+fn wrk(ns: &balancer_tests::netns::Netns, cpus: Option<&str>, url: &str, secs: u32, extra: &[&str]) -> (f64, f64) {
     let d = format!("{secs}s");
-    let mut argv = vec!["taskset", "-c", "1", "wrk", "-t1", "-c64", "-d", &d, "--latency"];
+    let mut argv = match cpus {
+        Some(c) => vec!["taskset", "-c", c],
+        None => vec![],
+    };
+    argv.extend_from_slice(&["wrk", "-t1", "-c64", "-d", &d, "--latency"]);
     argv.extend_from_slice(extra);
     argv.push(url);
     let out = ns.run(&argv);
@@ -402,7 +407,7 @@ fn part3(report: &mut String, targets: &mut Targets) {
     for (i, (name, url, extra)) in cases.iter().enumerate() {
         // The balancer's insert-mode runs are profiled (the target is HAProxy's rate).
         let perf = (i == 1).then(|| Profile::start(daemon.proc.pid(), secs * 3)).flatten();
-        let mut runs: Vec<(f64, f64)> = (0..3).map(|_| wrk(ns, url, secs, extra)).collect();
+        let mut runs: Vec<(f64, f64)> = (0..3).map(|_| wrk(ns, Some("1"), url, secs, extra)).collect();
         profile = profile.or_else(|| perf.map(Profile::report));
         runs.sort_by(|a, b| a.0.total_cmp(&b.0));
         rows.push((*name, runs[1].0, runs[1].1));
@@ -544,7 +549,8 @@ fn part2(report: &mut String, targets: &mut Targets) {
         let sent = flood(client, format!("{target}:9").parse().unwrap(), secs);
         std::thread::sleep(Duration::from_millis(200));
         let after: u64 = (2..4).map(|h| rx_packets(&lan.hosts[h].ns)).sum();
-        let (rps, p99) = wrk_unpinned(client, &format!("http://{target}/"), secs as u32);
+        // Unpinned: the namespaces share both CPUs.
+        let (rps, p99) = wrk(client, None, &format!("http://{target}/"), secs as u32, &[]);
         (sent as f64 / secs as f64, (after - before) as f64 / secs as f64, rps, p99)
     };
     let config = |fwd: &str| {
@@ -612,28 +618,6 @@ fn part2(report: &mut String, targets: &mut Targets) {
         )
         .unwrap();
     }
-}
-
-/// `wrk` without CPU pinning (the namespaces share both CPUs).
-fn wrk_unpinned(ns: &balancer_tests::netns::Netns, url: &str, secs: u32) -> (f64, f64) {
-    let d = format!("{secs}s");
-    let out = ns.run(&["wrk", "-t1", "-c64", "-d", &d, "--latency", url]);
-    let rps = out.lines().find_map(|l| l.strip_prefix("Requests/sec:")).and_then(|v| v.trim().parse().ok()).unwrap_or(0.0);
-    let p99 = out
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("99%"))
-        .map(|v| {
-            let v = v.trim();
-            let (n, unit) = v.split_at(v.find(|c: char| c.is_alphabetic()).unwrap_or(v.len()));
-            let n: f64 = n.parse().unwrap_or(f64::NAN);
-            match unit {
-                "us" => n / 1000.0,
-                "s" => n * 1000.0,
-                _ => n,
-            }
-        })
-        .unwrap_or(f64::NAN);
-    (rps, p99)
 }
 
 fn main() {
