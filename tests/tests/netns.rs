@@ -43,15 +43,20 @@ fn get(lan: &Lan, local_port: u16) -> Result<String, String> {
     }
 }
 
+/// The topology above, with both backends serving and the client routing the VIP via the lb.
+fn dsr_lan() -> (Lan, [HttpBackend; 2]) {
+    let mut lan = Lan::new(&["client", "lb", "be1", "be2"]);
+    let vip: IpAddr = VIP.parse().unwrap();
+    let servers = [HttpBackend::start(&lan.hosts[2], "be1", vip, 80), HttpBackend::start(&lan.hosts[3], "be2", vip, 80)];
+    lan.hosts[0].ns.run(&["ip", "route", "add", &format!("{VIP}/32"), "via", &lan.hosts[1].ip.to_string()]);
+    lan.accept_xdp_frames_from(1);
+    (lan, servers)
+}
+
 #[test]
 fn daemon_attached_natively_balances_tcp_connections_by_dsr() {
     require_root!();
-    let mut lan = Lan::new(&["client", "lb", "be1", "be2"]);
-    let vip: IpAddr = VIP.parse().unwrap();
-    let _be1 = HttpBackend::start(&lan.hosts[2], "be1", vip, 80);
-    let _be2 = HttpBackend::start(&lan.hosts[3], "be2", vip, 80);
-    lan.hosts[0].ns.run(&["ip", "route", "add", &format!("{VIP}/32"), "via", &lan.hosts[1].ip.to_string()]);
-    lan.accept_xdp_frames_from(1);
+    let (lan, _servers) = dsr_lan();
 
     let lb = &lan.hosts[1].ns;
     let mut daemon = Daemon::start(lb, &config(), "info,balancer_ebpf=debug");
@@ -91,12 +96,7 @@ fn daemon_attached_natively_balances_tcp_connections_by_dsr() {
 #[test]
 fn kill_9_and_restart_drop_no_connection() {
     require_root!();
-    let mut lan = Lan::new(&["client", "lb", "be1", "be2"]);
-    let vip: IpAddr = VIP.parse().unwrap();
-    let _be1 = HttpBackend::start(&lan.hosts[2], "be1", vip, 80);
-    let _be2 = HttpBackend::start(&lan.hosts[3], "be2", vip, 80);
-    lan.hosts[0].ns.run(&["ip", "route", "add", &format!("{VIP}/32"), "via", &lan.hosts[1].ip.to_string()]);
-    lan.accept_xdp_frames_from(1);
+    let (lan, _servers) = dsr_lan();
     let lb = &lan.hosts[1].ns;
     let mut daemon = Daemon::start(lb, &config(), "info");
     let addr: std::net::SocketAddr = format!("{VIP}:80").parse().unwrap();
