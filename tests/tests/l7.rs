@@ -371,3 +371,19 @@ fn without_preserve_host_the_backend_gets_its_own_address_as_host() {
     let (_, _, body) = Browser::new(&s.lan.hosts[0].ns, "h").get("/", &[]);
     assert!(body.contains("host=198.18.0.3:8080") || body.contains("host=198.18.0.4:8080"), "{body}");
 }
+
+#[test]
+fn http2_clients_with_prior_knowledge_keep_their_session() {
+    require_root!();
+    let s = setup("sticky = \"insert\"");
+    let b = Browser::new(&s.lan.hosts[0].ns, "h2");
+    let (status, head, body) = b.get("/", &["--http2-prior-knowledge"]);
+    assert_eq!(status, 200, "{head}{body}");
+    assert!(head.starts_with("HTTP/2"), "answered over HTTP/2: {head}");
+    assert!(body.contains(&format!("host={VIP}")), "the backend gets the :authority as Host: {body}");
+    let first = body.split_whitespace().next().unwrap().to_owned();
+    for _ in 0..10 {
+        let (_, _, body) = b.get("/", &["--http2-prior-knowledge"]);
+        assert!(body.starts_with(&first), "{body}");
+    }
+}

@@ -79,6 +79,25 @@ fn strip_cookie(headers: &mut HeaderMap, name: &str) {
     }
 }
 
+/// Removes the headers that concern one connection only (RFC 9110 §7.6.1): each side of the
+/// proxy has its own connection, and an HTTP/2 client's must not see HTTP/1.1's.
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<String> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|n| n.trim().to_ascii_lowercase())
+        .filter(|n| !n.is_empty())
+        .collect();
+    for name in named {
+        headers.remove(name.as_str());
+    }
+    for name in ["connection", "keep-alive", "proxy-connection", "te", "trailer", "upgrade"] {
+        headers.remove(name);
+    }
+}
+
 fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
 }
@@ -120,7 +139,20 @@ pub async fn handle(req: Request<Incoming>, vip: Arc<ArcSwap<Vip>>, client: Sock
 
     // What the backend gets: forwarded-for headers, our cookie removed in indirect mode.
     let (mut parts, body) = req.into_parts();
-    let host = parts.headers.get(header::HOST).and_then(|h| h.to_str().ok()).map(str::to_owned);
+    // HTTP/2 clients name the host in `:authority`; backends get HTTP/1.1 with a Host header.
+    let host = parts
+        .headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| parts.uri.authority().map(|a| a.to_string()));
+    if parts.version != hyper::Version::HTTP_11 && parts.version != hyper::Version::HTTP_10 {
+        parts.version = hyper::Version::HTTP_11;
+        if let Some(h) = host.as_deref().and_then(|h| HeaderValue::from_str(h).ok()) {
+            parts.headers.insert(header::HOST, h);
+        }
+    }
+    strip_hop_by_hop(&mut parts.headers);
     if l7.sticky == StickyMode::Insert && l7.indirect {
         strip_cookie(&mut parts.headers, &l7.cookie);
     }
@@ -209,6 +241,7 @@ pub async fn handle(req: Request<Incoming>, vip: Arc<ArcSwap<Vip>>, client: Sock
             live.sessions.fetch_add(1, Relaxed);
         }
         let (mut rparts, rbody) = resp.into_parts();
+        strip_hop_by_hop(&mut rparts.headers);
         rewrite_location(&mut rparts.headers, member.addr, host.as_deref());
         if let (StickyMode::Insert, Some(signer), Some(r)) = (l7.sticky, &v.signer, &member.route) {
             let set = match (&choice, &affinity) {
@@ -289,6 +322,18 @@ mod tests {
         strip_cookie(&mut h, "BALANCERID");
         let all: Vec<&str> = h.get_all(header::COOKIE).iter().map(|v| v.to_str().unwrap()).collect();
         assert_eq!(all, ["a=1; b=2"]);
+    }
+
+    #[test]
+    fn hop_by_hop_headers_and_those_connection_names_are_removed() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, X-Secret"));
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        h.insert("x-kept", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.keys().map(|k| k.as_str()).collect::<Vec<_>>(), ["x-kept"]);
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::{
 };
 
 use arc_swap::ArcSwap;
-use hyper::{server::conn::http1, service::service_fn};
+use hyper::service::service_fn;
 use hyper_util::{
     client::legacy::{Client, connect::HttpConnector},
     rt::{TokioExecutor, TokioIo, TokioTimer},
@@ -156,8 +156,10 @@ fn listen(address: SocketAddr, l7: &L7, state: Arc<ArcSwap<Vip>>) -> Result<Join
             tokio::spawn(async move {
                 let _permit = permit;
                 let service = service_fn(move |req| proxy::handle(req, state.clone(), peer));
-                let mut builder = http1::Builder::new();
-                builder.timer(TokioTimer::new()).header_read_timeout(header_timeout).max_buf_size(max_head).keep_alive(true);
+                // HTTP/1.1, or HTTP/2 with prior knowledge (h2c) on the same port.
+                let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                builder.http1().timer(TokioTimer::new()).header_read_timeout(header_timeout).max_buf_size(max_head).keep_alive(true);
+                builder.http2().timer(TokioTimer::new()).max_header_list_size(u32::try_from(max_head).unwrap_or(u32::MAX));
                 if let Err(e) = builder.serve_connection(TokioIo::new(stream), service).await {
                     debug!(%peer, error = %e, "client connection ended");
                 }
