@@ -47,6 +47,8 @@ pub struct Daemon {
     hops: HashMap<IpAddr, NextHop>,
     health: Scheduler,
     down: HashSet<BackendKey>,
+    /// Backends in a slow start: when it began and how long it lasts.
+    ramps: HashMap<BackendKey, (tokio::time::Instant, Duration)>,
     l7: crate::l7::server::Runtime,
     flips: mpsc::UnboundedReceiver<Flip>,
     flips_tx: mpsc::UnboundedSender<Flip>,
@@ -105,6 +107,7 @@ impl Daemon {
             hops: HashMap::new(),
             health: Scheduler::default(),
             down: HashSet::new(),
+            ramps: HashMap::new(),
             l7: crate::l7::server::Runtime::default(),
             flips,
             flips_tx,
@@ -151,6 +154,7 @@ impl Daemon {
         self.health.sync(&self.config, &self.flips_tx);
         let health = &self.health;
         self.down.retain(|k| health.checks(k));
+        self.ramps.retain(|k, _| health.checks(k));
         self.write("configuration")
     }
 
@@ -158,17 +162,21 @@ impl Daemon {
     /// them. The ids are kept even when a write fails, since the maps may already hold them.
     fn write(&mut self, cause: &str) -> Result<()> {
         let assigned = self.ids.assign(&self.config);
-        let down = &self.down;
-        let config = &self.config;
-        let up = |i: usize, j: usize| {
+        let (down, ramps, config) = (&self.down, &self.ramps, &self.config);
+        let now = tokio::time::Instant::now();
+        let key = |i: usize, j: usize| {
             let v = &config.vips[i];
             let vaddr = *v.address.get_ref();
-            !down.contains(&(vaddr, v.protocol, v.backends[j].target(vaddr.port())))
+            (vaddr, v.protocol, v.backends[j].target(vaddr.port()))
         };
-        let p = plan::plan(config, &self.hops, &assigned, up);
+        let up = |i: usize, j: usize| !down.contains(&key(i, j));
+        let scale = |i: usize, j: usize| {
+            ramps.get(&key(i, j)).map_or(1.0, |(since, over)| now.duration_since(*since).as_secs_f64() / over.as_secs_f64())
+        };
+        let p = plan::plan(config, &self.hops, &assigned, up, scale);
         let report = sync::apply(&mut self.dp, &p).context("programming the maps")?;
         self.last = (assigned, p);
-        self.l7.sync(config, up).map_err(|e| anyhow::anyhow!(e))?;
+        self.l7.sync(config, up, scale).map_err(|e| anyhow::anyhow!(e))?;
         for (vip, moved) in report.moved {
             match moved {
                 Some(n) => info!(vip, moved_slots = n, cause, "table rebuilt"),
@@ -186,6 +194,8 @@ impl Daemon {
     pub async fn serve(mut self) -> Result<()> {
         let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
         let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+        // Slow starts raise their backends' weights once a second.
+        let mut ramp_tick = tokio::time::interval(Duration::from_secs(1));
         loop {
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => break,
@@ -196,6 +206,7 @@ impl Daemon {
                     }
                 }
                 Some(flip) = self.flips.recv() => self.on_flip(flip),
+                _ = ramp_tick.tick(), if !self.ramps.is_empty() => self.ramp_step(),
                 Some((request, reply)) = self.calls.recv() => {
                     let _ = reply.send(self.handle(request).await);
                 }
@@ -222,11 +233,36 @@ impl Daemon {
             return; // a check stopped by a reload
         }
         let changed = if flip.up { self.down.remove(&flip.key) } else { self.down.insert(flip.key) };
+        match (flip.up, self.health.slowstart(&flip.key)) {
+            (true, Some(over)) if changed => {
+                info!(backend = %flip.key.2, seconds = over.as_secs(), "slow start");
+                self.ramps.insert(flip.key, (tokio::time::Instant::now(), over));
+            }
+            (false, _) => {
+                self.ramps.remove(&flip.key);
+            }
+            _ => {}
+        }
         if changed {
             let cause = if flip.up { "backend up" } else { "backend down" };
             if let Err(e) = self.write(cause) {
                 error!("{e:#}");
             }
+        }
+    }
+
+    /// Raises ramping backends' weights; a ramp that reached its full weight ends.
+    fn ramp_step(&mut self) {
+        let now = tokio::time::Instant::now();
+        self.ramps.retain(|key, (since, over)| {
+            let done = now.duration_since(*since) >= *over;
+            if done {
+                info!(backend = %key.2, "slow start done: full weight");
+            }
+            !done
+        });
+        if let Err(e) = self.write("slow start") {
+            error!("{e:#}");
         }
     }
 

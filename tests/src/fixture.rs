@@ -69,7 +69,7 @@ impl Fixture {
             .flat_map(|v| v.backends.iter().map(|b| *b.address.get_ref()))
             .map(|ip| (ip, NextHop { mac: backend_mac(ip), ifindex: 0 }))
             .collect();
-        let plan = plan::plan(&cfg, &hops, &ids.assign(&cfg), |_, _| true);
+        let plan = plan::plan(&cfg, &hops, &ids.assign(&cfg), |_, _| true, |_, _| 1.0);
         sync::apply(dp, &plan).expect("write maps");
         plan
     }

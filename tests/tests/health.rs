@@ -20,6 +20,11 @@ const INTERVAL_MS: u64 = 300;
 const FALL: u64 = 2;
 
 fn setup(backends: &str) -> (Lan, Vec<Option<HttpBackend>>, Daemon) {
+    setup_with("", backends)
+}
+
+/// As `setup`, with `health_extra` added to `[vip.health]`.
+fn setup_with(health_extra: &str, backends: &str) -> (Lan, Vec<Option<HttpBackend>>, Daemon) {
     let mut lan = Lan::new(&["client", "lb", "be1", "be2", "be3"]);
     let vip: IpAddr = VIP.parse().unwrap();
     let servers = (2..5).map(|h| Some(HttpBackend::start(&lan.hosts[h], &format!("be{}", h - 1), vip, 80))).collect();
@@ -27,7 +32,7 @@ fn setup(backends: &str) -> (Lan, Vec<Option<HttpBackend>>, Daemon) {
     lan.accept_xdp_frames_from(1);
     let config = format!(
         "interfaces = [\"eth0\"]\n[[vip]]\naddress = \"{VIP}:80\"\n[vip.health]\nkind = \"http\"\n\
-         interval_ms = {INTERVAL_MS}\ntimeout_ms = 200\nrise = 2\nfall = {FALL}\n{backends}"
+         interval_ms = {INTERVAL_MS}\ntimeout_ms = 200\nrise = 2\nfall = {FALL}\n{health_extra}\n{backends}"
     );
     let daemon = Daemon::start(&lan.hosts[1].ns, &config, "info");
     (lan, servers, daemon)
@@ -121,4 +126,28 @@ fn a_backup_takes_traffic_only_when_every_primary_is_down() {
     daemon.proc.wait_for_log("cause=\"backend up\"", Duration::from_secs(5));
     let back = spread(client, 60);
     assert_eq!(back.get("be1"), Some(&60), "a primary is back: new connections leave the backup: {back:?}\n{}", daemon.proc.log());
+}
+
+/// be2's share of the ring, in percent, from `balancer status --json`.
+fn share_of_be2(lan: &Lan, daemon: &Daemon) -> f64 {
+    let out = daemon.ctl(&lan.hosts[1].ns, &["--json", "status"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status JSON");
+    v["vips"][0]["backends"][1]["share"].as_f64().expect("share")
+}
+
+#[test]
+fn a_backend_back_from_down_ramps_up_over_its_slow_start() {
+    require_root!();
+    let (lan, mut servers, mut daemon) = setup_with("slowstart_s = 3", TWO);
+    servers[1] = None;
+    daemon.proc.wait_for_log("backend down", Duration::from_secs(5));
+    assert_eq!(share_of_be2(&lan, &daemon), 0.0);
+    servers[1] = Some(HttpBackend::start(&lan.hosts[3], "be2", VIP.parse().unwrap(), 80));
+    daemon.proc.wait_for_log("slow start", Duration::from_secs(5));
+    let early = share_of_be2(&lan, &daemon);
+    assert!(early > 0.0 && early < 30.0, "a token share at first: {early}%");
+    daemon.proc.wait_for_log("slow start done", Duration::from_secs(6));
+    std::thread::sleep(Duration::from_millis(200));
+    let full = share_of_be2(&lan, &daemon);
+    assert!((full - 50.0).abs() < 1.0, "its full weight after the ramp: {full}%");
 }

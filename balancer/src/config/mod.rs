@@ -358,6 +358,11 @@ pub struct HealthCheck {
     /// Consecutive failures that take an up backend down. Default 3.
     #[serde(default = "default_fall")]
     pub fall: u32,
+    /// Seconds over which a backend that comes back up ramps from a token weight to its full
+    /// weight (HAProxy `slowstart`), so a cold application server is not flooded. Default 0: no
+    /// ramp.
+    #[serde(default)]
+    pub slowstart_s: u64,
 }
 
 /// What a health check does.

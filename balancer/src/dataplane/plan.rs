@@ -77,15 +77,16 @@ pub fn vip_identity(key: &VipKey) -> Option<(std::net::SocketAddr, Protocol)> {
     Some((std::net::SocketAddr::new(ip_of(&key.addr, key.family), u16::from_be(key.port_be)), protocol))
 }
 
-/// Data-path state and ring weight of each backend of `vip`, from its administrative state and
-/// `up(j)`, the health of its j-th backend.
+/// Data-path state and ring weight of each backend of `vip`, from its administrative state,
+/// `up(j)`, the health of its j-th backend, and `scale(j)`, the share of its weight it has
+/// reached in a slow start (1.0 when not ramping).
 ///
 /// - A backend that is down takes no traffic at all (`stopped`): its flows move.
 /// - New flows go to one group: the healthy `active` non-backup backends with the lowest
 ///   `distance`; when there are none, the healthy `active` backups with the lowest distance.
 /// - Backends outside that group keep their flows (`active` or `drain` with no ring slots),
 ///   so primaries coming back do not cut the connections a backup took meanwhile.
-pub fn effective(vip: &config::Vip, up: impl Fn(usize) -> bool) -> Vec<(u8, u32)> {
+pub fn effective(vip: &config::Vip, up: impl Fn(usize) -> bool, scale: impl Fn(usize) -> f64) -> Vec<(u8, u32)> {
     let candidate = |j: usize| vip.backends[j].state == config::BackendState::Active && up(j);
     let group = [false, true].into_iter().find_map(|backup| {
         (0..vip.backends.len())
@@ -104,17 +105,33 @@ pub fn effective(vip: &config::Vip, up: impl Fn(usize) -> bool) -> Vec<(u8, u32)
                 (config::BackendState::Active, true) => state::ACTIVE,
             };
             let in_group = group == Some((b.backup, b.distance));
-            (st, if st == state::ACTIVE && in_group { b.weight } else { 0 })
+            (st, if st == state::ACTIVE && in_group { scaled(b.weight, scale(j)) } else { 0 })
         })
         .collect()
 }
 
+/// `weight` times `scale` (0 to 1), never below 1 for a weighted backend: a ramping backend
+/// starts with a token share.
+pub fn scaled(weight: u32, scale: f64) -> u32 {
+    if weight == 0 {
+        return 0;
+    }
+    ((f64::from(weight) * scale.clamp(0.0, 1.0)).ceil() as u32).max(1)
+}
+
 /// Computes the plan. `hops` holds each backend address's resolved next hop; `ids` the ids
-/// `Ids::assign` gave this configuration; `up(vip, backend)` the health of a backend.
+/// `Ids::assign` gave this configuration; `up(vip, backend)` the health of a backend and
+/// `scale(vip, backend)` its slow-start share of its weight.
 ///
 /// # Panics
 /// If a backend's address is missing from `hops` (the caller resolves every one first).
-pub fn plan(config: &Config, hops: &HashMap<IpAddr, NextHop>, ids: &Assigned, up: impl Fn(usize, usize) -> bool) -> Plan {
+pub fn plan(
+    config: &Config,
+    hops: &HashMap<IpAddr, NextHop>,
+    ids: &Assigned,
+    up: impl Fn(usize, usize) -> bool,
+    scale: impl Fn(usize, usize) -> f64,
+) -> Plan {
     let mut vips = Vec::new();
     let mut backends = Vec::new();
     for (i, vip) in config.vips.iter().enumerate() {
@@ -137,7 +154,7 @@ pub fn plan(config: &Config, hops: &HashMap<IpAddr, NextHop>, ids: &Assigned, up
             continue;
         }
         let mut members = Vec::new();
-        let states = effective(vip, |j| up(i, j));
+        let states = effective(vip, |j| up(i, j), |j| scale(i, j));
         for (j, b) in vip.backends.iter().enumerate() {
             let ip = *b.address.get_ref();
             let hop = hops[&ip];
@@ -188,7 +205,7 @@ mod tests {
     }
 
     fn plan(c: &Config, hops: &HashMap<IpAddr, NextHop>) -> Plan {
-        super::plan(c, hops, &super::super::ids::Ids::default().assign(c), |_, _| true)
+        super::plan(c, hops, &super::super::ids::Ids::default().assign(c), |_, _| true, |_, _| 1.0)
     }
 
     fn vip(backends: &str) -> config::Vip {
@@ -203,24 +220,32 @@ mod tests {
     #[test]
     fn lowest_distance_group_takes_new_flows_while_it_has_a_healthy_member() {
         let v = vip(GROUPS);
-        assert_eq!(effective(&v, |_| true), [(state::ACTIVE, 100), (state::ACTIVE, 0), (state::ACTIVE, 0)]);
+        assert_eq!(effective(&v, |_| true, |_| 1.0), [(state::ACTIVE, 100), (state::ACTIVE, 0), (state::ACTIVE, 0)]);
         // The first group is down: the next distance takes over; the dead one is stopped.
-        assert_eq!(effective(&v, |j| j != 0), [(state::STOPPED, 0), (state::ACTIVE, 100), (state::ACTIVE, 0)]);
+        assert_eq!(effective(&v, |j| j != 0, |_| 1.0), [(state::STOPPED, 0), (state::ACTIVE, 100), (state::ACTIVE, 0)]);
     }
 
     #[test]
     fn backup_takes_new_flows_only_when_no_primary_is_healthy() {
         let v = vip(GROUPS);
-        assert_eq!(effective(&v, |j| j == 2), [(state::STOPPED, 0), (state::STOPPED, 0), (state::ACTIVE, 100)]);
+        assert_eq!(effective(&v, |j| j == 2, |_| 1.0), [(state::STOPPED, 0), (state::STOPPED, 0), (state::ACTIVE, 100)]);
         // A drained primary does not count as available.
         let v = vip(&GROUPS.replacen("distance=0", "distance=0\nstate=\"drain\"", 1).replacen("distance=1", "distance=1\nstate=\"stopped\"", 1));
-        assert_eq!(effective(&v, |_| true), [(state::DRAIN, 0), (state::STOPPED, 0), (state::ACTIVE, 100)]);
+        assert_eq!(effective(&v, |_| true, |_| 1.0), [(state::DRAIN, 0), (state::STOPPED, 0), (state::ACTIVE, 100)]);
+    }
+
+    #[test]
+    fn a_ramping_backend_gets_its_share_of_its_weight_and_never_nothing() {
+        let v = vip("[[vip.backend]]\naddress=\"10.0.0.2\"\n[[vip.backend]]\naddress=\"10.0.0.3\"\n");
+        assert_eq!(effective(&v, |_| true, |j| if j == 0 { 0.25 } else { 1.0 }), [(state::ACTIVE, 25), (state::ACTIVE, 100)]);
+        assert_eq!(effective(&v, |_| true, |j| if j == 0 { 0.0 } else { 1.0 }), [(state::ACTIVE, 1), (state::ACTIVE, 100)]);
+        assert_eq!(scaled(0, 0.5), 0);
     }
 
     #[test]
     fn a_drained_backend_that_dies_loses_its_flows() {
         let v = vip("[[vip.backend]]\naddress=\"10.0.0.2\"\nstate=\"drain\"\n[[vip.backend]]\naddress=\"10.0.0.3\"\n");
-        assert_eq!(effective(&v, |j| j != 0), [(state::STOPPED, 0), (state::ACTIVE, 100)]);
+        assert_eq!(effective(&v, |j| j != 0, |_| 1.0), [(state::STOPPED, 0), (state::ACTIVE, 100)]);
     }
 
     fn hops(ips: &[&str]) -> HashMap<IpAddr, NextHop> {

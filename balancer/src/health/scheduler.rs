@@ -58,6 +58,11 @@ impl Scheduler {
         }
     }
 
+    /// The slow-start ramp of `key`'s check, if it has one.
+    pub fn slowstart(&self, key: &BackendKey) -> Option<Duration> {
+        self.tasks.get(key).map(|(c, _)| c.slowstart_s).filter(|&s| s > 0).map(Duration::from_secs)
+    }
+
     /// Whether `key` has a running check (else it counts as up).
     pub fn checks(&self, key: &BackendKey) -> bool {
         self.tasks.contains_key(key)

@@ -43,12 +43,13 @@ impl Drop for Runtime {
 }
 
 impl Runtime {
-    /// Makes the L7 VIPs match `config`, with `up(vip, backend)` from the health checks.
+    /// Makes the L7 VIPs match `config`, with `up(vip, backend)` from the health checks and
+    /// `scale(vip, backend)` from slow starts.
     ///
     /// # Errors
     /// A message naming the VIP: a key file that cannot be used, or an address that cannot be
     /// listened on. VIPs before the failing one are already updated.
-    pub fn sync(&mut self, config: &Config, up: impl Fn(usize, usize) -> bool) -> Result<(), String> {
+    pub fn sync(&mut self, config: &Config, up: impl Fn(usize, usize) -> bool, scale: impl Fn(usize, usize) -> f64) -> Result<(), String> {
         let mut wanted = Vec::new();
         for (i, v) in config.vips.iter().enumerate() {
             let Some(l7) = &v.l7 else { continue };
@@ -69,7 +70,7 @@ impl Runtime {
                         route: b.route.clone(),
                         domain: b.domain.clone(),
                         redirect: b.redirect.clone(),
-                        weight: b.weight,
+                        weight: crate::dataplane::plan::scaled(b.weight, scale(i, j)),
                         state: b.state,
                         backup: b.backup,
                         distance: b.distance,
