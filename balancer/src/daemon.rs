@@ -54,6 +54,8 @@ pub struct Daemon {
     flips_tx: mpsc::UnboundedSender<Flip>,
     /// The ids and tables last written, for `status` and `flow`.
     last: (Assigned, Plan),
+    /// Whether the maps hold exactly `last`: false at start and after a failed write.
+    synced: bool,
     /// Flow-table size from the background count; `u64::MAX` until the first one.
     flow_entries: Arc<AtomicU64>,
     calls: mpsc::Receiver<Call>,
@@ -112,6 +114,7 @@ impl Daemon {
             flips,
             flips_tx,
             last: (Assigned { vips: Vec::new(), backends: Vec::new() }, Plan::default()),
+            synced: false,
             flow_entries: count_flows_in_background(config.pin_dir.clone()),
             calls,
             config,
@@ -174,7 +177,10 @@ impl Daemon {
             ramps.get(&key(i, j)).map_or(1.0, |(since, over)| now.duration_since(*since).as_secs_f64() / over.as_secs_f64())
         };
         let p = plan::plan(config, &self.hops, &assigned, up, scale);
-        let report = sync::apply(&mut self.dp, &p).context("programming the maps")?;
+        let previous = self.synced.then_some(&self.last.1);
+        let result = sync::apply(&mut self.dp, &p, previous);
+        self.synced = result.is_ok();
+        let report = result.context("programming the maps")?;
         self.last = (assigned, p);
         self.l7.sync(config, up, scale).map_err(|e| anyhow::anyhow!(e))?;
         for (vip, moved) in report.moved {

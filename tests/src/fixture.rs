@@ -52,16 +52,16 @@ impl Fixture {
     fn load(pin_dir: Option<&Path>, config: &str) -> Self {
         let mut dp = Dataplane::load(None, pin_dir, 0).expect("load the XDP object");
         let mut ids = sync::read_ids(&dp).expect("read ids");
-        let plan = Self::write(&mut dp, &mut ids, config);
+        let plan = Self::write(&mut dp, &mut ids, config, None);
         Self { dp, plan, ids }
     }
 
     /// Writes a new configuration, as the daemon does on a change.
     pub fn apply(&mut self, config: &str) {
-        self.plan = Self::write(&mut self.dp, &mut self.ids, config);
+        self.plan = Self::write(&mut self.dp, &mut self.ids, config, Some(&self.plan));
     }
 
-    fn write(dp: &mut Dataplane, ids: &mut Ids, config: &str) -> Plan {
+    fn write(dp: &mut Dataplane, ids: &mut Ids, config: &str, previous: Option<&Plan>) -> Plan {
         let cfg = Config::parse(config, Path::new("fixture.toml")).expect("fixture config is valid");
         let hops: HashMap<IpAddr, NextHop> = cfg
             .vips
@@ -70,7 +70,7 @@ impl Fixture {
             .map(|ip| (ip, NextHop { mac: backend_mac(ip), ifindex: 0 }))
             .collect();
         let plan = plan::plan(&cfg, &hops, &ids.assign(&cfg), |_, _| true, |_, _| 1.0);
-        sync::apply(dp, &plan).expect("write maps");
+        sync::apply(dp, &plan, previous).expect("write maps");
         plan
     }
 

@@ -52,7 +52,12 @@ pub struct Report {
 ///
 /// # Errors
 /// The first failed write. Earlier writes stay; the VIP whose write failed keeps its old table.
-pub fn apply(dp: &mut Dataplane, plan: &Plan) -> Result<Report, SyncError> {
+///
+/// `previous` is the plan the last successful `apply` wrote, when the caller knows the maps
+/// still hold it: then only backend entries that changed are written and only ids that left are
+/// cleared. Without it (at start, or after a failed write) the backend array is read back
+/// instead, one syscall per slot.
+pub fn apply(dp: &mut Dataplane, plan: &Plan, previous: Option<&Plan>) -> Result<Report, SyncError> {
     let mut report = Report::default();
     let (ebpf, memory) = dp.maps_and_rings();
     let [vips, backends, settings] =
@@ -63,11 +68,18 @@ pub fn apply(dp: &mut Dataplane, plan: &Plan) -> Result<Report, SyncError> {
     let mut vips: HashMap<&mut MapData, VipKey, VipMeta> = HashMap::try_from(vips).map_err(err(maps::VIPS))?;
     let mut backends: Array<&mut MapData, Backend> = Array::try_from(backends).map_err(err(maps::BACKENDS))?;
 
+    let known: Option<std::collections::HashMap<u32, Backend>> = previous.map(|p| p.backends.iter().copied().collect());
     let mut used = vec![false; MAX_BACKENDS as usize];
     let mut later = Vec::new();
     for (id, b) in &plan.backends {
         used[*id as usize] = true;
-        let old = backends.get(id, 0).map_err(err(maps::BACKENDS))?;
+        let old = match &known {
+            Some(k) => k.get(id).copied().unwrap_or(Backend::EMPTY),
+            None => backends.get(id, 0).map_err(err(maps::BACKENDS))?,
+        };
+        if known.is_some() && old == *b {
+            continue;
+        }
         let same = old.vip == b.vip && old.addr == b.addr && old.family == b.family;
         if same && less_available(old.state, b.state) {
             later.push((*id, *b));
@@ -100,10 +112,20 @@ pub fn apply(dp: &mut Dataplane, plan: &Plan) -> Result<Report, SyncError> {
         vips.remove(&k).map_err(err(maps::VIPS))?;
         debug!(?k, "vip removed");
     }
-    // Clear backend slots left by an earlier run, so their flows are re-steered.
-    for id in 0..MAX_BACKENDS {
-        if !used[id as usize] && backends.get(&id, 0).map_err(err(maps::BACKENDS))?.state != state::EMPTY {
-            backends.set(id, Backend::EMPTY, 0).map_err(err(maps::BACKENDS))?;
+    // Clear the slots of backends that left (or, state unknown, any left by an earlier run), so
+    // their flows are re-steered.
+    match &known {
+        Some(k) => {
+            for &id in k.keys().filter(|&&id| !used[id as usize]) {
+                backends.set(id, Backend::EMPTY, 0).map_err(err(maps::BACKENDS))?;
+            }
+        }
+        None => {
+            for id in 0..MAX_BACKENDS {
+                if !used[id as usize] && backends.get(&id, 0).map_err(err(maps::BACKENDS))?.state != state::EMPTY {
+                    backends.set(id, Backend::EMPTY, 0).map_err(err(maps::BACKENDS))?;
+                }
+            }
         }
     }
     Ok(report)
