@@ -7,7 +7,7 @@ pub const VIPS: &str = "VIPS";
 pub const RINGS: &str = "RINGS";
 /// Backends: backend id → `Backend` (array). Written by the daemon.
 pub const BACKENDS: &str = "BACKENDS";
-/// Flow table: `FlowKey` → `FlowValue` (LRU hash, per-CPU LRU lists). Written by the data path.
+/// Flow table: set index → `FlowSet` (mmap-able array; see `flow`). Written by the data path.
 pub const FLOWS: &str = "FLOWS";
 /// Traffic per VIP id (per-CPU array of `Traffic`). Written by the data path.
 pub const VIP_STATS: &str = "VIP_STATS";
@@ -28,8 +28,11 @@ pub const MAX_VIPS: u32 = 64;
 pub const MAX_BACKENDS: u32 = 4096;
 /// Largest Maglev table per VIP (the Maglev paper's 65537, a prime).
 pub const MAX_RING_SIZE: u32 = 65537;
-/// Entries in the flow table (all CPUs together).
+/// Flows the flow table can hold (all CPUs together): `FLOW_SETS` sets of `FLOW_WAYS`.
 pub const MAX_FLOWS: u32 = 1 << 20;
+/// Sets in the flow table; a power of two, so a set index is the hash's low bits.
+pub const FLOW_SETS: u32 = MAX_FLOWS / crate::flow::FLOW_WAYS as u32;
+const _: () = assert!(FLOW_SETS.is_power_of_two() && FLOW_SETS <= 1 << 24);
 /// Ring entries: two halves (live and staging) of `MAX_RING_SIZE` slots for every VIP.
 pub const RING_ENTRIES: u32 = MAX_VIPS * 2 * MAX_RING_SIZE;
 

@@ -1,8 +1,10 @@
 //! The flow table: keeps an established connection on its backend when the ring changes.
+//! Layout and encoding are `balancer_common::flow`'s; this is the lookup and the insert.
 
+use aya_ebpf::helpers::bpf_jiffies64;
 use balancer_common::{
     backend::{Backend, state},
-    flow::{FlowKey, FlowValue},
+    flow::{AGE_SHIFT, FLOW_WAYS, FlowKey, FlowSet, Place, slot_age, slot_backend, slot_idle},
     vip::{VipMeta, flags},
 };
 
@@ -19,20 +21,88 @@ pub fn key_for(packet_key: &FlowKey, vip: &VipMeta) -> FlowKey {
     key
 }
 
-/// The backend this flow is pinned to, if any and if that backend may still carry it: `active`
-/// or `drain`, and still a backend of this VIP (ids are reused once freed). Anything else is a
-/// miss, so the flow is re-steered by the ring and its entry overwritten.
+/// The slot's time unit. `bpf_jiffies64` is inlined by the verifier into one load.
 #[inline(always)]
-pub fn lookup(key: &FlowKey, vip: &VipMeta) -> Option<(u32, Backend)> {
-    // SAFETY: the value is copied out before any other map operation can free it.
-    let id = unsafe { FLOWS.get(key) }?.backend;
-    let backend = *BACKENDS.get(id)?;
-    (state::keeps_flows(backend.state) && backend.vip == vip.id).then_some((id, backend))
+fn now() -> u64 {
+    // SAFETY: a helper without arguments or side effects.
+    (unsafe { bpf_jiffies64() }) >> AGE_SHIFT
 }
 
-/// Pins a flow to a backend. A failed insert needs no handling: the next packet of the flow
-/// misses again and the ring gives it the same backend as long as the ring has not changed.
 #[inline(always)]
-pub fn insert(key: &FlowKey, backend: u32) {
-    let _ = FLOWS.insert(key, &FlowValue { backend, _pad: 0 }, 0);
+fn set(place: &Place) -> Option<*mut FlowSet> {
+    FLOWS.get_ptr_mut(place.set)
+}
+
+/// Reads a slot with one 64-bit load: another CPU may be writing the set.
+#[inline(always)]
+fn load(set: *mut FlowSet, way: usize) -> u64 {
+    // SAFETY: `set` is a valid map value and `way < FLOW_WAYS`; the read is a plain aligned load.
+    unsafe { core::ptr::read_volatile(&raw const (*set).slots[way]) }
+}
+
+/// Writes a slot with one 64-bit store.
+#[inline(always)]
+fn store(set: *mut FlowSet, way: usize, slot: u64) {
+    // SAFETY: as in `load`.
+    unsafe { core::ptr::write_volatile(&raw mut (*set).slots[way], slot) }
+}
+
+/// The backend this flow is pinned to, if any and if that backend may still carry it: `active`
+/// or `drain`, and still a backend of this VIP (ids are reused once freed). Anything else is a
+/// miss, so the flow is re-steered by the ring and its slot overwritten. A hit refreshes the
+/// slot's time (a store only when the time unit changed, so the line stays clean between).
+///
+/// A TCP SYN starts a connection, so it skips the table (as Katran does): an entry for its
+/// 5-tuple is a previous connection's, and a draining backend must not get it. Where the source
+/// port is ignored the entry is the client's affinity rather than a connection, so SYNs use it.
+#[inline(always)]
+pub fn lookup(hash: u64, vip: &VipMeta, syn: bool) -> Option<(u32, Backend)> {
+    if syn && vip.flags & flags::IGNORE_SRC_PORT == 0 {
+        return None;
+    }
+    let place = Place::of(hash);
+    let set = set(&place)?;
+    for way in 0..FLOW_WAYS {
+        let slot = load(set, way);
+        if place.owns(slot) {
+            let id = slot_backend(slot)?;
+            let backend = *BACKENDS.get(id)?;
+            if !(state::keeps_flows(backend.state) && backend.vip == vip.id) {
+                return None;
+            }
+            let now = now();
+            if slot_age(slot) != slot_age(now) {
+                store(set, way, place.slot(id, now));
+            }
+            return Some((id, backend));
+        }
+    }
+    None
+}
+
+/// Pins a flow to a backend: into the flow's own slot if it has one (re-steered), else an empty
+/// slot, else the set's least recently used one.
+#[inline(always)]
+pub fn insert(hash: u64, backend: u32) {
+    let place = Place::of(hash);
+    let Some(set) = set(&place) else { return };
+    let now = now();
+    let mut victim = 0;
+    let mut victim_rank = 0u64;
+    for way in 0..FLOW_WAYS {
+        let slot = load(set, way);
+        // Own slot first, then empty, then the longest idle: ranks that cannot tie across kinds.
+        let rank = if place.owns(slot) {
+            u64::MAX
+        } else if slot == 0 {
+            u64::MAX - 1
+        } else {
+            slot_idle(slot, now)
+        };
+        if rank > victim_rank || way == 0 {
+            victim = way;
+            victim_rank = rank;
+        }
+    }
+    store(set, victim, place.slot(backend, now));
 }

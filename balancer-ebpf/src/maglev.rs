@@ -3,22 +3,20 @@
 use balancer_common::{
     backend::{Backend, state},
     counters::Reason,
-    flow::FlowKey,
-    hash::flow_hash,
     maps::{MAX_RING_SIZE, ring_index},
     vip::VipMeta,
 };
 
 use crate::maps::{BACKENDS, RINGS};
 
-/// `table[hash(5-tuple) % M]`, if that backend is active and belongs to this VIP.
+/// `table[hash % M]` (`hash` is the flow's `maglev_hash`), if that backend is active and belongs to this VIP.
 #[inline(always)]
-pub fn pick(vip: &VipMeta, key: &FlowKey) -> Result<(u32, Backend), Reason> {
+pub fn pick(vip: &VipMeta, hash: u32) -> Result<(u32, Backend), Reason> {
     let size = vip.ring_size;
     if size == 0 || size > MAX_RING_SIZE {
         return Err(Reason::NoBackend);
     }
-    let slot = flow_hash(key) % size;
+    let slot = hash % size;
     let id = *RINGS.get(ring_index(vip.id, vip.ring_gen, slot)).ok_or(Reason::NoBackend)?;
     let backend = *BACKENDS.get(id).ok_or(Reason::NoBackend)?;
     if backend.state != state::ACTIVE || backend.vip != vip.id {

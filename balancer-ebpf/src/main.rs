@@ -29,7 +29,11 @@ mod wire;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use aya_log_ebpf::debug;
-use balancer_common::{counters::Reason, vip::forward as fwd};
+use balancer_common::{
+    counters::Reason,
+    hash::{flow_hash64, maglev_hash},
+    vip::forward as fwd,
+};
 
 #[xdp]
 pub fn balancer(ctx: XdpContext) -> u32 {
@@ -50,11 +54,12 @@ fn process(ctx: &XdpContext) -> Result<u32, Reason> {
         return Err(Reason::Local);
     }
     let key = flow::key_for(&packet.key, &vip);
-    let (id, backend, new_flow) = match flow::lookup(&key, &vip) {
+    let hash = flow_hash64(&key);
+    let (id, backend, new_flow) = match flow::lookup(hash, &vip, packet.syn) {
         Some((id, backend)) => (id, backend, false),
         None => {
-            let (id, backend) = maglev::pick(&vip, &key)?;
-            flow::insert(&key, id);
+            let (id, backend) = maglev::pick(&vip, maglev_hash(hash))?;
+            flow::insert(hash, id);
             debug!(ctx, "new flow on vip {} to backend {}", vip.id, id);
             (id, backend, true)
         }

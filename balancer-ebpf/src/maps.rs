@@ -2,15 +2,15 @@
 //! statics are named after `balancer_common::maps` so the daemon finds them.
 
 use aya_ebpf::{
-    bindings::{BPF_F_MMAPABLE, BPF_F_NO_COMMON_LRU},
+    bindings::BPF_F_MMAPABLE,
     macros::map,
-    maps::{Array, HashMap, LruHashMap, PerCpuArray},
+    maps::{Array, HashMap, PerCpuArray},
 };
 use balancer_common::{
     backend::Backend,
     counters::{Reason, Traffic},
-    flow::{FlowKey, FlowValue},
-    maps::{MAX_BACKENDS, MAX_FLOWS, MAX_VIPS, RING_ENTRIES},
+    flow::FlowSet,
+    maps::{FLOW_SETS, MAX_BACKENDS, MAX_VIPS, RING_ENTRIES},
     vip::{Settings, VipKey, VipMeta},
 };
 
@@ -28,15 +28,14 @@ pub static RINGS: Array<u32> = Array::with_max_entries(RING_ENTRIES, BPF_F_MMAPA
 #[map]
 pub static BACKENDS: Array<Backend> = Array::with_max_entries(MAX_BACKENDS, 0);
 
-/// 5-tuple → backend, so established connections stay put when the ring changes. Written here.
+/// Flow hash → backend, so established connections stay put when the ring changes. Written
+/// here; see `balancer_common::flow` for the set-associative layout.
 ///
-/// One value per flow shared by all CPUs, with an LRU list per CPU (`BPF_F_NO_COMMON_LRU`) so
-/// inserts take no global lock. Not a per-CPU hash: there the key is shared but each CPU has its
-/// own value, so a flow inserted on one CPU reads as "backend 0" on another, and a flow's packets
-/// do reach several CPUs (veth, RSS changes, ECMP rehash onto another queue).
+/// One table shared by all CPUs, not per-CPU: a flow's packets do reach several CPUs (veth, RSS
+/// changes, ECMP rehash onto another queue), and each must find the flow's entry. Mmap-able so
+/// the daemon reads it as memory (and so sets start cache-line aligned).
 #[map]
-pub static FLOWS: LruHashMap<FlowKey, FlowValue> =
-    LruHashMap::with_max_entries(MAX_FLOWS, BPF_F_NO_COMMON_LRU);
+pub static FLOWS: Array<FlowSet> = Array::with_max_entries(FLOW_SETS, BPF_F_MMAPABLE);
 
 /// Traffic per VIP id. Written here.
 #[map]

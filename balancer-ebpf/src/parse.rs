@@ -17,6 +17,8 @@ pub struct Packet {
     pub key: FlowKey,
     /// Bytes in the frame, for the traffic counters.
     pub len: u64,
+    /// A TCP SYN without ACK: the first packet of a connection, which no flow entry can be for.
+    pub syn: bool,
 }
 
 /// Parses the headers the balancer acts on. Anything else is an `Err` with the reason the packet
@@ -51,8 +53,8 @@ pub fn parse(ctx: &XdpContext) -> Result<Packet, Reason> {
     if ip_end < l4_off + l4_len || ip_end > len as usize {
         return Err(Reason::BadLength);
     }
-    ports(ctx, l4_off, &mut key)?;
-    Ok(Packet { l3_off, key, len })
+    let syn = ports(ctx, l4_off, &mut key)?;
+    Ok(Packet { l3_off, key, len, syn })
 }
 
 /// Fills addresses and protocol from an IPv4 header; returns the transport header's offset and
@@ -125,16 +127,17 @@ fn transport(p: u8, icmp: u8) -> Result<u8, Reason> {
     }
 }
 
-/// Reads the ports, after checking the whole transport header is present.
+/// Reads the ports, after checking the whole transport header is present; returns whether the
+/// packet is a TCP SYN (without ACK).
 #[inline(always)]
-fn ports(ctx: &XdpContext, off: usize, key: &mut FlowKey) -> Result<(), Reason> {
-    let p = if key.proto == proto::TCP {
+fn ports(ctx: &XdpContext, off: usize, key: &mut FlowKey) -> Result<bool, Reason> {
+    let (p, syn) = if key.proto == proto::TCP {
         let h = read::<[u8; TCP_LEN]>(ctx, off)?;
-        [h[0], h[1], h[2], h[3]]
+        ([h[0], h[1], h[2], h[3]], h[TCP_FLAGS] & (TCP_SYN | TCP_ACK) == TCP_SYN)
     } else {
-        read::<[u8; UDP_LEN]>(ctx, off).map(|h| [h[0], h[1], h[2], h[3]])?
+        (read::<[u8; UDP_LEN]>(ctx, off).map(|h| [h[0], h[1], h[2], h[3]])?, false)
     };
     key.sport_be = u16::from_ne_bytes([p[0], p[1]]);
     key.dport_be = u16::from_ne_bytes([p[2], p[3]]);
-    Ok(())
+    Ok(syn)
 }

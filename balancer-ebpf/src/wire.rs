@@ -19,6 +19,11 @@ pub const IPV4_LEN: usize = 20;
 pub const IPV6_LEN: usize = 40;
 /// TCP header without options.
 pub const TCP_LEN: usize = 20;
+/// Offset of the flags byte in the TCP header, and the two flags that tell a connection's first
+/// packet.
+pub const TCP_FLAGS: usize = 13;
+pub const TCP_SYN: u8 = 0x02;
+pub const TCP_ACK: u8 = 0x10;
 /// UDP header.
 pub const UDP_LEN: usize = 8;
 /// ICMP.

@@ -50,7 +50,10 @@ impl Fixture {
     }
 
     fn load(pin_dir: Option<&Path>, config: &str) -> Self {
-        let mut dp = Dataplane::load(None, pin_dir, 0).expect("load the XDP object");
+        // `BALANCER_BPF_OBJECT` swaps in another build of the program (as `--bpf-object` does
+        // for the daemon), so a data-path experiment needs no relink of the tests.
+        let object = std::env::var_os("BALANCER_BPF_OBJECT").map(std::path::PathBuf::from);
+        let mut dp = Dataplane::load(object.as_deref(), pin_dir, 0).expect("load the XDP object");
         let mut ids = sync::read_ids(&dp).expect("read ids");
         let plan = Self::write(&mut dp, &mut ids, config, None);
         Self { dp, plan, ids }

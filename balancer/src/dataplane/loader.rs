@@ -176,14 +176,11 @@ impl Dataplane {
     /// # Errors
     /// When the map cannot be read.
     pub fn flow_entry(&self, key: &balancer_common::flow::FlowKey) -> Result<Option<u32>, aya::maps::MapError> {
+        let place = balancer_common::flow::Place::of(balancer_common::hash::flow_hash64(key));
         let map = self.ebpf.map(maps::FLOWS).expect("checked at load");
-        let flows: aya::maps::HashMap<&aya::maps::MapData, balancer_common::flow::FlowKey, balancer_common::flow::FlowValue> =
-            aya::maps::HashMap::try_from(map)?;
-        match flows.get(key, 0) {
-            Ok(v) => Ok(Some(v.backend)),
-            Err(aya::maps::MapError::KeyNotFound) => Ok(None),
-            Err(e) => Err(e),
-        }
+        let sets: aya::maps::Array<&aya::maps::MapData, balancer_common::flow::FlowSet> =
+            aya::maps::Array::try_from(map)?;
+        Ok(sets.get(&place.set, 0)?.find(&place))
     }
 
     /// The maps, and the ring memory, at once.

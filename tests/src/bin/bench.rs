@@ -222,9 +222,9 @@ fn part1(n: usize, report: &mut String, targets: &mut Targets) -> Vec<Row> {
     writeln!(report, "\nWhere the time goes (v4, differences between the rows above):\n").unwrap();
     writeln!(report, "- parse, MAC swap, XDP_TX (reference − pass-only): {:.0} ns", swap - pass).unwrap();
     writeln!(report, "- parse and VIP hash lookup (non-VIP − pass-only): {:.0} ns", nonvip - pass).unwrap();
-    writeln!(report, "- flow-table hit, backend lookup, rewrite, counters (established − non-VIP): {:.0} ns", est - nonvip).unwrap();
+    writeln!(report, "- flow hash, flow-table hit, backend lookup, rewrite, counters (established − non-VIP): {:.0} ns", est - nonvip).unwrap();
     writeln!(report, "- IPIP encapsulation over DSR (IPIP established − DSR established): {:.0} ns", ipip - est).unwrap();
-    writeln!(report, "- new flow over established (flow hash, ring slot, LRU insert): {:.0} ns", syn - est).unwrap();
+    writeln!(report, "- new flow over established (ring slot, backend, flow-table insert): {:.0} ns", syn - est).unwrap();
     rows
 }
 

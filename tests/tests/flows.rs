@@ -1,0 +1,122 @@
+//! The flow table: sets of eight slots that tell flows apart by fingerprint, a SYN that starts a
+//! new connection on a reused 5-tuple, and what a full set gives up.
+
+use std::collections::HashMap;
+
+use balancer_common::{flow::Place, hash::flow_hash64};
+use balancer_tests::{
+    fixture::{Fixture, backend_mac},
+    packet::{Frame, tcp},
+    require_root,
+};
+
+const THREE: &str = r#"
+interfaces = ["eth0"]
+[[vip]]
+address = "198.51.100.10:80"
+  [[vip.backend]]
+  address = "198.18.0.11"
+  [[vip.backend]]
+  address = "198.18.0.12"
+  [[vip.backend]]
+  address = "198.18.0.13"
+"#;
+
+const BACKENDS: [&str; 3] = ["198.18.0.11", "198.18.0.12", "198.18.0.13"];
+
+fn packet(client: &str, port: u16, flags: u8) -> Frame {
+    Frame::tcp(&format!("{client}:1"), "198.51.100.10:80", flags).sport(port)
+}
+
+fn backend_of(out: &[u8]) -> &'static str {
+    BACKENDS
+        .iter()
+        .find(|b| out[..6] == backend_mac(b.parse().unwrap()))
+        .unwrap_or_else(|| panic!("frame went to an unknown MAC {:02x?}", &out[..6]))
+}
+
+/// `THREE` with `backend` set to `line` (e.g. `weight = 0`).
+fn with(backend: &str, line: &str) -> String {
+    THREE.replacen(&format!("address = \"{backend}\""), &format!("address = \"{backend}\"\n  {line}"), 1)
+}
+
+/// Nine client ports (from one of four client addresses) whose flows fall in the same set.
+fn nine_in_one_set() -> Vec<(String, u16)> {
+    let mut sets: HashMap<u32, Vec<(String, u16)>> = HashMap::new();
+    for client in ["192.0.2.1", "192.0.2.2", "192.0.2.3", "192.0.2.4"] {
+        for port in 1024..=u16::MAX {
+            let key = packet(client, port, tcp::SYN).flow_key(false);
+            let members = sets.entry(Place::of(flow_hash64(&key)).set).or_default();
+            members.push((client.to_owned(), port));
+            if members.len() == 9 {
+                return members.clone();
+            }
+        }
+    }
+    panic!("no set got nine of 258k flows");
+}
+
+#[test]
+fn eight_flows_of_one_set_each_keep_their_own_backend_and_a_ninth_evicts_one() {
+    require_root!();
+    let mut fx = Fixture::new(THREE);
+    let flows = nine_in_one_set();
+    let (eight, ninth) = flows.split_at(8);
+    let first: Vec<&str> =
+        eight.iter().map(|(c, p)| backend_of(&fx.run(&packet(c, *p, tcp::SYN).build()).1)).collect();
+    assert!(first.iter().any(|b| *b != first[0]), "the eight flows use more than one backend: {first:?}");
+
+    // Take each backend out of the ring in turn: every flow still finds its own slot (not a
+    // neighbour's with another fingerprint), so every ACK stays where its SYN went.
+    for gone in BACKENDS {
+        fx.apply(&with(gone, "weight = 0"));
+        for ((c, p), b) in eight.iter().zip(&first) {
+            assert_eq!(backend_of(&fx.run(&packet(c, *p, tcp::ACK).build()).1), *b, "{c}:{p} with {gone} out of the ring");
+        }
+    }
+    fx.apply(THREE);
+
+    let (c, p) = &ninth[0];
+    fx.run(&packet(c, *p, tcp::SYN).build());
+    let pinned = |(c, p): &(String, u16)| fx.dp.flow_entry(&packet(c, *p, tcp::SYN).flow_key(false)).unwrap().is_some();
+    assert!(pinned(&ninth[0]), "the newest flow has a slot");
+    let kept = eight.iter().filter(|f| pinned(f)).count();
+    assert_eq!(kept, 7, "a full set gives up exactly one slot");
+}
+
+#[test]
+fn a_syn_on_a_reused_tuple_is_a_new_connection_and_avoids_a_draining_backend() {
+    require_root!();
+    let mut fx = Fixture::new(THREE);
+    let port = (20_000..21_000u16)
+        .find(|&p| backend_of(&fx.run(&packet("192.0.2.1", p, tcp::SYN).build()).1) == BACKENDS[0])
+        .expect("some flow lands on the first backend");
+    fx.apply(&with(BACKENDS[0], "state = \"drain\""));
+
+    let ack = packet("192.0.2.1", port, tcp::ACK).build();
+    assert_eq!(backend_of(&fx.run(&ack).1), BACKENDS[0], "the old connection stays on its draining backend");
+    // The client reuses the 5-tuple for a new connection (TIME_WAIT reuse, a NAT's port pool):
+    // the SYN is steered by the ring, and the connection then sticks to where it went.
+    let moved = backend_of(&fx.run(&packet("192.0.2.1", port, tcp::SYN).build()).1);
+    assert_ne!(moved, BACKENDS[0], "a new connection never goes to a draining backend");
+    assert_eq!(backend_of(&fx.run(&ack).1), moved, "and its packets follow it there");
+}
+
+#[test]
+fn status_counts_each_backend_s_pinned_flows() {
+    require_root!();
+    let pins = balancer_tests::daemon::PinDir::new(&format!("bt-flowcount-{}", std::process::id()));
+    let fx = Fixture::with_pins(&pins.0, THREE);
+    let mut seen: HashMap<&str, u64> = HashMap::new();
+    for p in 40_000..40_300u16 {
+        *seen.entry(backend_of(&fx.run(&packet("192.0.2.7", p, tcp::SYN).build()).1)).or_default() += 1;
+    }
+    assert_eq!(seen.len(), 3, "the 300 flows use all three backends: {seen:?}");
+    // What `balancer status` shows in its FLOWS column: read from the pinned table.
+    let counts = balancer::dataplane::stats::flow_counts(&pins.0).expect("read the pinned flow table");
+    let mut counted: Vec<u64> = counts.values().copied().collect();
+    let mut expected: Vec<u64> = seen.values().copied().collect();
+    counted.sort_unstable();
+    expected.sort_unstable();
+    assert_eq!(counted, expected, "flows per backend");
+}
