@@ -69,4 +69,52 @@ pub struct Settings {
 }
 const _: () = assert!(core::mem::size_of::<Settings>() == 20);
 
-pod!(VipKey, VipMeta, Settings);
+/// Value of the one-entry `VIP_FILTER` array: a bit per hash of (address, port, protocol) that
+/// some VIP sets, so the data path turns away most packets for no VIP with one array read
+/// (which the verifier inlines) instead of a hash-map lookup.
+///
+/// A set bit only says "look in `VIPS`"; 4096 bits for at most 64 VIPs means about 1.6% of
+/// non-VIP packets still take the hash lookup. The daemon writes the union of the old and new
+/// bits before it changes `VIPS`, and the new bits after, so a VIP's bit is set whenever its
+/// entry exists, even while the 512-byte value is being copied.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VipFilter {
+    /// `FILTER_BITS` bits, bit `b` at `words[b / 64] >> (b % 64)`.
+    pub words: [u64; (FILTER_BITS / 64) as usize],
+}
+const _: () = assert!(core::mem::size_of::<VipFilter>() == 512);
+
+/// Bits in `VipFilter`; a power of two (`filter_bit` takes the top 12 bits of a 32-bit product).
+pub const FILTER_BITS: u32 = 4096;
+
+impl VipFilter {
+    /// No bit set: every packet is turned away.
+    pub const EMPTY: Self = Self { words: [0; (FILTER_BITS / 64) as usize] };
+
+    /// Sets the bit of `key`.
+    pub fn insert(&mut self, key: &VipKey) {
+        let b = filter_bit(&key.addr, key.port_be, key.proto, key.family);
+        self.words[(b / 64) as usize] |= 1 << (b % 64);
+    }
+
+    /// Every bit set in either.
+    pub fn union(&self, other: &Self) -> Self {
+        let mut u = *self;
+        for (w, o) in u.words.iter_mut().zip(&other.words) {
+            *w |= o;
+        }
+        u
+    }
+}
+
+/// The filter bit of a destination: the address folded to 32 bits (IPv4's zero bytes fold away),
+/// mixed with port, protocol and family, then a multiplicative hash's top 12 bits.
+#[inline(always)]
+pub fn filter_bit(addr: &[u8; 16], port_be: u16, proto: u8, family: u8) -> u32 {
+    let w = |i: usize| u32::from_le_bytes([addr[i], addr[i + 1], addr[i + 2], addr[i + 3]]);
+    let x = w(0) ^ w(4) ^ w(8) ^ w(12) ^ (u32::from(port_be) << 16) ^ (u32::from(proto) << 8) ^ u32::from(family);
+    x.wrapping_mul(0x9e37_79b1) >> (32 - FILTER_BITS.trailing_zeros())
+}
+
+pod!(VipKey, VipMeta, Settings, VipFilter);

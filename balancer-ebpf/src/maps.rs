@@ -11,12 +11,17 @@ use balancer_common::{
     counters::{Reason, Traffic},
     flow::FlowSet,
     maps::{FLOW_SETS, MAX_BACKENDS, MAX_VIPS, RING_ENTRIES},
-    vip::{Settings, VipKey, VipMeta},
+    vip::{Settings, VipFilter, VipKey, VipMeta},
 };
 
 /// VIP (address, port, protocol) → its id, ring generation and forwarding mode. Daemon-written.
 #[map]
 pub static VIPS: HashMap<VipKey, VipMeta> = HashMap::with_max_entries(MAX_VIPS, 0);
+
+/// One bit per hashed (address, port, protocol) of a VIP, at index 0: most packets for no VIP
+/// stop here. Daemon-written.
+#[map]
+pub static VIP_FILTER: Array<VipFilter> = Array::with_max_entries(1, 0);
 
 /// Two Maglev tables per VIP (live and staging), flattened: `maps::ring_index` → backend id.
 /// Daemon-written, through an mmap of the array; a table goes live when the VIP's `ring_gen`

@@ -120,3 +120,46 @@ fn status_counts_each_backend_s_pinned_flows() {
     expected.sort_unstable();
     assert_eq!(counted, expected, "flows per backend");
 }
+
+#[test]
+fn vips_come_and_go_while_the_others_keep_forwarding() {
+    require_root!();
+    // The VIP filter is rewritten with every VIP change. One load of the program keeps sending
+    // to a VIP that never leaves while another adds and removes a second VIP: not one packet
+    // for the first may be turned away, and the second is balanced exactly when configured.
+    use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::Relaxed};
+    use balancer_tests::xdp::Verdict;
+    let pins = balancer_tests::daemon::PinDir::new(&format!("bt-vipfilter-{}", std::process::id()));
+    let both = format!("{THREE}[[vip]]\naddress = \"198.51.100.77:8080\"\n  [[vip.backend]]\n  address = \"198.18.0.12\"\n");
+    let mut writer = Fixture::with_pins(&pins.0, THREE);
+    let second = |port| Frame::tcp("192.0.2.5:1", "198.51.100.77:8080", tcp::SYN).sport(port).build();
+    let (stop, sent, turned_away) = (AtomicBool::new(false), AtomicU32::new(0), AtomicU32::new(0));
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let fx = Fixture::with_pins(&pins.0, THREE);
+            let mut port = 1024u16;
+            // Bounded: until the writer is done, at most 200k packets.
+            while !stop.load(Relaxed) && sent.load(Relaxed) < 200_000 {
+                port = port.wrapping_add(1).max(1024);
+                let (v, _) = fx.run(&packet("192.0.2.9", port, tcp::SYN).build());
+                sent.fetch_add(1, Relaxed);
+                turned_away.fetch_add(u32::from(v != Verdict::Tx), Relaxed);
+            }
+        });
+        for round in 0..300u16 {
+            let with_second = round % 2 == 0;
+            writer.apply(if with_second { &both } else { THREE });
+            let (v, out) = writer.run(&second(2000 + round));
+            if with_second {
+                assert_eq!((v, backend_of(&out)), (Verdict::Tx, "198.18.0.12"), "round {round}: the added VIP is balanced");
+            } else {
+                assert_eq!(v, Verdict::Pass, "round {round}: the removed VIP's packets go to the kernel");
+            }
+        }
+        stop.store(true, Relaxed);
+    });
+    let (sent, turned_away) = (sent.into_inner(), turned_away.into_inner());
+    eprintln!("{sent} packets to the steady VIP during 300 VIP changes, {turned_away} not balanced");
+    assert!(sent > 1000, "the sender ran");
+    assert_eq!(turned_away, 0);
+}

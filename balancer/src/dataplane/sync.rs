@@ -9,12 +9,15 @@
 //!    flows to them: written earlier, the old table would still pick them and the data path
 //!    would drop those packets;
 //! 4. removals: VIPs, then backend slots no longer used.
+//!
+//! The VIP pre-filter gets the union of its old and new bits before step 2 and only the new bits
+//! after the VIP removals, so a VIP's bit is never clear while its entry exists.
 
 use aya::maps::{Array, HashMap, MapData, MapError};
 use balancer_common::{
     backend::{Backend, state},
     maps::{self, MAX_BACKENDS},
-    vip::{Settings, VipKey, VipMeta},
+    vip::{Settings, VipFilter, VipKey, VipMeta},
 };
 use std::sync::atomic::Ordering;
 
@@ -60,11 +63,19 @@ pub struct Report {
 pub fn apply(dp: &mut Dataplane, plan: &Plan, previous: Option<&Plan>) -> Result<Report, SyncError> {
     let mut report = Report::default();
     let (ebpf, memory) = dp.maps_and_rings();
-    let [vips, backends, settings] =
-        ebpf.maps_disjoint_mut([maps::VIPS, maps::BACKENDS, maps::SETTINGS]).map(|m| m.expect("checked at load"));
+    let [vips, backends, settings, filter] = ebpf
+        .maps_disjoint_mut([maps::VIPS, maps::BACKENDS, maps::SETTINGS, maps::VIP_FILTER])
+        .map(|m| m.expect("checked at load"));
     Array::<&mut MapData, Settings>::try_from(settings)
         .and_then(|mut s| s.set(0, plan.settings, 0))
         .map_err(err(maps::SETTINGS))?;
+    let mut filter: Array<&mut MapData, VipFilter> = Array::try_from(filter).map_err(err(maps::VIP_FILTER))?;
+    let new_filter = plan.vips.iter().fold(VipFilter::EMPTY, |mut f, v| {
+        f.insert(&v.key);
+        f
+    });
+    let old_filter = filter.get(&0, 0).map_err(err(maps::VIP_FILTER))?;
+    filter.set(0, old_filter.union(&new_filter), 0).map_err(err(maps::VIP_FILTER))?;
     let mut vips: HashMap<&mut MapData, VipKey, VipMeta> = HashMap::try_from(vips).map_err(err(maps::VIPS))?;
     let mut backends: Array<&mut MapData, Backend> = Array::try_from(backends).map_err(err(maps::BACKENDS))?;
 
@@ -112,6 +123,7 @@ pub fn apply(dp: &mut Dataplane, plan: &Plan, previous: Option<&Plan>) -> Result
         vips.remove(&k).map_err(err(maps::VIPS))?;
         debug!(?k, "vip removed");
     }
+    filter.set(0, new_filter, 0).map_err(err(maps::VIP_FILTER))?;
     // Clear the slots of backends that left (or, state unknown, any left by an earlier run), so
     // their flows are re-steered.
     match &known {
