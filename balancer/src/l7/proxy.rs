@@ -41,6 +41,26 @@ pub struct Vip {
     pub signer: Option<Signer>,
     /// Pooled keep-alive connections to its backends.
     pub client: Client<HttpConnector, Body>,
+    /// Per member (same index as `pool.members()`): the URI authority and `Host` value of its
+    /// address, made once here rather than formatted and parsed for every request.
+    pub targets: Vec<Target>,
+}
+
+/// A backend address in the forms a request to it needs.
+pub struct Target {
+    authority: hyper::http::uri::Authority,
+    host: HeaderValue,
+}
+
+impl Target {
+    /// `addr` as URI authority and as `Host` header value.
+    pub fn new(addr: SocketAddr) -> Self {
+        let text = addr.to_string();
+        Self {
+            authority: text.parse().expect("a socket address is a valid authority"),
+            host: HeaderValue::from_str(&text).expect("a socket address is a valid header"),
+        }
+    }
 }
 
 fn now() -> Duration {
@@ -172,7 +192,7 @@ pub async fn handle(req: Request<Incoming>, vip: Arc<ArcSwap<Vip>>, client: Sock
     let bodiless = parts.headers.get(header::CONTENT_LENGTH).is_none_or(|l| l.as_bytes() == b"0")
         && parts.headers.get(header::TRANSFER_ENCODING).is_none();
     let retryable = bodiless && matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::DELETE);
-    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
+    let path = parts.uri.path_and_query().cloned().unwrap_or_else(|| hyper::http::uri::PathAndQuery::from_static("/"));
 
     let mut body = Some(body.boxed());
     let mut exclude = Vec::new();
@@ -201,9 +221,14 @@ pub async fn handle(req: Request<Incoming>, vip: Arc<ArcSwap<Vip>>, client: Sock
         let last = !bodiless || attempt + 1 >= l7.max_attempts;
         let head = if last { std::mem::replace(&mut parts, Request::new(()).into_parts().0) } else { parts.clone() };
         let mut up = Request::from_parts(head, request_body);
-        *up.uri_mut() = format!("http://{}{path}", member.addr).parse().expect("address and path form a URI");
+        let target = &v.targets[i];
+        let mut uri = hyper::http::uri::Parts::default();
+        uri.scheme = Some(hyper::http::uri::Scheme::HTTP);
+        uri.authority = Some(target.authority.clone());
+        uri.path_and_query = Some(path.clone());
+        *up.uri_mut() = hyper::Uri::from_parts(uri).expect("scheme, authority and path form a URI");
         if !l7.preserve_host {
-            up.headers_mut().insert(header::HOST, HeaderValue::from_str(&member.addr.to_string()).expect("an address is a valid header"));
+            up.headers_mut().insert(header::HOST, target.host.clone());
         }
         let live = member.live.clone();
         live.inflight.fetch_add(1, Relaxed);
@@ -300,6 +325,9 @@ fn set_cookie(l7: &L7, value: &str) -> String {
 /// (Apache's ProxyPassReverse).
 fn rewrite_location(headers: &mut HeaderMap, backend: SocketAddr, host: Option<&str>) {
     let Some(host) = host else { return };
+    if !headers.contains_key(header::LOCATION) && !headers.contains_key(header::CONTENT_LOCATION) {
+        return;
+    }
     let prefix = format!("http://{backend}");
     for name in [header::LOCATION, header::CONTENT_LOCATION] {
         let Some(v) = headers.get(&name).and_then(|v| v.to_str().ok()) else { continue };

@@ -21,7 +21,7 @@ use tracing::{debug, info};
 
 use super::{
     cookie::Signer,
-    proxy::{self, Body, Vip},
+    proxy::{self, Body, Target, Vip},
     select::{Live, Member, Pool},
 };
 use crate::config::{Config, L7, StickyMode};
@@ -82,7 +82,8 @@ impl Runtime {
                 .collect();
             let pool = Pool::new(members, l7.lbmethod, l7.nofailover, l7.sticky == StickyMode::Hash);
             let client = self.client(address, l7.connect_timeout_ms);
-            let vip = Vip { address, l7: l7.clone(), pool, signer, client };
+            let targets = pool.members().iter().map(|m| Target::new(m.addr)).collect();
+            let vip = Vip { address, l7: l7.clone(), pool, signer, client, targets };
             match self.vips.get(&address) {
                 Some((state, _)) => state.store(Arc::new(vip)),
                 None => {
@@ -153,6 +154,9 @@ fn listen(address: SocketAddr, l7: &L7, state: Arc<ArcSwap<Vip>>) -> Result<Join
             // At `max_connections`, new clients wait in the kernel's backlog.
             let Ok(permit) = slots.clone().acquire_owned().await else { return };
             let Ok((stream, peer)) = listener.accept().await else { continue };
+            // Responses are written whole; Nagle would only hold a response's last segment
+            // back until the client's delayed ACK.
+            let _ = stream.set_nodelay(true);
             let state = state.clone();
             tokio::spawn(async move {
                 let _permit = permit;
