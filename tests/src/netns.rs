@@ -265,6 +265,13 @@ impl Lan {
         self.helper(None, &["xdp-peer", "attach", "--iface", &port]);
     }
 
+    /// Undoes `accept_xdp_frames_from`: for a contender that sends no XDP frames, the peer's
+    /// program would only be a cost on its path.
+    pub fn stop_accepting_xdp_frames_from(&mut self, host: usize) {
+        let port = self.hosts[host].port.clone();
+        self.helper(None, &["xdp-peer", "detach", "--iface", &port]);
+    }
+
     /// Attaches the IPIP decapsulation program to `host`'s `eth0` (`balancer decap attach`).
     pub fn decap_on(&mut self, host: usize) {
         self.helper(Some(host), &["decap", "attach", "--iface", "eth0"]);

@@ -1,0 +1,113 @@
+//! `cargo xtask bench`: figures as ratios to references measured in the same run.
+//!
+//! Part 1 — XDP cost per packet. One packet per `BPF_PROG_TEST_RUN` call, on a fresh copy (with
+//! `repeat = N` the kernel reruns the program on its own output, so an encapsulating program
+//! would see its own packets), a new source port where a new flow is wanted. The kernel's
+//! reported duration for each call is collected; medians and p99 are compared with the
+//! pass-only program's, measured the same way in the same run.
+//!
+//! Part 4 — control plane and memory: Maglev table build time, slot share error, slots moved
+//! when a backend leaves, daemon RSS when idle, BPF map memory.
+//!
+//! Part 3 — the L7 sticky proxy against HAProxy and nginx, all on one namespace's loopback: two
+//! nginx backends with a ~100-byte body, each proxy pinned to CPU 0 and wrk to CPU 1
+//! (`wrk -t1 -c64 --latency`), median of 3 runs.
+//!
+//! Part 2 — end to end in namespaces: client → balancer → two backends (nginx), the same
+//! topology for every contender: the balancer's XDP program (DSR, IPIP), an nftables DNAT
+//! balancer in the same namespace, and the client straight to one backend. A bounded UDP flood
+//! counted at the backends' interfaces, and `wrk` through the VIP.
+
+mod e2e;
+mod l7;
+mod memory;
+mod profile;
+mod xdp;
+
+use std::fmt::Write as _;
+
+
+/// Every figure that has a target, for the summary table at the top of the report.
+#[derive(Default)]
+pub struct Targets(Vec<(String, String, String, bool)>);
+
+impl Targets {
+    pub fn add(&mut self, figure: impl Into<String>, measured: impl Into<String>, target: impl Into<String>, met: bool) {
+        self.0.push((figure.into(), measured.into(), target.into(), met));
+    }
+
+    fn table(&self) -> String {
+        let mut t = String::from("| figure | measured | target | |\n|---|---:|---:|---|\n");
+        for (f, m, target, met) in &self.0 {
+            let verdict = if *met { "met" } else { "**missed**" };
+            writeln!(t, "| {f} | {m} | {target} | {verdict} |").unwrap();
+        }
+        t
+    }
+}
+
+
+/// One wrk run (`-t1 -c64 --latency`) with the CPU list `cpus` (none: unpinned): requests/s and
+/// p99 latency in ms. Fails on non-2xx answers.
+pub fn wrk(ns: &balancer_tests::netns::Netns, cpus: Option<&str>, url: &str, secs: u32, extra: &[&str]) -> (f64, f64) {
+    let d = format!("{secs}s");
+    let mut argv = match cpus {
+        Some(c) => vec!["taskset", "-c", c],
+        None => vec![],
+    };
+    argv.extend_from_slice(&["wrk", "-t1", "-c64", "-d", &d, "--latency"]);
+    argv.extend_from_slice(extra);
+    argv.push(url);
+    let out = ns.run(&argv);
+    let rps = out
+        .lines()
+        .find_map(|l| l.strip_prefix("Requests/sec:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no Requests/sec in wrk output:\n{out}"));
+    let p99 = out
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("99%"))
+        .map(|v| {
+            let v = v.trim();
+            let (n, unit) = v.split_at(v.find(|c: char| c.is_alphabetic()).unwrap_or(v.len()));
+            let n: f64 = n.parse().unwrap_or(f64::NAN);
+            match unit {
+                "us" => n / 1000.0,
+                "s" => n * 1000.0,
+                _ => n,
+            }
+        })
+        .unwrap_or(f64::NAN);
+    let non2xx = out.lines().find(|l| l.contains("Non-2xx")).map(str::to_owned);
+    assert!(non2xx.is_none(), "{url}: {non2xx:?}\n{out}");
+    (rps, p99)
+}
+
+fn main() {
+    if !balancer_tests::is_root() {
+        eprintln!("the benchmarks load BPF programs and make namespaces: run as root");
+        std::process::exit(1);
+    }
+    let n: usize = std::env::var("BENCH_PACKETS").ok().and_then(|v| v.parse().ok()).unwrap_or(100_000);
+    let mut report = String::new();
+    let mut targets = Targets::default();
+    // `BENCH_PARTS=13` runs parts 1 and 3 only (all four by default).
+    let parts = std::env::var("BENCH_PARTS").unwrap_or_else(|_| "1234".into());
+    if parts.contains('1') {
+        xdp::part1(n, &mut report, &mut targets);
+    }
+    if parts.contains('2') {
+        e2e::part2(&mut report, &mut targets);
+    }
+    if parts.contains('3') {
+        l7::part3(&mut report, &mut targets);
+    }
+    if parts.contains('4') {
+        memory::part4(&mut report, &mut targets);
+    }
+    let report = format!("### Summary: every target\n\n{}\n{report}", targets.table());
+    print!("{report}");
+    if let Ok(path) = std::env::var("BENCH_REPORT") {
+        std::fs::write(&path, &report).unwrap_or_else(|e| panic!("{path}: {e}"));
+    }
+}
