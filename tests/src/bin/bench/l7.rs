@@ -59,10 +59,29 @@ pub fn part3(report: &mut String, targets: &mut Targets) {
     ];
     let mut rows = Vec::new();
     let mut profile = None;
+    let mut rss_peak = (0.0, 0.0);
     for (i, (name, url, extra)) in cases.iter().enumerate() {
-        // The balancer's insert-mode runs are profiled (the target is HAProxy's rate).
+        // The balancer's insert-mode runs are profiled (the target is HAProxy's rate), and its
+        // memory sampled meanwhile.
         let perf = (i == 1).then(|| Profile::start(daemon.proc.pid(), secs * 3)).flatten();
-        let mut runs: Vec<(f64, f64)> = (0..3).map(|_| wrk(ns, Some("1"), url, secs, extra)).collect();
+        let sampling = std::sync::atomic::AtomicBool::new(i == 1);
+        let mut runs: Vec<(f64, f64)> = std::thread::scope(|s| {
+            let sampler = s.spawn(|| {
+                let mut peak = (0.0f64, 0.0f64);
+                while sampling.load(std::sync::atomic::Ordering::Relaxed) {
+                    let (total, private) = crate::rss_mib(daemon.proc.pid());
+                    peak = (peak.0.max(total), peak.1.max(private));
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                peak
+            });
+            let runs = (0..3).map(|_| wrk(ns, Some("1"), url, secs, extra)).collect();
+            sampling.store(false, std::sync::atomic::Ordering::Relaxed);
+            if i == 1 {
+                rss_peak = sampler.join().unwrap_or_default();
+            }
+            runs
+        });
         profile = profile.or_else(|| perf.map(Profile::report));
         runs.sort_by(|a, b| a.0.total_cmp(&b.0));
         rows.push((*name, runs[1].0, runs[1].1));
@@ -92,6 +111,12 @@ pub fn part3(report: &mut String, targets: &mut Targets) {
         )
         .unwrap();
     }
+    writeln!(
+        report,
+        "\nDaemon memory under the insert-mode load (peak of samples every 200 ms): {:.1} MiB resident, {:.1} MiB private (RssAnon).",
+        rss_peak.0, rss_peak.1
+    )
+    .unwrap();
     match profile {
         Some(p) => writeln!(report, "\nWhere the balancer's CPU went in insert mode (perf, cpu-clock samples, self time):\n\n```\n{p}```").unwrap(),
         None => writeln!(report, "\n(perf is not available: no profile of the L7 runs.)").unwrap(),

@@ -83,6 +83,15 @@ pub fn wrk(ns: &balancer_tests::netns::Netns, cpus: Option<&str>, url: &str, sec
     (rps, p99)
 }
 
+/// Resident and private (`RssAnon`) memory of process `pid`, in MiB.
+pub fn rss_mib(pid: u32) -> (f64, f64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let kib = |k: &str| -> f64 {
+        status.lines().find(|l| l.starts_with(k)).and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok()).unwrap_or(0.0)
+    };
+    (kib("VmRSS:") / 1024.0, kib("RssAnon:") / 1024.0)
+}
+
 fn main() {
     if !balancer_tests::is_root() {
         eprintln!("the benchmarks load BPF programs and make namespaces: run as root");

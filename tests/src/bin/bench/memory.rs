@@ -72,15 +72,10 @@ pub fn part4(report: &mut String, targets: &mut Targets) {
     let mut daemon = Daemon::start(ns, "interfaces = [\"eth0\"]\nxdp_mode = \"generic\"\n[[vip]]\naddress = \"198.18.0.1:80\"\n", "info");
     std::thread::sleep(Duration::from_secs(1));
     let pid = daemon.proc.pid();
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let kib = |k: &str| -> f64 {
-        status.lines().find(|l| l.starts_with(k)).and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok()).unwrap_or(0.0)
-    };
+    let (total, private) = crate::rss_mib(pid);
     writeln!(
         report,
-        "| daemon RSS, idle, 1 VIP: total / private (RssAnon) | {:.1} / {:.1} MiB | | the rest is the mmap of the ring map |",
-        kib("VmRSS:") / 1024.0,
-        kib("RssAnon:") / 1024.0
+        "| daemon RSS, idle, 1 VIP: total / private (RssAnon) | {total:.1} / {private:.1} MiB | | the rest is the mmap of the ring map |"
     )
     .unwrap();
     let mut memlock = 0u64;
