@@ -2,12 +2,6 @@
 
 mod cli;
 
-/// The L7 proxy allocates a few small buffers and header maps per request; glibc's malloc spent
-/// about 6% of the proxy's time on them (consolidation included), mimalloc's thread-local pages a
-/// fraction of that.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 use std::process::ExitCode;
 
 use clap::Parser as _;

@@ -46,7 +46,7 @@ pub fn part3(report: &mut String, targets: &mut Targets) {
     );
     let daemon = Daemon::start(ns, &balancer_cfg, "warn,balancer::daemon=info");
     ns.run(&["taskset", "-a", "-p", "-c", "0", &daemon.proc.pid().to_string()]);
-    let _haproxy = ns.spawn(&["taskset", "-c", "0", "haproxy", "-f", dir.join("haproxy.cfg").to_str().unwrap(), "-db"]);
+    let haproxy = ns.spawn(&["taskset", "-c", "0", "haproxy", "-f", dir.join("haproxy.cfg").to_str().unwrap(), "-db"]);
     let _nginx = ns.spawn(&["taskset", "-c", "0", "nginx", "-c", dir.join("px.conf").to_str().unwrap(), "-g", "daemon off;"]);
     std::thread::sleep(Duration::from_secs(1));
 
@@ -58,12 +58,16 @@ pub fn part3(report: &mut String, targets: &mut Targets) {
         ("nginx 1 worker, hash $cookie_route consistent", "http://127.0.0.1:8020/", vec!["-H", "Cookie: route=abc"]),
     ];
     let mut rows = Vec::new();
-    let mut profile = None;
+    let (mut profile, mut haproxy_profile) = (None, None);
     let mut rss_peak = (0.0, 0.0);
     for (i, (name, url, extra)) in cases.iter().enumerate() {
         // The balancer's insert-mode runs are profiled (the target is HAProxy's rate), and its
         // memory sampled meanwhile.
-        let perf = (i == 1).then(|| Profile::start(daemon.proc.pid(), secs * 3)).flatten();
+        let perf = match i {
+            1 => Profile::start(daemon.proc.pid(), secs * 3),
+            3 => Profile::start(haproxy.pid(), secs * 3),
+            _ => None,
+        };
         let sampling = std::sync::atomic::AtomicBool::new(i == 1);
         let mut runs: Vec<(f64, f64)> = std::thread::scope(|s| {
             let sampler = s.spawn(|| {
@@ -82,7 +86,11 @@ pub fn part3(report: &mut String, targets: &mut Targets) {
             }
             runs
         });
-        profile = profile.or_else(|| perf.map(Profile::report));
+        match i {
+            1 => profile = perf.map(Profile::report),
+            3 => haproxy_profile = perf.map(Profile::report),
+            _ => {}
+        }
         runs.sort_by(|a, b| a.0.total_cmp(&b.0));
         rows.push((*name, runs[1].0, runs[1].1));
     }
@@ -120,6 +128,9 @@ pub fn part3(report: &mut String, targets: &mut Targets) {
     match profile {
         Some(p) => writeln!(report, "\nWhere the balancer's CPU went in insert mode (perf, cpu-clock samples, self time):\n\n```\n{p}```").unwrap(),
         None => writeln!(report, "\n(perf is not available: no profile of the L7 runs.)").unwrap(),
+    }
+    if let Some(p) = haproxy_profile {
+        writeln!(report, "\nHAProxy's, for comparison (same sampling):\n\n```\n{p}```").unwrap();
     }
     drop(daemon);
     let _ = std::fs::remove_dir_all(&dir);
