@@ -85,6 +85,34 @@ fn eight_flows_of_one_set_each_keep_their_own_backend_and_a_ninth_evicts_one() {
 }
 
 #[test]
+fn a_full_set_gives_up_its_idle_flow_and_keeps_the_busy_ones() {
+    require_root!();
+    let mut fx = Fixture::new(THREE);
+    let flows = nine_in_one_set();
+    let (eight, ninth) = flows.split_at(8);
+    let first: Vec<&str> =
+        eight.iter().map(|(c, p)| backend_of(&fx.run(&packet(c, *p, tcp::SYN).build()).1)).collect();
+    // Slot times count in units of 256 jiffies (2.56 s at the lowest HZ, 100): after that long,
+    // the seven flows that send again are fresher than the first, which stays quiet.
+    std::thread::sleep(std::time::Duration::from_millis(2700));
+    for (c, p) in &eight[1..] {
+        fx.run(&packet(c, *p, tcp::ACK).build());
+    }
+    let (c, p) = &ninth[0];
+    fx.run(&packet(c, *p, tcp::SYN).build());
+    let pinned = |(c, p): &(String, u16)| fx.dp.flow_entry(&packet(c, *p, tcp::SYN).flow_key(false)).unwrap().is_some();
+    assert!(!pinned(&eight[0]), "the idle flow gave up its slot");
+    assert!(eight[1..].iter().all(|f| pinned(f)), "the busy flows kept theirs");
+    // And they still hold their backends across a ring change.
+    for gone in BACKENDS {
+        fx.apply(&with(gone, "weight = 0"));
+        for ((c, p), b) in eight[1..].iter().zip(&first[1..]) {
+            assert_eq!(backend_of(&fx.run(&packet(c, *p, tcp::ACK).build()).1), *b, "{c}:{p} with {gone} out of the ring");
+        }
+    }
+}
+
+#[test]
 fn a_syn_on_a_reused_tuple_is_a_new_connection_and_avoids_a_draining_backend() {
     require_root!();
     let mut fx = Fixture::new(THREE);
