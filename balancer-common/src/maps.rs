@@ -16,14 +16,17 @@ pub const BACKEND_STATS: &str = "BACKEND_STATS";
 /// Packets not balanced, per `Reason` (per-CPU array of `u64`). Written by the data path.
 pub const REASONS: &str = "REASONS";
 
-/// VIP pre-filter: index 0 → `VipFilter` (array of one). Written by the daemon.
-pub const VIP_FILTER: &str = "VIP_FILTER";
+/// VIP index: index 0 → `VipIndex` (array of one). Written by the daemon.
+pub const VIP_INDEX: &str = "VIP_INDEX";
+/// VIPs for the index: `VipEntry::slot_of(id, ring_gen)` → `VipEntry` (array). Written by the
+/// daemon.
+pub const VIP_SLOTS: &str = "VIP_SLOTS";
 
 /// Balancer-wide settings: index 0 → `Settings` (array of one). Written by the daemon.
 pub const SETTINGS: &str = "SETTINGS";
 
 /// Every map the balancer program defines.
-pub const ALL: [&str; 9] = [VIPS, VIP_FILTER, RINGS, BACKENDS, FLOWS, VIP_STATS, BACKEND_STATS, REASONS, SETTINGS];
+pub const ALL: [&str; 10] = [VIPS, VIP_INDEX, VIP_SLOTS, RINGS, BACKENDS, FLOWS, VIP_STATS, BACKEND_STATS, REASONS, SETTINGS];
 
 /// Most VIPs one balancer serves.
 pub const MAX_VIPS: u32 = 64;

@@ -69,52 +69,70 @@ pub struct Settings {
 }
 const _: () = assert!(core::mem::size_of::<Settings>() == 20);
 
-/// Value of the one-entry `VIP_FILTER` array: a bit per hash of (address, port, protocol) that
-/// some VIP sets, so the data path turns away most packets for no VIP with one array read
-/// (which the verifier inlines) instead of a hash-map lookup.
+/// Value of the one-entry `VIP_INDEX` array: for each hash of (address, port, protocol), which
+/// `VIP_SLOTS` entry holds the VIP there. The data path reads one byte and one array entry (array
+/// reads are inlined by the verifier) instead of calling the hash-map lookup, which cost about
+/// 30 ns, a fifth of an established flow's packet; most packets for no VIP stop at the byte.
 ///
-/// A set bit only says "look in `VIPS`"; 4096 bits for at most 64 VIPs means about 1.6% of
-/// non-VIP packets still take the hash lookup. The daemon writes the union of the old and new
-/// bits before it changes `VIPS`, and the new bits after, so a VIP's bit is set whenever its
-/// entry exists, even while the 512-byte value is being copied.
+/// Byte values: `NO_VIP`; `SHARED` when two VIPs hash to the same byte (then the `VIPS` hash
+/// map decides); otherwise one plus the `VIP_SLOTS` index. A byte is written whole, so a reader
+/// sees the old or the new value even while the daemon rewrites the array.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct VipFilter {
-    /// `FILTER_BITS` bits, bit `b` at `words[b / 64] >> (b % 64)`.
-    pub words: [u64; (FILTER_BITS / 64) as usize],
+pub struct VipIndex {
+    /// `INDEX_SLOTS` bytes, indexed by `index_slot`.
+    pub slots: [u8; INDEX_SLOTS as usize],
 }
-const _: () = assert!(core::mem::size_of::<VipFilter>() == 512);
+const _: () = assert!(core::mem::size_of::<VipIndex>() == 4096);
 
-/// Bits in `VipFilter`; a power of two (`filter_bit` takes the top 12 bits of a 32-bit product).
-pub const FILTER_BITS: u32 = 4096;
+/// Bytes in `VipIndex`; a power of two (`index_slot` takes the top 12 bits of a 32-bit product).
+pub const INDEX_SLOTS: u32 = 4096;
+/// `VipIndex` byte: no VIP hashes here.
+pub const NO_VIP: u8 = 0;
+/// `VipIndex` byte: several VIPs hash here; look in `VIPS`.
+pub const SHARED: u8 = 0xff;
+const _: () = assert!(2 * crate::maps::MAX_VIPS < SHARED as u32);
 
-impl VipFilter {
-    /// No bit set: every packet is turned away.
-    pub const EMPTY: Self = Self { words: [0; (FILTER_BITS / 64) as usize] };
+impl VipIndex {
+    /// No VIP anywhere.
+    pub const EMPTY: Self = Self { slots: [NO_VIP; INDEX_SLOTS as usize] };
 
-    /// Sets the bit of `key`.
-    pub fn insert(&mut self, key: &VipKey) {
-        let b = filter_bit(&key.addr, key.port_be, key.proto, key.family);
-        self.words[(b / 64) as usize] |= 1 << (b % 64);
-    }
-
-    /// Every bit set in either.
-    pub fn union(&self, other: &Self) -> Self {
-        let mut u = *self;
-        for (w, o) in u.words.iter_mut().zip(&other.words) {
-            *w |= o;
-        }
-        u
+    /// Points the slot of `key` at `VIP_SLOTS` entry `entry`, or marks it `SHARED` if another
+    /// VIP is there already.
+    pub fn insert(&mut self, key: &VipKey, entry: u32) {
+        let s = &mut self.slots[index_slot(&key.addr, key.port_be, key.proto, key.family) as usize];
+        *s = if *s == NO_VIP { entry as u8 + 1 } else { SHARED };
     }
 }
 
-/// The filter bit of a destination: the address folded to 32 bits (IPv4's zero bytes fold away),
-/// mixed with port, protocol and family, then a multiplicative hash's top 12 bits.
+/// The `VipIndex` slot of a destination: the address folded to 32 bits (IPv4's zero bytes fold
+/// away), mixed with port, protocol and family, then a multiplicative hash's top 12 bits.
 #[inline(always)]
-pub fn filter_bit(addr: &[u8; 16], port_be: u16, proto: u8, family: u8) -> u32 {
+pub fn index_slot(addr: &[u8; 16], port_be: u16, proto: u8, family: u8) -> u32 {
     let w = |i: usize| u32::from_le_bytes([addr[i], addr[i + 1], addr[i + 2], addr[i + 3]]);
     let x = w(0) ^ w(4) ^ w(8) ^ w(12) ^ (u32::from(port_be) << 16) ^ (u32::from(proto) << 8) ^ u32::from(family);
-    x.wrapping_mul(0x9e37_79b1) >> (32 - FILTER_BITS.trailing_zeros())
+    x.wrapping_mul(0x9e37_79b1) >> (32 - INDEX_SLOTS.trailing_zeros())
 }
 
-pod!(VipKey, VipMeta, Settings, VipFilter);
+/// Value of `VIP_SLOTS`: a VIP as the index finds it. Two entries per VIP id (`slot_of`), one per
+/// parity of `ring_gen`: the daemon writes the entry the new generation uses while readers may
+/// still hold the other, then repoints the index, as it does with the two halves of a ring.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VipEntry {
+    /// The VIP, compared whole: an index byte only says "maybe".
+    pub key: VipKey,
+    /// Its data path settings.
+    pub meta: VipMeta,
+}
+const _: () = assert!(core::mem::size_of::<VipEntry>() == 36);
+
+impl VipEntry {
+    /// The `VIP_SLOTS` index of VIP `id` at generation `ring_gen`.
+    #[inline(always)]
+    pub const fn slot_of(id: u32, ring_gen: u32) -> u32 {
+        id * 2 + (ring_gen & 1)
+    }
+}
+
+pod!(VipKey, VipMeta, Settings, VipIndex, VipEntry);

@@ -11,17 +11,22 @@ use balancer_common::{
     counters::{Reason, Traffic},
     flow::FlowSet,
     maps::{FLOW_SETS, MAX_BACKENDS, MAX_VIPS, RING_ENTRIES},
-    vip::{Settings, VipFilter, VipKey, VipMeta},
+    vip::{Settings, VipEntry, VipIndex, VipKey, VipMeta},
 };
 
-/// VIP (address, port, protocol) → its id, ring generation and forwarding mode. Daemon-written.
+/// VIP (address, port, protocol) → its id, ring generation and forwarding mode, for the VIPs
+/// whose `VIP_INDEX` byte they share with another. Daemon-written.
 #[map]
 pub static VIPS: HashMap<VipKey, VipMeta> = HashMap::with_max_entries(MAX_VIPS, 0);
 
-/// One bit per hashed (address, port, protocol) of a VIP, at index 0: most packets for no VIP
-/// stop here. Daemon-written.
+/// One byte per hashed (address, port, protocol), at index 0: which `VIP_SLOTS` entry holds the
+/// VIP there. Daemon-written.
 #[map]
-pub static VIP_FILTER: Array<VipFilter> = Array::with_max_entries(1, 0);
+pub static VIP_INDEX: Array<VipIndex> = Array::with_max_entries(1, 0);
+
+/// VIPs as `VIP_INDEX` names them, two entries per VIP id. Daemon-written.
+#[map]
+pub static VIP_SLOTS: Array<VipEntry> = Array::with_max_entries(2 * MAX_VIPS, 0);
 
 /// Two Maglev tables per VIP (live and staging), flattened: `maps::ring_index` → backend id.
 /// Daemon-written, through an mmap of the array; a table goes live when the VIP's `ring_gen`

@@ -3,21 +3,26 @@
 use balancer_common::{
     counters::Reason,
     flow::FlowKey,
-    vip::{VipKey, VipMeta, filter_bit},
+    vip::{NO_VIP, SHARED, VipKey, VipMeta, index_slot},
 };
 
-use crate::maps::{VIP_FILTER, VIPS};
+use crate::maps::{VIP_INDEX, VIP_SLOTS, VIPS};
 
-/// The VIP a packet is addressed to, or `Reason::NoVip`. The filter answers most packets for no
-/// VIP with one inlined array read; the rest take the hash lookup.
+/// The VIP a packet is addressed to, or `Reason::NoVip`. One byte of the index answers most
+/// packets for no VIP; a VIP alone on its byte is one array entry away; VIPs that share a byte
+/// take the hash lookup.
 #[inline(always)]
 pub fn lookup(key: &FlowKey) -> Result<VipMeta, Reason> {
-    let bit = filter_bit(&key.dst, key.dport_be, key.proto, key.family);
-    let word = VIP_FILTER.get(0).and_then(|f| f.words.get((bit / 64) as usize)).ok_or(Reason::NoVip)?;
-    if word >> (bit % 64) & 1 == 0 {
-        return Err(Reason::NoVip);
-    }
+    let slot = index_slot(&key.dst, key.dport_be, key.proto, key.family);
+    let entry = *VIP_INDEX.get(0).and_then(|i| i.slots.get(slot as usize)).ok_or(Reason::NoVip)?;
     let vip = VipKey { addr: key.dst, port_be: key.dport_be, proto: key.proto, family: key.family };
-    // SAFETY: the value is copied out before any other map operation can free it.
-    unsafe { VIPS.get(&vip) }.copied().ok_or(Reason::NoVip)
+    match entry {
+        NO_VIP => Err(Reason::NoVip),
+        // SAFETY: the value is copied out before any other map operation can free it.
+        SHARED => unsafe { VIPS.get(&vip) }.copied().ok_or(Reason::NoVip),
+        e => match VIP_SLOTS.get(u32::from(e) - 1) {
+            Some(v) if v.key == vip => Ok(v.meta),
+            _ => Err(Reason::NoVip),
+        },
+    }
 }

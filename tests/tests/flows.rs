@@ -191,3 +191,33 @@ fn vips_come_and_go_while_the_others_keep_forwarding() {
     assert!(sent > 1000, "the sender ran");
     assert_eq!(turned_away, 0);
 }
+
+#[test]
+fn vips_that_share_an_index_byte_are_each_found_and_lookalikes_are_not() {
+    require_root!();
+    use balancer_common::{family, proto, vip::index_slot};
+    use balancer_tests::xdp::Verdict;
+    let slot = |ip: [u8; 4], port: u16| {
+        let mut addr = [0u8; 16];
+        addr[..4].copy_from_slice(&ip);
+        index_slot(&addr, port.to_be(), proto::TCP, family::V4)
+    };
+    let target = slot([198, 51, 100, 30], 80);
+    // Ports whose destination lands on the same index byte as 198.51.100.30:80.
+    let mut same = (1..=u16::MAX).filter(|&p| slot([198, 51, 100, 31], p) == target);
+    let (shared, lookalike) = (same.next().unwrap(), same.next().unwrap());
+    let alone_lookalike = (1..=u16::MAX).find(|&p| slot([198, 51, 100, 32], p) == slot([198, 51, 100, 10], 80)).unwrap();
+    let config = format!(
+        "{THREE}[[vip]]\naddress = \"198.51.100.30:80\"\n  [[vip.backend]]\n  address = \"198.18.0.11\"\n\
+         [[vip]]\naddress = \"198.51.100.31:{shared}\"\n  [[vip.backend]]\n  address = \"198.18.0.12\"\n"
+    );
+    let fx = Fixture::new(&config);
+    let send = |dst: String| fx.run(&Frame::tcp("192.0.2.1:1000", &dst, tcp::SYN).build());
+    let (v, out) = send("198.51.100.30:80".into());
+    assert_eq!((v, backend_of(&out)), (Verdict::Tx, "198.18.0.11"), "first VIP on a shared byte");
+    let (v, out) = send(format!("198.51.100.31:{shared}"));
+    assert_eq!((v, backend_of(&out)), (Verdict::Tx, "198.18.0.12"), "second VIP on a shared byte");
+    assert_eq!(send(format!("198.51.100.31:{lookalike}")).0, Verdict::Pass, "no VIP, on a shared byte");
+    assert_eq!(send(format!("198.51.100.32:{alone_lookalike}")).0, Verdict::Pass, "no VIP, on a VIP's own byte");
+    assert_eq!(send("198.51.100.10:80".into()).0, Verdict::Tx, "the VIP on that byte");
+}

@@ -10,14 +10,16 @@
 //!    would drop those packets;
 //! 4. removals: VIPs, then backend slots no longer used.
 //!
-//! The VIP pre-filter gets the union of its old and new bits before step 2 and only the new bits
-//! after the VIP removals, so a VIP's bit is never clear while its entry exists.
+//! In step 2 each VIP's `VIP_SLOTS` entry for its new generation is written with its `VIPS`
+//! entry, and `VIP_INDEX` is repointed at them all at once before step 3: until then, readers
+//! that go through the index keep the other entry, and with it the previous table, which stays
+//! whole. VIPs removed in step 4 are already gone from the index.
 
 use aya::maps::{Array, HashMap, MapData, MapError};
 use balancer_common::{
     backend::{Backend, state},
     maps::{self, MAX_BACKENDS},
-    vip::{Settings, VipFilter, VipKey, VipMeta},
+    vip::{Settings, VipEntry, VipIndex, VipKey, VipMeta},
 };
 use std::sync::atomic::Ordering;
 
@@ -63,19 +65,15 @@ pub struct Report {
 pub fn apply(dp: &mut Dataplane, plan: &Plan, previous: Option<&Plan>) -> Result<Report, SyncError> {
     let mut report = Report::default();
     let (ebpf, memory) = dp.maps_and_rings();
-    let [vips, backends, settings, filter] = ebpf
-        .maps_disjoint_mut([maps::VIPS, maps::BACKENDS, maps::SETTINGS, maps::VIP_FILTER])
+    let [vips, backends, settings, index, entries] = ebpf
+        .maps_disjoint_mut([maps::VIPS, maps::BACKENDS, maps::SETTINGS, maps::VIP_INDEX, maps::VIP_SLOTS])
         .map(|m| m.expect("checked at load"));
     Array::<&mut MapData, Settings>::try_from(settings)
         .and_then(|mut s| s.set(0, plan.settings, 0))
         .map_err(err(maps::SETTINGS))?;
-    let mut filter: Array<&mut MapData, VipFilter> = Array::try_from(filter).map_err(err(maps::VIP_FILTER))?;
-    let new_filter = plan.vips.iter().fold(VipFilter::EMPTY, |mut f, v| {
-        f.insert(&v.key);
-        f
-    });
-    let old_filter = filter.get(&0, 0).map_err(err(maps::VIP_FILTER))?;
-    filter.set(0, old_filter.union(&new_filter), 0).map_err(err(maps::VIP_FILTER))?;
+    let mut index_map: Array<&mut MapData, VipIndex> = Array::try_from(index).map_err(err(maps::VIP_INDEX))?;
+    let mut entries: Array<&mut MapData, VipEntry> = Array::try_from(entries).map_err(err(maps::VIP_SLOTS))?;
+    let mut index = VipIndex::EMPTY;
     let mut vips: HashMap<&mut MapData, VipKey, VipMeta> = HashMap::try_from(vips).map_err(err(maps::VIPS))?;
     let mut backends: Array<&mut MapData, Backend> = Array::try_from(backends).map_err(err(maps::BACKENDS))?;
 
@@ -111,10 +109,14 @@ pub fn apply(dp: &mut Dataplane, plan: &Plan, previous: Option<&Plan>) -> Result
         }
         // The map update below is a syscall, which orders these stores before the flip.
         let meta = VipMeta { ring_gen, ..vip.meta };
+        let entry = VipEntry::slot_of(vip.meta.id, ring_gen);
+        entries.set(entry, VipEntry { key: vip.key, meta }, 0).map_err(err(maps::VIP_SLOTS))?;
         vips.insert(vip.key, meta, 0).map_err(err(maps::VIPS))?;
+        index.insert(&vip.key, entry);
         report.moved.push((vip.meta.id, moved));
         debug!(vip = vip.meta.id, slots = vip.ring.len(), ring_gen, "vip table live");
     }
+    index_map.set(0, index, 0).map_err(err(maps::VIP_INDEX))?;
     for (id, b) in later {
         backends.set(id, b, 0).map_err(err(maps::BACKENDS))?;
     }
@@ -123,7 +125,6 @@ pub fn apply(dp: &mut Dataplane, plan: &Plan, previous: Option<&Plan>) -> Result
         vips.remove(&k).map_err(err(maps::VIPS))?;
         debug!(?k, "vip removed");
     }
-    filter.set(0, new_filter, 0).map_err(err(maps::VIP_FILTER))?;
     // Clear the slots of backends that left (or, state unknown, any left by an earlier run), so
     // their flows are re-steered.
     match &known {
