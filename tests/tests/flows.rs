@@ -102,7 +102,7 @@ fn a_full_set_gives_up_its_idle_flow_and_keeps_the_busy_ones() {
     fx.run(&packet(c, *p, tcp::SYN).build());
     let pinned = |(c, p): &(String, u16)| fx.dp.flow_entry(&packet(c, *p, tcp::SYN).flow_key(false)).unwrap().is_some();
     assert!(!pinned(&eight[0]), "the idle flow gave up its slot");
-    assert!(eight[1..].iter().all(|f| pinned(f)), "the busy flows kept theirs");
+    assert!(eight[1..].iter().all(pinned), "the busy flows kept theirs");
     // And they still hold their backends across a ring change.
     for gone in BACKENDS {
         fx.apply(&with(gone, "weight = 0"));
