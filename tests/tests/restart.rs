@@ -69,3 +69,21 @@ fn established_flows_keep_their_backends_across_a_restart_with_a_reordered_confi
     let other = Frame::tcp("192.0.2.1:7", "198.51.100.20:80", tcp::SYN).build();
     assert_eq!(backend(&fx.run(&other).1), "198.18.0.21", "the other VIP still goes to its own backend");
 }
+
+#[test]
+fn maps_pinned_by_another_version_are_refused_with_what_to_do() {
+    require_root!();
+    // A flow table as an earlier build pinned it: an LRU hash keyed by the 40-byte 5-tuple.
+    let pins = PinDir::new(&format!("bt-oldpins-{}", std::process::id()));
+    std::fs::create_dir_all(&pins.0).unwrap();
+    let flows = pins.0.join("FLOWS");
+    balancer_tests::netns::sh(&[
+        "bpftool", "map", "create", flows.to_str().unwrap(), "type", "lru_hash", "key", "40", "value", "8", "entries", "1024",
+        "name", "FLOWS",
+    ]);
+    let err = balancer::dataplane::Dataplane::load(None, Some(&pins.0), 0).err().expect("the old map is refused");
+    let msg = err.to_string();
+    assert!(msg.contains("map FLOWS pinned there has 40-byte keys"), "{msg}");
+    assert!(msg.contains(&format!("balancer teardown --pin-dir {}", pins.0.display())), "{msg}");
+    assert!(flows.exists(), "nothing was removed on the operator's behalf");
+}

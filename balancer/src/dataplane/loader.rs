@@ -69,6 +69,43 @@ pub enum LoadError {
     },
 }
 
+/// Refuses maps pinned in `dir` whose shape differs from this object's: they were left by
+/// another version of balancer (the flow table, say, was a hash map before it became an array),
+/// aya would reuse them as they are, and the verifier would then reject the program with a
+/// message about stack offsets that tells an operator nothing.
+fn check_pinned(dir: &Path, object: &[u8]) -> Result<(), LoadError> {
+    let Ok(parsed) = aya_obj::Object::parse(object) else {
+        // An object that does not parse fails `load` with the parser's own error.
+        return Ok(());
+    };
+    for name in maps::ALL {
+        let path = dir.join(name);
+        let Some(want) = parsed.maps.get(name) else { continue };
+        if !path.exists() {
+            continue;
+        }
+        let have = aya::maps::MapInfo::from_pin(&path)
+            .map_err(|e| LoadError::PinDir { path: path.clone(), why: format!("cannot read the pinned map: {e}") })?;
+        let shape = |k: u32, v: u32, n: u32, f: u32| format!("{k}-byte keys, {v}-byte values, {n} entries, flags {f:#x}");
+        let (had, needs) = (
+            shape(have.key_size(), have.value_size(), have.max_entries(), have.map_flags()),
+            shape(want.key_size(), want.value_size(), want.max_entries(), want.map_flags()),
+        );
+        if had != needs {
+            return Err(LoadError::PinDir {
+                path: dir.to_owned(),
+                why: format!(
+                    "map {name} pinned there has {had}, this build needs {needs}: another version of balancer left it. \
+                     `balancer teardown --pin-dir {}` removes it (the XDP program detaches and established flows are \
+                     forgotten); then start again",
+                    dir.display()
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// The loaded object: its programs (loaded into the kernel) and maps.
 pub struct Dataplane {
     ebpf: Ebpf,
@@ -116,6 +153,7 @@ impl Dataplane {
         };
         if let Some(dir) = pin_dir {
             ensure_bpffs(dir)?;
+            check_pinned(dir, bytes)?;
         }
         for (name, path) in &pins {
             loader.map_pin_path(name, path.as_path());
