@@ -28,6 +28,17 @@ pub fn backend_mac(ip: IpAddr) -> [u8; 6] {
     [0x02, 0xbe, t[0], t[1], t[2], t[3]]
 }
 
+/// Which of `candidates` (backend addresses) a forwarded frame went to, by its destination MAC.
+///
+/// # Panics
+/// When the MAC is none of theirs.
+pub fn backend_of<'a>(out: &[u8], candidates: &[&'a str]) -> &'a str {
+    candidates
+        .iter()
+        .find(|b| out[..6] == backend_mac(b.parse().unwrap()))
+        .unwrap_or_else(|| panic!("frame went to an unknown MAC {:02x?}", &out[..6]))
+}
+
 /// A loaded program and the plan last written to its maps.
 pub struct Fixture {
     /// The loaded object.

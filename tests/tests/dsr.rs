@@ -2,7 +2,7 @@
 //! was addressed to, with every other byte unchanged; established flows stay on their backend.
 
 use balancer_tests::{
-    fixture::{Fixture, backend_mac},
+    fixture::{self, Fixture, backend_mac},
     packet::{CLIENT_MAC, Frame, LB_MAC, tcp},
     require_root,
     xdp::Verdict,
@@ -93,11 +93,7 @@ address = "198.51.100.10:80"
 "#;
 
 fn backend_of(out: &[u8], candidates: &[&str]) -> String {
-    candidates
-        .iter()
-        .find(|b| out[..6] == backend_mac(b.parse().unwrap()))
-        .unwrap_or_else(|| panic!("frame went to an unknown MAC {:02x?}", &out[..6]))
-        .to_string()
+    fixture::backend_of(out, candidates).to_owned()
 }
 
 fn flow(port: u16) -> Vec<u8> {
@@ -203,9 +199,13 @@ fn draining_a_backend_never_drops_new_flows_while_tables_are_rewritten() {
     let drained = THREE.replacen("address = \"198.18.0.11\"", "address = \"198.18.0.11\"\n  state = \"drain\"", 1);
     let mut writer = Fixture::with_pins(&pins.0, THREE);
     let (stop, sent, dropped) = (AtomicBool::new(false), AtomicU32::new(0), AtomicU32::new(0));
+    let loaded = AtomicBool::new(false);
     let rewrites = std::thread::scope(|s| {
         s.spawn(|| {
+            // Loading writes the configuration too: the writer waits for it, so there is one
+            // writer at a time, as with the daemon.
             let fx = Fixture::with_pins(&pins.0, THREE);
+            loaded.store(true, Relaxed);
             let mut port = 1024u16;
             while !stop.load(Relaxed) {
                 port = port.wrapping_add(1).max(1024);
@@ -214,6 +214,10 @@ fn draining_a_backend_never_drops_new_flows_while_tables_are_rewritten() {
                 dropped.fetch_add(u32::from(v == Verdict::Drop), Relaxed);
             }
         });
+        let waited = std::time::Instant::now();
+        while !loaded.load(Relaxed) && waited.elapsed() < std::time::Duration::from_secs(10) {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
         let mut rewrites = 0;
         // Bounded: until the reader sent 100k packets, or 5000 rewrites.
         while sent.load(Relaxed) < 100_000 && rewrites < 5000 {

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use balancer_common::{flow::Place, hash::flow_hash64};
 use balancer_tests::{
-    fixture::{Fixture, backend_mac},
+    fixture::{self, Fixture},
     packet::{Frame, tcp},
     require_root,
 };
@@ -29,10 +29,7 @@ fn packet(client: &str, port: u16, flags: u8) -> Frame {
 }
 
 fn backend_of(out: &[u8]) -> &'static str {
-    BACKENDS
-        .iter()
-        .find(|b| out[..6] == backend_mac(b.parse().unwrap()))
-        .unwrap_or_else(|| panic!("frame went to an unknown MAC {:02x?}", &out[..6]))
+    fixture::backend_of(out, &BACKENDS)
 }
 
 /// `THREE` with `backend` set to `line` (e.g. `weight = 0`).
@@ -162,9 +159,12 @@ fn vips_come_and_go_while_the_others_keep_forwarding() {
     let mut writer = Fixture::with_pins(&pins.0, THREE);
     let second = |port| Frame::tcp("192.0.2.5:1", "198.51.100.77:8080", tcp::SYN).sport(port).build();
     let (stop, sent, turned_away) = (AtomicBool::new(false), AtomicU32::new(0), AtomicU32::new(0));
+    let loaded = AtomicBool::new(false);
     std::thread::scope(|s| {
         s.spawn(|| {
+            // Loading writes the configuration too: the writer waits for it (one writer at a time).
             let fx = Fixture::with_pins(&pins.0, THREE);
+            loaded.store(true, Relaxed);
             let mut port = 1024u16;
             // Bounded: until the writer is done, at most 200k packets.
             while !stop.load(Relaxed) && sent.load(Relaxed) < 200_000 {
@@ -174,6 +174,10 @@ fn vips_come_and_go_while_the_others_keep_forwarding() {
                 turned_away.fetch_add(u32::from(v != Verdict::Tx), Relaxed);
             }
         });
+        let waited = std::time::Instant::now();
+        while !loaded.load(Relaxed) && waited.elapsed() < std::time::Duration::from_secs(10) {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
         for round in 0..300u16 {
             let with_second = round % 2 == 0;
             writer.apply(if with_second { &both } else { THREE });

@@ -4,7 +4,7 @@
 
 use balancer_tests::{
     daemon::PinDir,
-    fixture::{Fixture, backend_mac},
+    fixture::{self, Fixture},
     packet::{Frame, tcp},
     require_root,
 };
@@ -43,10 +43,7 @@ address = "198.51.100.20:80"
 "#;
 
 fn backend(out: &[u8]) -> &'static str {
-    ["198.18.0.11", "198.18.0.12", "198.18.0.13", "198.18.0.21"]
-        .into_iter()
-        .find(|b| out[..6] == backend_mac(b.parse().unwrap()))
-        .expect("a known backend")
+    fixture::backend_of(out, &["198.18.0.11", "198.18.0.12", "198.18.0.13", "198.18.0.21"])
 }
 
 #[test]

@@ -5,6 +5,7 @@ pub mod flow_memory;
 pub mod ids;
 pub mod link;
 pub mod loader;
+pub mod mmap;
 pub mod plan;
 pub mod ring_memory;
 pub mod stats;

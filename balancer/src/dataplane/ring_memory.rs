@@ -2,25 +2,19 @@
 //! plain stores (65537 slots in well under a millisecond) instead of a syscall per slot, which
 //! matters when a backend dies and its slots must move now.
 
-use std::{
-    io,
-    os::fd::{AsFd, AsRawFd},
-    ptr::NonNull,
-    sync::atomic::AtomicU64,
-};
+use std::{io, sync::atomic::AtomicU64};
 
 use aya::maps::MapData;
 use balancer_common::maps::{MAX_RING_SIZE, RING_ENTRIES, ring_index};
+
+use super::mmap::Mapping;
 
 /// Bytes per element: the kernel rounds array values up to 8 bytes, so each `u32` slot is the
 /// low half (little-endian) of a 64-bit element.
 const STRIDE: usize = 8;
 
 /// `RINGS` mapped into this process.
-pub struct RingMemory {
-    base: NonNull<AtomicU64>,
-    bytes: usize,
-}
+pub struct RingMemory(Mapping);
 
 // SAFETY: the mapping is plain shared memory accessed only through atomics.
 unsafe impl Send for RingMemory {}
@@ -33,24 +27,7 @@ impl RingMemory {
     /// # Errors
     /// When the kernel refuses the mapping, e.g. for a map pinned by a build without the flag.
     pub fn map(rings: &MapData) -> io::Result<Self> {
-        let page = 4096;
-        let bytes = (RING_ENTRIES as usize * STRIDE).div_ceil(page) * page;
-        // SAFETY: a fresh shared mapping of the map's fd; checked for failure below.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                bytes,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                rings.fd().as_fd().as_raw_fd(),
-                0,
-            )
-        };
-        if p == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
-        let base = NonNull::new(p.cast::<AtomicU64>()).ok_or_else(|| io::Error::other("mmap returned null"))?;
-        Ok(Self { base, bytes })
+        Mapping::new(rings, RING_ENTRIES as usize * STRIDE, true).map(Self)
     }
 
     /// The `MAX_RING_SIZE` slots of generation `ring_gen` of VIP `vip_id`, one 64-bit element
@@ -63,13 +40,6 @@ impl RingMemory {
         assert!(start + MAX_RING_SIZE as usize <= RING_ENTRIES as usize, "VIP id {vip_id} out of range");
         // SAFETY: in bounds of the mapping (checked above), which lives as long as `self`;
         // AtomicU64 has the size and alignment of one 8-byte array element.
-        unsafe { std::slice::from_raw_parts(self.base.as_ptr().add(start), MAX_RING_SIZE as usize) }
-    }
-}
-
-impl Drop for RingMemory {
-    fn drop(&mut self) {
-        // SAFETY: unmapping exactly what `map` mapped.
-        unsafe { libc::munmap(self.base.as_ptr().cast(), self.bytes) };
+        unsafe { std::slice::from_raw_parts(self.0.as_ptr().cast::<AtomicU64>().add(start), MAX_RING_SIZE as usize) }
     }
 }
