@@ -9,13 +9,12 @@ fn main() {
         None => PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap())
             .join("../balancer-ebpf/target/bpfel-unknown-none/release/balancer-ebpf"),
     };
-    if !path.is_file() {
-        panic!(
-            "the XDP object {} does not exist: run `cargo xtask build-ebpf` first \
-             (or set BALANCER_EBPF_OBJECT to a built object)",
-            path.display()
-        );
-    }
+    assert!(
+        path.is_file(),
+        "the XDP object {} does not exist: run `cargo xtask build-ebpf` first \
+         (or set BALANCER_EBPF_OBJECT to a built object)",
+        path.display()
+    );
     let path = path.canonicalize().unwrap();
     println!("cargo:rerun-if-changed={}", path.display());
     println!("cargo:rustc-env=BALANCER_EBPF_OBJECT_PATH={}", path.display());

@@ -5,6 +5,8 @@
 #   bpfel-unknown-none (libstd-rust-web-dev-bpf): the toolchain that builds the XDP program.
 # - llvm-N-dev and bpf-linker 0.13.0 built against it, where N is the LLVM major version of
 #   Debian's rustc (`/usr/bin/rustc -vV`): bpf-linker must link the LLVM that rustc emits for.
+# - Debian's clippy (rust-web-clippy), which `cargo xtask lint` runs on the eBPF crate, and
+#   cargo-deny $CARGO_DENY_VERSION (licenses, duplicate versions, sources, advisories).
 # - The tools the tests and the demo run: iproute2, bpftool, ethtool, curl, python3, nsenter, and
 #   Tomcat 10 and Jetty 9, the application servers the L7 tests balance.
 #
@@ -14,6 +16,7 @@
 set -euo pipefail
 
 BPF_LINKER_VERSION=0.13.0
+CARGO_DENY_VERSION=0.20.2
 say() { printf 'install-toolchain: %s\n' "$*" >&2; }
 
 # rustup's proxies in ~/.cargo/bin shadow Debian's cargo/rustc on PATH: always use Debian's by
@@ -21,7 +24,7 @@ say() { printf 'install-toolchain: %s\n' "$*" >&2; }
 unset RUSTUP_TOOLCHAIN RUSTC RUSTDOC RUSTC_WRAPPER CARGO CARGO_TARGET_DIR RUSTFLAGS CARGO_ENCODED_RUSTFLAGS
 export PATH="$HOME/.cargo/bin:$PATH"
 
-apt_packages=(rustc-web cargo-web rust-web-src libstd-rust-web-dev-bpf
+apt_packages=(rustc-web cargo-web rust-web-src libstd-rust-web-dev-bpf rust-web-clippy
               iproute2 bpftool ethtool curl python3 util-linux procps tomcat10 jetty9)
 if [ "${1:-}" = "--bench" ]; then
   apt_packages+=(haproxy nginx-light wrk nftables)
@@ -75,4 +78,8 @@ if ! linker_ok; then
     --locked --force --no-default-features --features "llvm-$llvm_major"
   linker_ok || { say "bpf-linker was built but does not link LLVM $llvm_major"; exit 1; }
 fi
-say "ok: Debian rustc $(/usr/bin/rustc -V | cut -d' ' -f2) (LLVM $llvm_major), bpf-linker $BPF_LINKER_VERSION"
+if [ "$(cargo-deny --version 2>/dev/null)" != "cargo-deny $CARGO_DENY_VERSION" ]; then
+  say "building cargo-deny $CARGO_DENY_VERSION (a few minutes)"
+  cargo install cargo-deny --version "$CARGO_DENY_VERSION" --locked --force
+fi
+say "ok: Debian rustc $(/usr/bin/rustc -V | cut -d' ' -f2) (LLVM $llvm_major), bpf-linker $BPF_LINKER_VERSION, cargo-deny $CARGO_DENY_VERSION"

@@ -40,7 +40,7 @@ pub enum Reason {
     Ipv4Options = 3,
     /// IPv6 extension header the parser does not skip: passed.
     Ipv6ExtHeader = 4,
-    /// ICMP or ICMPv6: passed.
+    /// ICMP or `ICMPv6`: passed.
     Icmp = 5,
     /// Another transport (not TCP or UDP): passed.
     OtherProto = 6,

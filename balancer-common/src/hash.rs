@@ -30,7 +30,7 @@ pub fn flow_hash64(key: &FlowKey) -> u64 {
         word(&key.dst[8..]),
         u64::from_le_bytes([s0, s1, d0, d1, key.proto, key.family, 0, 0]),
     ];
-    let mut h = (SEED as u64).wrapping_add(P5).wrapping_add(40);
+    let mut h = u64::from(SEED).wrapping_add(P5).wrapping_add(40);
     for w in words {
         h ^= w.wrapping_mul(P2).rotate_left(31).wrapping_mul(P1);
         h = h.rotate_left(27).wrapping_mul(P1).wrapping_add(P4);

@@ -6,6 +6,11 @@
 //! in the packet, so the data path never swaps bytes on the hot path.
 #![no_std]
 #![deny(missing_docs)]
+#![expect(clippy::inline_always, reason = "shared with the XDP program, where the verifier needs every helper inlined")]
+#![expect(
+    clippy::pub_underscore_fields,
+    reason = "explicit `#[repr(C)]` padding, public so both sides can build the value"
+)]
 
 pub mod backend;
 pub mod counters;

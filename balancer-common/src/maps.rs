@@ -26,7 +26,8 @@ pub const VIP_SLOTS: &str = "VIP_SLOTS";
 pub const SETTINGS: &str = "SETTINGS";
 
 /// Every map the balancer program defines.
-pub const ALL: [&str; 10] = [VIPS, VIP_INDEX, VIP_SLOTS, RINGS, BACKENDS, FLOWS, VIP_STATS, BACKEND_STATS, REASONS, SETTINGS];
+pub const ALL: [&str; 10] =
+    [VIPS, VIP_INDEX, VIP_SLOTS, RINGS, BACKENDS, FLOWS, VIP_STATS, BACKEND_STATS, REASONS, SETTINGS];
 
 /// Most VIPs one balancer serves.
 pub const MAX_VIPS: u32 = 64;

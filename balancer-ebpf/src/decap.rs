@@ -11,7 +11,6 @@ use crate::{
     wire::{ETH_LEN, ETH_P_8021Q, ETH_P_IP, ETH_P_IPV6, IPPROTO_IPIP, IPPROTO_IPV6, IPV4_LEN, IPV6_LEN, VLAN_ETH_LEN},
 };
 
-
 /// Decapsulates IPv4-in-IPv4 and IPv6-in-IPv6 packets whose outer source is in the balancers'
 /// prefix (`SETTINGS`, written by `balancer decap attach`); anything else passes untouched, so
 /// this opens no tunnel for other senders (whose inner source would then skip any filtering).

@@ -79,7 +79,12 @@ pub fn ipip(ctx: &XdpContext, packet: &Packet, backend: &Backend) -> Result<u32,
 /// Grows the frame at the front by `N` bytes, moves the L2 header (14 bytes, or 18 with a VLAN
 /// tag) to the new front with rewritten MACs, and writes `outer` right after it.
 #[inline(always)]
-fn push_outer<const N: usize>(ctx: &XdpContext, l3_off: usize, backend: &Backend, outer: [u8; N]) -> Result<(), Reason> {
+fn push_outer<const N: usize>(
+    ctx: &XdpContext,
+    l3_off: usize,
+    backend: &Backend,
+    outer: [u8; N],
+) -> Result<(), Reason> {
     // The L2 length must be a constant for the verifier: one instance per length.
     if l3_off == VLAN_ETH_LEN {
         push_outer_after::<VLAN_ETH_LEN, N>(ctx, backend, outer)
@@ -89,7 +94,11 @@ fn push_outer<const N: usize>(ctx: &XdpContext, l3_off: usize, backend: &Backend
 }
 
 #[inline(always)]
-fn push_outer_after<const L2: usize, const N: usize>(ctx: &XdpContext, backend: &Backend, outer: [u8; N]) -> Result<(), Reason> {
+fn push_outer_after<const L2: usize, const N: usize>(
+    ctx: &XdpContext,
+    backend: &Backend,
+    outer: [u8; N],
+) -> Result<(), Reason> {
     let mut l2 = read::<[u8; L2]>(ctx, 0)?;
     let macs = read::<[u8; 12]>(ctx, 0)?;
     l2[..12].copy_from_slice(&rewritten_macs(&macs, backend));

@@ -32,15 +32,7 @@ pub fn parse(ctx: &XdpContext) -> Result<Packet, Reason> {
         ethertype = u16::from_be_bytes(read::<[u8; 2]>(ctx, ETH_LEN + 2)?);
         l3_off += VLAN_LEN;
     }
-    let mut key = FlowKey {
-        src: [0; 16],
-        dst: [0; 16],
-        sport_be: 0,
-        dport_be: 0,
-        proto: 0,
-        family: 0,
-        _pad: [0; 2],
-    };
+    let mut key = FlowKey { src: [0; 16], dst: [0; 16], sport_be: 0, dport_be: 0, proto: 0, family: 0, _pad: [0; 2] };
     let (l4_off, ip_end) = match ethertype {
         ETH_P_IP => ipv4(ctx, l3_off, &mut key)?,
         ETH_P_IPV6 => ipv6(ctx, l3_off, &mut key)?,

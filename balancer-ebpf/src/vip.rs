@@ -19,7 +19,7 @@ pub fn lookup(key: &FlowKey) -> Result<VipMeta, Reason> {
     match entry {
         NO_VIP => Err(Reason::NoVip),
         // SAFETY: the value is copied out before any other map operation can free it.
-        SHARED => unsafe { VIPS.get(&vip) }.copied().ok_or(Reason::NoVip),
+        SHARED => unsafe { VIPS.get(vip) }.copied().ok_or(Reason::NoVip),
         e => match VIP_SLOTS.get(u32::from(e) - 1) {
             Some(v) if v.key == vip => Ok(v.meta),
             _ => Err(Reason::NoVip),

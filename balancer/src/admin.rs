@@ -1,5 +1,5 @@
 //! The admin address (127.0.0.1 by default): `/metrics` for Prometheus, `/status` for people
-//! (like Apache's balancer-manager or mod_jk's status worker, read-only) and `/status.json` for
+//! (like Apache's balancer-manager or `mod_jk`'s status worker, read-only) and `/status.json` for
 //! scripts. All three render the same status snapshot, asked of the daemon at each request.
 
 use std::{convert::Infallible, fmt::Write as _, net::SocketAddr};
@@ -54,7 +54,10 @@ fn reply(code: StatusCode, content_type: &'static str, body: String) -> HttpResp
     r
 }
 
-async fn page(req: HttpRequest<hyper::body::Incoming>, calls: mpsc::Sender<Call>) -> Result<HttpResponse<Full<Bytes>>, Infallible> {
+async fn page(
+    req: HttpRequest<hyper::body::Incoming>,
+    calls: mpsc::Sender<Call>,
+) -> Result<HttpResponse<Full<Bytes>>, Infallible> {
     let path = req.uri().path();
     if !matches!(path, "/metrics" | "/status" | "/status.json" | "/") {
         return Ok(reply(StatusCode::NOT_FOUND, "text/plain", "try /status, /status.json or /metrics\n".into()));
@@ -63,12 +66,19 @@ async fn page(req: HttpRequest<hyper::body::Incoming>, calls: mpsc::Sender<Call>
     if calls.send((Request::Status, tx)).await.is_err() {
         return Ok(reply(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "shutting down\n".into()));
     }
-    let Some(status) = rx.await.ok().filter(|r| r.ok).and_then(|r| serde_json::from_value::<Status>(r.data).ok()) else {
+    let Some(status) = rx.await.ok().filter(|r| r.ok).and_then(|r| serde_json::from_value::<Status>(r.data).ok())
+    else {
         return Ok(reply(StatusCode::INTERNAL_SERVER_ERROR, "text/plain", "status unavailable\n".into()));
     };
     Ok(match path {
-        "/metrics" => reply(StatusCode::OK, "application/openmetrics-text; version=1.0.0; charset=utf-8", metrics::render(&status)),
-        "/status.json" => reply(StatusCode::OK, "application/json", serde_json::to_string_pretty(&status).unwrap_or_default()),
+        "/metrics" => reply(
+            StatusCode::OK,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            metrics::render(&status),
+        ),
+        "/status.json" => {
+            reply(StatusCode::OK, "application/json", serde_json::to_string_pretty(&status).unwrap_or_default())
+        }
         _ => reply(StatusCode::OK, "text/html; charset=utf-8", html(&status)),
     })
 }
@@ -115,8 +125,11 @@ pub fn html(s: &Status) -> String {
         for b in &v.backends {
             let state = format!("{:?}", b.state).to_lowercase();
             let group = if b.backup { format!("backup {}", b.distance) } else { b.distance.to_string() };
-            let (share, packets) =
-                if v.sticky.is_some() { ("-".to_owned(), "-".to_owned()) } else { (format!("{:.1}%", b.share), b.packets.to_string()) };
+            let (share, packets) = if v.sticky.is_some() {
+                ("-".to_owned(), "-".to_owned())
+            } else {
+                (format!("{:.1}%", b.share), b.packets.to_string())
+            };
             let (sessions, requests, errors, latency) = match &b.l7 {
                 Some(l) => (
                     l.sessions.to_string(),
@@ -142,7 +155,8 @@ pub fn html(s: &Status) -> String {
         }
         h.push_str("</table>");
     }
-    let passed: Vec<String> = s.not_balanced.iter().filter(|(_, n)| *n > 0).map(|(r, n)| format!("{} {n}", esc(r))).collect();
+    let passed: Vec<String> =
+        s.not_balanced.iter().filter(|(_, n)| *n > 0).map(|(r, n)| format!("{} {n}", esc(r))).collect();
     let _ = write!(
         h,
         "<h2>Not balanced</h2><p>{}</p><p><a href=\"/status.json\">JSON</a> · <a href=\"/metrics\">metrics</a></p></body></html>",

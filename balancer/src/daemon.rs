@@ -98,8 +98,9 @@ impl Daemon {
         let (calls_tx, calls) = mpsc::channel(64);
         server::listen(&config.control_socket, calls_tx.clone())
             .with_context(|| format!("creating the control socket {}", config.control_socket.display()))?;
-        crate::admin::serve(config.metrics_address, calls_tx)
-            .with_context(|| format!("serving /metrics and /status on {} (`metrics_address`)", config.metrics_address))?;
+        crate::admin::serve(config.metrics_address, calls_tx).with_context(|| {
+            format!("serving /metrics and /status on {} (`metrics_address`)", config.metrics_address)
+        })?;
         let mode = opts.xdp_mode.unwrap_or(config.xdp_mode);
         let mut d = Self {
             dp,
@@ -174,7 +175,9 @@ impl Daemon {
         };
         let up = |i: usize, j: usize| !down.contains(&key(i, j));
         let scale = |i: usize, j: usize| {
-            ramps.get(&key(i, j)).map_or(1.0, |(since, over)| now.duration_since(*since).as_secs_f64() / over.as_secs_f64())
+            ramps
+                .get(&key(i, j))
+                .map_or(1.0, |(since, over)| now.duration_since(*since).as_secs_f64() / over.as_secs_f64())
         };
         let p = plan::plan(config, &self.hops, &assigned, up, scale);
         let previous = self.synced.then_some(&self.last.1);
@@ -184,9 +187,10 @@ impl Daemon {
         self.last = (assigned, p);
         self.l7.sync(config, up, scale).map_err(|e| anyhow::anyhow!(e))?;
         for (vip, moved) in report.moved {
-            match moved {
-                Some(n) => info!(vip, moved_slots = n, cause, "table rebuilt"),
-                None => info!(vip, cause, "table written"),
+            if let Some(n) = moved {
+                info!(vip, moved_slots = n, cause, "table rebuilt");
+            } else {
+                info!(vip, cause, "table written");
             }
         }
         Ok(())
@@ -211,7 +215,7 @@ impl Daemon {
                         error!("{e}");
                     }
                 }
-                Some(flip) = self.flips.recv() => self.on_flip(flip),
+                Some(flip) = self.flips.recv() => self.on_flip(&flip),
                 _ = ramp_tick.tick(), if !self.ramps.is_empty() => self.ramp_step(),
                 Some((request, reply)) = self.calls.recv() => {
                     let _ = reply.send(self.handle(request).await);
@@ -234,7 +238,7 @@ impl Daemon {
         Ok(())
     }
 
-    fn on_flip(&mut self, flip: Flip) {
+    fn on_flip(&mut self, flip: &Flip) {
         if !self.health.checks(&flip.key) {
             return; // a check stopped by a reload
         }
@@ -301,7 +305,11 @@ impl Daemon {
     }
 
     /// The L7 proxy's counters for `backend` of `vip`.
-    pub fn l7_live(&self, vip: std::net::SocketAddr, backend: std::net::SocketAddr) -> Option<&Arc<crate::l7::select::Live>> {
+    pub fn l7_live(
+        &self,
+        vip: std::net::SocketAddr,
+        backend: std::net::SocketAddr,
+    ) -> Option<&Arc<crate::l7::select::Live>> {
         self.l7.live(vip, backend)
     }
 
@@ -334,7 +342,9 @@ fn count_flows_in_background(pin_dir: PathBuf) -> Arc<AtomicU64> {
         loop {
             tick.tick().await;
             let dir = pin_dir.clone();
-            if let Ok(Ok(counts)) = tokio::task::spawn_blocking(move || crate::dataplane::stats::flow_counts(&dir)).await {
+            if let Ok(Ok(counts)) =
+                tokio::task::spawn_blocking(move || crate::dataplane::stats::flow_counts(&dir)).await
+            {
                 out.store(counts.values().sum(), Ordering::Relaxed);
             }
         }
@@ -372,10 +382,16 @@ async fn resolve(
             let (hop_ip, oif) = nl.next_hop(ip).await.with_context(at)?;
             let Some(iface) = ifaces.iter().find(|i| i.index == oif) else {
                 let names: Vec<&str> = ifaces.iter().map(|i| i.name.as_str()).collect();
-                bail!("{}: the route to it leaves by interface #{oif}, which the balancer is not attached to ({names:?})", at());
+                bail!(
+                    "{}: the route to it leaves by interface #{oif}, which the balancer is not attached to ({names:?})",
+                    at()
+                );
             };
             if vip.forwarding == Forwarding::Dsr && hop_ip != ip {
-                bail!("{}: DSR needs backends on the balancer's L2 segment, but it is routed via {hop_ip} (use forwarding = \"ipip\")", at());
+                bail!(
+                    "{}: DSR needs backends on the balancer's L2 segment, but it is routed via {hop_ip} (use forwarding = \"ipip\")",
+                    at()
+                );
             }
             let mac = nl.neighbour_mac(hop_ip, iface, RESOLVE_TIMEOUT).await.with_context(at)?;
             if hop_ip != ip {
@@ -398,8 +414,7 @@ fn spawn_ebpf_logger(dp: &mut Dataplane) {
     };
     // SAFETY: the logger owns its ring buffer's fd, which stays open and unchanged until the
     // logger (moved into the AsyncFd) is dropped.
-    let registered =
-        unsafe { tokio::io::unix::AsyncFd::register_with_interest(logger, tokio::io::Interest::READABLE) };
+    let registered = unsafe { tokio::io::unix::AsyncFd::register_with_interest(logger, tokio::io::Interest::READABLE) };
     let mut fd = match registered {
         Ok(fd) => fd,
         Err(e) => {

@@ -2,14 +2,15 @@
 //!
 //! The binary (`main.rs`) is the daemon and its CLI; this library holds everything they use, so
 //! integration tests drive the same code.
+#![warn(missing_docs)]
 
 pub mod admin;
 pub mod config;
 pub mod control;
 pub mod daemon;
+pub mod dataplane;
 pub mod health;
 pub mod l7;
-pub mod dataplane;
 pub mod maglev;
 pub mod metrics;
 pub mod netlink;

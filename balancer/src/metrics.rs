@@ -3,12 +3,12 @@
 
 use std::sync::atomic::AtomicU64;
 
+use crate::control::protocol::Status;
 use prometheus_client::{
     encoding::{EncodeLabelSet, text::encode},
     metrics::{counter::Counter, family::Family, gauge::Gauge},
     registry::Registry,
 };
-use crate::control::protocol::Status;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct VipLabels {
@@ -28,7 +28,7 @@ struct ReasonLabels {
     reason: String,
 }
 
-/// The OpenMetrics text for `status`.
+/// The `OpenMetrics` text for `status`.
 pub fn render(status: &Status) -> String {
     let mut registry = Registry::with_prefix("balancer");
     let vip_packets = Family::<VipLabels, Counter>::default();
@@ -50,8 +50,16 @@ pub fn render(status: &Status) -> String {
     registry.register("backend_new_flows", "Flows the Maglev table assigned to the backend", be_flows.clone());
     registry.register("backend_up", "1 when the backend passes its health check (or has none)", be_up.clone());
     registry.register("backend_weight", "Configured weight", be_weight.clone());
-    registry.register("backend_ring_share", "Share of the VIP's Maglev table the backend holds (0-1)", be_share.clone());
-    registry.register("not_balanced_packets", "Packets passed or dropped instead of balanced, by reason", passed.clone());
+    registry.register(
+        "backend_ring_share",
+        "Share of the VIP's Maglev table the backend holds (0-1)",
+        be_share.clone(),
+    );
+    registry.register(
+        "not_balanced_packets",
+        "Packets passed or dropped instead of balanced, by reason",
+        passed.clone(),
+    );
     if let Some(n) = status.flow_table_entries {
         flow_entries.set(i64::try_from(n).unwrap_or(i64::MAX));
         registry.register("flow_table_entries", "Entries in the flow table (counted every 10 s)", flow_entries.clone());
@@ -62,7 +70,8 @@ pub fn render(status: &Status) -> String {
         vip_bytes.get_or_create(&vl).inc_by(v.bytes);
         vip_flows.get_or_create(&vl).inc_by(v.new_flows);
         for b in &v.backends {
-            let bl = BackendLabels { vip: vl.vip.clone(), protocol: vl.protocol.clone(), backend: b.address.to_string() };
+            let bl =
+                BackendLabels { vip: vl.vip.clone(), protocol: vl.protocol.clone(), backend: b.address.to_string() };
             be_packets.get_or_create(&bl).inc_by(b.packets);
             be_bytes.get_or_create(&bl).inc_by(b.bytes);
             be_flows.get_or_create(&bl).inc_by(b.new_flows);
@@ -124,7 +133,10 @@ mod tests {
         };
         let text = render(&status);
         assert!(text.contains(r#"balancer_vip_packets_total{vip="10.0.0.1:80",protocol="tcp"} 7"#), "{text}");
-        assert!(text.contains(r#"balancer_backend_up{vip="10.0.0.1:80",protocol="tcp",backend="10.0.0.2"} 0"#), "{text}");
+        assert!(
+            text.contains(r#"balancer_backend_up{vip="10.0.0.1:80",protocol="tcp",backend="10.0.0.2"} 0"#),
+            "{text}"
+        );
         assert!(text.contains(r#"balancer_not_balanced_packets_total{reason="no_vip"} 3"#), "{text}");
         assert!(text.contains("balancer_flow_table_entries 12"), "{text}");
         assert!(text.ends_with("# EOF\n"));

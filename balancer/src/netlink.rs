@@ -63,8 +63,7 @@ impl Netlink {
     /// # Errors
     /// When the netlink socket cannot be opened.
     pub fn new() -> Result<Self, NetlinkError> {
-        let (conn, handle, _) =
-            rtnetlink::new_connection().map_err(|e| NetlinkError::Io(e.to_string()))?;
+        let (conn, handle, _) = rtnetlink::new_connection().map_err(|e| NetlinkError::Io(e.to_string()))?;
         tokio::spawn(conn);
         Ok(Self { handle })
     }
@@ -170,9 +169,10 @@ impl Netlink {
                 }
             }
             if dst == Some(addr)
-                && let Some(mac) = lladdr {
-                    return Ok(Some(mac));
-                }
+                && let Some(mac) = lladdr
+            {
+                return Ok(Some(mac));
+            }
         }
         Ok(None)
     }

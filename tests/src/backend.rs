@@ -27,8 +27,16 @@ impl HttpBackend {
         let bind = if vip.is_ipv4() { "0.0.0.0" } else { "::" };
         // HTTP/1.1, so a client can keep a connection open across requests.
         let proc = ns.spawn(&[
-            "python3", "-m", "http.server", &port.to_string(), "--bind", bind, "--directory", root.to_str().unwrap(),
-            "--protocol", "HTTP/1.1",
+            "python3",
+            "-m",
+            "http.server",
+            &port.to_string(),
+            "--bind",
+            bind,
+            "--directory",
+            root.to_str().unwrap(),
+            "--protocol",
+            "HTTP/1.1",
         ]);
         let b = Self { proc, root };
         // Ready when it answers locally.
@@ -91,7 +99,9 @@ impl HttpConn {
             let Some(end) = text.find("\r\n\r\n") else { continue };
             let len: usize = text[..end]
                 .lines()
-                .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap_or(0)))
+                .find_map(|l| {
+                    l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap_or(0))
+                })
                 .unwrap_or(0);
             if buf.len() >= end + 4 + len {
                 if !text.starts_with("HTTP/1.1 200") && !text.starts_with("HTTP/1.0 200") {
@@ -128,7 +138,7 @@ class S(socketserver.ThreadingMixIn, http.server.HTTPServer):
 S(("0.0.0.0", port), H).serve_forever()
 "#;
 
-/// A running [`APP`] server; stops on drop.
+/// A running application server (the Python program in this module); stops on drop.
 #[derive(Debug)]
 pub struct AppServer {
     /// The process.
@@ -172,7 +182,8 @@ impl JavaServer {
             std::fs::create_dir_all(base.join(d)).expect("tomcat base");
         }
         for f in ["web.xml", "logging.properties"] {
-            std::fs::copy(format!("/etc/tomcat10/{f}"), base.join("conf").join(f)).expect("tomcat10's stock configuration");
+            std::fs::copy(format!("/etc/tomcat10/{f}"), base.join("conf").join(f))
+                .expect("tomcat10's stock configuration");
         }
         std::fs::write(
             base.join("conf/server.xml"),
@@ -210,13 +221,22 @@ impl JavaServer {
         Self::jsp(&base.join("webapps/ROOT"), route);
         let home = "jetty.home=/usr/share/jetty9".to_owned();
         let jbase = format!("jetty.base={}", base.display());
-        let mut cmd = host.ns.command(&["java", "-Xmx96m", "-XX:TieredStopAtLevel=1", "-jar", "/usr/share/jetty9/start.jar", &home, &jbase]);
+        let mut cmd = host.ns.command(&[
+            "java",
+            "-Xmx96m",
+            "-XX:TieredStopAtLevel=1",
+            "-jar",
+            "/usr/share/jetty9/start.jar",
+            &home,
+            &jbase,
+        ]);
         cmd.current_dir(&base);
         Self::started(Proc::spawn(cmd, &format!("{}-jetty", host.ns.name())), base, host, port)
     }
 
     fn jsp(root: &std::path::Path, name: &str) {
-        std::fs::write(root.join("index.jsp"), format!("<%@ page session=\"true\" %>{name} <%= session.getId() %>\n")).expect("index.jsp");
+        std::fs::write(root.join("index.jsp"), format!("<%@ page session=\"true\" %>{name} <%= session.getId() %>\n"))
+            .expect("index.jsp");
     }
 
     fn started(mut proc: Proc, base: PathBuf, host: &Host, port: u16) -> Self {

@@ -79,7 +79,8 @@ impl Daemon {
     /// Replaces the configuration file (keeping the harness's header); the daemon reads it on
     /// SIGHUP or `balancer reload`.
     pub fn write_config(&self, config: &str) {
-        std::fs::write(&self.config, format!("{}{config}", Self::header(&self.pins.0, &self.socket))).expect("write config");
+        std::fs::write(&self.config, format!("{}{config}", Self::header(&self.pins.0, &self.socket)))
+            .expect("write config");
     }
 
     /// `balancer --socket <this daemon's> <args>` in `ns`.

@@ -8,8 +8,8 @@ use balancer::{
     config::Config,
     dataplane::{
         Dataplane,
-        loader::{BALANCER_PROGRAM, DECAP_PROGRAM, PASS_PROGRAM},
         ids::Ids,
+        loader::{BALANCER_PROGRAM, DECAP_PROGRAM, PASS_PROGRAM},
         plan::{self, NextHop, Plan},
         stats::Snapshot,
         sync,

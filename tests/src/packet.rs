@@ -10,7 +10,7 @@ pub enum L4 {
     Tcp { flags: u8, seq: u32 },
     /// UDP.
     Udp,
-    /// ICMP echo request (ICMPv6 for v6).
+    /// ICMP echo request (`ICMPv6` for v6).
     IcmpEcho,
     /// Another IP protocol, with the payload as its header.
     Other(u8),
@@ -88,6 +88,7 @@ impl Frame {
     }
 
     /// The same frame with a different source port.
+    #[must_use]
     pub fn sport(mut self, port: u16) -> Self {
         self.src.set_port(port);
         self

@@ -29,7 +29,7 @@ fn setup() -> (Lan, Vec<HttpBackend>, Daemon) {
     (lan, servers, daemon)
 }
 
-fn ok(out: std::process::Output) -> String {
+fn ok(out: &std::process::Output) -> String {
     assert!(out.status.success(), "failed: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
@@ -70,7 +70,7 @@ fn live_changes_through_the_cli_keep_every_open_connection() {
             })
             .collect();
         for step in &steps {
-            ok(daemon.ctl(lb, step));
+            ok(&daemon.ctl(lb, step));
             for (i, (c, who)) in open.iter_mut().enumerate() {
                 let got = c.get().unwrap_or_else(|e| panic!("connection {i} broke after `{}`: {e}", step.join(" ")));
                 assert_eq!(&got, who, "connection {i} moved after `{}`", step.join(" "));
@@ -85,7 +85,7 @@ fn live_changes_through_the_cli_keep_every_open_connection() {
         }
     });
     // Drained then re-activated be2, reweighted be1; be3 gone.
-    let status: serde_json::Value = serde_json::from_str(&ok(daemon.ctl(lb, &["--json", "status"]))).unwrap();
+    let status: serde_json::Value = serde_json::from_str(&ok(&daemon.ctl(lb, &["--json", "status"]))).unwrap();
     let backends = status["vips"][0]["backends"].as_array().unwrap();
     assert_eq!(backends.len(), 2, "{status:#}");
     assert_eq!(backends[0]["weight"], 50);
@@ -100,7 +100,7 @@ fn drain_takes_no_new_connections_and_cli_errors_are_one_clear_line() {
     let (lan, _servers, daemon) = setup();
     let lb = &lan.hosts[1].ns;
     let vip = format!("{VIP}:80");
-    ok(daemon.ctl(lb, &["backend", "set", &vip, "198.18.0.3", "--state", "drain"]));
+    ok(&daemon.ctl(lb, &["backend", "set", &vip, "198.18.0.3", "--state", "drain"]));
     let after = spread(&lan.hosts[0].ns, 40);
     assert_eq!(after.get("be2"), Some(&40), "a drained backend takes no new connection: {after:?}");
 
@@ -137,11 +137,12 @@ fn flow_names_the_backend_that_answered() {
         (c.local_addr(), c.get().expect("request"))
     });
     let answer: serde_json::Value =
-        serde_json::from_str(&ok(daemon.ctl(lb, &["--json", "flow", &local.to_string(), &format!("{VIP}:80")]))).unwrap();
+        serde_json::from_str(&ok(&daemon.ctl(lb, &["--json", "flow", &local.to_string(), &format!("{VIP}:80")])))
+            .unwrap();
     let ip = if who == "be1" { "198.18.0.3" } else { "198.18.0.4" };
     assert_eq!(answer["pinned_backend"], ip, "{answer}");
     assert_eq!(answer["table_backend"], ip, "{answer}");
-    let status: serde_json::Value = serde_json::from_str(&ok(daemon.ctl(lb, &["--json", "status"]))).unwrap();
+    let status: serde_json::Value = serde_json::from_str(&ok(&daemon.ctl(lb, &["--json", "status"]))).unwrap();
     let flows: Vec<(String, u64)> = status["vips"][0]["backends"]
         .as_array()
         .unwrap()
@@ -159,8 +160,15 @@ fn the_control_socket_refuses_a_non_root_user() {
     let lb = &lan.hosts[1].ns;
     let bin = balancer_tests::daemon::balancer_bin();
     let out = lb.output(&[
-        "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--",
-        bin.to_str().unwrap(), "--socket", daemon.socket.to_str().unwrap(), "status",
+        "setpriv",
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        "--",
+        bin.to_str().unwrap(),
+        "--socket",
+        daemon.socket.to_str().unwrap(),
+        "status",
     ]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);

@@ -141,7 +141,7 @@ fn on_cpu<T: Send>(cpu: usize, f: impl FnOnce() -> T + Send) -> T {
 #[test]
 fn a_flow_pinned_on_one_cpu_keeps_its_backend_on_another() {
     require_root!();
-    if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
+    if std::thread::available_parallelism().map_or(1, std::num::NonZero::get) < 2 {
         eprintln!("*** SKIPPED: needs two CPUs ***");
         return;
     }
@@ -178,7 +178,11 @@ fn a_mid_stream_packet_without_a_flow_entry_gets_the_table_choice_and_then_stick
     let ack = |p: u16| Frame::tcp("192.0.2.1:1", "198.51.100.10:80", tcp::ACK).sport(p).build();
     let first: Vec<String> = (60_000..60_050u16).map(|p| backend_of(&fx.run(&ack(p)).1, &BACKENDS)).collect();
     for (i, p) in (60_000..60_050u16).enumerate() {
-        assert_eq!(first[i], backend_of(&other_node.run(&flow(p)).1, &BACKENDS), "port {p}: the node that saw the SYN agrees");
+        assert_eq!(
+            first[i],
+            backend_of(&other_node.run(&flow(p)).1, &BACKENDS),
+            "port {p}: the node that saw the SYN agrees"
+        );
     }
     assert_eq!(fx.stats().vips[0].traffic.new_flows, 50, "each was counted as a new flow");
     // Now pinned: a table change does not move them.

@@ -59,8 +59,7 @@ fn eight_flows_of_one_set_each_keep_their_own_backend_and_a_ninth_evicts_one() {
     let mut fx = Fixture::new(THREE);
     let flows = nine_in_one_set();
     let (eight, ninth) = flows.split_at(8);
-    let first: Vec<&str> =
-        eight.iter().map(|(c, p)| backend_of(&fx.run(&packet(c, *p, tcp::SYN).build()).1)).collect();
+    let first: Vec<&str> = eight.iter().map(|(c, p)| backend_of(&fx.run(&packet(c, *p, tcp::SYN).build()).1)).collect();
     assert!(first.iter().any(|b| *b != first[0]), "the eight flows use more than one backend: {first:?}");
 
     // Take each backend out of the ring in turn: every flow still finds its own slot (not a
@@ -68,7 +67,11 @@ fn eight_flows_of_one_set_each_keep_their_own_backend_and_a_ninth_evicts_one() {
     for gone in BACKENDS {
         fx.apply(&with(gone, "weight = 0"));
         for ((c, p), b) in eight.iter().zip(&first) {
-            assert_eq!(backend_of(&fx.run(&packet(c, *p, tcp::ACK).build()).1), *b, "{c}:{p} with {gone} out of the ring");
+            assert_eq!(
+                backend_of(&fx.run(&packet(c, *p, tcp::ACK).build()).1),
+                *b,
+                "{c}:{p} with {gone} out of the ring"
+            );
         }
     }
     fx.apply(THREE);
@@ -87,8 +90,7 @@ fn a_full_set_gives_up_its_idle_flow_and_keeps_the_busy_ones() {
     let mut fx = Fixture::new(THREE);
     let flows = nine_in_one_set();
     let (eight, ninth) = flows.split_at(8);
-    let first: Vec<&str> =
-        eight.iter().map(|(c, p)| backend_of(&fx.run(&packet(c, *p, tcp::SYN).build()).1)).collect();
+    let first: Vec<&str> = eight.iter().map(|(c, p)| backend_of(&fx.run(&packet(c, *p, tcp::SYN).build()).1)).collect();
     // Slot times count in units of 256 jiffies (2.56 s at the lowest HZ, 100): after that long,
     // the seven flows that send again are fresher than the first, which stays quiet.
     std::thread::sleep(std::time::Duration::from_millis(2700));
@@ -104,7 +106,11 @@ fn a_full_set_gives_up_its_idle_flow_and_keeps_the_busy_ones() {
     for gone in BACKENDS {
         fx.apply(&with(gone, "weight = 0"));
         for ((c, p), b) in eight[1..].iter().zip(&first[1..]) {
-            assert_eq!(backend_of(&fx.run(&packet(c, *p, tcp::ACK).build()).1), *b, "{c}:{p} with {gone} out of the ring");
+            assert_eq!(
+                backend_of(&fx.run(&packet(c, *p, tcp::ACK).build()).1),
+                *b,
+                "{c}:{p} with {gone} out of the ring"
+            );
         }
     }
 }
@@ -152,10 +158,11 @@ fn vips_come_and_go_while_the_others_keep_forwarding() {
     // The VIP filter is rewritten with every VIP change. One load of the program keeps sending
     // to a VIP that never leaves while another adds and removes a second VIP: not one packet
     // for the first may be turned away, and the second is balanced exactly when configured.
-    use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::Relaxed};
     use balancer_tests::xdp::Verdict;
+    use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::Relaxed};
     let pins = balancer_tests::daemon::PinDir::new(&format!("bt-vipfilter-{}", std::process::id()));
-    let both = format!("{THREE}[[vip]]\naddress = \"198.51.100.77:8080\"\n  [[vip.backend]]\n  address = \"198.18.0.12\"\n");
+    let both =
+        format!("{THREE}[[vip]]\naddress = \"198.51.100.77:8080\"\n  [[vip.backend]]\n  address = \"198.18.0.12\"\n");
     let mut writer = Fixture::with_pins(&pins.0, THREE);
     let second = |port| Frame::tcp("192.0.2.5:1", "198.51.100.77:8080", tcp::SYN).sport(port).build();
     let (stop, sent, turned_away) = (AtomicBool::new(false), AtomicU32::new(0), AtomicU32::new(0));
@@ -183,7 +190,11 @@ fn vips_come_and_go_while_the_others_keep_forwarding() {
             writer.apply(if with_second { &both } else { THREE });
             let (v, out) = writer.run(&second(2000 + round));
             if with_second {
-                assert_eq!((v, backend_of(&out)), (Verdict::Tx, "198.18.0.12"), "round {round}: the added VIP is balanced");
+                assert_eq!(
+                    (v, backend_of(&out)),
+                    (Verdict::Tx, "198.18.0.12"),
+                    "round {round}: the added VIP is balanced"
+                );
             } else {
                 assert_eq!(v, Verdict::Pass, "round {round}: the removed VIP's packets go to the kernel");
             }
@@ -210,7 +221,8 @@ fn vips_that_share_an_index_byte_are_each_found_and_lookalikes_are_not() {
     // Ports whose destination lands on the same index byte as 198.51.100.30:80.
     let mut same = (1..=u16::MAX).filter(|&p| slot([198, 51, 100, 31], p) == target);
     let (shared, lookalike) = (same.next().unwrap(), same.next().unwrap());
-    let alone_lookalike = (1..=u16::MAX).find(|&p| slot([198, 51, 100, 32], p) == slot([198, 51, 100, 10], 80)).unwrap();
+    let alone_lookalike =
+        (1..=u16::MAX).find(|&p| slot([198, 51, 100, 32], p) == slot([198, 51, 100, 10], 80)).unwrap();
     let config = format!(
         "{THREE}[[vip]]\naddress = \"198.51.100.30:80\"\n  [[vip.backend]]\n  address = \"198.18.0.11\"\n\
          [[vip]]\naddress = \"198.51.100.31:{shared}\"\n  [[vip.backend]]\n  address = \"198.18.0.12\"\n"

@@ -2,7 +2,7 @@
 //! real HTTP backends in network namespaces. Thousands of connections spread by weight, and a
 //! long-lived connection keeps working while a backend is added and another removed.
 
-use std::{collections::HashMap, net::SocketAddr, time::Duration};
+use std::{collections::HashMap, fmt::Write as _, net::SocketAddr, time::Duration};
 
 use balancer_tests::{
     backend::{HttpBackend, HttpConn},
@@ -16,9 +16,11 @@ const CONNECTIONS: usize = 3000;
 
 /// Backends are hosts 2.. (198.18.0.3 ..); `(host, weight)`.
 fn config(forwarding: &str, backends: &[(u8, u32)]) -> String {
-    let mut c = format!("interfaces = [\"eth0\"]\nxdp_mode = \"native\"\n[[vip]]\naddress = \"{VIP}:80\"\nforwarding = \"{forwarding}\"\n");
+    let mut c = format!(
+        "interfaces = [\"eth0\"]\nxdp_mode = \"native\"\n[[vip]]\naddress = \"{VIP}:80\"\nforwarding = \"{forwarding}\"\n"
+    );
     for (host, weight) in backends {
-        c.push_str(&format!("[[vip.backend]]\naddress = \"198.18.0.{}\"\nweight = {weight}\n", host + 1));
+        writeln!(c, "[[vip.backend]]\naddress = \"198.18.0.{}\"\nweight = {weight}", host + 1).unwrap();
     }
     c
 }
@@ -26,7 +28,8 @@ fn config(forwarding: &str, backends: &[(u8, u32)]) -> String {
 fn balance(forwarding: &str) {
     let mut lan = Lan::new(&["client", "lb", "be1", "be2", "be3", "be4"]);
     let vip = VIP.parse().unwrap();
-    let _servers: Vec<HttpBackend> = (2..6).map(|h| HttpBackend::start(&lan.hosts[h], &format!("be{}", h - 1), vip, 80)).collect();
+    let _servers: Vec<HttpBackend> =
+        (2..6).map(|h| HttpBackend::start(&lan.hosts[h], &format!("be{}", h - 1), vip, 80)).collect();
     if forwarding == "ipip" {
         for h in 2..6 {
             lan.decap_on(h);
@@ -42,7 +45,8 @@ fn balance(forwarding: &str) {
     let counts: HashMap<String, usize> = lan.hosts[0].ns.in_thread(|| {
         let mut counts = HashMap::new();
         for i in 0..CONNECTIONS {
-            let body = HttpConn::connect(addr).and_then(|mut c| c.get()).unwrap_or_else(|e| panic!("connection {i}: {e}"));
+            let body =
+                HttpConn::connect(addr).and_then(|mut c| c.get()).unwrap_or_else(|e| panic!("connection {i}: {e}"));
             *counts.entry(body).or_default() += 1;
         }
         counts
@@ -50,7 +54,11 @@ fn balance(forwarding: &str) {
     eprintln!("{forwarding}: {CONNECTIONS} connections, weights 1:2:3 -> {counts:?}");
     for (name, weight) in [("be1", 1.0), ("be2", 2.0), ("be3", 3.0)] {
         let share = counts.get(name).copied().unwrap_or(0) as f64 / CONNECTIONS as f64;
-        assert!((share - weight / 6.0).abs() < 0.05, "{name}: share {share:.3}, weight share {:.3}: {counts:?}", weight / 6.0);
+        assert!(
+            (share - weight / 6.0).abs() < 0.05,
+            "{name}: share {share:.3}, weight share {:.3}: {counts:?}",
+            weight / 6.0
+        );
     }
 
     // A long-lived connection, then a reload that adds be4 and removes a backend it is not on.
@@ -69,7 +77,9 @@ fn balance(forwarding: &str) {
                     if rx.recv_timeout(Duration::from_millis(100)).is_ok() {
                         break;
                     }
-                    let body = conn.get().unwrap_or_else(|e| panic!("long-lived connection broke after {served} requests: {e}"));
+                    let body = conn
+                        .get()
+                        .unwrap_or_else(|e| panic!("long-lived connection broke after {served} requests: {e}"));
                     assert_eq!(body, first, "the long-lived connection moved to another backend");
                     served += 1;
                 }
@@ -99,7 +109,9 @@ fn balance(forwarding: &str) {
         assert!(!after.contains_key(removed), "the removed backend takes none: {after:?}");
         tx.send(()).unwrap();
         let (first, served) = long.join().unwrap();
-        eprintln!("{forwarding}: long-lived connection on {first} served {served} requests across the reload (removed {removed}, added be4)");
+        eprintln!(
+            "{forwarding}: long-lived connection on {first} served {served} requests across the reload (removed {removed}, added be4)"
+        );
         assert!(served >= 5);
     });
 }

@@ -106,7 +106,8 @@ fn a_dead_backend_leaves_the_table_within_fall_times_interval_plus_100ms_and_com
 #[test]
 fn a_backup_takes_traffic_only_when_every_primary_is_down() {
     require_root!();
-    let (lan, mut servers, mut daemon) = setup(&format!("{TWO}[[vip.backend]]\naddress = \"198.18.0.5\"\nbackup = true\n"));
+    let (lan, mut servers, mut daemon) =
+        setup(&format!("{TWO}[[vip.backend]]\naddress = \"198.18.0.5\"\nbackup = true\n"));
     let client = &lan.hosts[0].ns;
     let normal = spread(client, 60);
     assert!(!normal.contains_key("be3") && !normal.contains_key("failed"), "primaries only: {normal:?}");
@@ -125,7 +126,12 @@ fn a_backup_takes_traffic_only_when_every_primary_is_down() {
     servers[0] = Some(HttpBackend::start(&lan.hosts[2], "be1", VIP.parse().unwrap(), 80));
     daemon.proc.wait_for_log("cause=\"backend up\"", Duration::from_secs(5));
     let back = spread(client, 60);
-    assert_eq!(back.get("be1"), Some(&60), "a primary is back: new connections leave the backup: {back:?}\n{}", daemon.proc.log());
+    assert_eq!(
+        back.get("be1"),
+        Some(&60),
+        "a primary is back: new connections leave the backup: {back:?}\n{}",
+        daemon.proc.log()
+    );
 }
 
 /// be2's share of the ring, in percent, from `balancer status --json`.
@@ -136,6 +142,7 @@ fn share_of_be2(lan: &Lan, daemon: &Daemon) -> f64 {
 }
 
 #[test]
+#[expect(clippy::float_cmp, reason = "a share of exactly no slots")]
 fn a_backend_back_from_down_ramps_up_over_its_slow_start() {
     require_root!();
     let (lan, mut servers, mut daemon) = setup_with("slowstart_s = 3", TWO);

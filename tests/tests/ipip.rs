@@ -141,7 +141,13 @@ fn decap_passes_everything_else_untouched() {
     // IPIP from a sender outside the balancers' source prefix is not a tunnel into this host.
     let (_, mut foreign) = fx.run(&Frame::tcp("192.0.2.1:40000", "198.51.100.10:80", tcp::SYN).build());
     foreign[14 + 12..14 + 14].copy_from_slice(&[10, 9]);
-    for (what, f) in [("IPIP from a foreign source", foreign), ("plain TCP", plain), ("GRE", gre.build()), ("IPIP carrying IPv6", v6_in_v4.build()), ("IPIP without an inner packet", truncated.build())] {
+    for (what, f) in [
+        ("IPIP from a foreign source", foreign),
+        ("plain TCP", plain),
+        ("GRE", gre.build()),
+        ("IPIP carrying IPv6", v6_in_v4.build()),
+        ("IPIP without an inner packet", truncated.build()),
+    ] {
         assert_eq!(fx.run_decap(&f), (Verdict::Pass, f.clone()), "{what}");
     }
 }

@@ -34,7 +34,9 @@ fn setup(l7: &str) -> Setup {
 /// As `setup`, with `be3_extra` as be3's last line instead of its distance.
 fn setup_with(l7: &str, be3_extra: &str) -> Setup {
     let lan = Lan::new(&["client", "lb", "be1", "be2", "be3"]);
-    let apps = (2..5).map(|h| Some(AppServer::start(&lan.hosts[h], &format!("be{}", h - 1), &format!("r{}", h - 1), 8080))).collect();
+    let apps = (2..5)
+        .map(|h| Some(AppServer::start(&lan.hosts[h], &format!("be{}", h - 1), &format!("r{}", h - 1), 8080)))
+        .collect();
     lan.hosts[1].ns.run(&["ip", "addr", "add", &format!("{VIP}/32"), "dev", "lo"]);
     lan.hosts[0].ns.run(&["ip", "route", "add", &format!("{VIP}/32"), "via", "198.18.0.2"]);
     let key = std::env::temp_dir().join(format!("{}-cookie.key", lan.hosts[1].ns.name()));
@@ -108,7 +110,10 @@ fn insert_mode_keeps_a_cookie_jar_on_one_backend_and_hides_the_cookie_from_it() 
         let (_, head, body) = b.get("/", &[]);
         assert!(body.starts_with(&first), "request {i} went elsewhere: {body}");
         assert!(!body.contains("BALANCERID"), "indirect: the backend must not see our cookie: {body}");
-        assert!(!head.to_ascii_lowercase().contains("set-cookie: balancerid="), "no new cookie on a sticky hit: {head}");
+        assert!(
+            !head.to_ascii_lowercase().contains("set-cookie: balancerid="),
+            "no new cookie on a sticky hit: {head}"
+        );
     }
     // Other clients spread over the two backends of the nearest group.
     let mut seen = std::collections::HashSet::new();
@@ -122,7 +127,9 @@ fn insert_mode_keeps_a_cookie_jar_on_one_backend_and_hides_the_cookie_from_it() 
 fn a_forged_cookie_is_ignored_and_replaced() {
     require_root!();
     let s = setup("sticky = \"insert\"");
-    for (i, forged) in ["r3.1.1.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", "r3", "r1.9999999999.9999999999.x"].iter().enumerate() {
+    for (i, forged) in
+        ["r3.1.1.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", "r3", "r1.9999999999.9999999999.x"].iter().enumerate()
+    {
         let b = Browser::new(&s.lan.hosts[0].ns, &format!("forger{i}"));
         let (status, head, body) = b.get("/", &["-H", &format!("Cookie: BALANCERID={forged}")]);
         assert_eq!(status, 200);
@@ -138,7 +145,7 @@ fn failover_moves_the_session_inside_its_domain_with_a_new_cookie() {
     let b = Browser::new(&s.lan.hosts[0].ns, "fo");
     let first = b.who("/");
     let other = if first == "be1" { "be2" } else { "be1" };
-    s.apps[if first == "be1" { 0 } else { 1 }] = None; // its server dies
+    s.apps[usize::from(first != "be1")] = None; // its server dies
     let (status, head, body) = b.get("/", &[]);
     assert_eq!(status, 200, "the next request succeeds: {head}{body}");
     assert!(body.starts_with(other), "same domain first: {body}");
@@ -154,7 +161,7 @@ fn nofailover_answers_503_when_the_session_backend_is_gone() {
     let mut s = setup("sticky = \"insert\"\nnofailover = true");
     let b = Browser::new(&s.lan.hosts[0].ns, "nf");
     let first = b.who("/");
-    s.apps[if first == "be1" { 0 } else { 1 }] = None;
+    s.apps[usize::from(first != "be1")] = None;
     let (status, _, body) = b.get("/", &[]);
     assert_eq!(status, 503, "{body}");
     assert!(body.contains("session"), "{body}");
@@ -189,7 +196,11 @@ fn a_drained_backend_keeps_its_sessions_but_gets_no_new_ones() {
         assert_eq!(b.who("/"), first, "the drained backend keeps its session");
     }
     for i in 0..10 {
-        assert_ne!(Browser::new(&s.lan.hosts[0].ns, &format!("n{i}")).who("/"), first, "no new session on a drained backend");
+        assert_ne!(
+            Browser::new(&s.lan.hosts[0].ns, &format!("n{i}")).who("/"),
+            first,
+            "no new session on a drained backend"
+        );
     }
 }
 
@@ -240,9 +251,11 @@ fn route_suffix_works_against_real_tomcat_and_jetty() {
     require_root!();
     use balancer_tests::backend::JavaServer;
     let lan = Lan::new(&["client", "lb", "tc1", "tc2", "jt1"]);
-    let mut servers = [Some(JavaServer::tomcat(&lan.hosts[2], "tomcat1", 8080)),
+    let mut servers = [
+        Some(JavaServer::tomcat(&lan.hosts[2], "tomcat1", 8080)),
         Some(JavaServer::tomcat(&lan.hosts[3], "tomcat2", 8080)),
-        Some(JavaServer::jetty(&lan.hosts[4], "jetty1", 8080))];
+        Some(JavaServer::jetty(&lan.hosts[4], "jetty1", 8080)),
+    ];
     lan.hosts[1].ns.run(&["ip", "addr", "add", &format!("{VIP}/32"), "dev", "lo"]);
     lan.hosts[0].ns.run(&["ip", "route", "add", &format!("{VIP}/32"), "via", "198.18.0.2"]);
     let config = format!(
@@ -280,12 +293,15 @@ fn route_suffix_works_against_real_tomcat_and_jetty() {
             Some(b.who("/")).filter(|w| w.starts_with("tomcat"))
         })
         .expect("a session on a Tomcat");
-    servers[if on == "tomcat1" { 0 } else { 1 }] = None;
+    servers[usize::from(on != "tomcat1")] = None;
     let other = if on == "tomcat1" { "tomcat2" } else { "tomcat1" };
     let (status, head, body) = b.get("/", &[]);
     assert_eq!(status, 200, "{head}{body}");
     assert!(body.starts_with(other), "same domain: {body}");
-    assert!(head.contains(&format!(".{other};")) || head.contains(&format!(".{other} ")), "a new session from {other}: {head}");
+    assert!(
+        head.contains(&format!(".{other};")) || head.contains(&format!(".{other} ")),
+        "a new session from {other}: {head}"
+    );
     for _ in 0..5 {
         assert_eq!(b.who("/"), other);
     }
@@ -303,7 +319,8 @@ fn the_status_page_and_its_json_show_sessions_requests_and_health() {
     }
     let lb = &s.lan.hosts[1].ns;
     let json: serde_json::Value =
-        serde_json::from_str(&lb.run(&["curl", "-sf", "--max-time", "3", "http://127.0.0.1:9090/status.json"])).unwrap();
+        serde_json::from_str(&lb.run(&["curl", "-sf", "--max-time", "3", "http://127.0.0.1:9090/status.json"]))
+            .unwrap();
     let backends = json["vips"][0]["backends"].as_array().unwrap();
     let total = |k: &str| backends.iter().map(|b| b["l7"][k].as_u64().unwrap_or(0)).sum::<u64>();
     assert_eq!(json["vips"][0]["sticky"], "insert");
@@ -357,11 +374,14 @@ fn an_idle_kept_alive_connection_is_closed_after_the_header_timeout() {
         let first = String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200");
         let idle = std::time::Instant::now();
         // Nothing more is sent: the server must hang up by itself.
-        while c.read(&mut buf).map(|n| n > 0).unwrap_or(false) {}
+        while c.read(&mut buf).is_ok_and(|n| n > 0) {}
         (first, idle.elapsed())
     });
     assert!(first);
-    assert!(closed_after >= Duration::from_millis(900) && closed_after < Duration::from_secs(3), "closed after {closed_after:?}");
+    assert!(
+        closed_after >= Duration::from_millis(900) && closed_after < Duration::from_secs(3),
+        "closed after {closed_after:?}"
+    );
 }
 
 #[test]

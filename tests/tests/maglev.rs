@@ -71,7 +71,7 @@ fn the_program_picks_exactly_the_backend_the_user_space_table_names() {
         let v6 = i % 2 == 1;
         let sport = 1024 + (rng.next() % 64000) as u16;
         let (src, dst, frame) = if v6 {
-            let s = SocketAddr::new(Ipv6Addr::from(rng.next() as u128 | 0x2001_0db8 << 96).into(), sport);
+            let s = SocketAddr::new(Ipv6Addr::from(u128::from(rng.next()) | 0x2001_0db8 << 96).into(), sport);
             let d: SocketAddr = "[2001:db8::10]:443".parse().unwrap();
             (s, d, Frame::new(&s.to_string(), &d.to_string(), L4::Udp))
         } else {

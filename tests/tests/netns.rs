@@ -34,7 +34,13 @@ address = "{VIP}:80"
 /// `curl` from the client to the VIP: the body (the backend's name), or the error.
 fn get(lan: &Lan, local_port: u16) -> Result<String, String> {
     let out = lan.hosts[0].ns.output(&[
-        "curl", "-sS", "--max-time", "3", "--local-port", &local_port.to_string(), &format!("http://{VIP}/"),
+        "curl",
+        "-sS",
+        "--max-time",
+        "3",
+        "--local-port",
+        &local_port.to_string(),
+        &format!("http://{VIP}/"),
     ]);
     if out.status.success() {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
@@ -47,7 +53,8 @@ fn get(lan: &Lan, local_port: u16) -> Result<String, String> {
 fn dsr_lan() -> (Lan, [HttpBackend; 2]) {
     let mut lan = Lan::new(&["client", "lb", "be1", "be2"]);
     let vip: IpAddr = VIP.parse().unwrap();
-    let servers = [HttpBackend::start(&lan.hosts[2], "be1", vip, 80), HttpBackend::start(&lan.hosts[3], "be2", vip, 80)];
+    let servers =
+        [HttpBackend::start(&lan.hosts[2], "be1", vip, 80), HttpBackend::start(&lan.hosts[3], "be2", vip, 80)];
     lan.hosts[0].ns.run(&["ip", "route", "add", &format!("{VIP}/32"), "via", &lan.hosts[1].ip.to_string()]);
     lan.accept_xdp_frames_from(1);
     (lan, servers)
@@ -65,7 +72,8 @@ fn daemon_attached_natively_balances_tcp_connections_by_dsr() {
 
     let mut answered: HashMap<String, u32> = HashMap::new();
     for port in 41_000..41_030u16 {
-        let body = get(&lan, port).unwrap_or_else(|e| panic!("request from port {port} failed: {e}\n{}", daemon.proc.log()));
+        let body =
+            get(&lan, port).unwrap_or_else(|e| panic!("request from port {port} failed: {e}\n{}", daemon.proc.log()));
         *answered.entry(body).or_default() += 1;
     }
     assert_eq!(answered.keys().len(), 2, "both backends answered: {answered:?}");
@@ -130,7 +138,8 @@ fn bad_config_exits_2_naming_file_line_and_field() {
     require_root!();
     let ns = balancer_tests::netns::Netns::new("cfg");
     let path = std::env::temp_dir().join(format!("{}.toml", ns.name()));
-    std::fs::write(&path, "interfaces = [\"eth0\"]\n[[vip]]\naddress = \"198.51.100.10:80\"\nring_size = 1000\n").unwrap();
+    std::fs::write(&path, "interfaces = [\"eth0\"]\n[[vip]]\naddress = \"198.51.100.10:80\"\nring_size = 1000\n")
+        .unwrap();
     let out = Daemon::cli(&ns, &["run", "--config", path.to_str().unwrap()]);
     let _ = std::fs::remove_file(&path);
     assert_eq!(out.status.code(), Some(2));

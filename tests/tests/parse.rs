@@ -51,7 +51,15 @@ fn frames_the_balancer_does_not_handle_pass_untouched_and_are_counted() {
     truncated.truncate(14 + 20 + 10);
     let cases: Vec<(&str, Vec<u8>, &str)> = vec![
         ("ARP", arp, "not_ip"),
-        ("IPv4 header cut short", { let mut f = to_vip(|_| {}); f.truncate(14 + 12); f }, "truncated"),
+        (
+            "IPv4 header cut short",
+            {
+                let mut f = to_vip(|_| {});
+                f.truncate(14 + 12);
+                f
+            },
+            "truncated",
+        ),
         ("frame ends inside the TCP header, before its IP length says", truncated, "bad_length"),
         ("IPv4 with options", to_vip(|f| f.ipv4_options = vec![1, 1, 1, 0]), "ipv4_options"),
         ("IPv4 first fragment", to_vip(|f| f.ipv4_frag = 0x2000), "fragment"),

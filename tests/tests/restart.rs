@@ -75,8 +75,20 @@ fn maps_pinned_by_another_version_are_refused_with_what_to_do() {
     std::fs::create_dir_all(&pins.0).unwrap();
     let flows = pins.0.join("FLOWS");
     balancer_tests::netns::sh(&[
-        "bpftool", "map", "create", flows.to_str().unwrap(), "type", "lru_hash", "key", "40", "value", "8", "entries", "1024",
-        "name", "FLOWS",
+        "bpftool",
+        "map",
+        "create",
+        flows.to_str().unwrap(),
+        "type",
+        "lru_hash",
+        "key",
+        "40",
+        "value",
+        "8",
+        "entries",
+        "1024",
+        "name",
+        "FLOWS",
     ]);
     let err = balancer::dataplane::Dataplane::load(None, Some(&pins.0), 0).err().expect("the old map is refused");
     let msg = err.to_string();

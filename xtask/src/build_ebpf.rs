@@ -21,8 +21,21 @@ pub fn object() -> PathBuf {
 
 /// Checks the toolchain, then builds the object.
 pub fn build() -> Result<()> {
+    status(&mut debian_cargo(&["build", "--release"])?)?;
+    println!("XDP object: {}", object().display());
+    Ok(())
+}
+
+/// Debian's cargo in the eBPF crate, for the BPF target, running `args` (`build`, `clippy`).
+/// Debian's own tools come first on PATH, so `cargo clippy` finds Debian's clippy (built on the
+/// same LLVM and `core`) rather than rustup's.
+pub fn debian_cargo(args: &[&str]) -> Result<Command> {
     let fix = "run `sudo scripts/install-toolchain.sh` (or `cargo xtask test`, which runs it)";
-    for (path, what) in [(DEBIAN_CARGO, "Debian's cargo (cargo-web)"), (DEBIAN_RUSTC, "Debian's rustc (rustc-web)"), (BPF_CORE, "core for bpfel-unknown-none (libstd-rust-web-dev-bpf)")] {
+    for (path, what) in [
+        (DEBIAN_CARGO, "Debian's cargo (cargo-web)"),
+        (DEBIAN_RUSTC, "Debian's rustc (rustc-web)"),
+        (BPF_CORE, "core for bpfel-unknown-none (libstd-rust-web-dev-bpf)"),
+    ] {
         if !std::path::Path::new(path).exists() {
             bail!("{what} is missing ({path} not found): {fix}");
         }
@@ -32,13 +45,12 @@ pub fn build() -> Result<()> {
         bail!("bpf-linker is not on PATH (nor in ~/.cargo/bin): {fix}");
     };
     let mut cmd = Command::new(DEBIAN_CARGO);
-    cmd.current_dir(root().join("balancer-ebpf")).args(["build", "--release", "--target", "bpfel-unknown-none"]);
+    let (sub, rest) = args.split_first().expect("a cargo subcommand");
+    cmd.current_dir(root().join("balancer-ebpf")).arg(sub).args(["--target", "bpfel-unknown-none"]).args(rest);
     clear_cargo_env(&mut cmd);
-    let path = format!("{}:/usr/bin:{}", linker.parent().unwrap().display(), std::env::var("PATH").unwrap_or_default());
+    let path = format!("/usr/bin:{}:{}", linker.parent().unwrap().display(), std::env::var("PATH").unwrap_or_default());
     cmd.env("PATH", path).env("RUSTC", DEBIAN_RUSTC).env("RUSTC_BOOTSTRAP", "1");
-    status(&mut cmd)?;
-    println!("XDP object: {}", object().display());
-    Ok(())
+    Ok(cmd)
 }
 
 fn which(bin: &str) -> Option<PathBuf> {

@@ -1,6 +1,7 @@
 //! `cargo xtask`: the project's build and test entry points.
 //!
 //! - `build-ebpf`: builds the XDP object with Debian's toolchain.
+//! - `lint`: formatting, clippy, docs and `cargo deny`: the gate before every commit.
 //! - `test`: installs what is missing, builds, runs unit tests, then the root-only integration
 //!   tests.
 //! - `demo`: installs what is missing, builds, and balances HTTP in network namespaces.
@@ -10,6 +11,7 @@
 mod bench;
 mod build_ebpf;
 mod demo;
+mod lint;
 mod run;
 mod test;
 mod toolchain;
@@ -27,6 +29,8 @@ struct Cli {
 enum Command {
     /// Build the XDP object (balancer-ebpf) with Debian's cargo and bpf-linker.
     BuildEbpf,
+    /// fmt --check, clippy -D warnings (host and eBPF), doc without warnings, cargo deny.
+    Lint,
     /// Install what is missing, build everything, run every test.
     Test(test::Options),
     /// Install what is missing, build, and show the balancer at work in network namespaces.
@@ -40,6 +44,7 @@ enum Command {
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::BuildEbpf => build_ebpf::build(),
+        Command::Lint => lint::lint(),
         Command::Test(opts) => test::test(&opts),
         Command::Demo => demo::demo(),
         Command::Bench => bench::bench(),

@@ -17,5 +17,7 @@ pub struct Options {
 
 pub fn run(opts: &Options) -> Result<()> {
     build_ebpf::build()?;
-    status(cargo().current_dir(root()).args(["run", "--release", "--package", "balancer", "--", "run"]).args(&opts.args))
+    status(
+        cargo().current_dir(root()).args(["run", "--release", "--package", "balancer", "--", "run"]).args(&opts.args),
+    )
 }

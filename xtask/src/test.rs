@@ -21,7 +21,10 @@ pub fn test(opts: &Options) -> Result<()> {
     status(cargo().current_dir(root()).args(["build", "--package", "balancer"]))?;
     let filter: Vec<&str> = opts.filter.as_deref().into_iter().collect();
     let mut total = Tally::default();
-    let unit = run_counted(cargo().current_dir(root()).args(["test", "--workspace", "--exclude", "balancer-tests", "--"]).args(&filter), &mut total);
+    let unit = run_counted(
+        cargo().current_dir(root()).args(["test", "--workspace", "--exclude", "balancer-tests", "--"]).args(&filter),
+        &mut total,
+    );
     if let Err(e) = unit {
         total.print();
         return Err(e);
@@ -36,7 +39,10 @@ pub fn test(opts: &Options) -> Result<()> {
         return Ok(());
     }
     remove_stale_namespaces();
-    let integration = run_counted(cargo().current_dir(root()).args(["test", "--package", "balancer-tests", "--"]).args(&filter), &mut total);
+    let integration = run_counted(
+        cargo().current_dir(root()).args(["test", "--package", "balancer-tests", "--"]).args(&filter),
+        &mut total,
+    );
     total.print();
     integration
 }
@@ -88,8 +94,9 @@ fn remove_stale_namespaces() {
         let Some(rest) = name.strip_prefix("bt-") else { continue };
         let pid = rest.rsplit('-').nth(1).and_then(|p| p.parse::<u32>().ok());
         if let Some(pid) = pid
-            && !std::path::Path::new(&format!("/proc/{pid}")).exists() {
-                let _ = std::process::Command::new("ip").args(["netns", "del", name]).status();
-            }
+            && !std::path::Path::new(&format!("/proc/{pid}")).exists()
+        {
+            let _ = std::process::Command::new("ip").args(["netns", "del", name]).status();
+        }
     }
 }

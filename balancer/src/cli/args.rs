@@ -99,7 +99,7 @@ pub enum Command {
         action: DecapAction,
     },
     /// Make a veth accept frames the balancer sends into it: attaches a pass-only XDP program to
-    /// the peer of a veth the balancer runs on (veths drop XDP_TX/redirected frames otherwise).
+    /// the peer of a veth the balancer runs on (veths drop `XDP_TX/redirected` frames otherwise).
     XdpPeer {
         #[command(subcommand)]
         action: HelperAction,
@@ -166,7 +166,7 @@ pub enum BackendAction {
         /// Only takes new flows when no primary is healthy.
         #[arg(long)]
         backup: bool,
-        /// mod_jk distance group.
+        /// `mod_jk` distance group.
         #[arg(long, default_value_t = 0)]
         distance: u32,
     },

@@ -53,7 +53,8 @@ pub fn helper(program: &'static str, command: &str, action: HelperAction, settin
 /// `balancer stats`: totals, and rates over `interval` seconds when it is positive.
 pub fn stats(pin_dir: &Path, interval: f64, json: bool) -> Result<()> {
     let read = || {
-        Snapshot::from_pins(pin_dir).with_context(|| format!("is the daemon running with pin_dir = {}?", pin_dir.display()))
+        Snapshot::from_pins(pin_dir)
+            .with_context(|| format!("is the daemon running with pin_dir = {}?", pin_dir.display()))
     };
     let first = read()?;
     let rates = if interval > 0.0 {

@@ -58,16 +58,18 @@ pub fn run(cli: Cli, log_level: u8) -> ExitCode {
             }
             show::<Status>(serde_json::to_value(&status)?, cli.json, output::status)
         }),
-        Command::Reload => remote(&cli.socket, &Request::Reload).and_then(|d| done(d, cli.json)),
+        Command::Reload => remote(&cli.socket, &Request::Reload).map(|d| done(&d, cli.json)),
         Command::Vip { action } => match action {
-            VipAction::List => remote(&cli.socket, &Request::Status).and_then(|d| show::<Status>(d, cli.json, output::vips)),
+            VipAction::List => {
+                remote(&cli.socket, &Request::Status).and_then(|d| show::<Status>(d, cli.json, output::vips))
+            }
             VipAction::Add { address, proto, forwarding, ring_size, ignore_source_port } => remote(
                 &cli.socket,
                 &Request::VipAdd { address, protocol: proto, forwarding, ring_size, ignore_source_port },
             )
-            .and_then(|d| done(d, cli.json)),
+            .map(|d| done(&d, cli.json)),
             VipAction::Del { address, proto } => {
-                remote(&cli.socket, &Request::VipDel { address, protocol: proto }).and_then(|d| done(d, cli.json))
+                remote(&cli.socket, &Request::VipDel { address, protocol: proto }).map(|d| done(&d, cli.json))
             }
         },
         Command::Backend { action } => {
@@ -80,7 +82,7 @@ pub fn run(cli: Cli, log_level: u8) -> ExitCode {
                     Request::BackendSet { vip, protocol: proto, address, weight, state, backup }
                 }
             };
-            remote(&cli.socket, &request).and_then(|d| done(d, cli.json))
+            remote(&cli.socket, &request).map(|d| done(&d, cli.json))
         }
         Command::Flow { src, dst, proto } => remote(&cli.socket, &Request::Flow { src, dst, protocol: proto })
             .and_then(|d| {
@@ -93,12 +95,14 @@ pub fn run(cli: Cli, log_level: u8) -> ExitCode {
         Command::Stats { pin_dir, interval } => local::stats(&pin_dir, interval, cli.json),
         Command::Teardown { pin_dir } => local::teardown(&pin_dir),
         Command::XdpPeer { action } => local::helper(loader::PASS_PROGRAM, "xdp-peer", action, None),
-        Command::Decap { action: DecapAction::Attach { iface, pin_dir, ipip_source_v4, ipip_source_v6 } } => local::helper(
-            loader::DECAP_PROGRAM,
-            "decap",
-            args::HelperAction::Attach { iface, pin_dir },
-            Some(plan::settings(ipip_source_v4, ipip_source_v6)),
-        ),
+        Command::Decap { action: DecapAction::Attach { iface, pin_dir, ipip_source_v4, ipip_source_v6 } } => {
+            local::helper(
+                loader::DECAP_PROGRAM,
+                "decap",
+                args::HelperAction::Attach { iface, pin_dir },
+                Some(plan::settings(ipip_source_v4, ipip_source_v6)),
+            )
+        }
         Command::Decap { action: DecapAction::Detach { iface, pin_dir } } => {
             local::helper(loader::DECAP_PROGRAM, "decap", args::HelperAction::Detach { iface, pin_dir }, None)
         }
@@ -106,7 +110,9 @@ pub fn run(cli: Cli, log_level: u8) -> ExitCode {
             clap_complete::generate(shell, &mut Cli::command(), "balancer", &mut std::io::stdout());
             Ok(())
         }
-        Command::Man => clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout()).context("writing the man page"),
+        Command::Man => {
+            clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout()).context("writing the man page")
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -118,11 +124,15 @@ pub fn run(cli: Cli, log_level: u8) -> ExitCode {
 }
 
 fn daemon(config: Config, path: &Path, opts: RunOptions) -> Result<()> {
-    let threads = config.worker_threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+    let threads =
+        config.worker_threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, std::num::NonZero::get));
     // One worker runs on the calling thread: the multi-thread scheduler's work stealing, shared
     // queues and wakeups cost a single worker about a tenth of the L7 proxy's throughput.
-    let mut builder =
-        if threads <= 1 { tokio::runtime::Builder::new_current_thread() } else { tokio::runtime::Builder::new_multi_thread() };
+    let mut builder = if threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
     if threads > 1 {
         builder.worker_threads(threads);
     }
@@ -148,11 +158,10 @@ fn show<T: serde::de::DeserializeOwned>(data: serde_json::Value, json: bool, tab
     Ok(())
 }
 
-fn done(data: serde_json::Value, json: bool) -> Result<()> {
+fn done(data: &serde_json::Value, json: bool) {
     if json {
         println!("{}", serde_json::json!({ "ok": true, "message": data }));
     } else if let Some(s) = data.as_str() {
         println!("{s}");
     }
-    Ok(())
 }

@@ -137,7 +137,8 @@ fn rate(v: f64) -> String {
 /// `balancer stats`.
 pub fn stats(s: &Snapshot, rates: Option<&Rates>) {
     let vrate = |i: usize| rates.and_then(|r| r.vips.get(i)).map(|r| (rate(r.1), rate(r.2), rate(r.3)));
-    let brate = |id: u32| rates.and_then(|r| r.backends.iter().find(|b| b.0 == id)).map(|r| (rate(r.1), rate(r.2), rate(r.3)));
+    let brate =
+        |id: u32| rates.and_then(|r| r.backends.iter().find(|b| b.0 == id)).map(|r| (rate(r.1), rate(r.2), rate(r.3)));
     let dash = || ("-".to_owned(), "-".to_owned(), "-".to_owned());
     println!(
         "{:<28} {:>5} {:>8} {:>8} {:>8} {:>12} {:>14} {:>10}",

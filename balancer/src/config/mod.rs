@@ -153,29 +153,29 @@ pub struct Backend {
     /// The application's route name for this backend (Tomcat `jvmRoute`), for session stickiness
     /// at L7.
     pub route: Option<String>,
-    /// Replication domain (mod_jk `domain`): backends that share sessions, tried first when a
+    /// Replication domain (`mod_jk` `domain`): backends that share sessions, tried first when a
     /// sticky backend fails, at L7.
     pub domain: Option<String>,
-    /// Share of new flows relative to the VIP's other backends (mod_jk's lbfactor). 0 = none.
+    /// Share of new flows relative to the VIP's other backends (`mod_jk`'s lbfactor). 0 = none.
     #[serde(default = "default_weight")]
     pub weight: u32,
     /// `active` (default), `drain` (keeps its flows, takes no new ones) or `stopped`.
     #[serde(default)]
     pub state: BackendState,
-    /// Only takes new flows when no non-backup backend of the VIP is healthy (mod_proxy
-    /// `status=+H`, HAProxy and nginx `backup`).
+    /// Only takes new flows when no non-backup backend of the VIP is healthy (`mod_proxy`
+    /// `status=+H`, `HAProxy` and nginx `backup`).
     #[serde(default)]
     pub backup: bool,
-    /// mod_jk's distance: among healthy backends (backups apart), only those with the lowest
+    /// `mod_jk`'s distance: among healthy backends (backups apart), only those with the lowest
     /// distance take new flows. Default 0.
     #[serde(default)]
     pub distance: u32,
     /// This backend's own health check, instead of the VIP's.
     #[serde(default)]
     pub health: Option<HealthCheck>,
-    /// L7: the route of the backend to try first when this one fails (mod_jk `redirect`).
+    /// L7: the route of the backend to try first when this one fails (`mod_jk` `redirect`).
     pub redirect: Option<String>,
-    /// L7: most requests in flight to this backend (mod_proxy `max`); beyond it, others are
+    /// L7: most requests in flight to this backend (`mod_proxy` `max`); beyond it, others are
     /// tried, then 503.
     pub max: Option<u32>,
 }
@@ -184,17 +184,17 @@ pub struct Backend {
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum StickyMode {
-    /// The balancer sets its own signed cookie naming the backend's route (HAProxy `cookie …
+    /// The balancer sets its own signed cookie naming the backend's route (`HAProxy` `cookie …
     /// insert`).
     #[default]
     Insert,
-    /// The application's session id ends with `.route` (Tomcat `jvmRoute`, mod_jk).
+    /// The application's session id ends with `.route` (Tomcat `jvmRoute`, `mod_jk`).
     RouteSuffix,
     /// Consistent hash of a cookie, a header or the client address (nginx `hash … consistent`).
     Hash,
 }
 
-/// How new sessions are spread (mod_proxy_balancer's `lbmethod`).
+/// How new sessions are spread (`mod_proxy_balancer`'s `lbmethod`).
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LbMethod {
@@ -210,6 +210,7 @@ pub enum LbMethod {
 /// L7 settings of a VIP. Every timeout and limit has a default that suits a Tomcat fleet.
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
+#[expect(clippy::struct_excessive_bools, reason = "independent on/off settings, as the config file has them")]
 pub struct L7 {
     /// `insert` (default), `route-suffix` or `hash`.
     #[serde(default)]
@@ -260,7 +261,7 @@ pub struct L7 {
     /// only, when the backend failed before answering). Default 2.
     #[serde(default = "default_attempts")]
     pub max_attempts: u32,
-    /// Seconds a backend whose connection failed is left out of selection (mod_proxy `retry`).
+    /// Seconds a backend whose connection failed is left out of selection (`mod_proxy` `retry`).
     /// Default 60.
     #[serde(default = "default_retry")]
     pub retry_s: u64,
@@ -331,7 +332,7 @@ impl Backend {
     }
 }
 
-/// An active health check (HAProxy `check inter … rise … fall …`).
+/// An active health check (`HAProxy` `check inter … rise … fall …`).
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct HealthCheck {
@@ -359,7 +360,7 @@ pub struct HealthCheck {
     #[serde(default = "default_fall")]
     pub fall: u32,
     /// Seconds over which a backend that comes back up ramps from a token weight to its full
-    /// weight (HAProxy `slowstart`), so a cold application server is not flooded. Default 0: no
+    /// weight (`HAProxy` `slowstart`), so a cold application server is not flooded. Default 0: no
     /// ramp.
     #[serde(default)]
     pub slowstart_s: u64,
@@ -513,12 +514,7 @@ impl Config {
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
         let config: Config = toml::from_str(text).map_err(|e| {
             let (line, column) = e.span().map_or((0, 0), |s| line_col(text, s.start));
-            ConfigError {
-                file: path.to_owned(),
-                line,
-                column,
-                message: e.message().trim().to_owned(),
-            }
+            ConfigError { file: path.to_owned(), line, column, message: e.message().trim().to_owned() }
         })?;
         validate::check(&config).map_err(|(offset, message)| {
             let (line, column) = line_col(text, offset);

@@ -77,10 +77,7 @@ pub(super) fn check(config: &Config) -> Result<(), (usize, String)> {
         }
         backends += vip.backends.len();
         if backends > MAX_BACKENDS as usize {
-            return Err((
-                vip.address.span().start,
-                format!("too many backends in total: at most {MAX_BACKENDS}"),
-            ));
+            return Err((vip.address.span().start, format!("too many backends in total: at most {MAX_BACKENDS}")));
         }
     }
     Ok(())
@@ -93,13 +90,19 @@ fn l7_check(i: usize, vip: &super::Vip, l7: &super::L7) -> Result<(), (usize, St
         return Err((at, format!("vip[{i}].l7: HTTP needs protocol = \"tcp\"")));
     }
     if l7.sticky == StickyMode::Insert && l7.key_file.is_none() {
-        return Err((at, format!("vip[{i}].l7.key_file: insert mode signs its cookie; name a 0600 file with a random key")));
+        return Err((
+            at,
+            format!("vip[{i}].l7.key_file: insert mode signs its cookie; name a 0600 file with a random key"),
+        ));
     }
     if l7.sticky == StickyMode::Hash
         && l7.hash_on != "client"
         && !(l7.hash_on.starts_with("cookie:") || l7.hash_on.starts_with("header:"))
     {
-        return Err((at, format!("vip[{i}].l7.hash_on: `{}` is not `client`, `cookie:NAME` or `header:NAME`", l7.hash_on)));
+        return Err((
+            at,
+            format!("vip[{i}].l7.hash_on: `{}` is not `client`, `cookie:NAME` or `header:NAME`", l7.hash_on),
+        ));
     }
     if l7.max_attempts == 0 {
         return Err((at, format!("vip[{i}].l7.max_attempts: at least 1")));
@@ -107,7 +110,8 @@ fn l7_check(i: usize, vip: &super::Vip, l7: &super::L7) -> Result<(), (usize, St
     if l7.max_header_bytes < 8192 {
         return Err((at, format!("vip[{i}].l7.max_header_bytes: at least 8192")));
     }
-    if l7.max_connections == 0 || l7.header_timeout_ms == 0 || l7.connect_timeout_ms == 0 || l7.response_timeout_ms == 0 {
+    if l7.max_connections == 0 || l7.header_timeout_ms == 0 || l7.connect_timeout_ms == 0 || l7.response_timeout_ms == 0
+    {
         return Err((at, format!("vip[{i}].l7: limits and timeouts must be above 0")));
     }
     let mut routes = HashSet::new();
@@ -115,22 +119,34 @@ fn l7_check(i: usize, vip: &super::Vip, l7: &super::L7) -> Result<(), (usize, St
         let bat = b.address.span().start;
         match &b.route {
             Some(r) if r.is_empty() || r.contains(['.', ';', ',', ' ']) => {
-                return Err((bat, format!("vip[{i}].backend[{j}].route: `{r}` must be non-empty, without . ; , or spaces")));
+                return Err((
+                    bat,
+                    format!("vip[{i}].backend[{j}].route: `{r}` must be non-empty, without . ; , or spaces"),
+                ));
             }
             Some(r) if !routes.insert(r.clone()) => {
                 return Err((bat, format!("vip[{i}].backend[{j}].route: `{r}` is used twice in this VIP")));
             }
             None if l7.sticky != StickyMode::Hash => {
-                return Err((bat, format!("vip[{i}].backend[{j}].route: sticky sessions need a route per backend (Tomcat's jvmRoute)")));
+                return Err((
+                    bat,
+                    format!(
+                        "vip[{i}].backend[{j}].route: sticky sessions need a route per backend (Tomcat's jvmRoute)"
+                    ),
+                ));
             }
             _ => {}
         }
     }
     for (j, b) in vip.backends.iter().enumerate() {
         if let Some(r) = &b.redirect
-            && !routes.contains(r) {
-                return Err((b.address.span().start, format!("vip[{i}].backend[{j}].redirect: no backend has route `{r}`")));
-            }
+            && !routes.contains(r)
+        {
+            return Err((
+                b.address.span().start,
+                format!("vip[{i}].backend[{j}].redirect: no backend has route `{r}`"),
+            ));
+        }
     }
     Ok(())
 }
@@ -161,9 +177,8 @@ mod tests {
 
     #[test]
     fn duplicate_vip_points_at_the_second_one() {
-        let e = err(
-            "interfaces = [\"eth0\"]\n[[vip]]\naddress = \"10.0.0.1:80\"\n[[vip]]\naddress = \"10.0.0.1:80\"\n",
-        );
+        let e =
+            err("interfaces = [\"eth0\"]\n[[vip]]\naddress = \"10.0.0.1:80\"\n[[vip]]\naddress = \"10.0.0.1:80\"\n");
         assert!(e.starts_with("b.toml:5:"), "{e}");
         assert!(e.contains("vip[1].address"), "{e}");
     }
@@ -196,13 +211,17 @@ mod tests {
 
     #[test]
     fn bad_status_range_is_named() {
-        let e = err("interfaces = [\"eth0\"]\n[[vip]]\naddress = \"10.0.0.1:80\"\n[vip.health]\nkind = \"http\"\nexpect = \"2xx\"\n");
+        let e = err(
+            "interfaces = [\"eth0\"]\n[[vip]]\naddress = \"10.0.0.1:80\"\n[vip.health]\nkind = \"http\"\nexpect = \"2xx\"\n",
+        );
         assert!(e.starts_with("b.toml:6:") && e.contains("`2xx`"), "{e}");
     }
 
     #[test]
     fn an_l4_backend_on_another_port_is_refused() {
-        let e = err("interfaces = [\"eth0\"]\n[[vip]]\naddress = \"10.0.0.1:80\"\n[[vip.backend]]\naddress = \"10.0.0.2\"\nport = 8080\n");
+        let e = err(
+            "interfaces = [\"eth0\"]\n[[vip]]\naddress = \"10.0.0.1:80\"\n[[vip.backend]]\naddress = \"10.0.0.2\"\nport = 8080\n",
+        );
         assert!(e.starts_with("b.toml:5:") && e.contains("vip[0].backend[0].port"), "{e}");
     }
 

@@ -19,7 +19,10 @@ pub fn call(socket: &Path, request: &Request) -> Result<Response, String> {
             format!("{}: permission denied (the control socket is root-only: run as root)", socket.display())
         }
         std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
-            format!("{}: no daemon is listening (is `balancer run` running with this control_socket?)", socket.display())
+            format!(
+                "{}: no daemon is listening (is `balancer run` running with this control_socket?)",
+                socket.display()
+            )
         }
         _ => format!("{}: {e}", socket.display()),
     })?;

@@ -1,6 +1,6 @@
 //! What the daemon does for each control request. Changes edit a copy of the configuration in
 //! force, which is checked like a file and applied the same way; nothing is persisted (a
-//! `reload` goes back to the file, as with HAProxy's runtime API).
+//! `reload` goes back to the file, as with `HAProxy`'s runtime API).
 
 use std::net::SocketAddr;
 
@@ -21,7 +21,9 @@ impl Daemon {
     pub async fn handle(&mut self, request: Request) -> Response {
         match request {
             Request::Status => self.status().map_or_else(Response::err, Response::ok),
-            Request::Flow { src, dst, protocol } => self.flow(src, dst, protocol).map_or_else(Response::err, Response::ok),
+            Request::Flow { src, dst, protocol } => {
+                self.flow(src, dst, protocol).map_or_else(Response::err, Response::ok)
+            }
             Request::Reload => match self.reload().await {
                 Ok(()) => Response::ok("configuration reloaded"),
                 Err(e) => Response::err(e),
@@ -48,7 +50,7 @@ impl Daemon {
         let mut vips = Vec::new();
         for (i, v) in self.config().vips.iter().enumerate() {
             let vid = assigned.vips[i];
-            let ring = last.vips.iter().find(|p| p.meta.id == vid).map(|p| p.ring.as_slice()).unwrap_or(&[]);
+            let ring = last.vips.iter().find(|p| p.meta.id == vid).map_or(&[][..], |p| p.ring.as_slice());
             let traffic = snap.vips.iter().find(|s| s.id == vid).map(|s| s.traffic).unwrap_or_default();
             let mut backends = Vec::new();
             for (j, b) in v.backends.iter().enumerate() {
@@ -75,7 +77,10 @@ impl Daemon {
                         let target = b.target(v.address.get_ref().port());
                         let live = self.l7_live(*v.address.get_ref(), target)?;
                         let requests = live.requests.load(Relaxed);
-                        let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis() as u64;
+                        let now_ms = std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .unwrap_or_default()
+                            .as_millis() as u64;
                         Some(L7BackendStatus {
                             target,
                             sessions: live.sessions.load(Relaxed),
@@ -83,7 +88,11 @@ impl Daemon {
                             errors: live.errors.load(Relaxed),
                             inflight: live.inflight.load(Relaxed),
                             bytes: live.bytes.load(Relaxed),
-                            mean_latency_ms: if requests == 0 { 0.0 } else { live.latency_us.load(Relaxed) as f64 / requests as f64 / 1000.0 },
+                            mean_latency_ms: if requests == 0 {
+                                0.0
+                            } else {
+                                live.latency_us.load(Relaxed) as f64 / requests as f64 / 1000.0
+                            },
                             retrying: live.failed_until_ms.load(Relaxed) > now_ms,
                         })
                     }),
@@ -108,7 +117,12 @@ impl Daemon {
             });
         }
         let not_balanced = snap.not_balanced.iter().map(|(r, n)| ((*r).to_owned(), *n)).collect();
-        Ok(Status { pin_dir: self.config().pin_dir.clone(), vips, flow_table_entries: self.flow_table_entries(), not_balanced })
+        Ok(Status {
+            pin_dir: self.config().pin_dir.clone(),
+            vips,
+            flow_table_entries: self.flow_table_entries(),
+            not_balanced,
+        })
     }
 
     fn flow(&self, src: SocketAddr, dst: SocketAddr, protocol: Protocol) -> Result<FlowAnswer, String> {
@@ -150,6 +164,7 @@ impl Daemon {
 }
 
 /// Applies a change request to `config`.
+#[expect(clippy::needless_pass_by_value, reason = "the caller hands the request over and drops it")]
 fn edit(config: &mut Config, change: Request) -> Result<(), String> {
     let find = |config: &Config, vip: SocketAddr, protocol: Protocol| {
         config
@@ -205,13 +220,21 @@ fn edit(config: &mut Config, change: Request) -> Result<(), String> {
         Request::BackendDel { vip, protocol, address } => {
             let i = find(config, vip, protocol)?;
             let v = &mut config.vips[i];
-            let j = v.backends.iter().position(|b| *b.address.get_ref() == address).ok_or_else(|| format!("{address} is not a backend of {vip}"))?;
+            let j = v
+                .backends
+                .iter()
+                .position(|b| *b.address.get_ref() == address)
+                .ok_or_else(|| format!("{address} is not a backend of {vip}"))?;
             v.backends.remove(j);
         }
         Request::BackendSet { vip, protocol, address, weight, state, backup } => {
             let i = find(config, vip, protocol)?;
             let v = &mut config.vips[i];
-            let b = v.backends.iter_mut().find(|b| *b.address.get_ref() == address).ok_or_else(|| format!("{address} is not a backend of {vip}"))?;
+            let b = v
+                .backends
+                .iter_mut()
+                .find(|b| *b.address.get_ref() == address)
+                .ok_or_else(|| format!("{address} is not a backend of {vip}"))?;
             if let Some(w) = weight {
                 b.weight = w;
             }

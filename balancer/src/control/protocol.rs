@@ -48,7 +48,7 @@ pub enum Request {
         state: BackendState,
         /// Only when no primary is healthy.
         backup: bool,
-        /// mod_jk distance group.
+        /// `mod_jk` distance group.
         distance: u32,
     },
     /// Remove a backend: its flows move.

@@ -47,7 +47,7 @@ pub fn listen(path: &Path, calls: mpsc::Sender<Call>) -> std::io::Result<()> {
 async fn serve(stream: UnixStream, calls: mpsc::Sender<Call>) {
     // The socket's mode already keeps others out; the peer's uid is checked as well, in case
     // the file's mode or owner was changed.
-    let root = stream.peer_cred().map(|c| c.uid() == 0).unwrap_or(false);
+    let root = stream.peer_cred().is_ok_and(|c| c.uid() == 0);
     let (read, mut write) = stream.into_split();
     let mut lines = BufReader::new(read.take(MAX_LINE as u64 * 64)).lines();
     while let Ok(Some(line)) = lines.next_line().await {

@@ -24,6 +24,7 @@ impl FlowMemory {
     /// Copies of every set, read one at a time while the data path keeps writing: a count made
     /// from them is a snapshot of a moving table, which is all a gauge needs.
     pub fn sets(&self) -> impl Iterator<Item = FlowSet> + '_ {
+        #[expect(clippy::cast_ptr_alignment, reason = "the kernel maps array maps page-aligned")]
         let base = self.0.as_ptr().cast::<FlowSet>();
         // SAFETY: `i < FLOW_SETS`, inside the mapping, which lives as long as `self`; a volatile
         // read because the kernel side writes concurrently (slots are whole 64-bit words).

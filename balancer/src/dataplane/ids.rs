@@ -37,7 +37,10 @@ pub struct Assigned {
 impl Ids {
     /// The ids found in maps a previous run left pinned, so a restarted daemon keeps them (the
     /// flow table refers to them). Cursors resume after the highest id seen.
-    pub fn adopt(vips: impl IntoIterator<Item = (VipIdentity, u32)>, backends: impl IntoIterator<Item = ((u32, SocketAddr), u32)>) -> Self {
+    pub fn adopt(
+        vips: impl IntoIterator<Item = (VipIdentity, u32)>,
+        backends: impl IntoIterator<Item = ((u32, SocketAddr), u32)>,
+    ) -> Self {
         let vips: HashMap<_, _> = vips.into_iter().collect();
         let backends: HashMap<_, _> = backends.into_iter().collect();
         let next_vip = vips.values().max().map_or(0, |m| (m + 1) % MAX_VIPS);
@@ -62,13 +65,12 @@ impl Ids {
             }
         }
         for k in &keys {
-            let id = match vips_now.get(k) {
-                Some(&id) => id,
-                None => {
-                    let id = next_free(&mut self.next_vip, MAX_VIPS, |i| vips_now.values().any(|&v| v == i));
-                    vips_now.insert(*k, id);
-                    id
-                }
+            let id = if let Some(&id) = vips_now.get(k) {
+                id
+            } else {
+                let id = next_free(&mut self.next_vip, MAX_VIPS, |i| vips_now.values().any(|&v| v == i));
+                vips_now.insert(*k, id);
+                id
             };
             out.vips.push(id);
         }
@@ -84,15 +86,13 @@ impl Ids {
             let mut ids = Vec::new();
             for b in &vip.backends {
                 let key = (vid, b.target(vip.address.get_ref().port()));
-                let id = match backends_now.get(&key) {
-                    Some(&id) => id,
-                    None => {
-                        let id = next_free(&mut self.next_backend, MAX_BACKENDS, |i| {
-                            backends_now.values().any(|&v| v == i)
-                        });
-                        backends_now.insert(key, id);
-                        id
-                    }
+                let id = if let Some(&id) = backends_now.get(&key) {
+                    id
+                } else {
+                    let id =
+                        next_free(&mut self.next_backend, MAX_BACKENDS, |i| backends_now.values().any(|&v| v == i));
+                    backends_now.insert(key, id);
+                    id
                 };
                 ids.push(id);
             }
@@ -117,14 +117,14 @@ fn next_free(cursor: &mut u32, max: u32, used: impl Fn(u32) -> bool) -> u32 {
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
+    use std::{fmt::Write as _, path::Path};
 
     use super::*;
 
     fn config(backends: &[&str]) -> Config {
         let mut t = String::from("interfaces=[\"e\"]\n[[vip]]\naddress=\"10.0.0.1:80\"\n");
         for b in backends {
-            t.push_str(&format!("[[vip.backend]]\naddress=\"{b}\"\n"));
+            writeln!(t, "[[vip.backend]]\naddress=\"{b}\"").unwrap();
         }
         Config::parse(&t, Path::new("t.toml")).unwrap()
     }
@@ -148,7 +148,10 @@ mod tests {
         let key = (*c.vips[0].address.get_ref(), c.vips[0].protocol);
         let mut ids = Ids::adopt(
             [(key, before.vips[0])],
-            [((before.vips[0], "10.0.0.2:80".parse().unwrap()), 0), ((before.vips[0], "10.0.0.3:80".parse().unwrap()), 1)],
+            [
+                ((before.vips[0], "10.0.0.2:80".parse().unwrap()), 0),
+                ((before.vips[0], "10.0.0.3:80".parse().unwrap()), 1),
+            ],
         );
         let after = ids.assign(&config(&["10.0.0.3", "10.0.0.2", "10.0.0.4"]));
         assert_eq!(after.backends[0], [1, 0, 2]);

@@ -86,7 +86,8 @@ fn check_pinned(dir: &Path, object: &[u8]) -> Result<(), LoadError> {
         }
         let have = aya::maps::MapInfo::from_pin(&path)
             .map_err(|e| LoadError::PinDir { path: path.clone(), why: format!("cannot read the pinned map: {e}") })?;
-        let shape = |k: u32, v: u32, n: u32, f: u32| format!("{k}-byte keys, {v}-byte values, {n} entries, flags {f:#x}");
+        let shape =
+            |k: u32, v: u32, n: u32, f: u32| format!("{k}-byte keys, {v}-byte values, {n} entries, flags {f:#x}");
         let (had, needs) = (
             shape(have.key_size(), have.value_size(), have.max_entries(), have.map_flags()),
             shape(want.key_size(), want.value_size(), want.max_entries(), want.map_flags()),
@@ -180,9 +181,8 @@ impl Dataplane {
         let rings = if tiny {
             None
         } else {
-            let data = match ebpf.map(maps::RINGS) {
-                Some(aya::maps::Map::Array(d)) => d,
-                _ => return Err(LoadError::Missing { kind: "map", name: maps::RINGS }),
+            let Some(aya::maps::Map::Array(data)) = ebpf.map(maps::RINGS) else {
+                return Err(LoadError::Missing { kind: "map", name: maps::RINGS });
             };
             let mem = super::ring_memory::RingMemory::map(data).map_err(|e| LoadError::PinDir {
                 path: pin_dir.map(|d| d.join(maps::RINGS)).unwrap_or_default(),
@@ -301,7 +301,8 @@ impl Dataplane {
         if let Some(dir) = pin.parent() {
             ensure_bpffs(dir)?;
         }
-        fd.pin(pin).map_err(|e| LoadError::Pin { path: pin.to_owned(), source: std::io::Error::other(e.to_string()) })?;
+        fd.pin(pin)
+            .map_err(|e| LoadError::Pin { path: pin.to_owned(), source: std::io::Error::other(e.to_string()) })?;
         Ok(())
     }
 }
@@ -345,7 +346,7 @@ pub fn unpin_link(pin: &Path) -> Result<(), LoadError> {
 /// different namespaces apart.
 pub fn helper_link_pin(pin_dir: &Path, program: &str, iface: &str) -> PathBuf {
     use std::os::unix::fs::MetadataExt as _;
-    let ns = std::fs::metadata("/proc/self/ns/net").map(|m| m.ino()).unwrap_or(0);
+    let ns = std::fs::metadata("/proc/self/ns/net").map_or(0, |m| m.ino());
     pin_dir.join(format!("{program}-{ns}-{iface}"))
 }
 
@@ -366,7 +367,9 @@ fn ensure_bpffs(dir: &Path) -> Result<(), LoadError> {
     }
     std::fs::create_dir_all(dir).map_err(|e| pin_err(format!("cannot create it: {e}")))?;
     if !is_bpffs(dir) {
-        return Err(pin_err(format!("not on a bpffs mount: choose a pin_dir under {BPFFS_ROOT}, or `mount -t bpf bpf DIR`")));
+        return Err(pin_err(format!(
+            "not on a bpffs mount: choose a pin_dir under {BPFFS_ROOT}, or `mount -t bpf bpf DIR`"
+        )));
     }
     Ok(())
 }
@@ -376,7 +379,7 @@ fn is_bpffs(path: &Path) -> bool {
     let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else { return false };
     let mut st: libc::statfs = unsafe { std::mem::zeroed() };
     // SAFETY: `c` is a valid C string and `st` a writable statfs.
-    let rc = unsafe { libc::statfs(c.as_ptr(), &mut st) };
+    let rc = unsafe { libc::statfs(c.as_ptr(), &raw mut st) };
     rc == 0 && st.f_type as i64 == BPF_FS_MAGIC
 }
 
@@ -384,8 +387,6 @@ fn mount_bpffs(root: &Path) -> std::io::Result<()> {
     use std::os::unix::ffi::OsStrExt as _;
     let target = std::ffi::CString::new(root.as_os_str().as_bytes())?;
     // SAFETY: all pointers are valid C strings or null, as mount(2) expects.
-    let rc = unsafe {
-        libc::mount(c"bpf".as_ptr(), target.as_ptr(), c"bpf".as_ptr(), 0, std::ptr::null())
-    };
+    let rc = unsafe { libc::mount(c"bpf".as_ptr(), target.as_ptr(), c"bpf".as_ptr(), 0, std::ptr::null()) };
     if rc == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
 }

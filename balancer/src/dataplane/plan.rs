@@ -125,6 +125,7 @@ pub fn scaled(weight: u32, scale: f64) -> u32 {
 ///
 /// # Panics
 /// If a backend's address is missing from `hops` (the caller resolves every one first).
+#[expect(clippy::implicit_hasher, reason = "one map type, built by the daemon")]
 pub fn plan(
     config: &Config,
     hops: &HashMap<IpAddr, NextHop>,
@@ -149,7 +150,8 @@ pub fn plan(
         };
         if vip.l7.is_some() {
             // Terminated by the daemon: the data path only passes its packets up.
-            let meta = VipMeta { id: vip_id, ring_size: 0, ring_gen: 0, forward: forward::LOCAL, flags: 0, _pad: [0; 2] };
+            let meta =
+                VipMeta { id: vip_id, ring_size: 0, ring_gen: 0, forward: forward::LOCAL, flags: 0, _pad: [0; 2] };
             vips.push(VipPlan { key, meta, ring: Vec::new() });
             continue;
         }
@@ -161,7 +163,10 @@ pub fn plan(
             let (baddr, bfam) = addr_bytes(ip);
             let (st, weight) = states[j];
             let id = ids.backends[i][j];
-            backends.push((id, Backend { addr: baddr, mac: hop.mac, family: bfam, state: st, ifindex: hop.ifindex, vip: vip_id }));
+            backends.push((
+                id,
+                Backend { addr: baddr, mac: hop.mac, family: bfam, state: st, ifindex: hop.ifindex, vip: vip_id },
+            ));
             let mut identity = baddr.to_vec();
             identity.push(bfam);
             members.push(Member { identity, weight });
@@ -228,17 +233,30 @@ mod tests {
     #[test]
     fn backup_takes_new_flows_only_when_no_primary_is_healthy() {
         let v = vip(GROUPS);
-        assert_eq!(effective(&v, |j| j == 2, |_| 1.0), [(state::STOPPED, 0), (state::STOPPED, 0), (state::ACTIVE, 100)]);
+        assert_eq!(
+            effective(&v, |j| j == 2, |_| 1.0),
+            [(state::STOPPED, 0), (state::STOPPED, 0), (state::ACTIVE, 100)]
+        );
         // A drained primary does not count as available.
-        let v = vip(&GROUPS.replacen("distance=0", "distance=0\nstate=\"drain\"", 1).replacen("distance=1", "distance=1\nstate=\"stopped\"", 1));
+        let v = vip(&GROUPS.replacen("distance=0", "distance=0\nstate=\"drain\"", 1).replacen(
+            "distance=1",
+            "distance=1\nstate=\"stopped\"",
+            1,
+        ));
         assert_eq!(effective(&v, |_| true, |_| 1.0), [(state::DRAIN, 0), (state::STOPPED, 0), (state::ACTIVE, 100)]);
     }
 
     #[test]
     fn a_ramping_backend_gets_its_share_of_its_weight_and_never_nothing() {
         let v = vip("[[vip.backend]]\naddress=\"10.0.0.2\"\n[[vip.backend]]\naddress=\"10.0.0.3\"\n");
-        assert_eq!(effective(&v, |_| true, |j| if j == 0 { 0.25 } else { 1.0 }), [(state::ACTIVE, 25), (state::ACTIVE, 100)]);
-        assert_eq!(effective(&v, |_| true, |j| if j == 0 { 0.0 } else { 1.0 }), [(state::ACTIVE, 1), (state::ACTIVE, 100)]);
+        assert_eq!(
+            effective(&v, |_| true, |j| if j == 0 { 0.25 } else { 1.0 }),
+            [(state::ACTIVE, 25), (state::ACTIVE, 100)]
+        );
+        assert_eq!(
+            effective(&v, |_| true, |j| if j == 0 { 0.0 } else { 1.0 }),
+            [(state::ACTIVE, 1), (state::ACTIVE, 100)]
+        );
         assert_eq!(scaled(0, 0.5), 0);
     }
 

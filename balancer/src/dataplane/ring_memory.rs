@@ -40,6 +40,9 @@ impl RingMemory {
         assert!(start + MAX_RING_SIZE as usize <= RING_ENTRIES as usize, "VIP id {vip_id} out of range");
         // SAFETY: in bounds of the mapping (checked above), which lives as long as `self`;
         // AtomicU64 has the size and alignment of one 8-byte array element.
-        unsafe { std::slice::from_raw_parts(self.0.as_ptr().cast::<AtomicU64>().add(start), MAX_RING_SIZE as usize) }
+        #[expect(clippy::cast_ptr_alignment, reason = "the kernel maps array maps page-aligned")]
+        let base = self.0.as_ptr().cast::<AtomicU64>();
+        // SAFETY: as above.
+        unsafe { std::slice::from_raw_parts(base.add(start), MAX_RING_SIZE as usize) }
     }
 }

@@ -108,13 +108,18 @@ impl Snapshot {
     }
 
     fn collect(mut open: impl FnMut(&str) -> Result<Map, StatsError>) -> Result<Self, StatsError> {
-        let e = |map: &str| { let map = map.to_owned(); move |source| StatsError { map, source } };
+        let e = |map: &str| {
+            let map = map.to_owned();
+            move |source| StatsError { map, source }
+        };
         let vips: HashMap<MapData, VipKey, VipMeta> = HashMap::try_from(open(maps::VIPS)?).map_err(e(maps::VIPS))?;
         let backends: Array<MapData, Backend> = Array::try_from(open(maps::BACKENDS)?).map_err(e(maps::BACKENDS))?;
-        let vip_stats: PerCpuArray<MapData, Traffic> = PerCpuArray::try_from(open(maps::VIP_STATS)?).map_err(e(maps::VIP_STATS))?;
+        let vip_stats: PerCpuArray<MapData, Traffic> =
+            PerCpuArray::try_from(open(maps::VIP_STATS)?).map_err(e(maps::VIP_STATS))?;
         let backend_stats: PerCpuArray<MapData, Traffic> =
             PerCpuArray::try_from(open(maps::BACKEND_STATS)?).map_err(e(maps::BACKEND_STATS))?;
-        let reasons: PerCpuArray<MapData, u64> = PerCpuArray::try_from(open(maps::REASONS)?).map_err(e(maps::REASONS))?;
+        let reasons: PerCpuArray<MapData, u64> =
+            PerCpuArray::try_from(open(maps::REASONS)?).map_err(e(maps::REASONS))?;
 
         let sum = |a: &PerCpuArray<MapData, Traffic>, i: u32, name: &str| -> Result<TrafficView, StatsError> {
             let mut t = Traffic::default();
@@ -154,7 +159,6 @@ impl Snapshot {
         Ok(out)
     }
 }
-
 
 /// Flow-table entries per backend id, read from the maps pinned in `dir`. Reads the whole table
 /// (`MAX_FLOWS` slots, 8 MiB) through an mmap, a few milliseconds.

@@ -120,7 +120,8 @@ pub fn apply(dp: &mut Dataplane, plan: &Plan, previous: Option<&Plan>) -> Result
     for (id, b) in later {
         backends.set(id, b, 0).map_err(err(maps::BACKENDS))?;
     }
-    let stale: Vec<VipKey> = vips.keys().filter_map(Result::ok).filter(|k| !plan.vips.iter().any(|v| v.key == *k)).collect();
+    let stale: Vec<VipKey> =
+        vips.keys().filter_map(Result::ok).filter(|k| !plan.vips.iter().any(|v| v.key == *k)).collect();
     for k in stale {
         vips.remove(&k).map_err(err(maps::VIPS))?;
         debug!(?k, "vip removed");
@@ -151,9 +152,7 @@ pub fn apply(dp: &mut Dataplane, plan: &Plan, previous: Option<&Plan>) -> Result
 /// When the write fails.
 pub fn write_settings(dp: &mut Dataplane, settings: Settings) -> Result<(), SyncError> {
     let map = dp.ebpf_mut().map_mut(maps::SETTINGS).expect("checked at load");
-    Array::<&mut MapData, Settings>::try_from(map)
-        .and_then(|mut s| s.set(0, settings, 0))
-        .map_err(err(maps::SETTINGS))
+    Array::<&mut MapData, Settings>::try_from(map).and_then(|mut s| s.set(0, settings, 0)).map_err(err(maps::SETTINGS))
 }
 
 /// Whether going from `old` to `new` takes traffic away: active → drain/stopped, drain → stopped.
@@ -174,7 +173,7 @@ pub fn read_ids(dp: &Dataplane) -> Result<Ids, SyncError> {
         Array::try_from(ebpf.map(maps::BACKENDS).expect("checked at load")).map_err(err(maps::BACKENDS))?;
     let mut v = Vec::new();
     let mut port_of = std::collections::HashMap::new();
-    for entry in vips.iter() {
+    for entry in &vips {
         let (k, m) = entry.map_err(err(maps::VIPS))?;
         if let Some(identity) = plan::vip_identity(&k) {
             port_of.insert(m.id, identity.0.port());

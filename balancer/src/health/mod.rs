@@ -1,5 +1,5 @@
 //! Active health checks: what a check does (`probe`), when its result changes a backend's
-//! state (`Tracker`, HAProxy's rise/fall), and the tasks that run them (`scheduler`).
+//! state (`Tracker`, `HAProxy`'s rise/fall), and the tasks that run them (`scheduler`).
 //!
 //! Probe results are kept apart from the administrative state (`active`/`drain`/`stopped`):
 //! `dataplane::plan` combines the two.
@@ -9,7 +9,7 @@ pub mod scheduler;
 
 /// Consecutive results needed to change state, and the state they produce.
 ///
-/// A backend starts up (as in HAProxy), so a daemon that starts or reloads does not take a
+/// A backend starts up (as in `HAProxy`), so a daemon that starts or reloads does not take a
 /// healthy fleet out of service while waiting for `rise` checks.
 #[derive(Debug, Clone)]
 pub struct Tracker {

@@ -93,7 +93,7 @@ impl Signer {
     }
 
     /// Whether a verified cookie should be sent again with a fresh `seen` time: with `max_idle`,
-    /// once a quarter of it has passed (as HAProxy does), so an active client never expires.
+    /// once a quarter of it has passed (as `HAProxy` does), so an active client never expires.
     pub fn needs_refresh(&self, a: &Affinity, now: u64) -> bool {
         self.max_idle.is_some_and(|l| now.saturating_sub(a.seen) > l / 4)
     }
@@ -129,7 +129,8 @@ mod tests {
         let mut flipped = v.clone().into_bytes();
         let mid = flipped.len() - 10;
         flipped[mid] = if flipped[mid] == b'A' { b'B' } else { b'A' };
-        let other_key = Signer::new(b"fedcba9876543210fedcba9876543210".to_vec(), None, None).unwrap().sign("tomcat1", 1000, 1100);
+        let other_key =
+            Signer::new(b"fedcba9876543210fedcba9876543210".to_vec(), None, None).unwrap().sign("tomcat1", 1000, 1100);
         for (what, bad) in [
             ("route changed", other_route),
             ("issue time changed", later_issue),

@@ -7,5 +7,5 @@
 pub mod cookie;
 pub mod proxy;
 pub mod route;
-pub mod server;
 pub mod select;
+pub mod server;

@@ -3,6 +3,7 @@
 
 use std::{
     convert::Infallible,
+    fmt::Write as _,
     net::SocketAddr,
     sync::{Arc, atomic::Ordering::Relaxed},
     time::{Duration, SystemTime, UNIX_EPOCH},
@@ -88,7 +89,13 @@ fn strip_cookie(headers: &mut HeaderMap, name: &str) {
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .map(|h| h.split(';').map(str::trim).filter(|p| p.split_once('=').is_none_or(|(k, _)| k != name)).collect::<Vec<_>>().join("; "))
+        .map(|h| {
+            h.split(';')
+                .map(str::trim)
+                .filter(|p| p.split_once('=').is_none_or(|(k, _)| k != name))
+                .collect::<Vec<_>>()
+                .join("; ")
+        })
         .filter(|h| !h.is_empty())
         .collect();
     headers.remove(header::COOKIE);
@@ -123,7 +130,12 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 }
 
 /// Serves one request from `client` (the peer address) on `vip`.
-pub async fn handle(req: Request<Incoming>, vip: Arc<ArcSwap<Vip>>, client: SocketAddr) -> Result<Response<Body>, Infallible> {
+#[expect(clippy::too_many_lines, reason = "one request's phases; to be split by the L7 engine rework")]
+pub async fn handle(
+    req: Request<Incoming>,
+    vip: Arc<ArcSwap<Vip>>,
+    client: SocketAddr,
+) -> Result<Response<Body>, Infallible> {
     let v = vip.load_full();
     let l7 = &v.l7;
     let t = now();
@@ -131,19 +143,22 @@ pub async fn handle(req: Request<Incoming>, vip: Arc<ArcSwap<Vip>>, client: Sock
 
     // The session, if the request carries one.
     let affinity = match (l7.sticky, &v.signer) {
-        (StickyMode::Insert, Some(signer)) => cookie(req.headers(), &l7.cookie).and_then(|c| match signer.verify(c, secs) {
-            Ok(a) => Some(a),
-            Err(why) => {
-                debug!(?why, "affinity cookie ignored");
-                None
-            }
-        }),
+        (StickyMode::Insert, Some(signer)) => {
+            cookie(req.headers(), &l7.cookie).and_then(|c| match signer.verify(c, secs) {
+                Ok(a) => Some(a),
+                Err(why) => {
+                    debug!(?why, "affinity cookie ignored");
+                    None
+                }
+            })
+        }
         _ => None,
     };
     let suffix_route = (l7.sticky == StickyMode::RouteSuffix)
         .then(|| {
-            let cookies: Vec<&str> = req.headers().get_all(header::COOKIE).iter().filter_map(|h| h.to_str().ok()).collect();
-            route::find(cookies.iter().copied(), req.uri().path(), &l7.session_cookies).map(str::to_owned)
+            let cookies: Vec<&str> =
+                req.headers().get_all(header::COOKIE).iter().filter_map(|h| h.to_str().ok()).collect();
+            route::find(&cookies, req.uri().path(), &l7.session_cookies).map(str::to_owned)
         })
         .flatten();
     let route: Option<String> = affinity.as_ref().map(|a| a.route.clone()).or(suffix_route);
@@ -165,7 +180,7 @@ pub async fn handle(req: Request<Incoming>, vip: Arc<ArcSwap<Vip>>, client: Sock
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
         .map(str::to_owned)
-        .or_else(|| parts.uri.authority().map(|a| a.to_string()));
+        .or_else(|| parts.uri.authority().map(std::string::ToString::to_string));
     if parts.version != hyper::Version::HTTP_11 && parts.version != hyper::Version::HTTP_10 {
         parts.version = hyper::Version::HTTP_11;
         if let Some(h) = host.as_deref().and_then(|h| HeaderValue::from_str(h).ok()) {
@@ -183,15 +198,17 @@ pub async fn handle(req: Request<Incoming>, vip: Arc<ArcSwap<Vip>>, client: Sock
     parts.headers.insert("x-forwarded-for", HeaderValue::from_str(&xff).expect("an address is a valid header"));
     parts.headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
     if let Some(h) = &host
-        && let Ok(v) = HeaderValue::from_str(h) {
-            parts.headers.insert("x-forwarded-host", v);
-        }
+        && let Ok(v) = HeaderValue::from_str(h)
+    {
+        parts.headers.insert("x-forwarded-host", v);
+    }
     if l7.via {
         parts.headers.append(header::VIA, HeaderValue::from_static("1.1 balancer"));
     }
     let bodiless = parts.headers.get(header::CONTENT_LENGTH).is_none_or(|l| l.as_bytes() == b"0")
         && parts.headers.get(header::TRANSFER_ENCODING).is_none();
-    let retryable = bodiless && matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::DELETE);
+    let retryable = bodiless
+        && matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::DELETE);
     let path = parts.uri.path_and_query().cloned().unwrap_or_else(|| hyper::http::uri::PathAndQuery::from_static("/"));
 
     let mut body = Some(body.boxed());
@@ -203,7 +220,10 @@ pub async fn handle(req: Request<Incoming>, vip: Arc<ArcSwap<Vip>>, client: Sock
                 return Ok(text(StatusCode::SERVICE_UNAVAILABLE, "the server holding this session is unavailable"));
             }
             Err(Unavailable::Full) => {
-                return Ok(text(StatusCode::SERVICE_UNAVAILABLE, "every backend is at its connection limit (max); retry shortly"));
+                return Ok(text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "every backend is at its connection limit (max); retry shortly",
+                ));
             }
             Err(Unavailable::NoBackend) => {
                 let msg = if exclude.is_empty() { "no backend is available" } else { "no backend could be reached" };
@@ -279,7 +299,9 @@ pub async fn handle(req: Request<Incoming>, vip: Arc<ArcSwap<Vip>>, client: Sock
                     rparts.headers.append(header::SET_COOKIE, h);
                 }
                 if l7.nocache {
-                    rparts.headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("private, no-cache=\"set-cookie\""));
+                    rparts
+                        .headers
+                        .insert(header::CACHE_CONTROL, HeaderValue::from_static("private, no-cache=\"set-cookie\""));
                 }
             }
         }
@@ -304,10 +326,10 @@ fn counted(body: Body, live: Arc<super::select::Live>) -> Body {
 fn set_cookie(l7: &L7, value: &str) -> String {
     let mut c = format!("{}={value}; Path={}", l7.cookie, l7.path);
     if let Some(d) = &l7.domain {
-        c.push_str(&format!("; Domain={d}"));
+        let _ = write!(c, "; Domain={d}");
     }
     if let Some(life) = l7.max_life_s {
-        c.push_str(&format!("; Max-Age={life}"));
+        let _ = write!(c, "; Max-Age={life}");
     }
     if l7.httponly {
         c.push_str("; HttpOnly");
@@ -316,13 +338,13 @@ fn set_cookie(l7: &L7, value: &str) -> String {
         c.push_str("; Secure");
     }
     if let Some(s) = &l7.samesite {
-        c.push_str(&format!("; SameSite={s}"));
+        let _ = write!(c, "; SameSite={s}");
     }
     c
 }
 
 /// `Location`/`Content-Location` naming the backend's own address point back at the VIP's host
-/// (Apache's ProxyPassReverse).
+/// (Apache's `ProxyPassReverse`).
 fn rewrite_location(headers: &mut HeaderMap, backend: SocketAddr, host: Option<&str>) {
     let Some(host) = host else { return };
     if !headers.contains_key(header::LOCATION) && !headers.contains_key(header::CONTENT_LOCATION) {
@@ -332,9 +354,10 @@ fn rewrite_location(headers: &mut HeaderMap, backend: SocketAddr, host: Option<&
     for name in [header::LOCATION, header::CONTENT_LOCATION] {
         let Some(v) = headers.get(&name).and_then(|v| v.to_str().ok()) else { continue };
         if let Some(rest) = v.strip_prefix(&prefix)
-            && let Ok(nv) = HeaderValue::from_str(&format!("http://{host}{rest}")) {
-                headers.insert(name, nv);
-            }
+            && let Ok(nv) = HeaderValue::from_str(&format!("http://{host}{rest}"))
+        {
+            headers.insert(name, nv);
+        }
     }
 }
 
@@ -361,7 +384,7 @@ mod tests {
         h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
         h.insert("x-kept", HeaderValue::from_static("1"));
         strip_hop_by_hop(&mut h);
-        assert_eq!(h.keys().map(|k| k.as_str()).collect::<Vec<_>>(), ["x-kept"]);
+        assert_eq!(h.keys().map(hyper::http::HeaderName::as_str).collect::<Vec<_>>(), ["x-kept"]);
     }
 
     #[test]

@@ -3,21 +3,22 @@
 //! client refuses cookies. The route is what follows the last dot.
 
 /// The route in a `;name=` path parameter of `path`, else in the first of `names` found among
-/// the request's `Cookie` headers. The URL comes first, as in mod_jk and mod_proxy_balancer: an
+/// the request's `Cookie` headers. The URL comes first, as in `mod_jk` and `mod_proxy_balancer`: an
 /// application that rewrote the URL did so on purpose. Cookie names compare exactly (as servlet
 /// containers do); the path parameter name without regard to case.
-pub fn find<'a>(cookie_headers: impl Iterator<Item = &'a str> + Clone, path: &'a str, names: &[String]) -> Option<&'a str> {
+pub fn find<'a>(cookie_headers: &[&'a str], path: &'a str, names: &[String]) -> Option<&'a str> {
     if let Some(r) = path_param(path, names) {
         return Some(r);
     }
     for name in names {
-        for header in cookie_headers.clone() {
+        for header in cookie_headers {
             for pair in header.split(';') {
                 if let Some((k, v)) = pair.trim().split_once('=')
                     && k == name
-                        && let Some(r) = route_of(v.trim_matches('"')) {
-                            return Some(r);
-                        }
+                    && let Some(r) = route_of(v.trim_matches('"'))
+                {
+                    return Some(r);
+                }
             }
         }
     }
@@ -28,12 +29,13 @@ fn path_param<'a>(path: &'a str, names: &[String]) -> Option<&'a str> {
     let path = path.split(['?', '#']).next().unwrap_or("");
     for param in path.split(';').skip(1) {
         if let Some((k, v)) = param.split_once('=')
-            && names.iter().any(|n| n.eq_ignore_ascii_case(k)) {
-                let v = v.split('/').next().unwrap_or("");
-                if let Some(r) = route_of(v) {
-                    return Some(r);
-                }
+            && names.iter().any(|n| n.eq_ignore_ascii_case(k))
+        {
+            let v = v.split('/').next().unwrap_or("");
+            if let Some(r) = route_of(v) {
+                return Some(r);
             }
+        }
     }
     None
 }
@@ -54,40 +56,40 @@ mod tests {
     #[test]
     fn route_comes_from_the_session_cookie() {
         let h = ["theme=dark; JSESSIONID=8F3A2C.tomcat2; lang=en"];
-        assert_eq!(find(h.iter().copied(), "/app", &names()), Some("tomcat2"));
+        assert_eq!(find(&h, "/app", &names()), Some("tomcat2"));
     }
 
     #[test]
     fn route_is_after_the_last_dot_and_quotes_are_dropped() {
         let h = ["JSESSIONID=\"abc.def.node-3\""];
-        assert_eq!(find(h.iter().copied(), "/", &names()), Some("node-3"));
+        assert_eq!(find(&h, "/", &names()), Some("node-3"));
     }
 
     #[test]
     fn no_dot_or_an_empty_route_means_no_route() {
-        assert_eq!(find(["JSESSIONID=8F3A2C"].iter().copied(), "/", &names()), None);
-        assert_eq!(find(["JSESSIONID=8F3A2C."].iter().copied(), "/", &names()), None);
+        assert_eq!(find(&["JSESSIONID=8F3A2C"], "/", &names()), None);
+        assert_eq!(find(&["JSESSIONID=8F3A2C."], "/", &names()), None);
     }
 
     #[test]
     fn several_cookie_headers_and_names_are_searched_in_order() {
         let h = ["a=1", "jsessionid=x.r2", "JSESSIONID=y.r1"];
-        assert_eq!(find(h.iter().copied(), "/", &names()), Some("r1"), "the first configured name wins");
+        assert_eq!(find(&h, "/", &names()), Some("r1"), "the first configured name wins");
         let php = vec!["PHPSESSID".to_owned()];
-        assert_eq!(find(["PHPSESSID=abc.web7"].iter().copied(), "/", &php), Some("web7"));
-        assert_eq!(find(["JSESSIONID=abc.web7"].iter().copied(), "/", &php), None);
+        assert_eq!(find(&["PHPSESSID=abc.web7"], "/", &php), Some("web7"));
+        assert_eq!(find(&["JSESSIONID=abc.web7"], "/", &php), None);
     }
 
     #[test]
     fn the_path_parameter_wins_over_the_cookie() {
-        assert_eq!(find(["JSESSIONID=a.r1"].iter().copied(), "/x;jsessionid=b.r2", &names()), Some("r2"));
+        assert_eq!(find(&["JSESSIONID=a.r1"], "/x;jsessionid=b.r2", &names()), Some("r2"));
     }
 
     #[test]
     fn route_comes_from_the_path_parameter_without_cookies() {
         let none: [&str; 0] = [];
-        assert_eq!(find(none.iter().copied(), "/shop/cart;jsessionid=8F3A.tomcat1?item=3", &names()), Some("tomcat1"));
-        assert_eq!(find(none.iter().copied(), "/a;JSESSIONID=8F3A.t9/b", &names()), Some("t9"));
-        assert_eq!(find(none.iter().copied(), "/a?x=;jsessionid=1.t1", &names()), None, "not in the query");
+        assert_eq!(find(&none, "/shop/cart;jsessionid=8F3A.tomcat1?item=3", &names()), Some("tomcat1"));
+        assert_eq!(find(&none, "/a;JSESSIONID=8F3A.t9/b", &names()), Some("t9"));
+        assert_eq!(find(&none, "/a?x=;jsessionid=1.t1", &names()), None, "not in the query");
     }
 }

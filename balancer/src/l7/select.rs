@@ -118,8 +118,12 @@ impl Pool {
                         weight: if m.state == BackendState::Active { m.weight } else { 0 },
                     })
                     .collect();
-                crate::maglev::build(&ms, crate::maglev::RingSize::new(4093).expect("prime"), crate::maglev::DEFAULT_SEED)
-                    .map(|t| t.slots().to_vec())
+                crate::maglev::build(
+                    &ms,
+                    crate::maglev::RingSize::new(4093).expect("prime"),
+                    crate::maglev::DEFAULT_SEED,
+                )
+                .map(|t| t.slots().to_vec())
             })
             .flatten();
         let rr = Mutex::new(vec![0; members.len()]);
@@ -133,8 +137,7 @@ impl Pool {
 
     fn available(&self, i: usize, now_ms: u64) -> bool {
         let m = &self.members[i];
-        m.up
-            && m.live.failed_until_ms.load(Relaxed) <= now_ms
+        m.up && m.live.failed_until_ms.load(Relaxed) <= now_ms
             && m.max.is_none_or(|max| m.live.inflight.load(Relaxed) < max)
     }
 
@@ -157,7 +160,13 @@ impl Pool {
     /// # Errors
     /// `NoFailover` when the session's backend is unavailable and failover is off; `NoBackend`
     /// when nothing can take it.
-    pub fn choose(&self, route: Option<&str>, hash: Option<u64>, exclude: &[usize], now_ms: u64) -> Result<Choice, Unavailable> {
+    pub fn choose(
+        &self,
+        route: Option<&str>,
+        hash: Option<u64>,
+        exclude: &[usize],
+        now_ms: u64,
+    ) -> Result<Choice, Unavailable> {
         let ok = |i: usize| !exclude.contains(&i);
         if let Some(i) = route.and_then(|r| self.by_route(r)) {
             if ok(i) && self.keeps_sessions(i, now_ms) {
@@ -168,13 +177,20 @@ impl Pool {
             }
             // 1. The failed backend's designated replacement.
             if let Some(j) = self.members[i].redirect.as_deref().and_then(|r| self.by_route(r))
-                && ok(j) && self.keeps_sessions(j, now_ms) {
-                    return Ok(Choice::Failover(j));
-                }
+                && ok(j)
+                && self.keeps_sessions(j, now_ms)
+            {
+                return Ok(Choice::Failover(j));
+            }
             // 2. A backend of the same replication domain, which has the session too.
             if let Some(domain) = self.members[i].domain.as_deref() {
                 let same: Vec<usize> = (0..self.members.len())
-                    .filter(|&j| j != i && ok(j) && self.members[j].domain.as_deref() == Some(domain) && self.takes_new(j, now_ms))
+                    .filter(|&j| {
+                        j != i
+                            && ok(j)
+                            && self.members[j].domain.as_deref() == Some(domain)
+                            && self.takes_new(j, now_ms)
+                    })
                     .collect();
                 if let Some(j) = self.by_method(&same) {
                     return Ok(Choice::Failover(j));
@@ -193,7 +209,8 @@ impl Pool {
                 return Ok(Choice::New(i));
             }
         }
-        let candidates: Vec<usize> = (0..self.members.len()).filter(|&i| !exclude.contains(&i) && self.takes_new(i, now_ms)).collect();
+        let candidates: Vec<usize> =
+            (0..self.members.len()).filter(|&i| !exclude.contains(&i) && self.takes_new(i, now_ms)).collect();
         let group = [false, true].into_iter().find_map(|backup| {
             candidates
                 .iter()
@@ -227,7 +244,7 @@ impl Pool {
             LbMethod::Byrequests => {
                 // Smooth weighted round robin (nginx's): every candidate gains its weight, the
                 // richest is picked and pays the total back.
-                let mut rr = self.rr.lock().unwrap_or_else(|p| p.into_inner());
+                let mut rr = self.rr.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                 let total: i64 = candidates.iter().map(|&i| i64::from(self.members[i].weight)).sum();
                 let mut best = None;
                 for &i in candidates {
@@ -384,7 +401,8 @@ mod tests {
                 assert_eq!(pool.choose(None, Some(key), &[], 0).unwrap(), first);
             }
         }
-        let spread: std::collections::HashSet<usize> = (0..300u64).map(|k| pool.choose(None, Some(k * 7919), &[], 0).unwrap().index()).collect();
+        let spread: std::collections::HashSet<usize> =
+            (0..300u64).map(|k| pool.choose(None, Some(k * 7919), &[], 0).unwrap().index()).collect();
         assert_eq!(spread.len(), 3);
     }
 }

@@ -2,13 +2,7 @@
 //! health: each change builds a new `proxy::Vip` and swaps it in, so requests never wait on a
 //! lock and never see a half-updated backend list.
 
-use std::{
-    collections::HashMap,
-    net::SocketAddr,
-    os::unix::fs::PermissionsExt as _,
-    sync::Arc,
-    time::Duration,
-};
+use std::{collections::HashMap, net::SocketAddr, os::unix::fs::PermissionsExt as _, sync::Arc, time::Duration};
 
 use arc_swap::ArcSwap;
 use hyper::service::service_fn;
@@ -49,7 +43,12 @@ impl Runtime {
     /// # Errors
     /// A message naming the VIP: a key file that cannot be used, or an address that cannot be
     /// listened on. VIPs before the failing one are already updated.
-    pub fn sync(&mut self, config: &Config, up: impl Fn(usize, usize) -> bool, scale: impl Fn(usize, usize) -> f64) -> Result<(), String> {
+    pub fn sync(
+        &mut self,
+        config: &Config,
+        up: impl Fn(usize, usize) -> bool,
+        scale: impl Fn(usize, usize) -> f64,
+    ) -> Result<(), String> {
         let mut wanted = Vec::new();
         for (i, v) in config.vips.iter().enumerate() {
             let Some(l7) = &v.l7 else { continue };
@@ -84,14 +83,13 @@ impl Runtime {
             let client = self.client(address, l7.connect_timeout_ms);
             let targets = pool.members().iter().map(|m| Target::new(m.addr)).collect();
             let vip = Vip { address, l7: l7.clone(), pool, signer, client, targets };
-            match self.vips.get(&address) {
-                Some((state, _)) => state.store(Arc::new(vip)),
-                None => {
-                    let state = Arc::new(ArcSwap::from_pointee(vip));
-                    let task = listen(address, l7, state.clone())?;
-                    info!(vip = %address, sticky = ?l7.sticky, "L7 VIP listening");
-                    self.vips.insert(address, (state, task));
-                }
+            if let Some((state, _)) = self.vips.get(&address) {
+                state.store(Arc::new(vip));
+            } else {
+                let state = Arc::new(ArcSwap::from_pointee(vip));
+                let task = listen(address, l7, state.clone())?;
+                info!(vip = %address, sticky = ?l7.sticky, "L7 VIP listening");
+                self.vips.insert(address, (state, task));
             }
             wanted.push(address);
         }
@@ -116,13 +114,14 @@ impl Runtime {
     /// The VIP's pooled client, kept across changes unless its connect timeout changed.
     fn client(&mut self, vip: SocketAddr, connect_timeout_ms: u64) -> Client<HttpConnector, Body> {
         if let Some((t, c)) = self.clients.get(&vip)
-            && *t == connect_timeout_ms {
-                return c.clone();
-            }
+            && *t == connect_timeout_ms
+        {
+            return c.clone();
+        }
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(Duration::from_millis(connect_timeout_ms)));
         connector.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(60)).build(connector);
+        let client = Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_mins(1)).build(connector);
         self.clients.insert(vip, (connect_timeout_ms, client.clone()));
         client
     }
@@ -163,8 +162,16 @@ fn listen(address: SocketAddr, l7: &L7, state: Arc<ArcSwap<Vip>>) -> Result<Join
                 let service = service_fn(move |req| proxy::handle(req, state.clone(), peer));
                 // HTTP/1.1, or HTTP/2 with prior knowledge (h2c) on the same port.
                 let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-                builder.http1().timer(TokioTimer::new()).header_read_timeout(header_timeout).max_buf_size(max_head).keep_alive(true);
-                builder.http2().timer(TokioTimer::new()).max_header_list_size(u32::try_from(max_head).unwrap_or(u32::MAX));
+                builder
+                    .http1()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(header_timeout)
+                    .max_buf_size(max_head)
+                    .keep_alive(true);
+                builder
+                    .http2()
+                    .timer(TokioTimer::new())
+                    .max_header_list_size(u32::try_from(max_head).unwrap_or(u32::MAX));
                 if let Err(e) = builder.serve_connection(TokioIo::new(stream), service).await {
                     debug!(%peer, error = %e, "client connection ended");
                 }

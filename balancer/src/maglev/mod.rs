@@ -9,8 +9,6 @@
 //! on the order backends are listed in — so every balancer node with the same configuration builds
 //! the same table, which is what lets several nodes sit behind ECMP.
 
-pub mod diff;
-
 use balancer_common::maps::MAX_RING_SIZE;
 
 /// Default table size: the Maglev paper's prime, large enough that 100s of backends get an even
@@ -68,7 +66,7 @@ impl Default for RingSize {
 }
 
 fn is_prime(n: u32) -> bool {
-    n >= 2 && (2..).take_while(|d: &u32| d * d <= n).all(|d| !n.is_multiple_of(d))
+    n >= 2 && (2..=n.isqrt()).all(|d| !n.is_multiple_of(d))
 }
 
 /// One backend as the table builder sees it.
@@ -266,7 +264,7 @@ mod tests {
     #[test]
     fn ring_size_must_be_a_prime_within_the_map() {
         assert_eq!(RingSize::new(65536), Err(RingSizeError::NotPrime(65536)));
-        assert!(matches!(RingSize::new(131071), Err(RingSizeError::TooLarge { .. })));
+        assert!(matches!(RingSize::new(131_071), Err(RingSizeError::TooLarge { .. })));
         assert_eq!(RingSize::new(4093).unwrap().get(), 4093);
     }
 }

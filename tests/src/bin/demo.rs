@@ -22,6 +22,7 @@ extern "C" fn on_sigint(_: libc::c_int) {
     INTERRUPTED.store(true, Ordering::SeqCst);
 }
 
+#[expect(clippy::too_many_lines, reason = "the demo's steps, read top to bottom")]
 fn main() {
     if !balancer_tests::is_root() {
         eprintln!("the demo needs root: sudo -E cargo xtask demo");
@@ -58,7 +59,9 @@ fn main() {
     let mode = if link.contains("prog/xdp ") { "native" } else { "generic" };
     println!("\n== XDP program attached to lb:eth0 in {mode} mode");
 
-    println!("== {REQUESTS} HTTP requests from the client to http://{VIP}/ (a new connection each,\n   from client port P; the XDP program hashes the 5-tuple onto the Maglev table):\n");
+    println!(
+        "== {REQUESTS} HTTP requests from the client to http://{VIP}/ (a new connection each,\n   from client port P; the XDP program hashes the 5-tuple onto the Maglev table):\n"
+    );
     let mut answered: BTreeMap<String, u32> = BTreeMap::new();
     for i in 0..REQUESTS {
         if INTERRUPTED.load(Ordering::SeqCst) {
@@ -67,7 +70,13 @@ fn main() {
         }
         let port = 45_000 + i;
         let out = lan.hosts[0].ns.output(&[
-            "curl", "-sS", "--max-time", "3", "--local-port", &port.to_string(), &format!("http://{VIP}/"),
+            "curl",
+            "-sS",
+            "--max-time",
+            "3",
+            "--local-port",
+            &port.to_string(),
+            &format!("http://{VIP}/"),
         ]);
         let who = if out.status.success() {
             String::from_utf8_lossy(&out.stdout).trim().to_owned()
@@ -91,7 +100,13 @@ fn main() {
             return;
         }
         let out = lan.hosts[0].ns.output(&[
-            "curl", "-sS", "--max-time", "3", "--local-port", &(46_000 + i).to_string(), &format!("http://{VIP}/"),
+            "curl",
+            "-sS",
+            "--max-time",
+            "3",
+            "--local-port",
+            &(46_000 + i).to_string(),
+            &format!("http://{VIP}/"),
         ]);
         let who = String::from_utf8_lossy(&out.stdout).trim().to_owned();
         *after.entry(if who.is_empty() { "failed".into() } else { who }).or_default() += 1;
@@ -104,7 +119,17 @@ fn main() {
         let _ = std::fs::remove_file(&jar);
         let answers: Vec<String> = (0..8)
             .map(|_| {
-                let out = lan.hosts[0].ns.output(&["curl", "-s", "--max-time", "3", "-c", &jar, "-b", &jar, &format!("http://{L7_VIP}/")]);
+                let out = lan.hosts[0].ns.output(&[
+                    "curl",
+                    "-s",
+                    "--max-time",
+                    "3",
+                    "-c",
+                    &jar,
+                    "-b",
+                    &jar,
+                    &format!("http://{L7_VIP}/"),
+                ]);
                 String::from_utf8_lossy(&out.stdout).trim().to_owned()
             })
             .collect();

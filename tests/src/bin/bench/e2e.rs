@@ -10,7 +10,6 @@ use balancer_tests::{daemon::Daemon, netns::Lan};
 
 use crate::{Targets, profile::Profile, wrk};
 
-
 /// Packets received so far on `eth0` of `ns`.
 fn rx_packets(ns: &balancer_tests::netns::Netns) -> u64 {
     let out = ns.run(&["ip", "-s", "-j", "link", "show", "eth0"]);
@@ -32,7 +31,7 @@ fn pin_to(cpu: usize) {
     unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
         libc::CPU_SET(cpu, &mut set);
-        assert_eq!(libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set), 0, "pin to CPU {cpu}");
+        assert_eq!(libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &raw const set), 0, "pin to CPU {cpu}");
     }
 }
 
@@ -96,6 +95,7 @@ fn flows(dst: std::net::Ipv4Addr, mac: [u8; 6], client_mac: [u8; 6]) -> Vec<Vec<
         .collect()
 }
 
+#[expect(clippy::too_many_lines, reason = "one report section, read top to bottom")]
 pub fn part2(report: &mut String, targets: &mut Targets) {
     let secs: u64 = std::env::var("BENCH_E2E_SECONDS").ok().and_then(|v| v.parse().ok()).unwrap_or(5);
     let vip = "198.51.100.10";
@@ -127,7 +127,9 @@ pub fn part2(report: &mut String, targets: &mut Targets) {
     let fabric = lan.fabric.name().to_owned();
     let in_fabric = |cmd: &str| balancer_tests::netns::sh(&["ip", "netns", "exec", &fabric, "sh", "-c", cmd]);
     in_fabric(&format!("echo {:x} > /sys/class/net/{}/queues/rx-0/rps_cpus", 1 << FORWARDING_CPU, lan.hosts[0].port));
-    in_fabric("sysctl -qw net.bridge.bridge-nf-call-iptables=0 net.bridge.bridge-nf-call-ip6tables=0 2>/dev/null || true");
+    in_fabric(
+        "sysctl -qw net.bridge.bridge-nf-call-iptables=0 net.bridge.bridge-nf-call-ip6tables=0 2>/dev/null || true",
+    );
     std::thread::sleep(Duration::from_millis(500));
     let measure = |lan: &Lan, target: &str, profile: Option<&mut Option<String>>| -> (f64, f64, f64, f64) {
         let client = &lan.hosts[0].ns;
@@ -145,7 +147,8 @@ pub fn part2(report: &mut String, targets: &mut Targets) {
         let after: u64 = (2..4).map(|h| rx_packets(&lan.hosts[h].ns)).sum();
         // Unpinned: the namespaces share both CPUs. The median of three runs for each figure:
         // single p99s on this VM vary by 2×.
-        let runs: Vec<(f64, f64)> = (0..3).map(|_| wrk(client, None, &format!("http://{target}/"), secs as u32, &[])).collect();
+        let runs: Vec<(f64, f64)> =
+            (0..3).map(|_| wrk(client, None, &format!("http://{target}/"), secs as u32, &[])).collect();
         let median = |f: fn(&(f64, f64)) -> f64| {
             let mut v: Vec<f64> = runs.iter().map(f).collect();
             v.sort_by(f64::total_cmp);
@@ -189,7 +192,11 @@ pub fn part2(report: &mut String, targets: &mut Targets) {
     drop(servers);
 
     let nft = rows[3].1;
-    writeln!(report, "\n### 2. End to end in namespaces (client → balancer → 2 backends on one veth LAN, {secs} s per measure)\n").unwrap();
+    writeln!(
+        report,
+        "\n### 2. End to end in namespaces (client → balancer → 2 backends on one veth LAN, {secs} s per measure)\n"
+    )
+    .unwrap();
     writeln!(
         report,
         "UDP: 256 flows of 60-byte frames from a raw packet socket (`sendmmsg`) on CPU {SENDER_CPU}. Receive packet \
@@ -199,7 +206,11 @@ pub fn part2(report: &mut String, targets: &mut Targets) {
          bridge's and the drop's cost, the same for all). HTTP: `wrk` unpinned.\n"
     )
     .unwrap();
-    writeln!(report, "| contender | UDP sent/s | UDP received by backends/s | × nftables | HTTP requests/s | HTTP p99 ms |").unwrap();
+    writeln!(
+        report,
+        "| contender | UDP sent/s | UDP received by backends/s | × nftables | HTTP requests/s | HTTP p99 ms |"
+    )
+    .unwrap();
     writeln!(report, "|---|---:|---:|---:|---:|---:|").unwrap();
     for (name, (sent, recv, rps, p99)) in &rows {
         writeln!(report, "| {name} | {sent:.0} | {recv:.0} | {:.2} | {rps:.0} | {p99:.2} |", recv / nft.1).unwrap();

@@ -1,4 +1,4 @@
-//! Part 3: the L7 sticky proxy against HAProxy and nginx on one namespace's loopback.
+//! Part 3: the L7 sticky proxy against `HAProxy` and nginx on one namespace's loopback.
 
 use std::{fmt::Write as _, time::Duration};
 
@@ -6,7 +6,7 @@ use balancer_tests::{daemon::Daemon, netns::Lan};
 
 use crate::{Targets, profile::Profile, wrk};
 
-
+#[expect(clippy::too_many_lines, reason = "one report section, read top to bottom")]
 pub fn part3(report: &mut String, targets: &mut Targets) {
     let secs: u32 = std::env::var("BENCH_L7_SECONDS").ok().and_then(|v| v.parse().ok()).unwrap_or(10);
     let lan = Lan::new(&["l7"]);
@@ -21,7 +21,8 @@ pub fn part3(report: &mut String, targets: &mut Targets) {
         d = dir.display()
     );
     std::fs::write(dir.join("be.conf"), nginx_backends).unwrap();
-    let _backends = ns.spawn(&["taskset", "-c", "1", "nginx", "-c", dir.join("be.conf").to_str().unwrap(), "-g", "daemon off;"]);
+    let _backends =
+        ns.spawn(&["taskset", "-c", "1", "nginx", "-c", dir.join("be.conf").to_str().unwrap(), "-g", "daemon off;"]);
     let nginx_proxy = format!(
         "worker_processes 1; pid {d}/px.pid; error_log {d}/px.err; events {{ worker_connections 4096; }}\n\
          http {{ access_log off; upstream be {{ hash $cookie_route consistent; server 127.0.0.1:8081; server 127.0.0.1:8082; keepalive 64; }}\n\
@@ -47,13 +48,18 @@ pub fn part3(report: &mut String, targets: &mut Targets) {
     let daemon = Daemon::start(ns, &balancer_cfg, "warn,balancer::daemon=info");
     ns.run(&["taskset", "-a", "-p", "-c", "0", &daemon.proc.pid().to_string()]);
     let haproxy = ns.spawn(&["taskset", "-c", "0", "haproxy", "-f", dir.join("haproxy.cfg").to_str().unwrap(), "-db"]);
-    let _nginx = ns.spawn(&["taskset", "-c", "0", "nginx", "-c", dir.join("px.conf").to_str().unwrap(), "-g", "daemon off;"]);
+    let _nginx =
+        ns.spawn(&["taskset", "-c", "0", "nginx", "-c", dir.join("px.conf").to_str().unwrap(), "-g", "daemon off;"]);
     std::thread::sleep(Duration::from_secs(1));
 
     let cases: [(&str, &str, Vec<&str>); 5] = [
         ("direct to one backend (upper bound)", "http://127.0.0.1:8081/", vec![]),
         ("balancer L7, insert mode", "http://127.0.0.1:8000/", vec![]),
-        ("balancer L7, route-suffix, client sends the cookie", "http://127.0.0.1:8001/", vec!["-H", "Cookie: JSESSIONID=abc.r1"]),
+        (
+            "balancer L7, route-suffix, client sends the cookie",
+            "http://127.0.0.1:8001/",
+            vec!["-H", "Cookie: JSESSIONID=abc.r1"],
+        ),
         ("HAProxy 1 thread, cookie insert indirect nocache", "http://127.0.0.1:8010/", vec![]),
         ("nginx 1 worker, hash $cookie_route consistent", "http://127.0.0.1:8020/", vec!["-H", "Cookie: route=abc"]),
     ];
@@ -126,7 +132,11 @@ pub fn part3(report: &mut String, targets: &mut Targets) {
     )
     .unwrap();
     match profile {
-        Some(p) => writeln!(report, "\nWhere the balancer's CPU went in insert mode (perf, cpu-clock samples, self time):\n\n```\n{p}```").unwrap(),
+        Some(p) => writeln!(
+            report,
+            "\nWhere the balancer's CPU went in insert mode (perf, cpu-clock samples, self time):\n\n```\n{p}```"
+        )
+        .unwrap(),
         None => writeln!(report, "\n(perf is not available: no profile of the L7 runs.)").unwrap(),
     }
     if let Some(p) = haproxy_profile {

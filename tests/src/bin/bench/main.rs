@@ -9,7 +9,7 @@
 //! Part 4 — control plane and memory: Maglev table build time, slot share error, slots moved
 //! when a backend leaves, daemon RSS when idle, BPF map memory.
 //!
-//! Part 3 — the L7 sticky proxy against HAProxy and nginx, all on one namespace's loopback: two
+//! Part 3 — the L7 sticky proxy against `HAProxy` and nginx, all on one namespace's loopback: two
 //! nginx backends with a ~100-byte body, each proxy pinned to CPU 0 and wrk to CPU 1
 //! (`wrk -t1 -c64 --latency`), median of 3 runs.
 //!
@@ -26,13 +26,18 @@ mod xdp;
 
 use std::fmt::Write as _;
 
-
 /// Every figure that has a target, for the summary table at the top of the report.
 #[derive(Default)]
 pub struct Targets(Vec<(String, String, String, bool)>);
 
 impl Targets {
-    pub fn add(&mut self, figure: impl Into<String>, measured: impl Into<String>, target: impl Into<String>, met: bool) {
+    pub fn add(
+        &mut self,
+        figure: impl Into<String>,
+        measured: impl Into<String>,
+        target: impl Into<String>,
+        met: bool,
+    ) {
         self.0.push((figure.into(), measured.into(), target.into(), met));
     }
 
@@ -45,7 +50,6 @@ impl Targets {
         t
     }
 }
-
 
 /// One wrk run (`-t1 -c64 --latency`) with the CPU list `cpus` (none: unpinned): requests/s and
 /// p99 latency in ms. Fails on non-2xx answers.
@@ -64,20 +68,16 @@ pub fn wrk(ns: &balancer_tests::netns::Netns, cpus: Option<&str>, url: &str, sec
         .find_map(|l| l.strip_prefix("Requests/sec:"))
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or_else(|| panic!("no Requests/sec in wrk output:\n{out}"));
-    let p99 = out
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("99%"))
-        .map(|v| {
-            let v = v.trim();
-            let (n, unit) = v.split_at(v.find(|c: char| c.is_alphabetic()).unwrap_or(v.len()));
-            let n: f64 = n.parse().unwrap_or(f64::NAN);
-            match unit {
-                "us" => n / 1000.0,
-                "s" => n * 1000.0,
-                _ => n,
-            }
-        })
-        .unwrap_or(f64::NAN);
+    let p99 = out.lines().find_map(|l| l.trim().strip_prefix("99%")).map_or(f64::NAN, |v| {
+        let v = v.trim();
+        let (n, unit) = v.split_at(v.find(|c: char| c.is_alphabetic()).unwrap_or(v.len()));
+        let n: f64 = n.parse().unwrap_or(f64::NAN);
+        match unit {
+            "us" => n / 1000.0,
+            "s" => n * 1000.0,
+            _ => n,
+        }
+    });
     let non2xx = out.lines().find(|l| l.contains("Non-2xx")).map(str::to_owned);
     assert!(non2xx.is_none(), "{url}: {non2xx:?}\n{out}");
     (rps, p99)
@@ -87,7 +87,11 @@ pub fn wrk(ns: &balancer_tests::netns::Netns, cpus: Option<&str>, url: &str, sec
 pub fn rss_mib(pid: u32) -> (f64, f64) {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let kib = |k: &str| -> f64 {
-        status.lines().find(|l| l.starts_with(k)).and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok()).unwrap_or(0.0)
+        status
+            .lines()
+            .find(|l| l.starts_with(k))
+            .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+            .unwrap_or(0.0)
     };
     (kib("VmRSS:") / 1024.0, kib("RssAnon:") / 1024.0)
 }

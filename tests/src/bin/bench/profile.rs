@@ -1,5 +1,7 @@
 //! `perf record` of a process while a measurement runs, summarised for the report.
 
+use std::fmt::Write as _;
+
 /// `perf record` of a process while a measurement runs.
 pub struct Profile {
     child: std::process::Child,
@@ -37,18 +39,31 @@ impl Profile {
         let _ = self.child.wait();
         let run = |sort: &str, limit: &str| {
             std::process::Command::new("perf")
-                .args(["report", "--stdio", "--no-children", "--sort", sort, "--percent-limit", limit, "-g", "none", "-i"])
+                .args([
+                    "report",
+                    "--stdio",
+                    "--no-children",
+                    "--sort",
+                    sort,
+                    "--percent-limit",
+                    limit,
+                    "-g",
+                    "none",
+                    "-i",
+                ])
                 .arg(&self.data)
                 .output()
                 .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
                 .unwrap_or_default()
         };
         let rows = |text: String, n: usize| -> String {
-            text.lines()
-                .filter(|l| l.trim_start().starts_with(|c: char| c.is_ascii_digit()))
-                .take(n)
-                .map(|l| format!("{}\n", l.split("  -  ").next().unwrap_or(l).trim_end()))
-                .collect()
+            text.lines().filter(|l| l.trim_start().starts_with(|c: char| c.is_ascii_digit())).take(n).fold(
+                String::new(),
+                |mut out, l| {
+                    let _ = writeln!(out, "{}", l.split("  -  ").next().unwrap_or(l).trim_end());
+                    out
+                },
+            )
         };
         let by_object = rows(run("dso", "1"), 8);
         let by_symbol = rows(run("dso,symbol", "0.7"), 15);
