@@ -115,7 +115,7 @@ impl HttpConn {
 
 /// An application server like Tomcat with a `jvmRoute`: answers `NAME cookie=… xff=…` (the
 /// `Cookie` and `X-Forwarded-For` it received) and, when the request has no session, sets
-/// `JSESSIONID=<random>.<route>`. Listens on the host's own address.
+/// `JSESSIONID=<random>.<route>`; a POST answers `NAME post=<body length>`. Listens on the host's own address.
 const APP: &str = r#"
 import http.server, secrets, socketserver, sys
 port, name, route = int(sys.argv[1]), sys.argv[2], sys.argv[3]
@@ -127,6 +127,22 @@ class H(http.server.BaseHTTPRequestHandler):
         self.send_response(200)
         if "JSESSIONID=" not in cookie and route != "-":
             self.send_header("Set-Cookie", f"JSESSIONID={secrets.token_hex(8)}.{route}; Path=/")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def do_POST(self):
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            data = b""
+            while True:
+                size = int(self.rfile.readline().split(b";")[0], 16)
+                data += self.rfile.read(size)
+                self.rfile.readline()
+                if size == 0:
+                    break
+        else:
+            data = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        body = f"{name} post={len(data)}\n".encode()
+        self.send_response(200)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)

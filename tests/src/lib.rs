@@ -11,6 +11,7 @@
 pub mod backend;
 pub mod daemon;
 pub mod fixture;
+pub mod l7;
 pub mod netns;
 pub mod packet;
 pub mod xdp;

@@ -1,98 +1,14 @@
 //! The L7 sticky layer end to end: a client, the balancer terminating HTTP on the VIP, and
 //! application servers that set Tomcat-style session cookies.
 
-use std::{os::unix::fs::PermissionsExt as _, path::PathBuf, time::Duration};
+use std::time::Duration;
 
 use balancer_tests::{
-    backend::AppServer,
     daemon::Daemon,
-    netns::{Lan, Netns},
+    l7::{Browser, VIP, setup, setup_with},
+    netns::Lan,
     require_root,
 };
-
-const VIP: &str = "198.51.100.10";
-
-struct Setup {
-    lan: Lan,
-    apps: Vec<Option<AppServer>>,
-    daemon: Daemon,
-    key: PathBuf,
-}
-
-impl Drop for Setup {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.key);
-    }
-}
-
-/// be1 (route r1) and be2 (r2) in domain d1; be3 (r3) in domain d2 at distance 1, so new
-/// sessions go to be1 and be2 only.
-fn setup(l7: &str) -> Setup {
-    setup_with(l7, "distance = 1")
-}
-
-/// As `setup`, with `be3_extra` as be3's last line instead of its distance.
-fn setup_with(l7: &str, be3_extra: &str) -> Setup {
-    let lan = Lan::new(&["client", "lb", "be1", "be2", "be3"]);
-    let apps = (2..5)
-        .map(|h| Some(AppServer::start(&lan.hosts[h], &format!("be{}", h - 1), &format!("r{}", h - 1), 8080)))
-        .collect();
-    lan.hosts[1].ns.run(&["ip", "addr", "add", &format!("{VIP}/32"), "dev", "lo"]);
-    lan.hosts[0].ns.run(&["ip", "route", "add", &format!("{VIP}/32"), "via", "198.18.0.2"]);
-    let key = std::env::temp_dir().join(format!("{}-cookie.key", lan.hosts[1].ns.name()));
-    std::fs::write(&key, "k3y-for-the-l7-tests-0123456789").unwrap();
-    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let config = format!(
-        "interfaces = [\"eth0\"]\n[[vip]]\naddress = \"{VIP}:80\"\n[vip.l7]\nkey_file = \"{}\"\n{l7}\n\
-         [[vip.backend]]\naddress = \"198.18.0.3\"\nport = 8080\nroute = \"r1\"\ndomain = \"d1\"\n\
-         [[vip.backend]]\naddress = \"198.18.0.4\"\nport = 8080\nroute = \"r2\"\ndomain = \"d1\"\n\
-         [[vip.backend]]\naddress = \"198.18.0.5\"\nport = 8080\nroute = \"r3\"\ndomain = \"d2\"\n{be3_extra}\n",
-        key.display()
-    );
-    let daemon = Daemon::start(&lan.hosts[1].ns, &config, "info");
-    Setup { lan, apps, daemon, key }
-}
-
-/// A client with its own cookie jar.
-struct Browser<'a> {
-    ns: &'a Netns,
-    jar: PathBuf,
-}
-
-impl<'a> Browser<'a> {
-    fn new(ns: &'a Netns, name: &str) -> Self {
-        let jar = std::env::temp_dir().join(format!("{}-{name}.jar", ns.name()));
-        let _ = std::fs::remove_file(&jar);
-        Self { ns, jar }
-    }
-
-    /// GET `path` with the jar; returns (status, headers, body).
-    fn get(&self, path: &str, extra: &[&str]) -> (u16, String, String) {
-        let url = format!("http://{VIP}{path}");
-        let jar = self.jar.to_str().unwrap();
-        let mut argv = vec!["curl", "-s", "--max-time", "5", "-D", "-", "-c", jar, "-b", jar];
-        argv.extend_from_slice(extra);
-        argv.push(&url);
-        let out = self.ns.output(&argv);
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-        let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-        (status, head.to_owned(), body.to_owned())
-    }
-
-    /// The backend that answered.
-    fn who(&self, path: &str) -> String {
-        let (status, head, body) = self.get(path, &[]);
-        assert_eq!(status, 200, "{head}\n{body}");
-        body.split_whitespace().next().unwrap_or("").to_owned()
-    }
-}
-
-impl Drop for Browser<'_> {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.jar);
-    }
-}
 
 #[test]
 fn insert_mode_keeps_a_cookie_jar_on_one_backend_and_hides_the_cookie_from_it() {
