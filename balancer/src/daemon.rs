@@ -151,15 +151,32 @@ impl Daemon {
         self.program(config).await
     }
 
+    /// Applies `config` as one transaction: everything that can fail on the host (next hops,
+    /// key files, listening sockets) is gathered first, and only then does anything change.
+    /// A map write that fails puts the previous configuration back.
     async fn program(&mut self, config: Config) -> Result<()> {
         let hops = resolve(&self.nl, &self.ifaces, &config, &self.hops).await?;
-        self.hops = hops;
-        self.config = config;
+        let l7 = self.l7.prepare(&config)?;
+        let previous = std::mem::replace(&mut self.config, config);
+        let previous_hops = std::mem::replace(&mut self.hops, hops);
+        self.l7.commit(l7);
         self.health.sync(&self.config, &self.flips_tx);
         let health = &self.health;
         self.down.retain(|k| health.checks(k));
         self.ramps.retain(|k, _| health.checks(k));
-        self.write("configuration")
+        let written = self.write("configuration");
+        if written.is_err() {
+            self.config = previous;
+            self.hops = previous_hops;
+            if let Ok(l7) = self.l7.prepare(&self.config) {
+                self.l7.commit(l7);
+            }
+            self.health.sync(&self.config, &self.flips_tx);
+            if let Err(e) = self.write("rollback") {
+                error!("putting the previous configuration back failed too: {e:#}");
+            }
+        }
+        written
     }
 
     /// Rebuilds the tables from the configuration, next hops and health in force, and writes
@@ -185,7 +202,7 @@ impl Daemon {
         self.synced = result.is_ok();
         let report = result.context("programming the maps")?;
         self.last = (assigned, p);
-        self.l7.sync(config, up, scale).map_err(|e| anyhow::anyhow!(e))?;
+        self.l7.sync(config, up, scale);
         for (vip, moved) in report.moved {
             if let Some(n) = moved {
                 info!(vip, moved_slots = n, cause, "table rebuilt");

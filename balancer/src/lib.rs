@@ -14,3 +14,4 @@ pub mod l7;
 pub mod maglev;
 pub mod metrics;
 pub mod netlink;
+pub mod preflight;

@@ -126,6 +126,47 @@ fn a_rejected_reload_names_the_error_and_traffic_keeps_flowing() {
     assert!(after.contains_key("be1") && after.contains_key("be2") && after.len() == 2, "{after:?}");
 }
 
+/// Issue 10, defect 1: a reload that fails on the last VIP (an 8-byte cookie key) used to leave
+/// the backend removal and the new weight of the same file applied. `check` said the file was ok.
+#[test]
+fn a_reload_rejected_late_changes_nothing_and_check_rejects_the_same_file() {
+    require_root!();
+    let (lan, _servers, daemon) = setup();
+    let lb = &lan.hosts[1].ns;
+    let key = std::env::temp_dir().join(format!("{}-short.key", lb.name()));
+    std::fs::write(&key, "8bytes!!").unwrap();
+    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let bad = format!(
+        "interfaces = [\"eth0\"]\n[[vip]]\naddress = \"{VIP}:80\"\n\
+         [[vip.backend]]\naddress = \"198.18.0.3\"\nweight = 7\n\
+         [[vip]]\naddress = \"198.51.100.20:80\"\n[vip.l7]\nkey_file = \"{}\"\n\
+         [[vip.backend]]\naddress = \"198.18.0.5\"\nport = 8080\nroute = \"r1\"\n",
+        key.display()
+    );
+    daemon.write_config(&bad);
+    let check = Daemon::cli(lb, &["check", "--config", daemon.config.to_str().unwrap()]);
+    let check_err = String::from_utf8_lossy(&check.stderr);
+    assert_eq!(check.status.code(), Some(2), "check must refuse what reload refuses: {check_err}");
+    assert!(check_err.contains("8 bytes") && check_err.contains(&*key.to_string_lossy()), "{check_err}");
+
+    let out = daemon.ctl(lb, &["reload"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("reload rejected") && err.contains("8 bytes"), "{err}");
+    let status: serde_json::Value = serde_json::from_str(&ok(&daemon.ctl(lb, &["--json", "status"]))).unwrap();
+    let vips = status["vips"].as_array().unwrap();
+    assert_eq!(vips.len(), 1, "the new VIP must not exist: {status:#}");
+    let backends: Vec<(String, u64)> = vips[0]["backends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| (b["address"].as_str().unwrap().to_owned(), b["weight"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(backends, [("198.18.0.3".to_owned(), 100), ("198.18.0.4".to_owned(), 100)], "{status:#}");
+    let after = spread(&lan.hosts[0].ns, 40);
+    assert!(after.contains_key("be1") && after.contains_key("be2") && after.len() == 2, "{after:?}");
+    let _ = std::fs::remove_file(&key);
+}
+
 #[test]
 fn flow_names_the_backend_that_answered() {
     require_root!();

@@ -27,16 +27,7 @@ const EXIT_CONFIG: u8 = 2;
 /// Runs a parsed command line.
 pub fn run(cli: Cli, log_level: u8) -> ExitCode {
     let result = match cli.command {
-        Command::Check { config } => match Config::load(&config) {
-            Ok(_) => {
-                println!("{}: ok", config.display());
-                Ok(())
-            }
-            Err(e) => {
-                eprintln!("error: {e}");
-                return ExitCode::from(EXIT_CONFIG);
-            }
-        },
+        Command::Check { config } => return check(&config),
         Command::Run { config, bpf_object, xdp_mode, detach_on_exit } => {
             let cfg = match Config::load(&config) {
                 Ok(c) => c,
@@ -121,6 +112,27 @@ pub fn run(cli: Cli, log_level: u8) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `balancer check`: parsing and validation, then every host-side check the daemon would make.
+fn check(path: &Path) -> ExitCode {
+    let config = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let running = std::os::unix::net::UnixStream::connect(&config.control_socket).is_ok();
+    let problems = balancer::preflight::check(&config, running);
+    if problems.is_empty() {
+        println!("{}: ok", path.display());
+        return ExitCode::SUCCESS;
+    }
+    for p in &problems {
+        eprintln!("error: {}: {p}", path.display());
+    }
+    ExitCode::from(EXIT_CONFIG)
 }
 
 fn daemon(config: Config, path: &Path, opts: RunOptions) -> Result<()> {

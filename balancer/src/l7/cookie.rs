@@ -44,17 +44,61 @@ pub struct Signer {
     max_idle: Option<u64>,
 }
 
+/// Why an insert-mode key cannot be used. The same checks run for `balancer check`, at start
+/// and on reload, so `check` accepting a file means the daemon accepts it too.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    /// The file cannot be read.
+    #[error("key_file {}: {source}", path.display())]
+    Unreadable {
+        /// The key file.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Others may read it.
+    #[error("key_file {} is mode {mode:o}; make it 0600 (it signs session cookies)", path.display())]
+    Mode {
+        /// The key file.
+        path: std::path::PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// Too short to be a key.
+    #[error("key_file {}: the cookie key is {len} bytes; use at least {MIN_KEY} random bytes", path.display())]
+    Short {
+        /// The key file.
+        path: std::path::PathBuf,
+        /// Its length after trimming white space.
+        len: usize,
+    },
+}
+
+/// Shortest key accepted, in bytes.
+pub const MIN_KEY: usize = 16;
+
 impl Signer {
-    /// A signer with `key` (at least 16 bytes, from the 0600 key file) and the optional limits in
-    /// seconds.
-    ///
-    /// # Errors
-    /// When the key is shorter than 16 bytes.
-    pub fn new(key: Vec<u8>, max_life: Option<u64>, max_idle: Option<u64>) -> Result<Self, String> {
-        if key.len() < 16 {
-            return Err(format!("the cookie key is {} bytes; use at least 16 random bytes", key.len()));
+    /// A signer with `key` (at least 16 bytes) and the optional limits in seconds; `None` when
+    /// the key is too short.
+    pub fn new(key: Vec<u8>, max_life: Option<u64>, max_idle: Option<u64>) -> Option<Self> {
+        (key.len() >= MIN_KEY).then_some(Self { key, max_life, max_idle })
+    }
+
+    /// The signer for a key file, which must not be readable by group or others (mode 0600).
+    pub fn from_key_file(
+        path: &std::path::Path,
+        max_life: Option<u64>,
+        max_idle: Option<u64>,
+    ) -> Result<Self, KeyError> {
+        use std::os::unix::fs::PermissionsExt as _;
+        let unreadable = |source| KeyError::Unreadable { path: path.to_owned(), source };
+        let mode = std::fs::metadata(path).map_err(unreadable)?.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(KeyError::Mode { path: path.to_owned(), mode });
         }
-        Ok(Self { key, max_life, max_idle })
+        let key = std::fs::read(path).map_err(unreadable)?.trim_ascii().to_vec();
+        let len = key.len();
+        Self::new(key, max_life, max_idle).ok_or(KeyError::Short { path: path.to_owned(), len })
     }
 
     fn mac(&self, payload: &str) -> HmacSha256 {
@@ -156,6 +200,6 @@ mod tests {
 
     #[test]
     fn short_keys_are_refused() {
-        assert!(Signer::new(b"short".to_vec(), None, None).is_err());
+        assert!(Signer::new(b"short".to_vec(), None, None).is_none());
     }
 }

@@ -2,7 +2,7 @@
 //! health: each change builds a new `proxy::Vip` and swaps it in, so requests never wait on a
 //! lock and never see a half-updated backend list.
 
-use std::{collections::HashMap, net::SocketAddr, os::unix::fs::PermissionsExt as _, sync::Arc, time::Duration};
+use std::{collections::HashMap, net::SocketAddr, sync::Arc, time::Duration};
 
 use arc_swap::ArcSwap;
 use hyper::service::service_fn;
@@ -11,10 +11,10 @@ use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
 };
 use tokio::{net::TcpListener, sync::Semaphore, task::JoinHandle};
-use tracing::{debug, info};
+use tracing::{debug, error, info};
 
 use super::{
-    cookie::Signer,
+    cookie::{KeyError, Signer},
     proxy::{self, Body, Target, Vip},
     select::{Live, Member, Pool},
 };
@@ -26,6 +26,42 @@ pub struct Runtime {
     vips: HashMap<SocketAddr, (Arc<ArcSwap<Vip>>, JoinHandle<()>)>,
     lives: HashMap<(SocketAddr, SocketAddr), Arc<Live>>,
     clients: HashMap<SocketAddr, (u64, Client<HttpConnector, Body>)>,
+    /// Insert-mode signers of the configuration in force, read when it was prepared: health
+    /// flips rebuild the VIPs without reading key files again.
+    signers: HashMap<SocketAddr, Signer>,
+    /// Sockets bound by `prepare` for VIPs that do not listen yet.
+    pending: HashMap<SocketAddr, std::net::TcpListener>,
+}
+
+/// Why a configuration's L7 VIPs cannot be served.
+#[derive(Debug, thiserror::Error)]
+pub enum L7Error {
+    /// The insert-mode key.
+    #[error("VIP {vip}: {source}")]
+    Key {
+        /// The VIP.
+        vip: SocketAddr,
+        /// What is wrong with its key.
+        source: KeyError,
+    },
+    /// The VIP's address cannot be listened on.
+    #[error(
+        "cannot listen on VIP {vip}: {source} (an L7 VIP must be an address of this host: `ip addr add {}/32 dev lo`)",
+        vip.ip()
+    )]
+    Listen {
+        /// The VIP.
+        vip: SocketAddr,
+        /// The bind error.
+        source: std::io::Error,
+    },
+}
+
+/// What a configuration's L7 VIPs need from the host, gathered by `Runtime::prepare` before
+/// anything changes, so a configuration is either wholly applied or not at all.
+pub struct Prepared {
+    signers: HashMap<SocketAddr, Signer>,
+    listeners: HashMap<SocketAddr, std::net::TcpListener>,
 }
 
 impl Drop for Runtime {
@@ -37,26 +73,38 @@ impl Drop for Runtime {
 }
 
 impl Runtime {
-    /// Makes the L7 VIPs match `config`, with `up(vip, backend)` from the health checks and
-    /// `scale(vip, backend)` from slow starts.
-    ///
-    /// # Errors
-    /// A message naming the VIP: a key file that cannot be used, or an address that cannot be
-    /// listened on. VIPs before the failing one are already updated.
-    pub fn sync(
-        &mut self,
-        config: &Config,
-        up: impl Fn(usize, usize) -> bool,
-        scale: impl Fn(usize, usize) -> f64,
-    ) -> Result<(), String> {
+    /// Reads the key files and binds the new listeners `config` needs, changing nothing.
+    pub fn prepare(&self, config: &Config) -> Result<Prepared, L7Error> {
+        let mut prepared = Prepared { signers: HashMap::new(), listeners: HashMap::new() };
+        for v in &config.vips {
+            let Some(l7) = &v.l7 else { continue };
+            let vip = *v.address.get_ref();
+            if let (StickyMode::Insert, Some(path)) = (l7.sticky, &l7.key_file) {
+                let signer = Signer::from_key_file(path, l7.max_life_s, l7.max_idle_s)
+                    .map_err(|source| L7Error::Key { vip, source })?;
+                prepared.signers.insert(vip, signer);
+            }
+            if !self.vips.contains_key(&vip) {
+                prepared.listeners.insert(vip, bind(vip)?);
+            }
+        }
+        Ok(prepared)
+    }
+
+    /// Makes `prepared` the state that `sync` builds from.
+    pub fn commit(&mut self, prepared: Prepared) {
+        self.signers = prepared.signers;
+        self.pending = prepared.listeners;
+    }
+
+    /// Makes the L7 VIPs match `config` (after `prepare` and `commit` of the same config), with
+    /// `up(vip, backend)` from the health checks and `scale(vip, backend)` from slow starts.
+    pub fn sync(&mut self, config: &Config, up: impl Fn(usize, usize) -> bool, scale: impl Fn(usize, usize) -> f64) {
         let mut wanted = Vec::new();
         for (i, v) in config.vips.iter().enumerate() {
             let Some(l7) = &v.l7 else { continue };
             let address = *v.address.get_ref();
-            let signer = match (l7.sticky, &l7.key_file) {
-                (StickyMode::Insert, Some(path)) => Some(signer(path, l7).map_err(|e| format!("VIP {address}: {e}"))?),
-                _ => None,
-            };
+            let signer = self.signers.get(&address).cloned();
             let members = v
                 .backends
                 .iter()
@@ -86,10 +134,18 @@ impl Runtime {
             if let Some((state, _)) = self.vips.get(&address) {
                 state.store(Arc::new(vip));
             } else {
+                let Some(socket) = self.pending.remove(&address) else {
+                    error!(vip = %address, "L7 VIP has no listener: its configuration was not prepared");
+                    continue;
+                };
                 let state = Arc::new(ArcSwap::from_pointee(vip));
-                let task = listen(address, l7, state.clone())?;
-                info!(vip = %address, sticky = ?l7.sticky, "L7 VIP listening");
-                self.vips.insert(address, (state, task));
+                match listen(socket, l7, state.clone()) {
+                    Ok(task) => {
+                        info!(vip = %address, sticky = ?l7.sticky, "L7 VIP listening");
+                        self.vips.insert(address, (state, task));
+                    }
+                    Err(e) => error!(vip = %address, error = %e, "L7 VIP cannot listen"),
+                }
             }
             wanted.push(address);
         }
@@ -103,7 +159,6 @@ impl Runtime {
         });
         self.lives.retain(|(vip, _), _| wanted.contains(vip));
         self.clients.retain(|vip, _| wanted.contains(vip));
-        Ok(())
     }
 
     /// The counters of backend `backend` of L7 VIP `vip`.
@@ -127,24 +182,15 @@ impl Runtime {
     }
 }
 
-/// Reads the insert-mode key: the file must not be readable by others (mode 0600).
-fn signer(path: &std::path::Path, l7: &L7) -> Result<Signer, String> {
-    let meta = std::fs::metadata(path).map_err(|e| format!("key_file {}: {e}", path.display()))?;
-    let mode = meta.permissions().mode() & 0o777;
-    if mode & 0o077 != 0 {
-        return Err(format!("key_file {} is mode {mode:o}; make it 0600 (it signs session cookies)", path.display()));
-    }
-    let key = std::fs::read(path).map_err(|e| format!("key_file {}: {e}", path.display()))?;
-    let key: Vec<u8> = key.trim_ascii().to_vec();
-    Signer::new(key, l7.max_life_s, l7.max_idle_s).map_err(|e| format!("key_file {}: {e}", path.display()))
+/// Binds an L7 VIP's listening socket (also what `balancer check` tries).
+pub fn bind(vip: SocketAddr) -> Result<std::net::TcpListener, L7Error> {
+    let socket = std::net::TcpListener::bind(vip).map_err(|source| L7Error::Listen { vip, source })?;
+    socket.set_nonblocking(true).map_err(|source| L7Error::Listen { vip, source })?;
+    Ok(socket)
 }
 
-fn listen(address: SocketAddr, l7: &L7, state: Arc<ArcSwap<Vip>>) -> Result<JoinHandle<()>, String> {
-    let std_listener = std::net::TcpListener::bind(address).map_err(|e| {
-        format!("cannot listen on VIP {address}: {e} (an L7 VIP must be an address of this host: `ip addr add {}/32 dev lo`)", address.ip())
-    })?;
-    std_listener.set_nonblocking(true).map_err(|e| e.to_string())?;
-    let listener = TcpListener::from_std(std_listener).map_err(|e| e.to_string())?;
+fn listen(socket: std::net::TcpListener, l7: &L7, state: Arc<ArcSwap<Vip>>) -> std::io::Result<JoinHandle<()>> {
+    let listener = TcpListener::from_std(socket)?;
     let slots = Arc::new(Semaphore::new(l7.max_connections));
     let header_timeout = Duration::from_millis(l7.header_timeout_ms);
     let max_head = l7.max_header_bytes;
