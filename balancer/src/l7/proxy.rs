@@ -211,7 +211,10 @@ pub async fn handle(
         && matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::DELETE);
     let path = parts.uri.path_and_query().cloned().unwrap_or_else(|| hyper::http::uri::PathAndQuery::from_static("/"));
 
-    let mut body = Some(body.boxed());
+    // Whether the client's body failed (malformed chunking, cut short) or is still arriving:
+    // then a broken or late exchange with the backend is the client's doing, not the backend's.
+    let client_body = Arc::new(BodyState::default());
+    let mut body = Some(watched(body.boxed(), client_body.clone()));
     let mut exclude = Vec::new();
     for attempt in 0..l7.max_attempts.max(1) {
         let choice = match v.pool.choose(route.as_deref(), hash, &exclude, ms) {
@@ -263,9 +266,17 @@ pub async fn handle(
             warn!(backend = %member.addr, attempt, "{why}; left out for {} s", l7.retry_s);
         };
         let resp = match result {
+            Err(_) if client_body.unfinished() => {
+                debug!(%client, "the client's request body did not arrive in time");
+                return Ok(text(StatusCode::REQUEST_TIMEOUT, "the request body did not arrive in time"));
+            }
             Err(_) => {
                 live.errors.fetch_add(1, Relaxed);
                 return Ok(text(StatusCode::GATEWAY_TIMEOUT, "the backend did not answer in time"));
+            }
+            Ok(Err(e)) if client_body.failed() => {
+                debug!(%client, error = %e, "the client's request body was malformed or cut short");
+                return Ok(text(StatusCode::BAD_REQUEST, "the request body is malformed or incomplete"));
             }
             Ok(Err(e)) => {
                 let connect = e.is_connect();
@@ -308,6 +319,70 @@ pub async fn handle(
         return Ok(Response::from_parts(rparts, counted(rbody.boxed(), live)));
     }
     Ok(text(StatusCode::BAD_GATEWAY, "no backend could be reached"))
+}
+
+/// How far a client's request body got: streaming, complete, or failed.
+#[derive(Default)]
+struct BodyState(std::sync::atomic::AtomicU8);
+
+impl BodyState {
+    const STREAMING: u8 = 0;
+    const DONE: u8 = 1;
+    const FAILED: u8 = 2;
+
+    fn failed(&self) -> bool {
+        self.0.load(Relaxed) == Self::FAILED
+    }
+
+    fn unfinished(&self) -> bool {
+        self.0.load(Relaxed) == Self::STREAMING
+    }
+}
+
+/// `body`, recording in `state` whether it ended or failed.
+fn watched(body: Body, state: Arc<BodyState>) -> Body {
+    use hyper::body::Body as _;
+    if body.is_end_stream() {
+        state.0.store(BodyState::DONE, Relaxed);
+    }
+    Watched { inner: body, state }.boxed()
+}
+
+struct Watched {
+    inner: Body,
+    state: Arc<BodyState>,
+}
+
+impl hyper::body::Body for Watched {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, hyper::Error>>> {
+        use std::task::Poll;
+        let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
+        let now = match &polled {
+            Poll::Ready(None) => Some(BodyState::DONE),
+            Poll::Ready(Some(Err(_))) => Some(BodyState::FAILED),
+            // A body of known length ends with its last byte; the reader may not poll again.
+            Poll::Ready(Some(Ok(_))) if self.inner.is_end_stream() => Some(BodyState::DONE),
+            _ => None,
+        };
+        if let Some(state) = now {
+            self.state.0.store(state, Relaxed);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// `body`, adding the size of every data frame that streams through to `live.bytes` (for
