@@ -84,6 +84,11 @@ impl Daemon {
     /// # Errors
     /// When loading, resolving a backend, writing the maps or attaching fails.
     pub async fn start(config: Config, config_path: &Path, opts: RunOptions) -> Result<Self> {
+        match crate::fdlimit::raise() {
+            Ok((before, after)) if before < after => info!(before, after, "raised the file descriptor limit"),
+            Ok(_) => {}
+            Err(e) => warn!(error = %e, "cannot read or raise the file descriptor limit"),
+        }
         let mut dp = Dataplane::load(opts.bpf_object.as_deref(), Some(&config.pin_dir), opts.log_level)
             .context("loading the data path (try `--bpf-object` to load a freshly built object)")?;
         spawn_ebpf_logger(&mut dp);
@@ -328,6 +333,11 @@ impl Daemon {
         backend: std::net::SocketAddr,
     ) -> Option<&Arc<crate::l7::select::Live>> {
         self.l7.live(vip, backend)
+    }
+
+    /// The L7 proxy's connection counters for `vip`.
+    pub fn l7_vip_live(&self, vip: std::net::SocketAddr) -> Option<&Arc<crate::l7::server::VipLive>> {
+        self.l7.vip_live(vip)
     }
 
     /// Entries in the flow table at the last background count.

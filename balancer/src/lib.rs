@@ -9,6 +9,7 @@ pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod dataplane;
+pub mod fdlimit;
 pub mod health;
 pub mod l7;
 pub mod maglev;

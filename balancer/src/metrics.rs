@@ -42,6 +42,22 @@ pub fn render(status: &Status) -> String {
     let be_share = Family::<BackendLabels, Gauge<f64, AtomicU64>>::default();
     let passed = Family::<ReasonLabels, Counter>::default();
     let flow_entries = Gauge::<i64>::default();
+    let l7_open = Family::<VipLabels, Gauge>::default();
+    let l7_refused = Family::<VipLabels, Counter>::default();
+    let l7_accept_errors = Family::<VipLabels, Counter>::default();
+    let l7_head_timeouts = Family::<VipLabels, Counter>::default();
+    registry.register("l7_connections", "Client connections open on the L7 VIP", l7_open.clone());
+    registry.register(
+        "l7_refused_connections",
+        "Client connections refused at the VIP's max_connections",
+        l7_refused.clone(),
+    );
+    registry.register("l7_accept_errors", "Failed accepts (out of file descriptors, mostly)", l7_accept_errors.clone());
+    registry.register(
+        "l7_head_timeouts",
+        "Client connections closed without a complete request head in header_timeout_ms",
+        l7_head_timeouts.clone(),
+    );
     registry.register("vip_packets", "Packets forwarded for the VIP", vip_packets.clone());
     registry.register("vip_bytes", "Bytes forwarded for the VIP, as received", vip_bytes.clone());
     registry.register("vip_new_flows", "Flows the VIP's Maglev table assigned", vip_flows.clone());
@@ -69,6 +85,12 @@ pub fn render(status: &Status) -> String {
         vip_packets.get_or_create(&vl).inc_by(v.packets);
         vip_bytes.get_or_create(&vl).inc_by(v.bytes);
         vip_flows.get_or_create(&vl).inc_by(v.new_flows);
+        if let Some(c) = &v.connections {
+            l7_open.get_or_create(&vl).set(i64::try_from(c.open).unwrap_or(i64::MAX));
+            l7_refused.get_or_create(&vl).inc_by(c.refused);
+            l7_accept_errors.get_or_create(&vl).inc_by(c.accept_errors);
+            l7_head_timeouts.get_or_create(&vl).inc_by(c.head_timeouts);
+        }
         for b in &v.backends {
             let bl =
                 BackendLabels { vip: vl.vip.clone(), protocol: vl.protocol.clone(), backend: b.address.to_string() };
@@ -109,6 +131,7 @@ mod tests {
                 packets: 7,
                 bytes: 700,
                 new_flows: 2,
+                connections: None,
                 backends: vec![BackendStatus {
                     address: "10.0.0.2".parse().unwrap(),
                     id: 0,

@@ -45,13 +45,19 @@ pub fn check(config: &Config, daemon_running: bool) -> Vec<Problem> {
         }
         _ => {}
     }
+    if let Err(e) = server::connection_budget(config) {
+        problems.push(e.into());
+    }
     // Each VIP on its own, so one bad VIP does not hide the next.
     for vip in config.vips.iter().filter(|v| v.l7.is_some()) {
         let one = Config { vips: vec![vip.clone()], ..config.clone() };
         match server::Runtime::default().prepare(&one) {
-            Err(L7Error::Listen { source, .. }) if taken_by_us(&source) => {}
-            Err(e) => problems.push(e.into()),
-            Ok(_) => {}
+            // The descriptor budget is counted over all VIPs above.
+            Err(L7Error::Listen { source, .. }) if !taken_by_us(&source) => {
+                problems.push(L7Error::Listen { source, vip: *vip.address.get_ref() }.into());
+            }
+            Err(e @ L7Error::Key { .. }) => problems.push(e.into()),
+            _ => {}
         }
     }
     problems

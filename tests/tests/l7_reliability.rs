@@ -55,3 +55,66 @@ fn a_malformed_request_body_is_the_clients_fault_and_no_backend_is_left_out() {
     assert!(ok.starts_with("HTTP/1.1 200") && ok.contains("post=3"), "{ok:?}");
     s.apps.clear();
 }
+
+/// Whether the server closed `c` (EOF or reset) within its read timeout.
+fn closed_by_server(c: &mut TcpStream) -> bool {
+    let mut buf = [0u8; 512];
+    loop {
+        match c.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(e) => return e.kind() == std::io::ErrorKind::ConnectionReset,
+        }
+    }
+}
+
+/// Defect 3: sockets that never sent a byte were never closed (the head timeout started with
+/// the first byte), clients beyond `max_connections` waited in the backlog with nothing logged,
+/// and the daemon kept systemd's soft descriptor limit of 1024.
+#[test]
+fn idle_sockets_are_closed_from_accept_and_clients_beyond_the_limit_are_refused_and_counted() {
+    require_root!();
+    // The daemon inherits a soft descriptor limit of 1024 below the hard one, as under systemd.
+    let (_, hard) = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).unwrap();
+    if hard > 1024 {
+        nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, 1024, hard).unwrap();
+    }
+    let mut s = setup("sticky = \"insert\"\nheader_timeout_ms = 1000\nmax_connections = 40");
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", s.daemon.proc.pid())).unwrap();
+    let files = limits.lines().find(|l| l.starts_with("Max open files")).unwrap().to_owned();
+    let fields: Vec<&str> = files.split_whitespace().collect();
+    assert_eq!(fields[3], fields[4], "the soft limit is raised to the hard one: {files}");
+
+    let client = &s.lan.hosts[0].ns;
+    let (refused, idle_closed, slowest, served) = client.in_thread(|| {
+        let opened = std::time::Instant::now();
+        let mut idle: Vec<TcpStream> = (0..40).map(|_| TcpStream::connect((VIP, 80)).expect("connect")).collect();
+        std::thread::sleep(Duration::from_millis(300));
+        // One more than the limit: answered at once instead of left in the backlog.
+        let refused = exchange(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+        let mut closed = 0;
+        let deadline = opened + Duration::from_secs(4);
+        for c in &mut idle {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            c.set_read_timeout(Some(left.max(Duration::from_millis(1)))).unwrap();
+            closed += usize::from(closed_by_server(c));
+        }
+        let slowest = opened.elapsed();
+        let served = exchange(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        (refused, closed, slowest, served)
+    });
+    assert!(refused.starts_with("HTTP/1.1 503"), "beyond max_connections: {refused:?}");
+    assert_eq!(idle_closed, 40, "every silent socket is closed by the server");
+    assert!(slowest < Duration::from_secs(3), "closed within the header timeout from accept: {slowest:?}");
+    assert!(served.starts_with("HTTP/1.1 200"), "then others are served: {served:?}");
+
+    let metrics = s.lan.hosts[1].ns.run(&["curl", "-s", "--max-time", "5", "http://127.0.0.1:9090/metrics"]);
+    let value = |name: &str| -> u64 {
+        let line = metrics.lines().find(|l| l.starts_with(name)).unwrap_or_else(|| panic!("{name} in:\n{metrics}"));
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    assert!(value("balancer_l7_refused_connections_total") >= 1, "{metrics}");
+    assert!(value("balancer_l7_head_timeouts_total") >= 40, "{metrics}");
+    assert!(s.daemon.proc.log().contains("at the connection limit"), "logged:\n{}", s.daemon.proc.log());
+    s.apps.clear();
+}

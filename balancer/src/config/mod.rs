@@ -271,16 +271,19 @@ pub struct L7 {
     /// Time to the backend's response headers. Default 60000.
     #[serde(default = "default_response_timeout")]
     pub response_timeout_ms: u64,
-    /// Time a client has to send its request headers (slowloris); it also bounds how long a
-    /// kept-alive connection may sit idle between requests. Default 10000.
+    /// Time a client has, from its connection's accept, to send a complete request head
+    /// (slowloris, and sockets that never send a byte); it also bounds how long a kept-alive
+    /// connection may sit idle between requests. Default 10000.
     #[serde(default = "default_header_timeout")]
     pub header_timeout_ms: u64,
     /// Largest request head accepted; larger gets 431. Default 16384.
     #[serde(default = "default_max_header")]
     pub max_header_bytes: usize,
-    /// Client connections served at once. Default 10000.
-    #[serde(default = "default_max_connections")]
-    pub max_connections: usize,
+    /// Client connections served at once; beyond it new clients get a 503 and are closed
+    /// (counted as refused). Each needs two file descriptors, and all VIPs' settings must fit
+    /// the daemon's descriptor limit (its hard `RLIMIT_NOFILE`, `LimitNOFILE=` under systemd).
+    /// Default: 10000, or this VIP's share of what the limit leaves.
+    pub max_connections: Option<usize>,
     /// Add a `Via` header. Default false.
     #[serde(default)]
     pub via: bool,
@@ -320,9 +323,8 @@ fn default_header_timeout() -> u64 {
 fn default_max_header() -> usize {
     16384
 }
-fn default_max_connections() -> usize {
-    10000
-}
+/// `max_connections` where it is not set (and the descriptor limit allows it).
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 
 impl Backend {
     /// Where the backend is reached: its address and its `port`, or the VIP's port. This pair

@@ -110,7 +110,10 @@ fn l7_check(i: usize, vip: &super::Vip, l7: &super::L7) -> Result<(), (usize, St
     if l7.max_header_bytes < 8192 {
         return Err((at, format!("vip[{i}].l7.max_header_bytes: at least 8192")));
     }
-    if l7.max_connections == 0 || l7.header_timeout_ms == 0 || l7.connect_timeout_ms == 0 || l7.response_timeout_ms == 0
+    if l7.max_connections == Some(0)
+        || l7.header_timeout_ms == 0
+        || l7.connect_timeout_ms == 0
+        || l7.response_timeout_ms == 0
     {
         return Err((at, format!("vip[{i}].l7: limits and timeouts must be above 0")));
     }

@@ -9,7 +9,7 @@ use toml::Spanned;
 
 use std::sync::atomic::Ordering::Relaxed;
 
-use super::protocol::{BackendStatus, FlowAnswer, L7BackendStatus, Request, Response, Status, VipStatus};
+use super::protocol::{BackendStatus, FlowAnswer, L7BackendStatus, L7VipStatus, Request, Response, Status, VipStatus};
 use crate::{
     config::{self, Config, Protocol},
     daemon::Daemon,
@@ -113,6 +113,12 @@ impl Daemon {
                 packets: traffic.packets,
                 bytes: traffic.bytes,
                 new_flows: traffic.new_flows,
+                connections: self.l7_vip_live(*v.address.get_ref()).map(|l| L7VipStatus {
+                    open: l.open.load(Relaxed),
+                    refused: l.refused.load(Relaxed),
+                    accept_errors: l.accept_errors.load(Relaxed),
+                    head_timeouts: l.head_timeouts.load(Relaxed),
+                }),
                 backends,
             });
         }

@@ -194,8 +194,24 @@ pub struct VipStatus {
     pub bytes: u64,
     /// New flows.
     pub new_flows: u64,
+    /// L7 VIPs only: its client connections.
+    #[serde(default)]
+    pub connections: Option<L7VipStatus>,
     /// Its backends.
     pub backends: Vec<BackendStatus>,
+}
+
+/// An L7 VIP's client connections.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct L7VipStatus {
+    /// Open now.
+    pub open: u64,
+    /// Refused at `max_connections`.
+    pub refused: u64,
+    /// Failed accepts (out of file descriptors, mostly).
+    pub accept_errors: u64,
+    /// Closed without a complete request head within `header_timeout_ms`.
+    pub head_timeouts: u64,
 }
 
 /// Answer to `status`.

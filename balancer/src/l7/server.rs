@@ -2,7 +2,15 @@
 //! health: each change builds a new `proxy::Vip` and swaps it in, so requests never wait on a
 //! lock and never see a half-updated backend list.
 
-use std::{collections::HashMap, net::SocketAddr, sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering::Relaxed},
+    },
+    time::{Duration, Instant},
+};
 
 use arc_swap::ArcSwap;
 use hyper::service::service_fn;
@@ -11,14 +19,17 @@ use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
 };
 use tokio::{net::TcpListener, sync::Semaphore, task::JoinHandle};
-use tracing::{debug, error, info};
+use tracing::{debug, error, info, warn};
 
 use super::{
     cookie::{KeyError, Signer},
     proxy::{self, Body, Target, Vip},
     select::{Live, Member, Pool},
 };
-use crate::config::{Config, L7, StickyMode};
+use crate::{
+    config::{Config, DEFAULT_MAX_CONNECTIONS, StickyMode},
+    fdlimit,
+};
 
 /// Every L7 VIP's listener and state.
 #[derive(Default)]
@@ -31,6 +42,10 @@ pub struct Runtime {
     signers: HashMap<SocketAddr, Signer>,
     /// Sockets bound by `prepare` for VIPs that do not listen yet.
     pending: HashMap<SocketAddr, std::net::TcpListener>,
+    /// Connections each VIP may hold, as `prepare` sized them.
+    max_connections: HashMap<SocketAddr, usize>,
+    /// Each VIP's connection counters.
+    vip_lives: HashMap<SocketAddr, Arc<VipLive>>,
 }
 
 /// Why a configuration's L7 VIPs cannot be served.
@@ -55,6 +70,18 @@ pub enum L7Error {
         /// The bind error.
         source: std::io::Error,
     },
+    /// The VIPs' `max_connections` need more descriptors than the daemon may open.
+    #[error(
+        "max_connections: the L7 VIPs ask for {asked} connections, {} file descriptors with the daemon's \
+         own {}, but the limit is {limit} (raise LimitNOFILE= or `ulimit -Hn`, or lower max_connections)",
+        asked * fdlimit::PER_CONNECTION + fdlimit::RESERVED, fdlimit::RESERVED
+    )]
+    Descriptors {
+        /// Connections asked for in all.
+        asked: u64,
+        /// The hard descriptor limit.
+        limit: u64,
+    },
 }
 
 /// What a configuration's L7 VIPs need from the host, gathered by `Runtime::prepare` before
@@ -62,6 +89,7 @@ pub enum L7Error {
 pub struct Prepared {
     signers: HashMap<SocketAddr, Signer>,
     listeners: HashMap<SocketAddr, std::net::TcpListener>,
+    max_connections: HashMap<SocketAddr, usize>,
 }
 
 impl Drop for Runtime {
@@ -75,7 +103,9 @@ impl Drop for Runtime {
 impl Runtime {
     /// Reads the key files and binds the new listeners `config` needs, changing nothing.
     pub fn prepare(&self, config: &Config) -> Result<Prepared, L7Error> {
-        let mut prepared = Prepared { signers: HashMap::new(), listeners: HashMap::new() };
+        let mut prepared =
+            Prepared { signers: HashMap::new(), listeners: HashMap::new(), max_connections: HashMap::new() };
+        prepared.max_connections = connection_budget(config)?;
         for v in &config.vips {
             let Some(l7) = &v.l7 else { continue };
             let vip = *v.address.get_ref();
@@ -95,6 +125,7 @@ impl Runtime {
     pub fn commit(&mut self, prepared: Prepared) {
         self.signers = prepared.signers;
         self.pending = prepared.listeners;
+        self.max_connections = prepared.max_connections;
     }
 
     /// Makes the L7 VIPs match `config` (after `prepare` and `commit` of the same config), with
@@ -139,7 +170,13 @@ impl Runtime {
                     continue;
                 };
                 let state = Arc::new(ArcSwap::from_pointee(vip));
-                match listen(socket, l7, state.clone()) {
+                let limits = Limits {
+                    max_connections: self.max_connections.get(&address).copied().unwrap_or(DEFAULT_MAX_CONNECTIONS),
+                    header_timeout: Duration::from_millis(l7.header_timeout_ms),
+                    max_head: l7.max_header_bytes,
+                };
+                let live = self.vip_lives.entry(address).or_default().clone();
+                match listen(socket, limits, state.clone(), live) {
                     Ok(task) => {
                         info!(vip = %address, sticky = ?l7.sticky, "L7 VIP listening");
                         self.vips.insert(address, (state, task));
@@ -158,7 +195,13 @@ impl Runtime {
             keep
         });
         self.lives.retain(|(vip, _), _| wanted.contains(vip));
+        self.vip_lives.retain(|vip, _| wanted.contains(vip));
         self.clients.retain(|vip, _| wanted.contains(vip));
+    }
+
+    /// The connection counters of L7 VIP `vip`.
+    pub fn vip_live(&self, vip: SocketAddr) -> Option<&Arc<VipLive>> {
+        self.vip_lives.get(&vip)
     }
 
     /// The counters of backend `backend` of L7 VIP `vip`.
@@ -182,6 +225,17 @@ impl Runtime {
     }
 }
 
+/// The connections each L7 VIP of `config` may hold within the daemon's descriptor limit.
+pub fn connection_budget(config: &Config) -> Result<HashMap<SocketAddr, usize>, L7Error> {
+    let l7s = || config.vips.iter().filter_map(|v| Some((*v.address.get_ref(), v.l7.as_ref()?)));
+    let explicit: Vec<usize> = l7s().filter_map(|(_, l7)| l7.max_connections).collect();
+    let defaulted = l7s().filter(|(_, l7)| l7.max_connections.is_none()).count();
+    let limit = fdlimit::available();
+    let each = fdlimit::budget(limit, &explicit, defaulted, DEFAULT_MAX_CONNECTIONS)
+        .ok_or(L7Error::Descriptors { asked: explicit.iter().map(|&n| n as u64).sum(), limit })?;
+    Ok(l7s().map(|(vip, l7)| (vip, l7.max_connections.unwrap_or(each))).collect())
+}
+
 /// Binds an L7 VIP's listening socket (also what `balancer check` tries).
 pub fn bind(vip: SocketAddr) -> Result<std::net::TcpListener, L7Error> {
     let socket = std::net::TcpListener::bind(vip).map_err(|source| L7Error::Listen { vip, source })?;
@@ -189,39 +243,128 @@ pub fn bind(vip: SocketAddr) -> Result<std::net::TcpListener, L7Error> {
     Ok(socket)
 }
 
-fn listen(socket: std::net::TcpListener, l7: &L7, state: Arc<ArcSwap<Vip>>) -> std::io::Result<JoinHandle<()>> {
+/// A VIP's connection counters (status and metrics).
+#[derive(Debug, Default)]
+pub struct VipLive {
+    /// Client connections open now.
+    pub open: AtomicU64,
+    /// Connections refused at `max_connections`.
+    pub refused: AtomicU64,
+    /// Accepts that failed (out of file descriptors, mostly).
+    pub accept_errors: AtomicU64,
+    /// Connections closed because no complete request head arrived in `header_timeout_ms`.
+    pub head_timeouts: AtomicU64,
+}
+
+/// What a client at the connection limit gets before the proxy closes: a clear answer
+/// rather than a connection that hangs in the backlog.
+const FULL: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Type: text/plain\r\n\
+Content-Length: 46\r\nRetry-After: 1\r\n\r\nthe balancer is at its connection limit; retry\n";
+
+/// A warning at most every 10 s, carrying the number of events since the last one.
+struct Throttled {
+    last: Option<Instant>,
+    since: u64,
+}
+
+impl Throttled {
+    const EVERY: Duration = Duration::from_secs(10);
+
+    fn new() -> Self {
+        Self { last: None, since: 0 }
+    }
+
+    /// Counts one event; `Some(count)` when it is time to log.
+    fn hit(&mut self) -> Option<u64> {
+        self.since += 1;
+        let now = Instant::now();
+        if self.last.is_some_and(|t| now.duration_since(t) < Self::EVERY) {
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.since))
+    }
+}
+
+/// Settings a listener reads once, when it starts.
+#[derive(Clone, Copy)]
+struct Limits {
+    max_connections: usize,
+    header_timeout: Duration,
+    max_head: usize,
+}
+
+fn listen(
+    socket: std::net::TcpListener,
+    limits: Limits,
+    state: Arc<ArcSwap<Vip>>,
+    live: Arc<VipLive>,
+) -> std::io::Result<JoinHandle<()>> {
     let listener = TcpListener::from_std(socket)?;
-    let slots = Arc::new(Semaphore::new(l7.max_connections));
-    let header_timeout = Duration::from_millis(l7.header_timeout_ms);
-    let max_head = l7.max_header_bytes;
+    let vip = listener.local_addr()?;
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
     Ok(tokio::spawn(async move {
+        let (mut full, mut failing) = (Throttled::new(), Throttled::new());
         loop {
-            // At `max_connections`, new clients wait in the kernel's backlog.
-            let Ok(permit) = slots.clone().acquire_owned().await else { return };
-            let Ok((stream, peer)) = listener.accept().await else { continue };
+            let (stream, peer) = match listener.accept().await {
+                Ok(c) => c,
+                Err(e) => {
+                    live.accept_errors.fetch_add(1, Relaxed);
+                    if let Some(n) = failing.hit() {
+                        warn!(%vip, error = %e, failures = n, "cannot accept connections (file descriptors?)");
+                    }
+                    // The connection stays in the backlog; retrying at once would spin.
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            };
+            let Ok(permit) = slots.clone().try_acquire_owned() else {
+                live.refused.fetch_add(1, Relaxed);
+                let _ = stream.try_write(FULL);
+                if let Some(n) = full.hit() {
+                    warn!(%vip, max_connections = limits.max_connections, refused = n, "at the connection limit: refusing new clients");
+                }
+                continue;
+            };
             // Responses are written whole; Nagle would only hold a response's last segment
             // back until the client's delayed ACK.
             let _ = stream.set_nodelay(true);
-            let state = state.clone();
+            let (state, live) = (state.clone(), live.clone());
+            let (header_timeout, max_head) = (limits.header_timeout, limits.max_head);
             tokio::spawn(async move {
                 let _permit = permit;
-                let service = service_fn(move |req| proxy::handle(req, state.clone(), peer));
-                // HTTP/1.1, or HTTP/2 with prior knowledge (h2c) on the same port.
-                let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-                builder
-                    .http1()
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(header_timeout)
-                    .max_buf_size(max_head)
-                    .keep_alive(true);
-                builder
-                    .http2()
-                    .timer(TokioTimer::new())
-                    .max_header_list_size(u32::try_from(max_head).unwrap_or(u32::MAX));
-                if let Err(e) = builder.serve_connection(TokioIo::new(stream), service).await {
-                    debug!(%peer, error = %e, "client connection ended");
-                }
+                live.open.fetch_add(1, Relaxed);
+                serve(stream, peer, state, header_timeout, max_head, &live).await;
+                live.open.fetch_sub(1, Relaxed);
             });
         }
     }))
+}
+
+/// Serves one client connection. The head timeout runs from the accept: a socket that never
+/// sends a byte is closed too, not only one that stalls mid-head.
+async fn serve(
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    state: Arc<ArcSwap<Vip>>,
+    header_timeout: Duration,
+    max_head: usize,
+    live: &VipLive,
+) {
+    let accepted = Instant::now();
+    // `peek` waits for a byte (or the end); readiness alone can be reported before any data.
+    if !matches!(tokio::time::timeout(header_timeout, stream.peek(&mut [0u8; 1])).await, Ok(Ok(1..))) {
+        live.head_timeouts.fetch_add(1, Relaxed);
+        debug!(%peer, "closed: no request within the header timeout");
+        return;
+    }
+    let left = header_timeout.saturating_sub(accepted.elapsed()).max(Duration::from_millis(1));
+    let service = service_fn(move |req| proxy::handle(req, state.clone(), peer));
+    // HTTP/1.1, or HTTP/2 with prior knowledge (h2c) on the same port.
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(left).max_buf_size(max_head).keep_alive(true);
+    builder.http2().timer(TokioTimer::new()).max_header_list_size(u32::try_from(max_head).unwrap_or(u32::MAX));
+    if let Err(e) = builder.serve_connection(TokioIo::new(stream), service).await {
+        debug!(%peer, error = %e, "client connection ended");
+    }
 }
