@@ -35,7 +35,7 @@ down() {
     kill "$(cat "$f")" 2>/dev/null || true
   done
   sleep 0.5
-  [ -x "$bal" ] && "$bal" teardown --pin-dir "$pins" >/dev/null 2>&1 || true
+  [ -x "$bal" ] && "$bal" teardown --stop --pin-dir "$pins" >/dev/null 2>&1 || true
   "$here/netns-lan.sh" destroy "$name"
   rm -rf "$pins" "$state" "$l7key"
 }

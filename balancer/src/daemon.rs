@@ -62,6 +62,10 @@ pub struct Daemon {
     config: Config,
     config_path: PathBuf,
     detach_on_exit: bool,
+    /// What of the pinned data path has gone missing under the daemon (a `teardown`, a bpffs
+    /// unmount), checked every few seconds; `None` while it is whole.
+    missing: Option<String>,
+    _lock: crate::lock::PinLock,
 }
 
 /// How `balancer run` was asked to behave, beyond the configuration file.
@@ -84,6 +88,8 @@ impl Daemon {
     /// # Errors
     /// When loading, resolving a backend, writing the maps or attaching fails.
     pub async fn start(config: Config, config_path: &Path, opts: RunOptions) -> Result<Self> {
+        // Before anything is touched: a second daemon on the same pins must change nothing.
+        let lock = crate::lock::PinLock::acquire(&config.pin_dir)?;
         match crate::fdlimit::raise() {
             Ok((before, after)) if before < after => info!(before, after, "raised the file descriptor limit"),
             Ok(_) => {}
@@ -126,6 +132,8 @@ impl Daemon {
             config,
             config_path: config_path.to_owned(),
             detach_on_exit: opts.detach_on_exit,
+            missing: None,
+            _lock: lock,
         };
         let config = d.config.clone();
         d.program(config).await?;
@@ -228,6 +236,7 @@ impl Daemon {
         let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
         // Slow starts raise their backends' weights once a second.
         let mut ramp_tick = tokio::time::interval(Duration::from_secs(1));
+        let mut pins_tick = tokio::time::interval(Duration::from_secs(2));
         loop {
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => break,
@@ -239,6 +248,7 @@ impl Daemon {
                 }
                 Some(flip) = self.flips.recv() => self.on_flip(&flip),
                 _ = ramp_tick.tick(), if !self.ramps.is_empty() => self.ramp_step(),
+                _ = pins_tick.tick() => self.check_pins(),
                 Some((request, reply)) = self.calls.recv() => {
                     let _ = reply.send(self.handle(request).await);
                 }
@@ -281,6 +291,41 @@ impl Daemon {
                 error!("{e:#}");
             }
         }
+    }
+
+    /// Notices when the pinned program link or maps vanish under the running daemon: it then
+    /// no longer balances, and says so (once in the log, and in `status` until it is back).
+    fn check_pins(&mut self) {
+        let dir = &self.config.pin_dir;
+        let mut gone: Vec<String> = Vec::new();
+        if !dir.join(balancer_common::maps::FLOWS).exists() {
+            gone.push(format!("the maps in {}", dir.display()));
+        }
+        for iface in &self.ifaces {
+            if !link_pin(dir, &iface.name).exists() {
+                gone.push(format!("the XDP link on {}", iface.name));
+            }
+        }
+        let now = (!gone.is_empty()).then(|| {
+            format!(
+                "{} removed under the running daemon (`balancer teardown`?): L4 VIPs are not balanced; \
+                 restart the daemon to load and attach again",
+                gone.join(" and ")
+            )
+        });
+        if now != self.missing {
+            if let Some(m) = &now {
+                error!("{m}");
+            } else {
+                info!("the pinned data path is back");
+            }
+            self.missing = now;
+        }
+    }
+
+    /// What is wrong with the data path under the daemon, if anything.
+    pub fn problems(&self) -> Vec<String> {
+        self.missing.iter().cloned().collect()
     }
 
     /// Raises ramping backends' weights; a ramp that reached its full weight ends.

@@ -12,6 +12,7 @@ pub mod dataplane;
 pub mod fdlimit;
 pub mod health;
 pub mod l7;
+pub mod lock;
 pub mod maglev;
 pub mod metrics;
 pub mod netlink;

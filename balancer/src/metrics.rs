@@ -153,6 +153,7 @@ mod tests {
             }],
             flow_table_entries: Some(12),
             not_balanced: vec![("no_vip".into(), 3)],
+            problems: Vec::new(),
         };
         let text = render(&status);
         assert!(text.contains(r#"balancer_vip_packets_total{vip="10.0.0.1:80",protocol="tcp"} 7"#), "{text}");

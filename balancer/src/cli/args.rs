@@ -91,6 +91,10 @@ pub enum Command {
         /// The config's `pin_dir`.
         #[arg(long, default_value = DEFAULT_PIN_DIR)]
         pin_dir: PathBuf,
+        /// Stop the daemon running on this pin dir first (SIGTERM, then wait up to 10 s);
+        /// without it, teardown refuses while a daemon runs.
+        #[arg(long)]
+        stop: bool,
     },
     /// On a backend of an IPIP VIP: strip the balancer's outer header in XDP, so the local stack
     /// gets the client's packet (the VIP must be on this host's loopback).

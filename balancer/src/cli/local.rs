@@ -7,13 +7,24 @@ use anyhow::{Context as _, Result};
 use balancer::{
     config::XdpModeSetting,
     dataplane::{Dataplane, loader, stats::Snapshot, sync},
+    lock::PinLock,
 };
 use balancer_common::vip::Settings;
 
 use super::{args::HelperAction, output};
 
 /// `balancer teardown`.
-pub fn teardown(pin_dir: &Path) -> Result<()> {
+pub fn teardown(pin_dir: &Path, stop: bool) -> Result<()> {
+    if let Some(pid) = PinLock::holder(pin_dir) {
+        if !stop {
+            anyhow::bail!(
+                "a balancer daemon (PID {pid}) is running with pin_dir {}: stop it first, or run \
+                 `balancer teardown --stop` to stop it and tear down",
+                pin_dir.display()
+            );
+        }
+        stop_daemon(pin_dir, pid)?;
+    }
     if !pin_dir.exists() {
         println!("nothing pinned at {}", pin_dir.display());
         return Ok(());
@@ -24,6 +35,20 @@ pub fn teardown(pin_dir: &Path) -> Result<()> {
         .collect();
     std::fs::remove_dir_all(pin_dir).with_context(|| format!("removing {}", pin_dir.display()))?;
     println!("removed {} ({})", pin_dir.display(), entries.join(", "));
+    Ok(())
+}
+
+/// Sends SIGTERM to the daemon holding `pin_dir` and waits until it let go of the pin lock.
+fn stop_daemon(pin_dir: &Path, pid: u32) -> Result<()> {
+    let pid = i32::try_from(pid).ok().filter(|&p| p > 0).context("the pin lock names no valid PID")?;
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGTERM)
+        .with_context(|| format!("stopping the daemon (PID {pid})"))?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while PinLock::holder(pin_dir).is_some() {
+        anyhow::ensure!(std::time::Instant::now() < deadline, "the daemon (PID {pid}) did not stop within 10 s");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    println!("stopped the daemon (PID {pid})");
     Ok(())
 }
 

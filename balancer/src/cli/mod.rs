@@ -84,7 +84,7 @@ pub fn run(cli: Cli, log_level: u8) -> ExitCode {
                 })
             }),
         Command::Stats { pin_dir, interval } => local::stats(&pin_dir, interval, cli.json),
-        Command::Teardown { pin_dir } => local::teardown(&pin_dir),
+        Command::Teardown { pin_dir, stop } => local::teardown(&pin_dir, stop),
         Command::XdpPeer { action } => local::helper(loader::PASS_PROGRAM, "xdp-peer", action, None),
         Command::Decap { action: DecapAction::Attach { iface, pin_dir, ipip_source_v4, ipip_source_v6 } } => {
             local::helper(

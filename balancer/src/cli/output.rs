@@ -4,6 +4,9 @@ use balancer::{control::protocol::Status, dataplane::stats::Snapshot};
 
 /// `balancer status`.
 pub fn status(s: &Status) {
+    for p in &s.problems {
+        println!("PROBLEM: {p}");
+    }
     for v in &s.vips {
         let proto = format!("{:?}", v.protocol).to_lowercase();
         match &v.sticky {

@@ -128,6 +128,7 @@ impl Daemon {
             vips,
             flow_table_entries: self.flow_table_entries(),
             not_balanced,
+            problems: self.problems(),
         })
     }
 

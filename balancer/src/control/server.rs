@@ -23,6 +23,14 @@ const MAX_LINE: usize = 64 * 1024;
 /// # Errors
 /// When the socket cannot be created.
 pub fn listen(path: &Path, calls: mpsc::Sender<Call>) -> std::io::Result<()> {
+    // A socket someone answers on belongs to a running daemon (with another pin_dir, or the
+    // pin lock would have stopped us): taking it over would leave that daemon unreachable.
+    if std::os::unix::net::UnixStream::connect(path).is_ok() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::AddrInUse,
+            "another balancer daemon answers on it; give this one its own control_socket",
+        ));
+    }
     if path.exists() {
         std::fs::remove_file(path)?;
     }
