@@ -161,8 +161,8 @@ pub enum BackendAction {
         /// The VIP's protocol.
         #[arg(long, value_enum, default_value = "tcp")]
         proto: Protocol,
-        /// Share of new flows (lbfactor).
-        #[arg(long, default_value_t = 100)]
+        /// Share of new flows (lbfactor), 0 to 65535.
+        #[arg(long, default_value_t = 100, value_parser = weight)]
         weight: u32,
         /// active, drain or stopped.
         #[arg(long, value_enum, default_value = "active")]
@@ -193,8 +193,8 @@ pub enum BackendAction {
         /// The VIP's protocol.
         #[arg(long, value_enum, default_value = "tcp")]
         proto: Protocol,
-        /// New weight.
-        #[arg(long)]
+        /// New weight, 0 to 65535.
+        #[arg(long, value_parser = weight)]
         weight: Option<u32>,
         /// New state.
         #[arg(long, value_enum)]
@@ -257,4 +257,32 @@ pub enum DecapAction {
         #[arg(long, default_value = DEFAULT_PIN_DIR)]
         pin_dir: PathBuf,
     },
+}
+
+/// A weight within the configuration file's bounds.
+fn weight(text: &str) -> Result<u32, String> {
+    let w: u32 = text.parse().map_err(|_| format!("`{text}` is not a number"))?;
+    if w > config::MAX_WEIGHT {
+        return Err(format!("{w} is above the largest weight, {}", config::MAX_WEIGHT));
+    }
+    Ok(w)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::Cli;
+
+    /// Issue 10, defect 7: the CLI took weights the configuration file refuses.
+    #[test]
+    fn a_weight_above_the_files_bound_is_refused_on_the_command_line() {
+        let set =
+            |w: &str| Cli::try_parse_from(["balancer", "backend", "set", "10.0.0.1:80", "10.0.0.2", "--weight", w]);
+        let e = set("70000").err().expect("refused").to_string();
+        assert!(e.contains("70000 is above the largest weight, 65535"), "{e}");
+        assert!(set("65535").is_ok());
+        let add = Cli::try_parse_from(["balancer", "backend", "add", "10.0.0.1:80", "10.0.0.2", "--weight", "65536"]);
+        assert!(add.is_err());
+    }
 }

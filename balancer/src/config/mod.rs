@@ -156,7 +156,8 @@ pub struct Backend {
     /// Replication domain (`mod_jk` `domain`): backends that share sessions, tried first when a
     /// sticky backend fails, at L7.
     pub domain: Option<String>,
-    /// Share of new flows relative to the VIP's other backends (`mod_jk`'s lbfactor). 0 = none.
+    /// Share of new flows relative to the VIP's other backends (`mod_jk`'s lbfactor), 0 to
+    /// `MAX_WEIGHT`. 0 = none.
     #[serde(default = "default_weight")]
     pub weight: u32,
     /// `active` (default), `drain` (keeps its flows, takes no new ones) or `stopped`.
@@ -436,6 +437,9 @@ fn default_control_socket() -> PathBuf {
 fn default_seed() -> u64 {
     maglev::DEFAULT_SEED
 }
+/// The largest backend weight, in the file and on the command line alike.
+pub const MAX_WEIGHT: u32 = 65_535;
+
 fn default_weight() -> u32 {
     100
 }

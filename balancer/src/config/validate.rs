@@ -5,7 +5,7 @@ use std::collections::HashSet;
 
 use balancer_common::maps::{MAX_BACKENDS, MAX_VIPS};
 
-use super::Config;
+use super::{Config, MAX_WEIGHT};
 
 pub(super) fn check(config: &Config) -> Result<(), (usize, String)> {
     if config.interfaces.is_empty() {
@@ -22,6 +22,15 @@ pub(super) fn check(config: &Config) -> Result<(), (usize, String)> {
     let mut backends = 0usize;
     for (i, vip) in config.vips.iter().enumerate() {
         let addr = *vip.address.get_ref();
+        if addr.port() == 0 {
+            return Err((
+                vip.address.span().start,
+                format!("vip[{i}].address: {addr}: port 0 is not a port clients can reach"),
+            ));
+        }
+        if let Some(why) = unusable(addr.ip()) {
+            return Err((vip.address.span().start, format!("vip[{i}].address: {}: {why}", addr.ip())));
+        }
         if !seen.insert((addr, vip.protocol)) {
             return Err((
                 vip.address.span().start,
@@ -44,6 +53,21 @@ pub(super) fn check(config: &Config) -> Result<(), (usize, String)> {
         let mut mine = HashSet::new();
         for (j, b) in vip.backends.iter().enumerate() {
             let ip = *b.address.get_ref();
+            if let Some(why) = unusable(ip) {
+                return Err((b.address.span().start, format!("vip[{i}].backend[{j}].address: {ip}: {why}")));
+            }
+            if b.port == Some(0) {
+                return Err((
+                    b.address.span().start,
+                    format!("vip[{i}].backend[{j}].port: port 0 is not a port to connect to"),
+                ));
+            }
+            if b.weight > MAX_WEIGHT {
+                return Err((
+                    b.address.span().start,
+                    format!("vip[{i}].backend[{j}].weight: {} is above the largest weight, {MAX_WEIGHT}", b.weight),
+                ));
+            }
             if vip.l7.is_none() && b.port.is_some_and(|p| p != addr.port()) {
                 return Err((
                     b.address.span().start,
@@ -81,6 +105,16 @@ pub(super) fn check(config: &Config) -> Result<(), (usize, String)> {
         }
     }
     Ok(())
+}
+
+/// Why `ip` cannot be a VIP or a backend: the unspecified address, multicast, broadcast.
+fn unusable(ip: std::net::IpAddr) -> Option<&'static str> {
+    match ip {
+        _ if ip.is_unspecified() => Some("the unspecified address names no host"),
+        _ if ip.is_multicast() => Some("a multicast address is not one host"),
+        std::net::IpAddr::V4(v4) if v4.is_broadcast() => Some("the broadcast address is not one host"),
+        _ => None,
+    }
 }
 
 fn l7_check(i: usize, vip: &super::Vip, l7: &super::L7) -> Result<(), (usize, String)> {
@@ -248,6 +282,31 @@ mod tests {
         Config::parse(ok, Path::new("b.toml")).unwrap();
         let e = err(&ok.replace("8081", "8080"));
         assert!(e.contains("10.0.0.2:8080 is listed twice"), "{e}");
+    }
+
+    /// Issue 10, defect 7: each of these was accepted and failed later, or never.
+    #[test]
+    fn addresses_ports_ring_sizes_and_weights_out_of_range_are_named() {
+        let vip = |addr: &str, backend: &str| {
+            format!(
+                "interfaces = [\"eth0\"]\n[[vip]]\naddress = \"{addr}\"\n[[vip.backend]]\naddress = \"10.0.0.2\"\n{backend}"
+            )
+        };
+        let e = err(&vip("10.0.0.1:0", ""));
+        assert!(e.starts_with("b.toml:3:") && e.contains("vip[0].address") && e.contains("port 0"), "{e}");
+        let e = err(&vip("0.0.0.0:80", ""));
+        assert!(e.contains("vip[0].address") && e.contains("0.0.0.0"), "{e}");
+        let e = err(&vip("[::]:80", "").replace("10.0.0.2", "::2"));
+        assert!(e.contains("vip[0].address"), "{e}");
+        let e = err("interfaces = [\"eth0\"]\n[[vip]]\naddress = \"10.0.0.1:80\"\n[vip.l7]\nsticky = \"hash\"\n\
+                     [[vip.backend]]\naddress = \"10.0.0.2\"\nport = 0\n");
+        assert!(e.contains("vip[0].backend[0].port") && e.contains("port 0"), "{e}");
+        let e = err(&vip("10.0.0.1:80", "").replace("address = \"10.0.0.2\"", "address = \"0.0.0.0\""));
+        assert!(e.contains("vip[0].backend[0].address") && e.contains("0.0.0.0"), "{e}");
+        let e = err(&vip("10.0.0.1:80", "").replace("[[vip.backend]]", "ring_size = 2\n[[vip.backend]]"));
+        assert!(e.contains("ring size 2") && e.contains("at least"), "{e}");
+        let e = err(&vip("10.0.0.1:80", "weight = 70000\n"));
+        assert!(e.contains("vip[0].backend[0].weight") && e.contains("65535"), "{e}");
     }
 
     #[test]

@@ -14,6 +14,8 @@ use balancer_common::maps::MAX_RING_SIZE;
 /// Default table size: the Maglev paper's prime, large enough that 100s of backends get an even
 /// share and one departure moves little more than its own share.
 pub const DEFAULT_RING_SIZE: u32 = 65537;
+/// Smallest table: each slot is a share of about 1 %, the coarsest a weight can be set in.
+pub const MIN_RING_SIZE: u32 = 97;
 
 /// Default seed of the permutations. Nodes that must agree use the same one.
 pub const DEFAULT_SEED: u64 = 0x6d61_676c_6576;
@@ -24,6 +26,14 @@ pub enum RingSizeError {
     /// Maglev needs a prime so every permutation visits every slot.
     #[error("ring size {0} is not a prime (65537, 16381, 4093, 1021 and 251 are)")]
     NotPrime(u32),
+    /// Too few slots to spread flows by weight.
+    #[error("ring size {size} is too small to spread flows by weight: at least {min} (65537 is the default)")]
+    TooSmall {
+        /// The size asked for.
+        size: u32,
+        /// `MIN_RING_SIZE`.
+        min: u32,
+    },
     /// The map reserves `MAX_RING_SIZE` slots per VIP.
     #[error("ring size {size} is larger than the maximum {max}")]
     TooLarge {
@@ -44,6 +54,9 @@ impl RingSize {
     /// # Errors
     /// `NotPrime` or `TooLarge`.
     pub fn new(size: u32) -> Result<Self, RingSizeError> {
+        if size < MIN_RING_SIZE {
+            return Err(RingSizeError::TooSmall { size, min: MIN_RING_SIZE });
+        }
         if size > MAX_RING_SIZE {
             return Err(RingSizeError::TooLarge { size, max: MAX_RING_SIZE });
         }
