@@ -215,7 +215,8 @@ impl Daemon {
         self.synced = result.is_ok();
         let report = result.context("programming the maps")?;
         self.last = (assigned, p);
-        self.l7.sync(config, up, scale);
+        let health = &self.health;
+        self.l7.sync(config, up, scale, |i, j| health.last_pass(&key(i, j)));
         for (vip, moved) in report.moved {
             if let Some(n) = moved {
                 info!(vip, moved_slots = n, cause, "table rebuilt");
@@ -388,6 +389,13 @@ impl Daemon {
     /// Entries in the flow table at the last background count.
     pub fn flow_table_entries(&self) -> Option<u64> {
         Some(self.flow_entries.load(Ordering::Relaxed)).filter(|&n| n != u64::MAX)
+    }
+
+    /// When `backend`'s active check last passed (Unix ms), if it has one.
+    pub fn last_pass_of(&self, vip: &config::Vip, backend: &config::Backend) -> Option<u64> {
+        let vaddr = *vip.address.get_ref();
+        let key = (vaddr, vip.protocol, backend.target(vaddr.port()));
+        self.health.last_pass(&key).map(|p| p.load(Ordering::Relaxed))
     }
 
     /// `up`, `down`, or `unchecked` (no health check configured).

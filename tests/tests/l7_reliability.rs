@@ -118,3 +118,48 @@ fn idle_sockets_are_closed_from_accept_and_clients_beyond_the_limit_are_refused_
     assert!(s.daemon.proc.log().contains("at the connection limit"), "logged:\n{}", s.daemon.proc.log());
     s.apps.clear();
 }
+
+/// Defect 7: two `Host` headers were forwarded (RFC 9112 requires 400), and `via = true` marked
+/// requests but not responses.
+#[test]
+fn two_hosts_get_400_and_via_marks_responses_too() {
+    require_root!();
+    let mut s = setup("sticky = \"insert\"\nvia = true");
+    let (two, none, one) = s.lan.hosts[0].ns.in_thread(|| {
+        (
+            exchange(b"GET / HTTP/1.1\r\nHost: a.example\r\nHost: b.example\r\nConnection: close\r\n\r\n"),
+            exchange(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n"),
+            exchange(b"GET / HTTP/1.1\r\nHost: a.example\r\nConnection: close\r\n\r\n"),
+        )
+    });
+    assert!(two.starts_with("HTTP/1.1 400"), "two Host headers: {two:?}");
+    assert!(none.starts_with("HTTP/1.1 400"), "HTTP/1.1 without Host: {none:?}");
+    assert!(one.starts_with("HTTP/1.1 200"), "{one:?}");
+    assert!(one.to_ascii_lowercase().contains("\r\nvia: 1.1 balancer\r\n"), "Via on the response: {one:?}");
+    s.apps.clear();
+}
+
+/// Defect 7: a backend left out after a refused connection stayed out for the whole `retry_s`
+/// (60 s) although its active health check passed again a moment later.
+#[test]
+fn a_passing_health_check_ends_the_retry_window_of_a_backend_that_came_back() {
+    require_root!();
+    let mut s = setup("sticky = \"insert\"\n[vip.health]\ninterval_ms = 200\nrise = 1\nfall = 3");
+    let client = &s.lan.hosts[0].ns;
+    // A browser whose session is on be1.
+    let b =
+        (0..4).map(|i| Browser::new(client, &format!("b{i}"))).find(|b| b.who("/") == "be1").expect("a be1 session");
+    s.apps[0] = None;
+    // be1 refuses: the request is retried on be2, and be1 enters its 60 s retry window.
+    assert_eq!(b.who("/"), "be2", "failover while be1 is down");
+    s.apps[0] = Some(balancer_tests::backend::AppServer::start(&s.lan.hosts[2], "be1", "r1", 8080));
+    // Its check passes within an interval or two; the session returns to it... but insert mode
+    // moved the cookie to be2. A new browser on be1's route proves be1 takes sessions again.
+    std::thread::sleep(Duration::from_millis(800));
+    let mut seen = std::collections::HashSet::new();
+    for i in 0..6 {
+        seen.insert(Browser::new(client, &format!("n{i}")).who("/"));
+    }
+    assert!(seen.contains("be1"), "be1 takes new sessions again once its check passed: {seen:?}");
+    s.apps.clear();
+}

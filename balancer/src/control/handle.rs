@@ -93,7 +93,7 @@ impl Daemon {
                             } else {
                                 live.latency_us.load(Relaxed) as f64 / requests as f64 / 1000.0
                             },
-                            retrying: live.failed_until_ms.load(Relaxed) > now_ms,
+                            retrying: live.retrying(now_ms, self.last_pass_of(v, b)),
                         })
                     }),
                 });

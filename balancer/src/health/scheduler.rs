@@ -1,6 +1,14 @@
 //! The check loops: one task per checked backend, reporting only state flips.
 
-use std::{collections::HashMap, net::SocketAddr, time::Duration};
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
 
 use tokio::{sync::mpsc, task::JoinHandle};
 use tracing::{info, warn};
@@ -24,7 +32,7 @@ pub struct Flip {
 /// Running checks, keyed by backend, with the check each runs.
 #[derive(Default)]
 pub struct Scheduler {
-    tasks: HashMap<BackendKey, (HealthCheck, JoinHandle<()>)>,
+    tasks: HashMap<BackendKey, (HealthCheck, JoinHandle<()>, Arc<AtomicU64>)>,
 }
 
 impl Scheduler {
@@ -42,7 +50,7 @@ impl Scheduler {
                 }
             }
         }
-        self.tasks.retain(|key, (check, task)| {
+        self.tasks.retain(|key, (check, task, _)| {
             let keep = wanted.get(key) == Some(check);
             if !keep {
                 task.abort();
@@ -53,14 +61,20 @@ impl Scheduler {
             if self.tasks.contains_key(&key) {
                 continue;
             }
-            let task = tokio::spawn(run(key, check.clone(), tx.clone()));
-            self.tasks.insert(key, (check, task));
+            let passed = Arc::new(AtomicU64::new(0));
+            let task = tokio::spawn(run(key, check.clone(), tx.clone(), passed.clone()));
+            self.tasks.insert(key, (check, task, passed));
         }
     }
 
     /// The slow-start ramp of `key`'s check, if it has one.
     pub fn slowstart(&self, key: &BackendKey) -> Option<Duration> {
-        self.tasks.get(key).map(|(c, _)| c.slowstart_s).filter(|&s| s > 0).map(Duration::from_secs)
+        self.tasks.get(key).map(|(c, _, _)| c.slowstart_s).filter(|&s| s > 0).map(Duration::from_secs)
+    }
+
+    /// When `key`'s check last passed (Unix ms, 0 before the first pass), if it has one.
+    pub fn last_pass(&self, key: &BackendKey) -> Option<Arc<AtomicU64>> {
+        self.tasks.get(key).map(|(_, _, passed)| passed.clone())
     }
 
     /// Whether `key` has a running check (else it counts as up).
@@ -71,13 +85,13 @@ impl Scheduler {
 
 impl Drop for Scheduler {
     fn drop(&mut self) {
-        for (_, task) in self.tasks.values() {
+        for (_, task, _) in self.tasks.values() {
             task.abort();
         }
     }
 }
 
-async fn run(key: BackendKey, check: HealthCheck, tx: mpsc::UnboundedSender<Flip>) {
+async fn run(key: BackendKey, check: HealthCheck, tx: mpsc::UnboundedSender<Flip>, passed: Arc<AtomicU64>) {
     let (vip, _, target) = key;
     let addr = SocketAddr::new(target.ip(), check.port.unwrap_or(target.port()));
     let mut tracker = Tracker::new(check.rise, check.fall);
@@ -86,6 +100,10 @@ async fn run(key: BackendKey, check: HealthCheck, tx: mpsc::UnboundedSender<Flip
     loop {
         tick.tick().await;
         let result = probe::run(&check, addr).await;
+        if result.is_ok() {
+            let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+            passed.store(now.as_millis() as u64, Ordering::Relaxed);
+        }
         if let Some(up) = tracker.record(result.is_ok()) {
             match &result {
                 Ok(()) => info!(backend = %addr, %vip, "backend up: {} checks passed", check.rise),

@@ -64,6 +64,9 @@ impl Target {
     }
 }
 
+/// What the proxy adds to `Via` both ways when `via = true` (RFC 9110 §7.6.3).
+const VIA: &str = "1.1 balancer";
+
 fn now() -> Duration {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default()
 }
@@ -136,6 +139,12 @@ pub async fn handle(
     vip: Arc<ArcSwap<Vip>>,
     client: SocketAddr,
 ) -> Result<Response<Body>, Infallible> {
+    // RFC 9112 §3.2: a request with more than one Host (or an HTTP/1.1 one with none) is
+    // answered 400; forwarding it lets the backend and us disagree on the target.
+    let hosts = req.headers().get_all(header::HOST).iter().count();
+    if hosts > 1 || (hosts == 0 && req.version() == hyper::Version::HTTP_11) {
+        return Ok(text(StatusCode::BAD_REQUEST, "a request needs exactly one Host header"));
+    }
     let v = vip.load_full();
     let l7 = &v.l7;
     let t = now();
@@ -203,7 +212,7 @@ pub async fn handle(
         parts.headers.insert("x-forwarded-host", v);
     }
     if l7.via {
-        parts.headers.append(header::VIA, HeaderValue::from_static("1.1 balancer"));
+        parts.headers.append(header::VIA, HeaderValue::from_static(VIA));
     }
     let bodiless = parts.headers.get(header::CONTENT_LENGTH).is_none_or(|l| l.as_bytes() == b"0")
         && parts.headers.get(header::TRANSFER_ENCODING).is_none();
@@ -262,7 +271,7 @@ pub async fn handle(
         live.latency_us.fetch_add(sent.elapsed().as_micros() as u64, Relaxed);
         let failed = |why: &str| {
             live.errors.fetch_add(1, Relaxed);
-            live.failed_until_ms.store(ms + l7.retry_s * 1000, Relaxed);
+            live.fail(ms, l7.retry_s * 1000);
             warn!(backend = %member.addr, attempt, "{why}; left out for {} s", l7.retry_s);
         };
         let resp = match result {
@@ -298,6 +307,9 @@ pub async fn handle(
         }
         let (mut rparts, rbody) = resp.into_parts();
         strip_hop_by_hop(&mut rparts.headers);
+        if l7.via {
+            rparts.headers.append(header::VIA, HeaderValue::from_static(VIA));
+        }
         rewrite_location(&mut rparts.headers, member.addr, host.as_deref());
         if let (StickyMode::Insert, Some(signer), Some(r)) = (l7.sticky, &v.signer, &member.route) {
             let set = match (&choice, &affinity) {

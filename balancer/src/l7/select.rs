@@ -34,6 +34,24 @@ pub struct Live {
     pub latency_us: AtomicU64,
     /// Left out of selection until this time (Unix ms) after a failure; 0 when not.
     pub failed_until_ms: AtomicU64,
+    /// When the last failure happened (Unix ms).
+    pub failed_at_ms: AtomicU64,
+}
+
+impl Live {
+    /// A passive failure at `now_ms` (refused, reset, timed out by the backend): left out of
+    /// selection for `retry_ms`, or until an active check passes.
+    pub fn fail(&self, now_ms: u64, retry_ms: u64) {
+        self.failed_at_ms.store(now_ms, Relaxed);
+        self.failed_until_ms.store(now_ms + retry_ms, Relaxed);
+    }
+
+    /// Whether it is inside a retry window that no passing active check (`last_pass_ms`, Unix
+    /// ms) has ended since: a check that passes after the failure proves the backend is back.
+    pub fn retrying(&self, now_ms: u64, last_pass_ms: Option<u64>) -> bool {
+        self.failed_until_ms.load(Relaxed) > now_ms
+            && last_pass_ms.is_none_or(|pass| pass <= self.failed_at_ms.load(Relaxed))
+    }
 }
 
 /// One backend as selection sees it.
@@ -57,10 +75,18 @@ pub struct Member {
     pub distance: u32,
     /// Health-check result.
     pub up: bool,
+    /// When its active health check last passed (Unix ms), if it has one.
+    pub passed: Option<Arc<AtomicU64>>,
     /// Most requests in flight.
     pub max: Option<u32>,
     /// Counters.
     pub live: Arc<Live>,
+}
+
+impl Member {
+    fn retrying(&self, now_ms: u64) -> bool {
+        self.live.retrying(now_ms, self.passed.as_ref().map(|p| p.load(Relaxed)))
+    }
 }
 
 /// What `choose` decided.
@@ -137,8 +163,7 @@ impl Pool {
 
     fn available(&self, i: usize, now_ms: u64) -> bool {
         let m = &self.members[i];
-        m.up && m.live.failed_until_ms.load(Relaxed) <= now_ms
-            && m.max.is_none_or(|max| m.live.inflight.load(Relaxed) < max)
+        m.up && !m.retrying(now_ms) && m.max.is_none_or(|max| m.live.inflight.load(Relaxed) < max)
     }
 
     fn keeps_sessions(&self, i: usize, now_ms: u64) -> bool {
@@ -225,7 +250,7 @@ impl Pool {
                 !exclude.contains(&i)
                     && m.state == BackendState::Active
                     && m.up
-                    && m.live.failed_until_ms.load(Relaxed) <= now_ms
+                    && !m.retrying(now_ms)
                     && m.max.is_some_and(|max| m.live.inflight.load(Relaxed) >= max)
             });
             return Err(if full { Unavailable::Full } else { Unavailable::NoBackend });
@@ -285,9 +310,24 @@ mod tests {
             backup: false,
             distance: 0,
             up: true,
+            passed: None,
             max: None,
             live: Arc::new(Live::default()),
         }
+    }
+
+    /// Issue 10, defect 7: a backend whose check passed again waited out the whole window.
+    #[test]
+    fn an_active_check_that_passes_after_a_failure_ends_the_retry_window() {
+        let passed = Arc::new(AtomicU64::new(0));
+        let mut a = m(1, "a", 1);
+        a.passed = Some(passed.clone());
+        let pool = Pool::new(vec![a, m(2, "b", 1)], LbMethod::Byrequests, false, false);
+        pool.members()[0].live.fail(1_000, 60_000);
+        passed.store(900, Relaxed);
+        assert_eq!(pool.choose(Some("a"), None, &[], 2_000), Ok(Choice::Failover(1)), "a pass before the failure");
+        passed.store(1_500, Relaxed);
+        assert_eq!(pool.choose(Some("a"), None, &[], 2_000), Ok(Choice::Sticky(0)), "a pass after it");
     }
 
     fn counts(pool: &Pool, n: usize) -> Vec<usize> {
@@ -371,7 +411,7 @@ mod tests {
         assert_eq!(counts(&pool, 10)[2], 0);
         let now = 1_000;
         for i in 0..2 {
-            pool.members()[i].live.failed_until_ms.store(now + 60_000, Relaxed);
+            pool.members()[i].live.fail(now, 60_000);
         }
         assert_eq!(pool.choose(None, None, &[], now), Ok(Choice::New(2)), "primaries in their retry window");
         assert_eq!(pool.choose(None, None, &[], now + 60_000), Ok(Choice::New(0)), "retry window over");

@@ -129,8 +129,15 @@ impl Runtime {
     }
 
     /// Makes the L7 VIPs match `config` (after `prepare` and `commit` of the same config), with
-    /// `up(vip, backend)` from the health checks and `scale(vip, backend)` from slow starts.
-    pub fn sync(&mut self, config: &Config, up: impl Fn(usize, usize) -> bool, scale: impl Fn(usize, usize) -> f64) {
+    /// `up(vip, backend)` from the health checks, `scale(vip, backend)` from slow starts and
+    /// `passed(vip, backend)`, the time of the last passing check.
+    pub fn sync(
+        &mut self,
+        config: &Config,
+        up: impl Fn(usize, usize) -> bool,
+        scale: impl Fn(usize, usize) -> f64,
+        passed: impl Fn(usize, usize) -> Option<Arc<AtomicU64>>,
+    ) {
         let mut wanted = Vec::new();
         for (i, v) in config.vips.iter().enumerate() {
             let Some(l7) = &v.l7 else { continue };
@@ -153,6 +160,7 @@ impl Runtime {
                         backup: b.backup,
                         distance: b.distance,
                         up: up(i, j),
+                        passed: passed(i, j),
                         max: b.max,
                         live,
                     }
