@@ -31,6 +31,7 @@ use crate::{
     },
     health::scheduler::{BackendKey, Flip, Scheduler},
     netlink::{Interface, Netlink},
+    overrides::Overrides,
 };
 
 /// How long to wait for a backend's MAC address before giving up on the configuration.
@@ -65,6 +66,10 @@ pub struct Daemon {
     /// What of the pinned data path has gone missing under the daemon (a `teardown`, a bpffs
     /// unmount), checked every few seconds; `None` while it is whole.
     missing: Option<String>,
+    /// The configuration as the file has it; `config` is this with the overrides applied.
+    file: Config,
+    /// What `backend set` changed, kept across reloads and restarts in `state_file`.
+    overrides: Overrides,
     _lock: crate::lock::PinLock,
 }
 
@@ -113,6 +118,13 @@ impl Daemon {
             format!("serving /metrics and /status on {} (`metrics_address`)", config.metrics_address)
         })?;
         let mode = opts.xdp_mode.unwrap_or(config.xdp_mode);
+        let mut overrides = Overrides::load(&config.state_file)?;
+        let file = config.clone();
+        let mut config = config;
+        log_dropped(&overrides.apply(&mut config));
+        if !overrides.backends.is_empty() {
+            info!(backends = overrides.backends.len(), state_file = %file.state_file.display(), "runtime overrides restored");
+        }
         let mut d = Self {
             dp,
             nl,
@@ -133,6 +145,8 @@ impl Daemon {
             config_path: config_path.to_owned(),
             detach_on_exit: opts.detach_on_exit,
             missing: None,
+            file,
+            overrides,
             _lock: lock,
         };
         let config = d.config.clone();
@@ -351,10 +365,62 @@ impl Daemon {
     /// The reason, naming file, line and field where there is one.
     pub async fn reload(&mut self) -> Result<(), String> {
         let rejected = |e: String| format!("reload rejected, the running configuration stays: {e}");
-        let config = Config::load(&self.config_path).map_err(|e| rejected(e.to_string()))?;
+        let file = Config::load(&self.config_path).map_err(|e| rejected(e.to_string()))?;
+        let mut overrides = self.overrides.clone();
+        let mut config = file.clone();
+        let dropped = overrides.apply(&mut config);
+        config.check().map_err(rejected)?;
         self.apply(config).await.map_err(|e| rejected(format!("{e:#}")))?;
-        info!(vips = self.config.vips.len(), "configuration reloaded");
+        log_dropped(&dropped);
+        self.file = file;
+        self.set_overrides(overrides);
+        info!(vips = self.config.vips.len(), overrides = self.overrides.backends.len(), "configuration reloaded");
         Ok(())
+    }
+
+    /// Records a `backend set` that was applied, in memory and in the state file.
+    pub fn record_override(
+        &mut self,
+        key: (std::net::SocketAddr, config::Protocol, IpAddr),
+        weight: Option<u32>,
+        state: Option<config::BackendState>,
+        backup: Option<bool>,
+    ) {
+        let mut o = self.overrides.clone();
+        o.record(&self.file, key, weight, state, backup);
+        self.set_overrides(o);
+    }
+
+    /// The overrides in force.
+    pub fn overrides(&self) -> &Overrides {
+        &self.overrides
+    }
+
+    /// Removes overrides (of one VIP, or one backend of it) and goes back to the file's values.
+    ///
+    /// # Errors
+    /// When the file's values cannot be applied.
+    pub async fn clear_overrides(
+        &mut self,
+        vip: Option<std::net::SocketAddr>,
+        backend: Option<IpAddr>,
+    ) -> Result<usize> {
+        let mut o = self.overrides.clone();
+        let n = o.clear(vip, backend);
+        let mut config = self.file.clone();
+        o.apply(&mut config);
+        self.apply(config).await?;
+        self.set_overrides(o);
+        Ok(n)
+    }
+
+    fn set_overrides(&mut self, o: Overrides) {
+        if o != self.overrides
+            && let Err(e) = o.save(&self.file.state_file)
+        {
+            error!("runtime overrides will not survive a restart: {e}");
+        }
+        self.overrides = o;
     }
 
     /// The configuration in force.
@@ -409,6 +475,12 @@ impl Daemon {
         } else {
             "up"
         }
+    }
+}
+
+fn log_dropped(dropped: &[crate::overrides::Dropped]) {
+    for d in dropped {
+        info!(backend = %d.what, "runtime override dropped: {}; the file's value applies", d.why);
     }
 }
 

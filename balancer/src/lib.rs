@@ -16,4 +16,5 @@ pub mod lock;
 pub mod maglev;
 pub mod metrics;
 pub mod netlink;
+pub mod overrides;
 pub mod preflight;

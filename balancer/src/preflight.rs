@@ -1,5 +1,5 @@
 //! What `balancer check` verifies beyond parsing: the host-side checks the daemon meets when it
-//! starts or reloads (interfaces, key files, listening addresses), run through the same
+//! starts or reloads (interfaces, key files, listening addresses, the state file), run through the same
 //! functions, so a file that `check` accepts is one that `run` and `reload` accept.
 
 use std::{io::ErrorKind, net::SocketAddr};
@@ -18,6 +18,9 @@ pub enum Problem {
     /// An L7 VIP's key or listening address.
     #[error(transparent)]
     L7(#[from] L7Error),
+    /// The runtime-override state file cannot be read.
+    #[error(transparent)]
+    State(#[from] crate::overrides::StateError),
     /// The admin address cannot be listened on.
     #[error("metrics_address {address}: {source}")]
     Admin {
@@ -37,6 +40,9 @@ pub fn check(config: &Config, daemon_running: bool) -> Vec<Problem> {
         if !interface_exists(name) {
             problems.push(Problem::NoInterface(name.clone()));
         }
+    }
+    if let Err(e) = crate::overrides::Overrides::load(&config.state_file) {
+        problems.push(e.into());
     }
     let taken_by_us = |e: &std::io::Error| daemon_running && e.kind() == ErrorKind::AddrInUse;
     match std::net::TcpListener::bind(config.metrics_address) {

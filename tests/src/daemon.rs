@@ -50,6 +50,17 @@ pub struct Daemon {
     pub socket: PathBuf,
 }
 
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(state_file(&self.socket));
+    }
+}
+
+/// The state file the harness gives the daemon of control socket `socket`.
+fn state_file(socket: &std::path::Path) -> PathBuf {
+    socket.with_extension("state.json")
+}
+
 impl Daemon {
     /// Writes `config` (with `pin_dir` set to a fresh directory) and starts `balancer run` in
     /// `ns` with `RUST_LOG=rust_log`; returns once it logs that it is running.
@@ -73,7 +84,12 @@ impl Daemon {
     /// The lines the harness puts before a test's configuration: its own pin directory and
     /// control socket.
     fn header(pins: &std::path::Path, socket: &std::path::Path) -> String {
-        format!("pin_dir = \"{}\"\ncontrol_socket = \"{}\"\n", pins.display(), socket.display())
+        format!(
+            "pin_dir = \"{}\"\ncontrol_socket = \"{}\"\nstate_file = \"{}\"\n",
+            pins.display(),
+            socket.display(),
+            state_file(socket).display()
+        )
     }
 
     /// Replaces the configuration file (keeping the harness's header); the daemon reads it on

@@ -167,6 +167,52 @@ fn a_reload_rejected_late_changes_nothing_and_check_rejects_the_same_file() {
     let _ = std::fs::remove_file(&key);
 }
 
+/// The state and weight of one backend, from `status --json`.
+fn backend_of(daemon: &Daemon, lb: &Netns, ip: &str) -> (String, u64) {
+    let status: serde_json::Value = serde_json::from_str(&ok(&daemon.ctl(lb, &["--json", "status"]))).unwrap();
+    let b = status["vips"][0]["backends"].as_array().unwrap().iter().find(|b| b["address"] == ip).cloned();
+    let b = b.unwrap_or_else(|| panic!("{ip} in {status:#}"));
+    (b["state"].as_str().unwrap().to_owned(), b["weight"].as_u64().unwrap())
+}
+
+/// Issue 10, defect 6: a drain set with the CLI came back `active` on the next reload or
+/// restart (HAProxy users' most common complaint). It is kept until the file changes the same
+/// field or the override is cleared.
+#[test]
+fn a_drain_set_at_run_time_survives_reload_and_restart_until_the_file_changes_it() {
+    require_root!();
+    let (lan, _servers, mut daemon) = setup();
+    let lb = &lan.hosts[1].ns;
+    let vip = format!("{VIP}:80");
+    ok(&daemon.ctl(lb, &["backend", "set", &vip, "198.18.0.3", "--state", "drain"]));
+    ok(&daemon.ctl(lb, &["reload"]));
+    assert_eq!(backend_of(&daemon, lb, "198.18.0.3"), ("drain".to_owned(), 100), "kept over a reload");
+    let listed = ok(&daemon.ctl(lb, &["overrides"]));
+    assert!(listed.contains("198.18.0.3: state drain (file: active)"), "{listed}");
+
+    daemon.proc.stop();
+    daemon.restart(lb, "info");
+    assert_eq!(backend_of(&daemon, lb, "198.18.0.3"), ("drain".to_owned(), 100), "kept over a restart");
+
+    // The file changes another field of it: both apply.
+    daemon.write_config(&config().replace("address = \"198.18.0.3\"", "address = \"198.18.0.3\"\nweight = 50"));
+    ok(&daemon.ctl(lb, &["reload"]));
+    assert_eq!(backend_of(&daemon, lb, "198.18.0.3"), ("drain".to_owned(), 50));
+    // The file changes the same field: the file wins, and says so.
+    daemon.write_config(&config().replace("address = \"198.18.0.3\"", "address = \"198.18.0.3\"\nstate = \"stopped\""));
+    ok(&daemon.ctl(lb, &["reload"]));
+    assert_eq!(backend_of(&daemon, lb, "198.18.0.3").0, "stopped");
+    assert!(daemon.proc.log().contains("runtime override dropped"), "{}", daemon.proc.log());
+
+    // Clearing puts the file's values back.
+    ok(&daemon.ctl(lb, &["backend", "set", &vip, "198.18.0.4", "--weight", "7"]));
+    assert_eq!(backend_of(&daemon, lb, "198.18.0.4").1, 7);
+    let cleared = ok(&daemon.ctl(lb, &["overrides", "clear"]));
+    assert!(cleared.contains("1 overrides cleared"), "{cleared}");
+    assert_eq!(backend_of(&daemon, lb, "198.18.0.4").1, 100);
+    assert!(ok(&daemon.ctl(lb, &["overrides"])).contains("no runtime overrides"));
+}
+
 #[test]
 fn flow_names_the_backend_that_answered() {
     require_root!();

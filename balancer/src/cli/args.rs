@@ -53,8 +53,15 @@ pub enum Command {
     },
     /// VIPs and backends: state, health, weight, ring share, counters.
     Status,
-    /// Re-read the daemon's configuration file (changes made with `vip`/`backend` are dropped).
+    /// Re-read the daemon's configuration file. Changes made with `backend set` are kept (see
+    /// `overrides`); those made with `vip`/`backend add`/`del` are dropped.
     Reload,
+    /// Runtime overrides (`backend set`) the daemon keeps across reloads and restarts in its
+    /// `state_file`, until the file changes the same field or they are cleared.
+    Overrides {
+        #[command(subcommand)]
+        action: Option<OverridesAction>,
+    },
     /// Add, remove or list VIPs (until the next reload).
     Vip {
         #[command(subcommand)]
@@ -256,6 +263,20 @@ pub enum DecapAction {
         /// bpffs directory of the pinned link.
         #[arg(long, default_value = DEFAULT_PIN_DIR)]
         pin_dir: PathBuf,
+    },
+}
+
+/// `balancer overrides …`.
+#[derive(Debug, Subcommand)]
+pub enum OverridesAction {
+    /// List them (the default).
+    List,
+    /// Remove overrides, so the file's values apply: all, one VIP's, or one backend's.
+    Clear {
+        /// Only this VIP's (address:port).
+        vip: Option<SocketAddr>,
+        /// Only this backend's.
+        backend: Option<IpAddr>,
     },
 }
 

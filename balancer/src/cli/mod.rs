@@ -19,7 +19,7 @@ use balancer::{
 };
 use clap::CommandFactory as _;
 
-use args::{BackendAction, Cli, Command, DecapAction, VipAction};
+use args::{BackendAction, Cli, Command, DecapAction, OverridesAction, VipAction};
 
 /// Exit code for a configuration error, so scripts can tell it from a runtime failure.
 const EXIT_CONFIG: u8 = 2;
@@ -50,6 +50,11 @@ pub fn run(cli: Cli, log_level: u8) -> ExitCode {
             show::<Status>(serde_json::to_value(&status)?, cli.json, output::status)
         }),
         Command::Reload => remote(&cli.socket, &Request::Reload).map(|d| done(&d, cli.json)),
+        Command::Overrides { action: None | Some(OverridesAction::List) } => remote(&cli.socket, &Request::Overrides)
+            .and_then(|d| show::<balancer::overrides::Overrides>(d, cli.json, output::overrides)),
+        Command::Overrides { action: Some(OverridesAction::Clear { vip, backend }) } => {
+            remote(&cli.socket, &Request::OverridesClear { vip, backend }).map(|d| done(&d, cli.json))
+        }
         Command::Vip { action } => match action {
             VipAction::List => {
                 remote(&cli.socket, &Request::Status).and_then(|d| show::<Status>(d, cli.json, output::vips))

@@ -169,3 +169,31 @@ pub fn stats(s: &Snapshot, rates: Option<&Rates>) {
     println!();
     println!("not balanced: {}", s.not_balanced.iter().map(|(r, n)| format!("{r}={n}")).collect::<Vec<_>>().join(" "));
 }
+
+/// `balancer overrides`: one line per overridden field, with the file's value beside it.
+pub fn overrides(o: &balancer::overrides::Overrides) {
+    if o.backends.is_empty() {
+        println!("no runtime overrides: the configuration file's values apply");
+    }
+    for b in &o.backends {
+        let mut fields = Vec::new();
+        if let Some(f) = b.weight {
+            fields.push(format!("weight {} (file: {})", f.value, f.base));
+        }
+        if let Some(f) = b.state {
+            fields.push(format!("state {} (file: {})", state_word(f.value), state_word(f.base)));
+        }
+        if let Some(f) = b.backup {
+            fields.push(format!("backup {} (file: {})", f.value, f.base));
+        }
+        println!("{} {}: {}", b.vip, b.backend, fields.join(", "));
+    }
+}
+
+fn state_word(s: balancer::config::BackendState) -> &'static str {
+    match s {
+        balancer::config::BackendState::Active => "active",
+        balancer::config::BackendState::Drain => "drain",
+        balancer::config::BackendState::Stopped => "stopped",
+    }
+}

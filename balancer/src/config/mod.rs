@@ -18,6 +18,8 @@ use crate::maglev::{self, RingSize};
 
 /// Where the daemon pins its maps by default.
 pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/balancer";
+/// Where the daemon keeps runtime overrides by default.
+pub const DEFAULT_STATE_FILE: &str = "/var/lib/balancer/state.json";
 /// Where the daemon listens for the CLI by default.
 pub const DEFAULT_CONTROL_SOCKET: &str = "/run/balancer.sock";
 
@@ -51,6 +53,10 @@ pub struct Config {
     /// and answering root only. Default `/run/balancer.sock`.
     #[serde(default = "default_control_socket")]
     pub control_socket: PathBuf,
+    /// Where runtime overrides (`balancer backend set`) are kept across reloads and restarts.
+    /// Default `/var/lib/balancer/state.json`.
+    #[serde(default = "default_state_file")]
+    pub state_file: PathBuf,
     /// The admin address: `/metrics` (Prometheus), `/status` (read-only status page) and
     /// `/status.json`. Default `127.0.0.1:9090`.
     #[serde(default = "default_metrics_address")]
@@ -430,6 +436,9 @@ fn default_pin_dir() -> PathBuf {
 }
 fn default_metrics_address() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 9090))
+}
+fn default_state_file() -> PathBuf {
+    PathBuf::from(DEFAULT_STATE_FILE)
 }
 fn default_control_socket() -> PathBuf {
     PathBuf::from(DEFAULT_CONTROL_SOCKET)

@@ -28,7 +28,18 @@ impl Daemon {
                 Ok(()) => Response::ok("configuration reloaded"),
                 Err(e) => Response::err(e),
             },
+            Request::Overrides => Response::ok(self.overrides()),
+            Request::OverridesClear { vip, backend } => match self.clear_overrides(vip, backend).await {
+                Ok(n) => Response::ok(format!("{n} overrides cleared; the file's values apply")),
+                Err(e) => Response::err(format!("{e:#}")),
+            },
             change => {
+                let set = match &change {
+                    Request::BackendSet { vip, protocol, address, weight, state, backup } => {
+                        Some(((*vip, *protocol, *address), *weight, *state, *backup))
+                    }
+                    _ => None,
+                };
                 let mut config = self.config().clone();
                 if let Err(e) = edit(&mut config, change) {
                     return Response::err(e);
@@ -37,7 +48,14 @@ impl Daemon {
                     return Response::err(e);
                 }
                 match self.apply(config).await {
-                    Ok(()) => Response::ok("done"),
+                    Ok(()) => {
+                        // A `backend set` outlives reloads and restarts; adds and removals
+                        // last until the next reload.
+                        if let Some((key, weight, state, backup)) = set {
+                            self.record_override(key, weight, state, backup);
+                        }
+                        Response::ok("done")
+                    }
                     Err(e) => Response::err(format!("{e:#}")),
                 }
             }
@@ -252,7 +270,11 @@ fn edit(config: &mut Config, change: Request) -> Result<(), String> {
                 b.backup = x;
             }
         }
-        Request::Status | Request::Reload | Request::Flow { .. } => unreachable!("not a change"),
+        Request::Status
+        | Request::Reload
+        | Request::Flow { .. }
+        | Request::Overrides
+        | Request::OverridesClear { .. } => unreachable!("not a change"),
     }
     Ok(())
 }

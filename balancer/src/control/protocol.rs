@@ -84,6 +84,15 @@ pub enum Request {
         /// tcp or udp.
         protocol: Protocol,
     },
+    /// The runtime overrides kept across reloads and restarts.
+    Overrides,
+    /// Remove overrides: all, those of one VIP, or those of one backend of it.
+    OverridesClear {
+        /// Only this VIP's.
+        vip: Option<SocketAddr>,
+        /// Only this backend's (of `vip`).
+        backend: Option<IpAddr>,
+    },
 }
 
 /// What the daemon answers: `data` on success, `error` (one line a person can act on) otherwise.
