@@ -24,15 +24,32 @@ use crate::{
     metrics,
 };
 
-/// Serves the admin pages on `addr`.
+/// The admin server: its accept loop, and a descriptor of its socket to hand over on a
+/// seamless restart.
+pub struct Admin {
+    /// The accept loop.
+    pub task: tokio::task::JoinHandle<()>,
+    /// The listening socket.
+    pub socket: std::os::fd::OwnedFd,
+}
+
+/// Serves the admin pages on `addr`, on `inherited` when a daemon handed its socket over.
 ///
 /// # Errors
 /// When the address cannot be bound.
-pub fn serve(addr: SocketAddr, calls: mpsc::Sender<Call>) -> std::io::Result<()> {
-    let listener = std::net::TcpListener::bind(addr)?;
+pub fn serve(
+    addr: SocketAddr,
+    inherited: Option<std::net::TcpListener>,
+    calls: mpsc::Sender<Call>,
+) -> std::io::Result<Admin> {
+    let listener = match inherited.filter(|l| l.local_addr().is_ok_and(|a| a == addr)) {
+        Some(l) => l,
+        None => std::net::TcpListener::bind(addr)?,
+    };
     listener.set_nonblocking(true)?;
+    let socket = listener.try_clone()?.into();
     let listener = tokio::net::TcpListener::from_std(listener)?;
-    tokio::spawn(async move {
+    let task = tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else { continue };
             let calls = calls.clone();
@@ -44,7 +61,7 @@ pub fn serve(addr: SocketAddr, calls: mpsc::Sender<Call>) -> std::io::Result<()>
             });
         }
     });
-    Ok(())
+    Ok(Admin { task, socket })
 }
 
 fn reply(code: StatusCode, content_type: &'static str, body: String) -> HttpResponse<Full<Bytes>> {
@@ -66,7 +83,8 @@ async fn page(
     if calls.send((Request::Status, tx)).await.is_err() {
         return Ok(reply(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "shutting down\n".into()));
     }
-    let Some(status) = rx.await.ok().filter(|r| r.ok).and_then(|r| serde_json::from_value::<Status>(r.data).ok())
+    let Some(status) =
+        rx.await.ok().map(|r| r.response).filter(|r| r.ok).and_then(|r| serde_json::from_value::<Status>(r.data).ok())
     else {
         return Ok(reply(StatusCode::INTERNAL_SERVER_ERROR, "text/plain", "status unavailable\n".into()));
     };

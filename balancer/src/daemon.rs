@@ -21,7 +21,10 @@ use tracing::{error, info, warn};
 
 use crate::{
     config::{self, Config, Forwarding, XdpModeSetting},
-    control::server::{self, Call},
+    control::{
+        protocol::{HandoffAnswer, Request, Response},
+        server::{self, Call, Reply},
+    },
     dataplane::{
         Dataplane,
         ids::{Assigned, Ids},
@@ -66,11 +69,15 @@ pub struct Daemon {
     /// What of the pinned data path has gone missing under the daemon (a `teardown`, a bpffs
     /// unmount), checked every few seconds; `None` while it is whole.
     missing: Option<String>,
+    /// The control socket's accept loop.
+    control: tokio::task::JoinHandle<()>,
+    /// The admin server.
+    admin: crate::admin::Admin,
     /// The configuration as the file has it; `config` is this with the overrides applied.
     file: Config,
     /// What `backend set` changed, kept across reloads and restarts in `state_file`.
     overrides: Overrides,
-    _lock: crate::lock::PinLock,
+    lock: crate::lock::PinLock,
 }
 
 /// How `balancer run` was asked to behave, beyond the configuration file.
@@ -84,6 +91,9 @@ pub struct RunOptions {
     pub log_level: u8,
     /// Detach the program when the daemon exits, instead of leaving the data path running.
     pub detach_on_exit: bool,
+    /// Take over from the daemon running with this configuration: its pin lock and L7
+    /// listening sockets, without refusing a connection (`handoff`).
+    pub takeover: bool,
 }
 
 impl Daemon {
@@ -93,8 +103,19 @@ impl Daemon {
     /// # Errors
     /// When loading, resolving a backend, writing the maps or attaching fails.
     pub async fn start(config: Config, config_path: &Path, opts: RunOptions) -> Result<Self> {
-        // Before anything is touched: a second daemon on the same pins must change nothing.
-        let lock = crate::lock::PinLock::acquire(&config.pin_dir)?;
+        // Before anything is touched: a second daemon on the same pins must change nothing,
+        // unless it takes over from the first, which then hands it its lock and listeners.
+        let inherited = if opts.takeover { crate::handoff::take_over(&config.control_socket)? } else { None };
+        let took_over = inherited.is_some();
+        let (lock, admin_socket, listeners) = if let Some(i) = inherited {
+            info!(listeners = i.listeners.len(), "took over from the running daemon");
+            (crate::lock::PinLock::adopt(i.lock, &config.pin_dir)?, Some(i.admin), i.listeners)
+        } else {
+            if opts.takeover {
+                info!("no daemon answers on the control socket: nothing to take over, starting afresh");
+            }
+            (crate::lock::PinLock::acquire(&config.pin_dir)?, None, HashMap::new())
+        };
         match crate::fdlimit::raise() {
             Ok((before, after)) if before < after => info!(before, after, "raised the file descriptor limit"),
             Ok(_) => {}
@@ -112,9 +133,9 @@ impl Daemon {
         let ids = sync::read_ids(&dp).context("reading the pinned maps")?;
         let (flips_tx, flips) = mpsc::unbounded_channel();
         let (calls_tx, calls) = mpsc::channel(64);
-        server::listen(&config.control_socket, calls_tx.clone())
+        let control = server::listen(&config.control_socket, calls_tx.clone(), took_over)
             .with_context(|| format!("creating the control socket {}", config.control_socket.display()))?;
-        crate::admin::serve(config.metrics_address, calls_tx).with_context(|| {
+        let admin = crate::admin::serve(config.metrics_address, admin_socket, calls_tx).with_context(|| {
             format!("serving /metrics and /status on {} (`metrics_address`)", config.metrics_address)
         })?;
         let mode = opts.xdp_mode.unwrap_or(config.xdp_mode);
@@ -134,7 +155,11 @@ impl Daemon {
             health: Scheduler::default(),
             down: HashSet::new(),
             ramps: HashMap::new(),
-            l7: crate::l7::server::Runtime::default(),
+            l7: {
+                let mut l7 = crate::l7::server::Runtime::default();
+                l7.inherit(listeners);
+                l7
+            },
             flips,
             flips_tx,
             last: (Assigned { vips: Vec::new(), backends: Vec::new() }, Plan::default()),
@@ -145,9 +170,11 @@ impl Daemon {
             config_path: config_path.to_owned(),
             detach_on_exit: opts.detach_on_exit,
             missing: None,
+            control,
+            admin,
             file,
             overrides,
-            _lock: lock,
+            lock,
         };
         let config = d.config.clone();
         d.program(config).await?;
@@ -265,9 +292,26 @@ impl Daemon {
                 _ = ramp_tick.tick(), if !self.ramps.is_empty() => self.ramp_step(),
                 _ = pins_tick.tick() => self.check_pins(),
                 Some((request, reply)) = self.calls.recv() => {
-                    let _ = reply.send(self.handle(request).await);
+                    if matches!(request, Request::Handoff) {
+                        match self.handoff_fds() {
+                            Ok(handed) => {
+                                let _ = reply.send(handed);
+                                return self.exit_after_handoff().await;
+                            }
+                            Err(e) => {
+                                let _ = reply.send(Response::err(format!("cannot hand over: {e}")).into());
+                            }
+                        }
+                        continue;
+                    }
+                    let _ = reply.send(self.handle(request).await.into());
                 }
             }
+        }
+        self.control.abort();
+        let left = self.l7.drain(self.config.drain_timeout()).await;
+        if left > 0 {
+            warn!(connections = left, "stopping with L7 connections still open after drain_timeout_s");
         }
         let _ = std::fs::remove_file(&self.config.control_socket);
         if self.detach_on_exit {
@@ -282,6 +326,30 @@ impl Daemon {
                  (`balancer teardown` removes it)"
             );
         }
+        Ok(())
+    }
+
+    /// The pin lock and L7 listening sockets, for the daemon taking over.
+    fn handoff_fds(&self) -> std::io::Result<Reply> {
+        let listeners = self.l7.listener_fds()?;
+        let mut fds = vec![self.lock.share()?, self.admin.socket.try_clone()?];
+        let addresses = listeners.iter().map(|(a, _)| *a).collect();
+        fds.extend(listeners.into_iter().map(|(_, fd)| fd));
+        Ok(Reply { response: Response::ok(HandoffAnswer { listeners: addresses }), fds })
+    }
+
+    /// After a handoff: stop answering control requests and accepting connections (the new
+    /// daemon holds the listening sockets now), let in-flight requests finish, and exit,
+    /// leaving the data path and the control socket's path to the new daemon.
+    async fn exit_after_handoff(mut self) -> Result<()> {
+        self.control.abort();
+        self.admin.task.abort();
+        info!("handed over to the new daemon: finishing in-flight requests");
+        let left = self.l7.drain(self.config.drain_timeout()).await;
+        if left > 0 {
+            warn!(connections = left, "exiting with L7 connections still open after drain_timeout_s");
+        }
+        info!("exiting after the handoff: the new daemon runs the data path");
         Ok(())
     }
 

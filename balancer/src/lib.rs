@@ -10,6 +10,7 @@ pub mod control;
 pub mod daemon;
 pub mod dataplane;
 pub mod fdlimit;
+pub mod handoff;
 pub mod health;
 pub mod l7;
 pub mod lock;

@@ -43,7 +43,7 @@ pub enum LockError {
 /// it could let a second daemon lock the removed file while a third creates a new one.
 #[derive(Debug)]
 pub struct PinLock {
-    _file: Flock<File>,
+    file: Flock<File>,
 }
 
 /// The lock file for `pin_dir`.
@@ -77,7 +77,25 @@ impl PinLock {
         file.set_len(0).map_err(io)?;
         file.rewind().map_err(io)?;
         writeln!(file, "{}", std::process::id()).map_err(io)?;
-        Ok(Self { _file: file })
+        Ok(Self { file })
+    }
+
+    /// The lock a daemon handed over (`handoff`): the same open file, so the lock is held by
+    /// both until the old daemon exits. This process's PID replaces the old one in the file.
+    pub fn adopt(fd: std::os::fd::OwnedFd, pin_dir: &Path) -> Result<Self, LockError> {
+        let path = path_for(pin_dir);
+        let io = |source| LockError::Io { path: path.clone(), source };
+        // Locking again through the same open file description succeeds at once.
+        let mut file = Flock::lock(File::from(fd), FlockArg::LockExclusiveNonblock).map_err(|(_, e)| io(e.into()))?;
+        file.set_len(0).map_err(io)?;
+        file.rewind().map_err(io)?;
+        writeln!(file, "{}", std::process::id()).map_err(io)?;
+        Ok(Self { file })
+    }
+
+    /// A descriptor of the locked file, to hand to the daemon taking over.
+    pub fn share(&self) -> std::io::Result<std::os::fd::OwnedFd> {
+        Ok(self.file.try_clone()?.into())
     }
 
     /// The PID of the daemon holding `pin_dir`'s lock, if one does.

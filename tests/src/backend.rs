@@ -115,13 +115,15 @@ impl HttpConn {
 
 /// An application server like Tomcat with a `jvmRoute`: answers `NAME cookie=… xff=…` (the
 /// `Cookie` and `X-Forwarded-For` it received) and, when the request has no session, sets
-/// `JSESSIONID=<random>.<route>`; a POST answers `NAME post=<body length>`. Listens on the host's own address.
+/// `JSESSIONID=<random>.<route>`; a POST answers `NAME post=<body length>`; `/slow` answers after 1.5 s. Listens on the host's own address.
 const APP: &str = r#"
-import http.server, secrets, socketserver, sys
+import http.server, secrets, socketserver, sys, time
 port, name, route = int(sys.argv[1]), sys.argv[2], sys.argv[3]
 class H(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     def do_GET(self):
+        if self.path.startswith("/slow"):
+            time.sleep(1.5)
         cookie = self.headers.get("Cookie") or ""
         body = f"{name} cookie={cookie} xff={self.headers.get('X-Forwarded-For', '')} host={self.headers.get('Host', '')}\n".encode()
         self.send_response(200)

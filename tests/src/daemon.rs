@@ -115,9 +115,27 @@ impl Daemon {
         self.proc = Self::spawn(ns, &self.config, rust_log).unwrap_or_else(|log| panic!("the daemon exited:\n{log}"));
     }
 
+    /// Starts `balancer run --takeover` with the same configuration while this daemon runs;
+    /// returns the old process (which exits once its in-flight requests are done) after the new
+    /// one logs that it is running.
+    ///
+    /// # Panics
+    /// When the new one exits first, with its log.
+    pub fn takeover(&mut self, ns: &Netns, rust_log: &str) -> Proc {
+        let new = Self::spawn_with(ns, &self.config, rust_log, &["--takeover"])
+            .unwrap_or_else(|log| panic!("the new daemon exited:\n{log}"));
+        std::mem::replace(&mut self.proc, new)
+    }
+
     fn spawn(ns: &Netns, path: &std::path::Path, rust_log: &str) -> Result<Proc, String> {
+        Self::spawn_with(ns, path, rust_log, &[])
+    }
+
+    fn spawn_with(ns: &Netns, path: &std::path::Path, rust_log: &str, extra: &[&str]) -> Result<Proc, String> {
         let bin = balancer_bin();
-        let mut cmd = ns.command(&[bin.to_str().unwrap(), "run", "--config", path.to_str().unwrap()]);
+        let mut argv = vec![bin.to_str().unwrap(), "run", "--config", path.to_str().unwrap()];
+        argv.extend_from_slice(extra);
+        let mut cmd = ns.command(&argv);
         cmd.env("RUST_LOG", rust_log);
         let mut proc = Proc::spawn(cmd, &format!("{}-balancer", ns.name()));
         let start = std::time::Instant::now();

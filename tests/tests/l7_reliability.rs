@@ -163,3 +163,79 @@ fn a_passing_health_check_ends_the_retry_window_of_a_backend_that_came_back() {
     assert!(seen.contains("be1"), "be1 takes new sessions again once its check passed: {seen:?}");
     s.apps.clear();
 }
+
+/// Defect 5: SIGTERM of the L7 daemon dropped every connection and refused new ones for about a
+/// second. `run --takeover` takes the listening sockets over: no new connection is refused, the
+/// request in flight in the old daemon finishes, and its idle keep-alive connection is closed
+/// cleanly (end of stream between requests, which HTTP clients retry).
+#[test]
+fn a_takeover_restart_refuses_no_connection_and_finishes_the_request_in_flight() {
+    require_root!();
+    let mut s = setup("sticky = \"insert\"");
+    let lb = &s.lan.hosts[1].ns;
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let (slow, idle_closed, tried, failed, mut old) = s.lan.hosts[0].ns.in_thread(|| {
+        std::thread::scope(|scope| {
+            let slow = scope.spawn(|| exchange(b"GET /slow HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"));
+            let mut idle = TcpStream::connect((VIP, 80)).expect("connect");
+            idle.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+            let mut buf = [0u8; 4096];
+            let n = idle.read(&mut buf).unwrap();
+            assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+            let load = scope.spawn(|| {
+                let (mut tried, mut failed) = (0, Vec::new());
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) && tried < 2000 {
+                    tried += 1;
+                    let a = exchange(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+                    if !a.starts_with("HTTP/1.1 200") {
+                        failed.push(a);
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                (tried, failed)
+            });
+            std::thread::sleep(Duration::from_millis(300));
+            let old = s.daemon.takeover(lb, "info");
+            std::thread::sleep(Duration::from_millis(500));
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            idle.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let idle_closed = closed_by_server(&mut idle);
+            let (tried, failed) = load.join().unwrap();
+            (slow.join().unwrap(), idle_closed, tried, failed, old)
+        })
+    });
+    assert!(slow.starts_with("HTTP/1.1 200"), "the request in flight finished: {slow:?}");
+    assert!(idle_closed, "the old daemon closed its idle keep-alive connection");
+    assert!(tried > 20, "{tried} requests during the handoff");
+    assert!(failed.is_empty(), "{} of {tried} new connections failed: {:?}", failed.len(), failed.first());
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while old.try_wait().is_none() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let exited = old.try_wait();
+    assert!(exited.is_some_and(|st| st.success()), "the old daemon exits cleanly: {exited:?}\n{}", old.log());
+    assert!(s.daemon.ctl(lb, &["status"]).status.success(), "the new daemon answers");
+    assert_eq!(Browser::new(&s.lan.hosts[0].ns, "after").get("/", &[]).0, 200);
+    s.apps.clear();
+}
+
+/// Defect 5, plain stop: SIGTERM used to cut the requests in flight. It stops accepting and lets
+/// them finish (within `drain_timeout_s`) before it exits.
+#[test]
+fn sigterm_lets_the_request_in_flight_finish() {
+    require_root!();
+    let mut s = setup("sticky = \"insert\"");
+    let pid = s.daemon.proc.pid();
+    let slow = s.lan.hosts[0].ns.in_thread(|| {
+        std::thread::scope(|scope| {
+            let slow = scope.spawn(|| exchange(b"GET /slow HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"));
+            std::thread::sleep(Duration::from_millis(300));
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
+            slow.join().unwrap()
+        })
+    });
+    assert!(slow.starts_with("HTTP/1.1 200"), "the request in flight finished: {slow:?}");
+    let status = s.daemon.proc.stop();
+    assert!(status.is_some_and(|st| st.success()), "{status:?}\n{}", s.daemon.proc.log());
+    s.apps.clear();
+}

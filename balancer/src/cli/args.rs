@@ -44,6 +44,12 @@ pub enum Command {
         /// balancing with the last tables, so a restart or upgrade drops no connection.
         #[arg(long)]
         detach_on_exit: bool,
+        /// Seamless restart or upgrade: take over from the daemon running with this
+        /// configuration (its L7 listening sockets and pin lock, over the control socket). It
+        /// stops accepting, finishes its in-flight requests within `drain_timeout_s` and exits;
+        /// no connection is refused meanwhile. Without a running daemon, starts normally.
+        #[arg(long)]
+        takeover: bool,
     },
     /// Check a configuration file and exit: 0 when valid, 2 with the error otherwise.
     Check {

@@ -28,7 +28,7 @@ const EXIT_CONFIG: u8 = 2;
 pub fn run(cli: Cli, log_level: u8) -> ExitCode {
     let result = match cli.command {
         Command::Check { config } => return check(&config),
-        Command::Run { config, bpf_object, xdp_mode, detach_on_exit } => {
+        Command::Run { config, bpf_object, xdp_mode, detach_on_exit, takeover } => {
             let cfg = match Config::load(&config) {
                 Ok(c) => c,
                 Err(e) => {
@@ -36,7 +36,7 @@ pub fn run(cli: Cli, log_level: u8) -> ExitCode {
                     return ExitCode::from(EXIT_CONFIG);
                 }
             };
-            let opts = RunOptions { bpf_object, xdp_mode, log_level, detach_on_exit };
+            let opts = RunOptions { bpf_object, xdp_mode, log_level, detach_on_exit, takeover };
             daemon(cfg, &config, opts)
         }
         Command::Status => remote(&cli.socket, &Request::Status).and_then(|d| {

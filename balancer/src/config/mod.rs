@@ -75,6 +75,10 @@ pub struct Config {
     /// (inside the discard-only prefix, RFC 6666).
     #[serde(default = "default_ipip_v6", deserialize_with = "ipip_v6")]
     pub ipip_source_v6: Ipv6Addr,
+    /// How long a stopping daemon (SIGTERM, or after handing over to `run --takeover`) lets
+    /// L7 requests in flight finish before it exits. Default 10.
+    #[serde(default = "default_drain_timeout")]
+    pub drain_timeout_s: u64,
     /// Virtual services.
     #[serde(default, rename = "vip")]
     pub vips: Vec<Vip>,
@@ -437,6 +441,9 @@ fn default_pin_dir() -> PathBuf {
 fn default_metrics_address() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 9090))
 }
+fn default_drain_timeout() -> u64 {
+    10
+}
 fn default_state_file() -> PathBuf {
     PathBuf::from(DEFAULT_STATE_FILE)
 }
@@ -536,6 +543,11 @@ impl Config {
             ConfigError { file: path.to_owned(), line, column, message }
         })?;
         Ok(config)
+    }
+
+    /// `drain_timeout_s` as a duration.
+    pub fn drain_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.drain_timeout_s)
     }
 
     /// Checks a configuration changed at run time (by the control API); the error names the

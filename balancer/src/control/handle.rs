@@ -29,6 +29,7 @@ impl Daemon {
                 Err(e) => Response::err(e),
             },
             Request::Overrides => Response::ok(self.overrides()),
+            Request::Handoff => Response::err("a handoff is answered by the daemon's main loop"),
             Request::OverridesClear { vip, backend } => match self.clear_overrides(vip, backend).await {
                 Ok(n) => Response::ok(format!("{n} overrides cleared; the file's values apply")),
                 Err(e) => Response::err(format!("{e:#}")),
@@ -274,6 +275,7 @@ fn edit(config: &mut Config, change: Request) -> Result<(), String> {
         | Request::Reload
         | Request::Flow { .. }
         | Request::Overrides
+        | Request::Handoff
         | Request::OverridesClear { .. } => unreachable!("not a change"),
     }
     Ok(())

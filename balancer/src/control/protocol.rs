@@ -86,6 +86,9 @@ pub enum Request {
     },
     /// The runtime overrides kept across reloads and restarts.
     Overrides,
+    /// From a daemon starting with `--takeover`: pass it the pin lock and the L7 listening
+    /// sockets (`SCM_RIGHTS`), stop accepting, finish in-flight requests and exit.
+    Handoff,
     /// Remove overrides: all, those of one VIP, or those of one backend of it.
     OverridesClear {
         /// Only this VIP's.
@@ -240,6 +243,14 @@ pub struct Status {
     /// What keeps the daemon from doing its work (its pinned data path removed under it).
     #[serde(default)]
     pub problems: Vec<String>,
+}
+
+/// Answer to `handoff`. The descriptors sent with it are, in order: the pin lock, the admin
+/// socket, then one listening socket per address in `listeners`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HandoffAnswer {
+    /// L7 VIP addresses.
+    pub listeners: Vec<SocketAddr>,
 }
 
 /// Answer to `flow`.

@@ -10,10 +10,28 @@ use tokio::{
 };
 use tracing::{debug, warn};
 
+use tokio::task::JoinHandle;
+
 use super::protocol::{Request, Response};
 
 /// A request and where its answer goes.
-pub type Call = (Request, oneshot::Sender<Response>);
+pub type Call = (Request, oneshot::Sender<Reply>);
+
+/// An answer, and the descriptors that go with it (the listening sockets and pin lock a
+/// `handoff` passes to the daemon that takes over), sent as `SCM_RIGHTS` with the line.
+#[derive(Debug)]
+pub struct Reply {
+    /// The answer.
+    pub response: Response,
+    /// Descriptors for the peer.
+    pub fds: Vec<std::os::fd::OwnedFd>,
+}
+
+impl From<Response> for Reply {
+    fn from(response: Response) -> Self {
+        Self { response, fds: Vec::new() }
+    }
+}
 
 /// Longest request line accepted.
 const MAX_LINE: usize = 64 * 1024;
@@ -22,10 +40,11 @@ const MAX_LINE: usize = 64 * 1024;
 ///
 /// # Errors
 /// When the socket cannot be created.
-pub fn listen(path: &Path, calls: mpsc::Sender<Call>) -> std::io::Result<()> {
+pub fn listen(path: &Path, calls: mpsc::Sender<Call>, takeover: bool) -> std::io::Result<JoinHandle<()>> {
     // A socket someone answers on belongs to a running daemon (with another pin_dir, or the
     // pin lock would have stopped us): taking it over would leave that daemon unreachable.
-    if std::os::unix::net::UnixStream::connect(path).is_ok() {
+    // Unless it handed over to us: it stops answering, and its path becomes ours.
+    if !takeover && std::os::unix::net::UnixStream::connect(path).is_ok() {
         return Err(std::io::Error::new(
             std::io::ErrorKind::AddrInUse,
             "another balancer daemon answers on it; give this one its own control_socket",
@@ -39,7 +58,7 @@ pub fn listen(path: &Path, calls: mpsc::Sender<Call>) -> std::io::Result<()> {
     }
     let listener = UnixListener::bind(path)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-    tokio::spawn(async move {
+    Ok(tokio::spawn(async move {
         loop {
             match listener.accept().await {
                 Ok((stream, _)) => {
@@ -48,8 +67,7 @@ pub fn listen(path: &Path, calls: mpsc::Sender<Call>) -> std::io::Result<()> {
                 Err(e) => warn!(error = %e, "control socket accept failed"),
             }
         }
-    });
-    Ok(())
+    }))
 }
 
 async fn serve(stream: UnixStream, calls: mpsc::Sender<Call>) {
@@ -59,27 +77,56 @@ async fn serve(stream: UnixStream, calls: mpsc::Sender<Call>) {
     let (read, mut write) = stream.into_split();
     let mut lines = BufReader::new(read.take(MAX_LINE as u64 * 64)).lines();
     while let Ok(Some(line)) = lines.next_line().await {
-        let response = if !root {
-            Response::err("the control socket answers root only")
+        let reply: Reply = if !root {
+            Response::err("the control socket answers root only").into()
         } else if line.len() > MAX_LINE {
-            Response::err("request too long")
+            Response::err("request too long").into()
         } else {
             match serde_json::from_str::<Request>(&line) {
-                Err(e) => Response::err(format!("bad request: {e}")),
+                Err(e) => Response::err(format!("bad request: {e}")).into(),
                 Ok(request) => {
                     debug!(?request, "control request");
                     let (tx, rx) = oneshot::channel();
                     if calls.send((request, tx)).await.is_err() {
                         return;
                     }
-                    rx.await.unwrap_or_else(|_| Response::err("the daemon is shutting down"))
+                    rx.await.unwrap_or_else(|_| Response::err("the daemon is shutting down").into())
                 }
             }
         };
-        let mut out = serde_json::to_vec(&response).unwrap_or_default();
+        let mut out = serde_json::to_vec(&reply.response).unwrap_or_default();
         out.push(b'\n');
-        if write.write_all(&out).await.is_err() {
+        let sent = if reply.fds.is_empty() {
+            write.write_all(&out).await.is_ok()
+        } else {
+            send_with_fds(write.as_ref(), &out, &reply.fds).await.is_ok()
+        };
+        if !sent {
             return;
         }
     }
+}
+
+/// Writes `bytes` with `fds` attached (`SCM_RIGHTS`): one `sendmsg`, so the descriptors arrive
+/// with the first byte of the answer.
+async fn send_with_fds(stream: &UnixStream, bytes: &[u8], fds: &[std::os::fd::OwnedFd]) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+
+    use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
+    let raw: Vec<i32> = fds.iter().map(AsRawFd::as_raw_fd).collect();
+    let mut sent = 0;
+    while sent < bytes.len() {
+        stream.writable().await?;
+        let n = stream.try_io(tokio::io::Interest::WRITABLE, || {
+            let iov = [std::io::IoSlice::new(&bytes[sent..])];
+            let cmsg = if sent == 0 { vec![ControlMessage::ScmRights(&raw)] } else { Vec::new() };
+            sendmsg::<()>(stream.as_raw_fd(), &iov, &cmsg, MsgFlags::MSG_NOSIGNAL, None).map_err(std::io::Error::from)
+        });
+        match n {
+            Ok(n) => sent += n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }

@@ -46,6 +46,12 @@ pub struct Runtime {
     max_connections: HashMap<SocketAddr, usize>,
     /// Each VIP's connection counters.
     vip_lives: HashMap<SocketAddr, Arc<VipLive>>,
+    /// Listening sockets a daemon handed over, used by `prepare` instead of binding anew.
+    inherited: HashMap<SocketAddr, std::net::TcpListener>,
+    /// A descriptor of each VIP's listening socket, to hand over on a seamless restart.
+    sockets: HashMap<SocketAddr, std::os::fd::OwnedFd>,
+    /// Set when the daemon stops: connections finish their request and close.
+    shutdown: Option<tokio::sync::watch::Sender<bool>>,
 }
 
 /// Why a configuration's L7 VIPs cannot be served.
@@ -115,10 +121,42 @@ impl Runtime {
                 prepared.signers.insert(vip, signer);
             }
             if !self.vips.contains_key(&vip) {
-                prepared.listeners.insert(vip, bind(vip)?);
+                let socket = match self.inherited.get(&vip) {
+                    Some(s) => s.try_clone().map_err(|source| L7Error::Listen { vip, source })?,
+                    None => bind(vip)?,
+                };
+                prepared.listeners.insert(vip, socket);
             }
         }
         Ok(prepared)
+    }
+
+    /// Listening sockets handed over by the daemon this one replaces.
+    pub fn inherit(&mut self, listeners: HashMap<SocketAddr, std::net::TcpListener>) {
+        self.inherited = listeners;
+    }
+
+    /// Descriptors of every L7 listening socket, for the daemon taking over.
+    pub fn listener_fds(&self) -> std::io::Result<Vec<(SocketAddr, std::os::fd::OwnedFd)>> {
+        self.sockets.iter().map(|(a, fd)| Ok((*a, fd.try_clone()?))).collect()
+    }
+
+    /// Stops accepting on every VIP, asks open connections to finish their request and close
+    /// (idle keep-alive ones at once), and waits for them up to `deadline`; returns how many
+    /// were still open then.
+    pub async fn drain(&mut self, deadline: Duration) -> u64 {
+        for (_, task) in self.vips.values() {
+            task.abort();
+        }
+        if let Some(tx) = &self.shutdown {
+            let _ = tx.send(true);
+        }
+        let open = || self.vip_lives.values().map(|l| l.open.load(Relaxed)).sum::<u64>();
+        let until = Instant::now() + deadline;
+        while open() > 0 && Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        open()
     }
 
     /// Makes `prepared` the state that `sync` builds from.
@@ -184,7 +222,14 @@ impl Runtime {
                     max_head: l7.max_header_bytes,
                 };
                 let live = self.vip_lives.entry(address).or_default().clone();
-                match listen(socket, limits, state.clone(), live) {
+                match socket.try_clone() {
+                    Ok(dup) => {
+                        self.sockets.insert(address, dup.into());
+                    }
+                    Err(e) => warn!(vip = %address, error = %e, "the listener cannot be handed over on a restart"),
+                }
+                let shutdown = self.shutdown.get_or_insert_with(|| tokio::sync::watch::channel(false).0).subscribe();
+                match listen(socket, limits, state.clone(), live, shutdown) {
                     Ok(task) => {
                         info!(vip = %address, sticky = ?l7.sticky, "L7 VIP listening");
                         self.vips.insert(address, (state, task));
@@ -204,6 +249,8 @@ impl Runtime {
         });
         self.lives.retain(|(vip, _), _| wanted.contains(vip));
         self.vip_lives.retain(|vip, _| wanted.contains(vip));
+        self.sockets.retain(|vip, _| wanted.contains(vip));
+        self.inherited.clear();
         self.clients.retain(|vip, _| wanted.contains(vip));
     }
 
@@ -307,6 +354,7 @@ fn listen(
     limits: Limits,
     state: Arc<ArcSwap<Vip>>,
     live: Arc<VipLive>,
+    shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> std::io::Result<JoinHandle<()>> {
     let listener = TcpListener::from_std(socket)?;
     let vip = listener.local_addr()?;
@@ -337,12 +385,12 @@ fn listen(
             // Responses are written whole; Nagle would only hold a response's last segment
             // back until the client's delayed ACK.
             let _ = stream.set_nodelay(true);
-            let (state, live) = (state.clone(), live.clone());
+            let (state, live, shutdown) = (state.clone(), live.clone(), shutdown.clone());
             let (header_timeout, max_head) = (limits.header_timeout, limits.max_head);
+            live.open.fetch_add(1, Relaxed);
             tokio::spawn(async move {
                 let _permit = permit;
-                live.open.fetch_add(1, Relaxed);
-                serve(stream, peer, state, header_timeout, max_head, &live).await;
+                serve(stream, peer, state, header_timeout, max_head, &live, shutdown).await;
                 live.open.fetch_sub(1, Relaxed);
             });
         }
@@ -350,7 +398,8 @@ fn listen(
 }
 
 /// Serves one client connection. The head timeout runs from the accept: a socket that never
-/// sends a byte is closed too, not only one that stalls mid-head.
+/// sends a byte is closed too, not only one that stalls mid-head. When `shutdown` turns true
+/// the connection finishes the request it is serving and closes.
 async fn serve(
     stream: tokio::net::TcpStream,
     peer: SocketAddr,
@@ -358,10 +407,16 @@ async fn serve(
     header_timeout: Duration,
     max_head: usize,
     live: &VipLive,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
     let accepted = Instant::now();
     // `peek` waits for a byte (or the end); readiness alone can be reported before any data.
-    if !matches!(tokio::time::timeout(header_timeout, stream.peek(&mut [0u8; 1])).await, Ok(Ok(1..))) {
+    let mut byte = [0u8; 1];
+    let first = tokio::select! {
+        r = tokio::time::timeout(header_timeout, stream.peek(&mut byte)) => r,
+        () = stopping(&mut shutdown) => return,
+    };
+    if !matches!(first, Ok(Ok(1..))) {
         live.head_timeouts.fetch_add(1, Relaxed);
         debug!(%peer, "closed: no request within the header timeout");
         return;
@@ -372,7 +427,23 @@ async fn serve(
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     builder.http1().timer(TokioTimer::new()).header_read_timeout(left).max_buf_size(max_head).keep_alive(true);
     builder.http2().timer(TokioTimer::new()).max_header_list_size(u32::try_from(max_head).unwrap_or(u32::MAX));
-    if let Err(e) = builder.serve_connection(TokioIo::new(stream), service).await {
+    let conn = builder.serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        r = conn.as_mut() => r,
+        () = stopping(&mut shutdown) => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = result {
         debug!(%peer, error = %e, "client connection ended");
+    }
+}
+
+/// Resolves once the daemon stops (never, if the runtime that would say so is gone).
+async fn stopping(shutdown: &mut tokio::sync::watch::Receiver<bool>) {
+    if shutdown.wait_for(|stop| *stop).await.is_err() {
+        std::future::pending::<()>().await;
     }
 }
