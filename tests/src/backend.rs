@@ -278,3 +278,85 @@ impl Drop for JavaServer {
         let _ = std::fs::remove_dir_all(&self.base);
     }
 }
+
+/// A backend that records the exact bytes each connection brings: it reads until the client
+/// has been quiet for 200 ms, appends `=== <n bytes>\n<bytes>\n` to its record, and answers
+/// `HTTP/1.1 200 OK` with body `ok` and `Connection: close`.
+const RECORDER: &str = r#"
+import socket, sys, threading
+port, path = int(sys.argv[1]), sys.argv[2]
+lock = threading.Lock()
+def serve(c):
+    c.settimeout(0.2)
+    data = b""
+    try:
+        while True:
+            d = c.recv(65536)
+            if not d:
+                break
+            data += d
+    except socket.timeout:
+        pass
+    with lock, open(path, "ab") as f:
+        f.write(b"=== %d\n" % len(data) + data + b"\n")
+    try:
+        c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+    except OSError:
+        pass
+    c.close()
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", port))
+s.listen(128)
+while True:
+    c, _ = s.accept()
+    threading.Thread(target=serve, args=(c,), daemon=True).start()
+"#;
+
+/// A running recording backend ([`RECORDER`]'s program); stops on drop.
+#[derive(Debug)]
+pub struct Recorder {
+    /// The process.
+    pub proc: Proc,
+    record: PathBuf,
+}
+
+impl Recorder {
+    /// Starts the recorder on `host`, port `port`.
+    pub fn start(host: &Host, port: u16) -> Self {
+        let script = std::env::temp_dir().join(format!("{}-recorder.py", host.ns.name()));
+        let record = std::env::temp_dir().join(format!("{}-recorded.txt", host.ns.name()));
+        std::fs::write(&script, RECORDER).expect("write recorder script");
+        let _ = std::fs::remove_file(&record);
+        let proc = host.ns.spawn(&["python3", script.to_str().unwrap(), &port.to_string(), record.to_str().unwrap()]);
+        for _ in 0..100 {
+            if host.ns.output(&["sh", "-c", &format!("ss -ltn | grep -q ':{port} '")]).status.success() {
+                return Self { proc, record };
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("recorder did not start:\n{}", proc.log());
+    }
+
+    /// What every connection brought so far, in order, and clears the record.
+    pub fn take(&self) -> Vec<String> {
+        let text = std::fs::read(&self.record).unwrap_or_default();
+        let _ = std::fs::remove_file(&self.record);
+        let text = String::from_utf8_lossy(&text).into_owned();
+        let mut out = Vec::new();
+        let mut rest = text.as_str();
+        while let Some(after) = rest.strip_prefix("=== ") {
+            let (n, body) = after.split_once('\n').expect("a record header");
+            let n: usize = n.parse().expect("a length");
+            out.push(body[..n].to_owned());
+            rest = &body[n + 1..];
+        }
+        out
+    }
+}
+
+impl Drop for Recorder {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.record);
+    }
+}

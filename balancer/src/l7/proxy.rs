@@ -64,6 +64,26 @@ impl Target {
     }
 }
 
+/// The answer to a request whose body framing could be read two ways, which is how requests
+/// are smuggled past a proxy. Only `Transfer-Encoding: chunked`, once, is accepted: chunked
+/// applied twice (two headers, or a list) is malformed (400); any other coding is one we do not
+/// implement (501, RFC 9112 §6.1), as Tomcat answers too.
+fn framing_refusal(headers: &HeaderMap) -> Option<Response<Body>> {
+    let mut codings = headers
+        .get_all(header::TRANSFER_ENCODING)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .map(<[u8]>::trim_ascii)
+        .filter(|c| !c.is_empty());
+    let first = codings.next()?;
+    let chunked = |c: &[u8]| c.eq_ignore_ascii_case(b"chunked");
+    match (chunked(first), codings.next()) {
+        (true, None) => None,
+        (true, Some(c)) if chunked(c) => Some(text(StatusCode::BAD_REQUEST, "chunked may be applied only once")),
+        _ => Some(text(StatusCode::NOT_IMPLEMENTED, "the only transfer coding accepted is chunked")),
+    }
+}
+
 /// What the proxy adds to `Via` both ways when `via = true` (RFC 9110 §7.6.3).
 const VIA: &str = "1.1 balancer";
 
@@ -145,6 +165,9 @@ pub async fn handle(
     if hosts > 1 || (hosts == 0 && req.version() == hyper::Version::HTTP_11) {
         return Ok(text(StatusCode::BAD_REQUEST, "a request needs exactly one Host header"));
     }
+    if let Some(refusal) = framing_refusal(req.headers()) {
+        return Ok(refusal);
+    }
     let v = vip.load_full();
     let l7 = &v.l7;
     let t = now();
@@ -184,17 +207,19 @@ pub async fn handle(
     // What the backend gets: forwarded-for headers, our cookie removed in indirect mode.
     let (mut parts, body) = req.into_parts();
     // HTTP/2 clients name the host in `:authority`; backends get HTTP/1.1 with a Host header.
-    let host = parts
-        .headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(str::to_owned)
-        .or_else(|| parts.uri.authority().map(std::string::ToString::to_string));
+    // An absolute-form target (`GET http://host/path`) names the host itself, and Host is then
+    // ignored (RFC 9112 §3.2.2); so does an HTTP/2 `:authority`. Either way the backend gets
+    // an origin-form request whose Host says the same as the target did.
+    let authority = parts.uri.authority().map(std::string::ToString::to_string);
+    let host =
+        authority.clone().or_else(|| parts.headers.get(header::HOST).and_then(|h| h.to_str().ok()).map(str::to_owned));
     if parts.version != hyper::Version::HTTP_11 && parts.version != hyper::Version::HTTP_10 {
         parts.version = hyper::Version::HTTP_11;
-        if let Some(h) = host.as_deref().and_then(|h| HeaderValue::from_str(h).ok()) {
-            parts.headers.insert(header::HOST, h);
-        }
+    }
+    if authority.is_some()
+        && let Some(h) = host.as_deref().and_then(|h| HeaderValue::from_str(h).ok())
+    {
+        parts.headers.insert(header::HOST, h);
     }
     strip_hop_by_hop(&mut parts.headers);
     if l7.sticky == StickyMode::Insert && l7.indirect {

@@ -425,7 +425,14 @@ async fn serve(
     let service = service_fn(move |req| proxy::handle(req, state.clone(), peer));
     // HTTP/1.1, or HTTP/2 with prior knowledge (h2c) on the same port.
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(left).max_buf_size(max_head).keep_alive(true);
+    // half_close: a client that shuts its sending side after the request still gets the answer.
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(left)
+        .max_buf_size(max_head)
+        .keep_alive(true)
+        .half_close(true);
     builder.http2().timer(TokioTimer::new()).max_header_list_size(u32::try_from(max_head).unwrap_or(u32::MAX));
     let conn = builder.serve_connection(TokioIo::new(stream), service);
     tokio::pin!(conn);
