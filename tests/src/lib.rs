@@ -3,6 +3,7 @@
 //! - [`packet`]: builds Ethernet/VLAN/IPv4/IPv6/TCP/UDP frames with correct checksums.
 //! - [`xdp`]: runs the loaded XDP program on a frame through `BPF_PROG_TEST_RUN` and returns the
 //!   verdict and the bytes that came out.
+//! - [`fuzz`]: generated and mutated frames through the program, checked against the design.
 //! - [`netns`]: network namespaces joined by veths and a bridge, torn down on drop (even when the
 //!   test panics), and processes started inside them, stopped by PID.
 //!
@@ -11,6 +12,7 @@
 pub mod backend;
 pub mod daemon;
 pub mod fixture;
+pub mod fuzz;
 pub mod l7;
 pub mod netns;
 pub mod packet;

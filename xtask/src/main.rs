@@ -5,6 +5,7 @@
 //! - `test`: installs what is missing, builds, runs unit tests, then the root-only integration
 //!   tests.
 //! - `demo`: installs what is missing, builds, and balances HTTP in network namespaces.
+//! - `soak`: the long runs of the hostile-input suites (1,000,000 fuzzed frames per seed).
 //! - `bench`: runs the benchmarks and writes BENCHMARKS.md.
 //! - `run`: builds and runs the daemon with a config (root).
 
@@ -13,6 +14,7 @@ mod build_ebpf;
 mod demo;
 mod lint;
 mod run;
+mod soak;
 mod test;
 mod toolchain;
 
@@ -37,6 +39,8 @@ enum Command {
     Demo,
     /// Run the benchmarks (root) and write BENCHMARKS.md.
     Bench,
+    /// The long hostile-input runs (root): 1,000,000 fuzzed frames per seed through the XDP program.
+    Soak,
     /// Build and run the daemon: `cargo xtask run -- --config FILE`.
     Run(run::Options),
 }
@@ -48,6 +52,7 @@ fn main() -> anyhow::Result<()> {
         Command::Test(opts) => test::test(&opts),
         Command::Demo => demo::demo(),
         Command::Bench => bench::bench(),
+        Command::Soak => soak::soak(),
         Command::Run(opts) => run::run(&opts),
     }
 }
