@@ -33,10 +33,10 @@ proptest! {
     fn a_valid_file_with_a_byte_changed_is_a_config_or_a_located_error(at in 0usize..VALID.len(), b in any::<u8>()) {
         let mut bytes = VALID.as_bytes().to_vec();
         bytes[at] = b;
-        if let Ok(text) = String::from_utf8(bytes) {
-            if let Err(e) = Config::parse(&text, Path::new("p.toml")) {
-                prop_assert!(e.line >= 1 && e.line <= text.lines().count() + 1, "{e}");
-            }
+        if let Ok(text) = String::from_utf8(bytes)
+            && let Err(e) = Config::parse(&text, Path::new("p.toml"))
+        {
+            prop_assert!(e.line >= 1 && e.line <= text.lines().count() + 1, "{e}");
         }
     }
 
