@@ -2,6 +2,8 @@
 //!
 //! - The XDP program against 1,000,000 generated and mutated frames per seed (three seeds),
 //!   each outcome checked against the design (`tests/src/fuzz.rs`).
+//! - The operations soak (`tests/src/soak.rs`) over three rounds of every operation, its table
+//!   written to `target/soak-report.md`.
 
 use anyhow::Result;
 
@@ -26,5 +28,16 @@ pub fn soak() -> Result<()> {
                 .args(["test", "--release", "--package", "balancer-tests", "--test", "fuzz", "--", "--nocapture"]),
         )?;
     }
+    let report = root().join("target/soak-report.md");
+    status(cargo().current_dir(root()).env("BALANCER_SOAK_ROUNDS", "3").env("BALANCER_SOAK_REPORT", &report).args([
+        "test",
+        "--package",
+        "balancer-tests",
+        "--test",
+        "soak",
+        "--",
+        "--nocapture",
+    ]))?;
+    println!("operations soak: {}", report.display());
     Ok(())
 }
