@@ -378,3 +378,104 @@ pub fn table(rows: &[Row]) -> String {
     }
     t
 }
+
+/// What an idle flood did to the L7 proxy.
+#[derive(Debug)]
+pub struct Flood {
+    /// Idle connections the proxy held open at once.
+    pub held: usize,
+    /// Flood connections it refused at `max_connections`.
+    pub refused: usize,
+    /// Requests of the well-behaved, already connected clients, and how many failed.
+    pub requests: usize,
+    /// See above.
+    pub failed: usize,
+    /// p99 of those requests without the flood, and during it, in µs.
+    pub p99_unloaded_us: u64,
+    /// See above.
+    pub p99_flooded_us: u64,
+    /// The daemon's peak resident memory (`VmHWM`), KiB.
+    pub peak_rss_kib: u64,
+}
+
+fn p99(mut v: Vec<u64>) -> u64 {
+    v.sort_unstable();
+    v.get(v.len() * 99 / 100).copied().unwrap_or(0)
+}
+
+/// Fills an L7 VIP with `idle` silent connections (its `max_connections`; fewer when the
+/// descriptor limit cannot hold them, and the number used is returned) plus a tenth more,
+/// and measures four kept-alive clients' request latency before and during the flood.
+pub fn flood(idle: usize) -> (usize, Flood) {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
+    setrlimit(Resource::RLIMIT_NOFILE, hard, hard).unwrap();
+    // The daemon needs two descriptors a connection and its own 256; this process one, and
+    // the tenth more that get refused.
+    let idle = idle.min(usize::try_from(hard.saturating_sub(600) / 2).unwrap_or(usize::MAX) * 10 / 11);
+    let s =
+        crate::l7::setup(&format!("sticky = \"insert\"\nheader_timeout_ms = 60000\nmax_connections = {}", idle + 4));
+    let pid = s.daemon.proc.pid();
+    let (held, refused, requests, failed, before, during) = s.lan.hosts[0].ns.in_thread(|| {
+        let vip: SocketAddr = format!("{}:80", crate::l7::VIP).parse().unwrap();
+        let mut clients: Vec<TcpStream> = (0..4).map(|_| TcpStream::connect(vip).unwrap()).collect();
+        let (mut requests, mut failed) = (0, 0);
+        let mut round = |clients: &mut Vec<TcpStream>| -> Vec<u64> {
+            let mut t = Vec::new();
+            for _ in 0..100 {
+                for c in clients.iter_mut() {
+                    let start = std::time::Instant::now();
+                    let ok = c.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").is_ok()
+                        && read_response(c).is_ok_and(|(h, _)| h.starts_with("HTTP/1.1 200"));
+                    t.push(start.elapsed().as_micros() as u64);
+                    requests += 1;
+                    failed += usize::from(!ok);
+                }
+            }
+            t
+        };
+        for c in &clients {
+            c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        }
+        let before = round(&mut clients);
+        let mut silent = Vec::new();
+        let mut refused = 0;
+        for _ in 0..idle + idle / 10 {
+            match TcpStream::connect(vip) {
+                Ok(c) => silent.push(c),
+                Err(_) => refused += 1,
+            }
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        // A refused one got its 503 and was closed: it reads to the end at once.
+        let mut held = 0;
+        for c in &mut silent {
+            c.set_nonblocking(true).unwrap();
+            let mut b = [0u8; 256];
+            match c.read(&mut b) {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => held += 1,
+                _ => refused += 1,
+            }
+        }
+        let during = round(&mut clients);
+        (held, refused, requests, failed, before, during)
+    });
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let peak_rss_kib = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0);
+    (
+        idle,
+        Flood {
+            held,
+            refused,
+            requests,
+            failed,
+            p99_unloaded_us: p99(before),
+            p99_flooded_us: p99(during),
+            peak_rss_kib,
+        },
+    )
+}

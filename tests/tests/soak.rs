@@ -38,3 +38,21 @@ fn every_operation_keeps_established_connections_and_sessions() {
         }
     }
 }
+
+/// An idle flood up to `max_connections` (500 here; `cargo xtask soak` uses 9000): the proxy
+/// holds exactly that many, refuses the rest with a 503, and clients already connected are
+/// served throughout. Their latency is printed (and reported by the soak), not asserted:
+/// timings belong to benchmarks.
+#[test]
+fn an_idle_flood_is_held_to_the_limit_and_connected_clients_are_served() {
+    require_root!();
+    let idle = std::env::var("BALANCER_FLOOD").ok().and_then(|n| n.parse().ok()).unwrap_or(500);
+    let (idle, f) = soak::flood(idle);
+    eprintln!("{idle} idle: {f:?}");
+    if let Ok(path) = std::env::var("BALANCER_FLOOD_REPORT") {
+        std::fs::write(path, format!("{idle} idle connections: {f:#?}\n")).unwrap();
+    }
+    assert_eq!(f.held, idle, "{f:?}");
+    assert_eq!(f.refused, idle / 10, "{f:?}");
+    assert_eq!(f.failed, 0, "{f:?}");
+}
