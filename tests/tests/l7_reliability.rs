@@ -239,3 +239,27 @@ fn sigterm_lets_the_request_in_flight_finish() {
     assert!(status.is_some_and(|st| st.success()), "{status:?}\n{}", s.daemon.proc.log());
     s.apps.clear();
 }
+
+/// A client that sends request after request and never reads the answers fills its own
+/// socket buffers; it holds up its own connection only, and everyone else is served.
+#[test]
+fn a_client_that_never_reads_holds_up_only_itself() {
+    require_root!();
+    let mut s = setup("sticky = \"insert\"");
+    let served = s.lan.hosts[0].ns.in_thread(|| {
+        let mut deaf = TcpStream::connect((VIP, 80)).expect("connect");
+        deaf.set_write_timeout(Some(Duration::from_secs(2))).unwrap();
+        let pipeline = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".repeat(2000);
+        // Until its buffers (and ours) are full; a write timing out means they are.
+        for _ in 0..50 {
+            if deaf.write_all(&pipeline).is_err() {
+                break;
+            }
+        }
+        (0..20)
+            .filter(|_| exchange(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").starts_with("HTTP/1.1 200"))
+            .count()
+    });
+    assert_eq!(served, 20, "other clients are served while one never reads");
+    s.apps.clear();
+}

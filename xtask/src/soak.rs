@@ -30,15 +30,15 @@ pub fn soak() -> Result<()> {
         )?;
     }
     let report = root().join("target/soak-report.md");
-    status(cargo().current_dir(root()).env("BALANCER_SOAK_ROUNDS", "3").env("BALANCER_SOAK_REPORT", &report).args([
-        "test",
-        "--package",
-        "balancer-tests",
-        "--test",
-        "soak",
-        "--",
-        "--nocapture",
-    ]))?;
+    status(
+        cargo()
+            .current_dir(root())
+            .env("BALANCER_SOAK_ROUNDS", "3")
+            .env("BALANCER_SOAK_REPORT", &report)
+            .env("BALANCER_FLOOD", "9000")
+            .env("BALANCER_FLOOD_REPORT", root().join("target/flood-report.txt"))
+            .args(["test", "--package", "balancer-tests", "--test", "soak", "--", "--nocapture"]),
+    )?;
     println!("operations soak: {}", report.display());
     Ok(())
 }
