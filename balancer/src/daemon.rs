@@ -69,8 +69,11 @@ pub struct Daemon {
     /// What of the pinned data path has gone missing under the daemon (a `teardown`, a bpffs
     /// unmount), checked every few seconds; `None` while it is whole.
     missing: Option<String>,
-    /// The control socket's accept loop.
-    control: tokio::task::JoinHandle<()>,
+    /// The control socket's accept loop (from the end of `start` on).
+    control: Option<tokio::task::JoinHandle<()>>,
+    /// Between a handoff's answer and the new daemon's `ready`: this daemon serves but leaves
+    /// the maps and the configuration alone, since the new one is writing them.
+    handing_over: bool,
     /// The admin server.
     admin: crate::admin::Admin,
     /// The configuration as the file has it; `config` is this with the overrides applied.
@@ -106,15 +109,18 @@ impl Daemon {
         // Before anything is touched: a second daemon on the same pins must change nothing,
         // unless it takes over from the first, which then hands it its lock and listeners.
         let inherited = if opts.takeover { crate::handoff::take_over(&config.control_socket)? } else { None };
-        let took_over = inherited.is_some();
-        let (lock, admin_socket, listeners) = if let Some(i) = inherited {
-            info!(listeners = i.listeners.len(), "took over from the running daemon");
-            (crate::lock::PinLock::adopt(i.lock, &config.pin_dir)?, Some(i.admin), i.listeners)
+        let (lock, admin_socket, listeners, handoff) = if let Some(i) = inherited {
+            info!(listeners = i.listeners.len(), "taking over from the running daemon");
+            let lock = crate::lock::PinLock::adopt(i.lock, &config.pin_dir)?;
+            (lock, Some(i.admin), i.listeners, Some(i.stream))
         } else {
             if opts.takeover {
                 info!("no daemon answers on the control socket: nothing to take over, starting afresh");
             }
-            (crate::lock::PinLock::acquire(&config.pin_dir)?, None, HashMap::new())
+            let lock = crate::lock::PinLock::acquire(&config.pin_dir)?;
+            server::ensure_free(&config.control_socket)
+                .with_context(|| format!("the control socket {}", config.control_socket.display()))?;
+            (lock, None, HashMap::new(), None)
         };
         match crate::fdlimit::raise() {
             Ok((before, after)) if before < after => info!(before, after, "raised the file descriptor limit"),
@@ -133,9 +139,7 @@ impl Daemon {
         let ids = sync::read_ids(&dp).context("reading the pinned maps")?;
         let (flips_tx, flips) = mpsc::unbounded_channel();
         let (calls_tx, calls) = mpsc::channel(64);
-        let control = server::listen(&config.control_socket, calls_tx.clone(), took_over)
-            .with_context(|| format!("creating the control socket {}", config.control_socket.display()))?;
-        let admin = crate::admin::serve(config.metrics_address, admin_socket, calls_tx).with_context(|| {
+        let admin = crate::admin::serve(config.metrics_address, admin_socket, calls_tx.clone()).with_context(|| {
             format!("serving /metrics and /status on {} (`metrics_address`)", config.metrics_address)
         })?;
         let mode = opts.xdp_mode.unwrap_or(config.xdp_mode);
@@ -170,7 +174,8 @@ impl Daemon {
             config_path: config_path.to_owned(),
             detach_on_exit: opts.detach_on_exit,
             missing: None,
-            control,
+            control: None,
+            handing_over: false,
             admin,
             file,
             overrides,
@@ -184,6 +189,16 @@ impl Daemon {
             let pin = link_pin(&d.config.pin_dir, &iface.name);
             d.dp.attach_persistent(BALANCER_PROGRAM, &iface.name, mode, &pin)
                 .with_context(|| format!("attaching to `{}` (try --xdp-mode generic)", iface.name))?;
+        }
+        // The control socket last: the CLI reaches a daemon that runs, and during a takeover
+        // it reaches the old one until this one is ready.
+        d.control = Some(
+            server::listen(&d.config.control_socket, calls_tx)
+                .with_context(|| format!("creating the control socket {}", d.config.control_socket.display()))?,
+        );
+        if let Some(stream) = handoff {
+            crate::handoff::Inherited::ready_on(stream)?;
+            info!("the old daemon hands over: it finishes its requests in flight and exits");
         }
         info!(vips = d.config.vips.len(), "balancer running");
         Ok(d)
@@ -236,6 +251,11 @@ impl Daemon {
     /// Rebuilds the tables from the configuration, next hops and health in force, and writes
     /// them. The ids are kept even when a write fails, since the maps may already hold them.
     fn write(&mut self, cause: &str) -> Result<()> {
+        if self.handing_over {
+            // The new daemon writes the maps now; an aborted handoff rewrites them whole.
+            self.synced = false;
+            return Ok(());
+        }
         let assigned = self.ids.assign(&self.config);
         let (down, ramps, config) = (&self.down, &self.ramps, &self.config);
         let now = tokio::time::Instant::now();
@@ -291,24 +311,41 @@ impl Daemon {
                 Some(flip) = self.flips.recv() => self.on_flip(&flip),
                 _ = ramp_tick.tick(), if !self.ramps.is_empty() => self.ramp_step(),
                 _ = pins_tick.tick() => self.check_pins(),
-                Some((request, reply)) = self.calls.recv() => {
-                    if matches!(request, Request::Handoff) {
-                        match self.handoff_fds() {
-                            Ok(handed) => {
-                                let _ = reply.send(handed);
-                                return self.exit_after_handoff().await;
-                            }
-                            Err(e) => {
-                                let _ = reply.send(Response::err(format!("cannot hand over: {e}")).into());
-                            }
-                        }
-                        continue;
+                Some((request, reply)) = self.calls.recv() => match request {
+                    Request::Handoff if self.handing_over => {
+                        let _ = reply.send(Response::err("a handoff is already under way").into());
                     }
-                    let _ = reply.send(self.handle(request).await.into());
-                }
+                    Request::Handoff => match self.handoff_fds() {
+                        Ok(handed) => {
+                            self.handing_over = true;
+                            info!("handing over to a new daemon: serving until it is ready, maps left to it");
+                            let _ = reply.send(handed);
+                        }
+                        Err(e) => {
+                            let _ = reply.send(Response::err(format!("cannot hand over: {e}")).into());
+                        }
+                    },
+                    Request::HandoffDone if self.handing_over => return self.exit_after_handoff().await,
+                    Request::HandoffAborted if self.handing_over => {
+                        self.handing_over = false;
+                        warn!("the new daemon went away before it was ready: carrying on");
+                        self.synced = false;
+                        if let Err(e) = self.write("handoff aborted") {
+                            error!("{e:#}");
+                        }
+                    }
+                    request if self.handing_over && request.changes() => {
+                        let _ = reply.send(Response::err("a handoff to a new daemon is under way: retry on it").into());
+                    }
+                    request => {
+                        let _ = reply.send(self.handle(request).await.into());
+                    }
+                },
             }
         }
-        self.control.abort();
+        if let Some(c) = &self.control {
+            c.abort();
+        }
         let left = self.l7.drain(self.config.drain_timeout()).await;
         if left > 0 {
             warn!(connections = left, "stopping with L7 connections still open after drain_timeout_s");
@@ -342,7 +379,9 @@ impl Daemon {
     /// daemon holds the listening sockets now), let in-flight requests finish, and exit,
     /// leaving the data path and the control socket's path to the new daemon.
     async fn exit_after_handoff(mut self) -> Result<()> {
-        self.control.abort();
+        if let Some(c) = &self.control {
+            c.abort();
+        }
         self.admin.task.abort();
         info!("handed over to the new daemon: finishing in-flight requests");
         let left = self.l7.drain(self.config.drain_timeout()).await;

@@ -1,9 +1,15 @@
 //! A seamless restart (`balancer run --takeover`), as `HAProxy` passes its listeners to the
-//! process that replaces it: the new daemon asks the running one, over the control socket, for
-//! its pin lock and its L7 listening sockets (`SCM_RIGHTS`). The old one stops accepting at once
-//! and lets its in-flight requests finish; connections that arrive meanwhile wait in the
-//! listening socket's backlog, which the new daemon now holds, so none is refused. The XDP
-//! program and maps are pinned and re-adopted as on any start.
+//! process that replaces it:
+//!
+//! 1. the new daemon asks the running one, over the control socket, for its pin lock, admin
+//!    socket and L7 listening sockets (`SCM_RIGHTS`), and keeps that connection open;
+//! 2. the old one goes on serving, but stops writing the maps and taking changes;
+//! 3. the new one loads and attaches (re-adopting the pinned maps), accepts on the same
+//!    listening sockets — the kernel hands each new connection to one of the two — binds the
+//!    control socket, and writes `ready` on the handoff connection;
+//! 4. the old one then stops accepting, finishes its requests in flight and exits. If the new
+//!    one dies or gives up before `ready` (the connection closes), or takes longer than
+//!    `READY_TIMEOUT`, the old one carries on as before: a failed upgrade refuses nothing.
 
 use std::{
     collections::HashMap,
@@ -43,6 +49,24 @@ pub struct Inherited {
     pub admin: std::net::TcpListener,
     /// Its L7 listening sockets, by VIP.
     pub listeners: HashMap<SocketAddr, std::net::TcpListener>,
+    /// The handoff connection, on which `ready` tells the old daemon to go.
+    pub stream: UnixStream,
+}
+
+/// How long the old daemon waits for the new one's `ready`.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What the new daemon writes once it serves.
+pub const READY: &[u8] = b"ready\n";
+
+impl Inherited {
+    /// Tells the old daemon, on the handoff connection, that this one serves now, so it can go.
+    pub fn ready_on(mut stream: UnixStream) -> Result<(), HandoffError> {
+        stream.write_all(READY).map_err(|e| HandoffError::Exchange {
+            socket: "the handoff connection".into(),
+            why: format!("the old daemon gave up the handoff (it waits {} s): {e}", READY_TIMEOUT.as_secs()),
+        })
+    }
 }
 
 /// Asks the daemon answering on `socket` to hand over; `None` when no daemon answers there
@@ -66,7 +90,7 @@ pub fn take_over(socket: &Path) -> Result<Option<Inherited>, HandoffError> {
     let admin = fds.next().ok_or_else(|| fail("no admin socket came with the answer".into()))?.into();
     let listeners: HashMap<SocketAddr, std::net::TcpListener> =
         answer.listeners.into_iter().zip(fds.by_ref().map(std::net::TcpListener::from)).collect();
-    Ok(Some(Inherited { lock, admin, listeners }))
+    Ok(Some(Inherited { lock, admin, listeners, stream }))
 }
 
 /// Reads one answer line and the descriptors sent with it.

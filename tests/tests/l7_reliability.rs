@@ -8,6 +8,7 @@ use std::{
 };
 
 use balancer_tests::{
+    daemon::Daemon,
     l7::{Browser, VIP, setup},
     require_root,
 };
@@ -261,5 +262,41 @@ fn a_client_that_never_reads_holds_up_only_itself() {
             .count()
     });
     assert_eq!(served, 20, "other clients are served while one never reads");
+    s.apps.clear();
+}
+
+/// A takeover whose new daemon fails to start (here: a program object that does not exist)
+/// refuses nothing: the old daemon serves on and keeps its control socket, and a later
+/// takeover still works.
+#[test]
+fn a_failed_takeover_leaves_the_old_daemon_serving() {
+    require_root!();
+    let mut s = setup("sticky = \"insert\"");
+    let lb = &s.lan.hosts[1].ns;
+    let config = s.daemon.config.to_str().unwrap().to_owned();
+    let (failed, during) = s.lan.hosts[0].ns.in_thread(|| {
+        std::thread::scope(|scope| {
+            let load = scope.spawn(|| {
+                (0..60)
+                    .filter(|_| {
+                        std::thread::sleep(Duration::from_millis(20));
+                        !exchange(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").starts_with("HTTP/1.1 200")
+                    })
+                    .count()
+            });
+            let failed =
+                Daemon::cli(lb, &["run", "--takeover", "--config", &config, "--bpf-object", "/nonexistent/balancer.o"]);
+            (failed, load.join().unwrap())
+        })
+    });
+    assert!(!failed.status.success(), "the new daemon cannot start");
+    assert_eq!(during, 0, "no request failed while the takeover failed");
+    s.daemon.proc.wait_for_log("carrying on", Duration::from_secs(5));
+    assert!(s.daemon.proc.try_wait().is_none(), "the old daemon still runs");
+    assert!(s.daemon.ctl(lb, &["status"]).status.success(), "and still answers on its control socket");
+    assert_eq!(Browser::new(&s.lan.hosts[0].ns, "after").get("/", &[]).0, 200);
+    let mut old = s.daemon.takeover(lb, "info");
+    assert!(old.stop().is_some());
+    assert_eq!(Browser::new(&s.lan.hosts[0].ns, "later").get("/", &[]).0, 200, "a later takeover works");
     s.apps.clear();
 }

@@ -29,7 +29,9 @@ impl Daemon {
                 Err(e) => Response::err(e),
             },
             Request::Overrides => Response::ok(self.overrides()),
-            Request::Handoff => Response::err("a handoff is answered by the daemon's main loop"),
+            Request::Handoff | Request::HandoffDone | Request::HandoffAborted => {
+                Response::err("a handoff is answered by the daemon's main loop")
+            }
             Request::OverridesClear { vip, backend } => match self.clear_overrides(vip, backend).await {
                 Ok(n) => Response::ok(format!("{n} overrides cleared; the file's values apply")),
                 Err(e) => Response::err(format!("{e:#}")),
@@ -276,6 +278,8 @@ fn edit(config: &mut Config, change: Request) -> Result<(), String> {
         | Request::Flow { .. }
         | Request::Overrides
         | Request::Handoff
+        | Request::HandoffDone
+        | Request::HandoffAborted
         | Request::OverridesClear { .. } => unreachable!("not a change"),
     }
     Ok(())

@@ -86,9 +86,14 @@ pub enum Request {
     },
     /// The runtime overrides kept across reloads and restarts.
     Overrides,
-    /// From a daemon starting with `--takeover`: pass it the pin lock and the L7 listening
-    /// sockets (`SCM_RIGHTS`), stop accepting, finish in-flight requests and exit.
+    /// From a daemon starting with `--takeover`: pass it the pin lock and the listening
+    /// sockets (`SCM_RIGHTS`); once it says `ready` on the same connection, stop accepting,
+    /// finish in-flight requests and exit (`handoff`).
     Handoff,
+    /// Raised by the control server, not sent by clients: the new daemon said `ready`.
+    HandoffDone,
+    /// Raised by the control server: the new daemon went away before `ready`.
+    HandoffAborted,
     /// Remove overrides: all, those of one VIP, or those of one backend of it.
     OverridesClear {
         /// Only this VIP's.
@@ -96,6 +101,22 @@ pub enum Request {
         /// Only this backend's (of `vip`).
         backend: Option<IpAddr>,
     },
+}
+
+impl Request {
+    /// Whether it changes the configuration in force.
+    pub fn changes(&self) -> bool {
+        matches!(
+            self,
+            Self::Reload
+                | Self::VipAdd { .. }
+                | Self::VipDel { .. }
+                | Self::BackendAdd { .. }
+                | Self::BackendDel { .. }
+                | Self::BackendSet { .. }
+                | Self::OverridesClear { .. }
+        )
+    }
 }
 
 /// What the daemon answers: `data` on success, `error` (one line a person can act on) otherwise.

@@ -36,20 +36,21 @@ impl From<Response> for Reply {
 /// Longest request line accepted.
 const MAX_LINE: usize = 64 * 1024;
 
-/// Binds `path` (replacing a stale socket), makes it 0600, and serves it forever.
-///
-/// # Errors
-/// When the socket cannot be created.
-pub fn listen(path: &Path, calls: mpsc::Sender<Call>, takeover: bool) -> std::io::Result<JoinHandle<()>> {
-    // A socket someone answers on belongs to a running daemon (with another pin_dir, or the
-    // pin lock would have stopped us): taking it over would leave that daemon unreachable.
-    // Unless it handed over to us: it stops answering, and its path becomes ours.
-    if !takeover && std::os::unix::net::UnixStream::connect(path).is_ok() {
+/// Fails when a daemon answers on `path`: with another `pin_dir` (or the pin lock would have
+/// stopped this one), taking its socket over would leave it unreachable.
+pub fn ensure_free(path: &Path) -> std::io::Result<()> {
+    if std::os::unix::net::UnixStream::connect(path).is_ok() {
         return Err(std::io::Error::new(
             std::io::ErrorKind::AddrInUse,
             "another balancer daemon answers on it; give this one its own control_socket",
         ));
     }
+    Ok(())
+}
+
+/// Binds `path` (replacing whatever socket is there: check `ensure_free` first, unless taking
+/// over from the daemon that answers there), makes it 0600, and serves it.
+pub fn listen(path: &Path, calls: mpsc::Sender<Call>) -> std::io::Result<JoinHandle<()>> {
     if path.exists() {
         std::fs::remove_file(path)?;
     }
@@ -96,11 +97,22 @@ async fn serve(stream: UnixStream, calls: mpsc::Sender<Call>) {
         };
         let mut out = serde_json::to_vec(&reply.response).unwrap_or_default();
         out.push(b'\n');
-        let sent = if reply.fds.is_empty() {
-            write.write_all(&out).await.is_ok()
-        } else {
+        let handing_over = !reply.fds.is_empty();
+        let sent = if handing_over {
             send_with_fds(write.as_ref(), &out, &reply.fds).await.is_ok()
+        } else {
+            write.write_all(&out).await.is_ok()
         };
+        if handing_over {
+            // The new daemon says `ready` on this connection once it serves; anything else
+            // (it died, it gave up, it took too long) means the old daemon carries on.
+            let said = tokio::time::timeout(crate::handoff::READY_TIMEOUT, lines.next_line()).await;
+            let done = sent && matches!(said, Ok(Ok(Some(ref l))) if l == "ready");
+            let request = if done { Request::HandoffDone } else { Request::HandoffAborted };
+            let (tx, _rx) = oneshot::channel();
+            let _ = calls.send((request, tx)).await;
+            return;
+        }
         if !sent {
             return;
         }
