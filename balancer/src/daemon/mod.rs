@@ -1,5 +1,11 @@
 //! The running daemon: the loaded data path, the configuration in force, and how a new
-//! configuration is applied (at start, and on SIGHUP).
+//! configuration is applied (at start, and on SIGHUP). `lifecycle`: the handoff to a daemon
+//! taking over, and the pinned data path watched under the running daemon; `overrides`: the
+//! runtime overrides kept across reloads and restarts.
+
+mod background;
+mod lifecycle;
+mod overrides;
 
 use std::{
     collections::{HashMap, HashSet},
@@ -20,10 +26,10 @@ use tokio::{
 use tracing::{error, info, warn};
 
 use crate::{
-    config::{self, Config, Forwarding, XdpModeSetting},
+    config::{self, Config, XdpModeSetting},
     control::{
-        protocol::{HandoffAnswer, Request, Response},
-        server::{self, Call, Reply},
+        protocol::{Request, Response},
+        server::{self, Call},
     },
     dataplane::{
         Dataplane,
@@ -129,7 +135,7 @@ impl Daemon {
         }
         let mut dp = Dataplane::load(opts.bpf_object.as_deref(), Some(&config.pin_dir), opts.log_level)
             .context("loading the data path (try `--bpf-object` to load a freshly built object)")?;
-        spawn_ebpf_logger(&mut dp);
+        background::spawn_ebpf_logger(&mut dp);
         let nl = Netlink::new().context("opening netlink")?;
         let mut ifaces = Vec::new();
         for name in &config.interfaces {
@@ -146,7 +152,7 @@ impl Daemon {
         let mut overrides = Overrides::load(&config.state_file)?;
         let file = config.clone();
         let mut config = config;
-        log_dropped(&overrides.apply(&mut config));
+        overrides::log_dropped(&overrides.apply(&mut config));
         if !overrides.backends.is_empty() {
             info!(backends = overrides.backends.len(), state_file = %file.state_file.display(), "runtime overrides restored");
         }
@@ -168,7 +174,7 @@ impl Daemon {
             flips_tx,
             last: (Assigned { vips: Vec::new(), backends: Vec::new() }, Plan::default()),
             synced: false,
-            flow_entries: count_flows_in_background(config.pin_dir.clone()),
+            flow_entries: background::count_flows_in_background(config.pin_dir.clone()),
             calls,
             config,
             config_path: config_path.to_owned(),
@@ -224,7 +230,7 @@ impl Daemon {
     /// key files, listening sockets) is gathered first, and only then does anything change.
     /// A map write that fails puts the previous configuration back.
     async fn program(&mut self, config: Config) -> Result<()> {
-        let hops = resolve(&self.nl, &self.ifaces, &config, &self.hops).await?;
+        let hops = background::resolve(&self.nl, &self.ifaces, &config, &self.hops).await?;
         let l7 = self.l7.prepare(&config)?;
         let previous = std::mem::replace(&mut self.config, config);
         let previous_hops = std::mem::replace(&mut self.hops, hops);
@@ -366,32 +372,6 @@ impl Daemon {
         Ok(())
     }
 
-    /// The pin lock and L7 listening sockets, for the daemon taking over.
-    fn handoff_fds(&self) -> std::io::Result<Reply> {
-        let listeners = self.l7.listener_fds()?;
-        let mut fds = vec![self.lock.share()?, self.admin.socket.try_clone()?];
-        let addresses = listeners.iter().map(|(a, _)| *a).collect();
-        fds.extend(listeners.into_iter().map(|(_, fd)| fd));
-        Ok(Reply { response: Response::ok(HandoffAnswer { listeners: addresses }), fds })
-    }
-
-    /// After a handoff: stop answering control requests and accepting connections (the new
-    /// daemon holds the listening sockets now), let in-flight requests finish, and exit,
-    /// leaving the data path and the control socket's path to the new daemon.
-    async fn exit_after_handoff(mut self) -> Result<()> {
-        if let Some(c) = &self.control {
-            c.abort();
-        }
-        self.admin.task.abort();
-        info!("handed over to the new daemon: finishing in-flight requests");
-        let left = self.l7.drain(self.config.drain_timeout()).await;
-        if left > 0 {
-            warn!(connections = left, "exiting with L7 connections still open after drain_timeout_s");
-        }
-        info!("exiting after the handoff: the new daemon runs the data path");
-        Ok(())
-    }
-
     fn on_flip(&mut self, flip: &Flip) {
         if !self.health.checks(&flip.key) {
             return; // a check stopped by a reload
@@ -413,41 +393,6 @@ impl Daemon {
                 error!("{e:#}");
             }
         }
-    }
-
-    /// Notices when the pinned program link or maps vanish under the running daemon: it then
-    /// no longer balances, and says so (once in the log, and in `status` until it is back).
-    fn check_pins(&mut self) {
-        let dir = &self.config.pin_dir;
-        let mut gone: Vec<String> = Vec::new();
-        if !dir.join(balancer_common::maps::FLOWS).exists() {
-            gone.push(format!("the maps in {}", dir.display()));
-        }
-        for iface in &self.ifaces {
-            if !link_pin(dir, &iface.name).exists() {
-                gone.push(format!("the XDP link on {}", iface.name));
-            }
-        }
-        let now = (!gone.is_empty()).then(|| {
-            format!(
-                "{} removed under the running daemon (`balancer teardown`?): L4 VIPs are not balanced; \
-                 restart the daemon to load and attach again",
-                gone.join(" and ")
-            )
-        });
-        if now != self.missing {
-            if let Some(m) = &now {
-                error!("{m}");
-            } else {
-                info!("the pinned data path is back");
-            }
-            self.missing = now;
-        }
-    }
-
-    /// What is wrong with the data path under the daemon, if anything.
-    pub fn problems(&self) -> Vec<String> {
-        self.missing.iter().cloned().collect()
     }
 
     /// Raises ramping backends' weights; a ramp that reached its full weight ends.
@@ -478,56 +423,11 @@ impl Daemon {
         let dropped = overrides.apply(&mut config);
         config.check().map_err(rejected)?;
         self.apply(config).await.map_err(|e| rejected(format!("{e:#}")))?;
-        log_dropped(&dropped);
+        overrides::log_dropped(&dropped);
         self.file = file;
         self.set_overrides(overrides);
         info!(vips = self.config.vips.len(), overrides = self.overrides.backends.len(), "configuration reloaded");
         Ok(())
-    }
-
-    /// Records a `backend set` that was applied, in memory and in the state file.
-    pub fn record_override(
-        &mut self,
-        key: (std::net::SocketAddr, config::Protocol, IpAddr),
-        weight: Option<u32>,
-        state: Option<config::BackendState>,
-        backup: Option<bool>,
-    ) {
-        let mut o = self.overrides.clone();
-        o.record(&self.file, key, weight, state, backup);
-        self.set_overrides(o);
-    }
-
-    /// The overrides in force.
-    pub fn overrides(&self) -> &Overrides {
-        &self.overrides
-    }
-
-    /// Removes overrides (of one VIP, or one backend of it) and goes back to the file's values.
-    ///
-    /// # Errors
-    /// When the file's values cannot be applied.
-    pub async fn clear_overrides(
-        &mut self,
-        vip: Option<std::net::SocketAddr>,
-        backend: Option<IpAddr>,
-    ) -> Result<usize> {
-        let mut o = self.overrides.clone();
-        let n = o.clear(vip, backend);
-        let mut config = self.file.clone();
-        o.apply(&mut config);
-        self.apply(config).await?;
-        self.set_overrides(o);
-        Ok(n)
-    }
-
-    fn set_overrides(&mut self, o: Overrides) {
-        if o != self.overrides
-            && let Err(e) = o.save(&self.file.state_file)
-        {
-            error!("runtime overrides will not survive a restart: {e}");
-        }
-        self.overrides = o;
     }
 
     /// The configuration in force.
@@ -585,107 +485,7 @@ impl Daemon {
     }
 }
 
-fn log_dropped(dropped: &[crate::overrides::Dropped]) {
-    for d in dropped {
-        info!(backend = %d.what, "runtime override dropped: {}; the file's value applies", d.why);
-    }
-}
-
-/// Counts the flow table every 10 s on a blocking thread: walking up to a million entries takes
-/// seconds, which must not delay health flips or control requests.
-fn count_flows_in_background(pin_dir: PathBuf) -> Arc<AtomicU64> {
-    let count = Arc::new(AtomicU64::new(u64::MAX));
-    let out = count.clone();
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(10));
-        loop {
-            tick.tick().await;
-            let dir = pin_dir.clone();
-            if let Ok(Ok(counts)) =
-                tokio::task::spawn_blocking(move || crate::dataplane::stats::flow_counts(&dir)).await
-            {
-                out.store(counts.values().sum(), Ordering::Relaxed);
-            }
-        }
-    });
-    count
-}
-
 /// Where the daemon pins its XDP link on `iface`.
 pub fn link_pin(pin_dir: &Path, iface: &str) -> PathBuf {
     loader::helper_link_pin(pin_dir, BALANCER_PROGRAM, iface)
-}
-
-/// The next hop of every backend of `config`: taken from `known` when resolved before, else
-/// resolved now. DSR needs the backend itself on the segment of an attached interface; IPIP
-/// follows the kernel's route to it and sends to the gateway when there is one.
-async fn resolve(
-    nl: &Netlink,
-    ifaces: &[Interface],
-    config: &Config,
-    known: &HashMap<IpAddr, NextHop>,
-) -> Result<HashMap<IpAddr, NextHop>> {
-    let mut hops = HashMap::new();
-    // L7 backends are reached through the kernel's stack: no next hop to learn.
-    for vip in config.vips.iter().filter(|v| v.l7.is_none()) {
-        for b in &vip.backends {
-            let ip = *b.address.get_ref();
-            if hops.contains_key(&ip) {
-                continue;
-            }
-            if let Some(hop) = known.get(&ip) {
-                hops.insert(ip, *hop);
-                continue;
-            }
-            let at = || format!("backend {ip} of VIP {}", vip.address.get_ref());
-            let (hop_ip, oif) = nl.next_hop(ip).await.with_context(at)?;
-            let Some(iface) = ifaces.iter().find(|i| i.index == oif) else {
-                let names: Vec<&str> = ifaces.iter().map(|i| i.name.as_str()).collect();
-                bail!(
-                    "{}: the route to it leaves by interface #{oif}, which the balancer is not attached to ({names:?})",
-                    at()
-                );
-            };
-            if vip.forwarding == Forwarding::Dsr && hop_ip != ip {
-                bail!(
-                    "{}: DSR needs backends on the balancer's L2 segment, but it is routed via {hop_ip} (use forwarding = \"ipip\")",
-                    at()
-                );
-            }
-            let mac = nl.neighbour_mac(hop_ip, iface, RESOLVE_TIMEOUT).await.with_context(at)?;
-            if hop_ip != ip {
-                info!(backend = %ip, gateway = %hop_ip, iface = %iface.name, "backend reached through a gateway");
-            }
-            hops.insert(ip, NextHop { mac, ifindex: iface.index });
-        }
-    }
-    Ok(hops)
-}
-
-/// Forwards the program's aya-log records to `tracing` (through the `log` bridge).
-fn spawn_ebpf_logger(dp: &mut Dataplane) {
-    let logger = match aya_log::EbpfLogger::init(dp.ebpf_mut()) {
-        Ok(l) => l,
-        Err(e) => {
-            warn!(error = %e, "XDP program logs are unavailable");
-            return;
-        }
-    };
-    // SAFETY: the logger owns its ring buffer's fd, which stays open and unchanged until the
-    // logger (moved into the AsyncFd) is dropped.
-    let registered = unsafe { tokio::io::unix::AsyncFd::register_with_interest(logger, tokio::io::Interest::READABLE) };
-    let mut fd = match registered {
-        Ok(fd) => fd,
-        Err(e) => {
-            warn!(error = %e, "XDP program logs are unavailable");
-            return;
-        }
-    };
-    tokio::spawn(async move {
-        loop {
-            let Ok(mut guard) = fd.readable_mut().await else { return };
-            guard.get_inner_mut().flush();
-            guard.clear_ready();
-        }
-    });
 }
