@@ -316,7 +316,7 @@ while True:
     threading.Thread(target=serve, args=(c,), daemon=True).start()
 "#;
 
-/// A running recording backend ([`RECORDER`]'s program); stops on drop.
+/// A running recording backend (the Python program above); stops on drop.
 #[derive(Debug)]
 pub struct Recorder {
     /// The process.

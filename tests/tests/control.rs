@@ -167,6 +167,27 @@ fn a_reload_rejected_late_changes_nothing_and_check_rejects_the_same_file() {
     let _ = std::fs::remove_file(&key);
 }
 
+/// `check` makes the daemon's route checks too: a DSR backend the kernel has no route to, or
+/// one behind a gateway, is refused by `check` as `reload` refuses it.
+#[test]
+fn check_refuses_l4_backends_the_daemon_could_not_reach() {
+    require_root!();
+    let (lan, _servers, daemon) = setup();
+    let lb = &lan.hosts[1].ns;
+    lb.run(&["ip", "route", "add", "10.77.0.0/16", "via", "198.18.0.4"]);
+    for (backend, says) in [("10.99.0.5", "backend 10.99.0.5"), ("10.77.0.5", "routed via 198.18.0.4")] {
+        daemon.write_config(&config().replace("198.18.0.4", backend));
+        let check = Daemon::cli(lb, &["check", "--config", daemon.config.to_str().unwrap()]);
+        let err = String::from_utf8_lossy(&check.stderr);
+        assert_eq!(check.status.code(), Some(2), "{err}");
+        assert!(err.contains(says), "{err}");
+        let reload = daemon.ctl(lb, &["reload"]);
+        assert!(!reload.status.success(), "reload refuses it too");
+    }
+    daemon.write_config(&config());
+    assert!(Daemon::cli(lb, &["check", "--config", daemon.config.to_str().unwrap()]).status.success());
+}
+
 /// The state and weight of one backend, from `status --json`.
 fn backend_of(daemon: &Daemon, lb: &Netns, ip: &str) -> (String, u64) {
     let status: serde_json::Value = serde_json::from_str(&ok(&daemon.ctl(lb, &["--json", "status"]))).unwrap();

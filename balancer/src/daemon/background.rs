@@ -12,12 +12,12 @@ use std::{
     time::Duration,
 };
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Context as _, Result};
 use tracing::{info, warn};
 
 use super::RESOLVE_TIMEOUT;
 use crate::{
-    config::{Config, Forwarding},
+    config::Config,
     dataplane::{Dataplane, plan::NextHop},
     netlink::{Interface, Netlink},
 };
@@ -44,21 +44,8 @@ pub(super) async fn resolve(
                 continue;
             }
             let at = || format!("backend {ip} of VIP {}", vip.address.get_ref());
-            let (hop_ip, oif) = nl.next_hop(ip).await.with_context(at)?;
-            let Some(iface) = ifaces.iter().find(|i| i.index == oif) else {
-                let names: Vec<&str> = ifaces.iter().map(|i| i.name.as_str()).collect();
-                bail!(
-                    "{}: the route to it leaves by interface #{oif}, which the balancer is not attached to ({names:?})",
-                    at()
-                );
-            };
-            if vip.forwarding == Forwarding::Dsr && hop_ip != ip {
-                bail!(
-                    "{}: DSR needs backends on the balancer's L2 segment, but it is routed via {hop_ip} (use forwarding = \"ipip\")",
-                    at()
-                );
-            }
-            let mac = nl.neighbour_mac(hop_ip, iface, RESOLVE_TIMEOUT).await.with_context(at)?;
+            let (hop_ip, iface) = crate::preflight::backend_route(nl, ifaces, vip, ip).await?;
+            let mac = nl.neighbour_mac(hop_ip, &iface, RESOLVE_TIMEOUT).await.with_context(at)?;
             if hop_ip != ip {
                 info!(backend = %ip, gateway = %hop_ip, iface = %iface.name, "backend reached through a gateway");
             }
