@@ -300,3 +300,28 @@ fn a_failed_takeover_leaves_the_old_daemon_serving() {
     assert_eq!(Browser::new(&s.lan.hosts[0].ns, "later").get("/", &[]).0, 200, "a later takeover works");
     s.apps.clear();
 }
+
+/// A client that connected early (as browsers preconnect) keeps the full idle time between its
+/// later requests: the wait for its first byte does not shorten them.
+#[test]
+fn a_preconnected_client_keeps_the_full_keep_alive_time() {
+    require_root!();
+    let mut s = setup("sticky = \"insert\"\nheader_timeout_ms = 1000");
+    let (first, second) = s.lan.hosts[0].ns.in_thread(|| {
+        let mut c = TcpStream::connect((VIP, 80)).expect("connect");
+        c.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        let ask = |c: &mut TcpStream| {
+            c.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").ok()?;
+            let mut buf = [0u8; 4096];
+            let n = c.read(&mut buf).ok()?;
+            Some(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"))
+        };
+        std::thread::sleep(Duration::from_millis(800));
+        let first = ask(&mut c);
+        std::thread::sleep(Duration::from_millis(500));
+        (first, ask(&mut c))
+    });
+    assert_eq!(first, Some(true));
+    assert_eq!(second, Some(true), "idle 0.5 s of a 1 s keep-alive: the connection is still open");
+    s.apps.clear();
+}

@@ -282,9 +282,10 @@ pub struct L7 {
     /// Time to the backend's response headers. Default 60000.
     #[serde(default = "default_response_timeout")]
     pub response_timeout_ms: u64,
-    /// Time a client has, from its connection's accept, to send a complete request head
-    /// (slowloris, and sockets that never send a byte); it also bounds how long a kept-alive
-    /// connection may sit idle between requests. Default 10000.
+    /// Time a client has from its connection's accept to its first byte (sockets that never
+    /// send are closed), and from a request's first byte to its complete head (slowloris); it
+    /// also bounds how long a kept-alive connection may sit idle between requests. Default
+    /// 10000.
     #[serde(default = "default_header_timeout")]
     pub header_timeout_ms: u64,
     /// Largest request head accepted; larger gets 431. Default 16384.

@@ -397,8 +397,9 @@ fn listen(
     }))
 }
 
-/// Serves one client connection. The head timeout runs from the accept: a socket that never
-/// sends a byte is closed too, not only one that stalls mid-head. When `shutdown` turns true
+/// Serves one client connection. A socket must send its first byte within the head timeout
+/// of the accept (one that never sends is closed too), and each request head must be complete
+/// within the head timeout of its first byte. When `shutdown` turns true
 /// the connection finishes the request it is serving and closes.
 async fn serve(
     stream: tokio::net::TcpStream,
@@ -409,7 +410,6 @@ async fn serve(
     live: &VipLive,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
-    let accepted = Instant::now();
     // `peek` waits for a byte (or the end); readiness alone can be reported before any data.
     let mut byte = [0u8; 1];
     let first = tokio::select! {
@@ -421,7 +421,6 @@ async fn serve(
         debug!(%peer, "closed: no request within the header timeout");
         return;
     }
-    let left = header_timeout.saturating_sub(accepted.elapsed()).max(Duration::from_millis(1));
     let service = service_fn(move |req| proxy::handle(req, state.clone(), peer));
     // HTTP/1.1, or HTTP/2 with prior knowledge (h2c) on the same port.
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
@@ -429,7 +428,10 @@ async fn serve(
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(left)
+        // Per request, from its first byte: the wait above bounds the time before it. (Not the
+        // time left of the first wait: hyper applies this to every later request and to the
+        // idle time between them, which a client that connected early would then lose.)
+        .header_read_timeout(header_timeout)
         .max_buf_size(max_head)
         .keep_alive(true)
         .half_close(true);
