@@ -64,7 +64,8 @@ up)
   (umask 077 && head -c 32 /dev/urandom | base64 > "$l7key")
   # The bridge port facing the balancer must take the frames it sends back out with XDP_TX.
   in_ns fab "$bal" xdp-peer attach --iface p2 --pin-dir "$pins" >/dev/null
-  { echo "pin_dir = \"$pins\""; cat "$config"; } > "$state/balancer.toml"
+  # Its own pins and state file (runtime overrides), removed by `down`.
+  { echo "pin_dir = \"$pins\""; echo "state_file = \"$state/overrides.json\""; cat "$config"; } > "$state/balancer.toml"
   bg_in_ns lb "$state/balancer.pid" "$state/balancer.log" "$bal" run --config "$state/balancer.toml"
   for _ in $(seq 50); do grep -q "balancer running" "$state/balancer.log" && break; sleep 0.2; done
   grep -q "balancer running" "$state/balancer.log" || { cat "$state/balancer.log" >&2; false; }
