@@ -34,6 +34,8 @@ impl PinDir {
 impl Drop for PinDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
+        // The daemon leaves its lock file in place (see `balancer::lock`); the test owns it.
+        let _ = std::fs::remove_file(balancer::lock::path_for(&self.0));
     }
 }
 
