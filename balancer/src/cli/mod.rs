@@ -26,6 +26,15 @@ const EXIT_CONFIG: u8 = 2;
 
 /// Runs a parsed command line.
 pub fn run(cli: Cli, log_level: u8) -> ExitCode {
+    if !matches!(cli.command, Command::Run { .. }) {
+        // A command's output piped into `head` ends quietly, as other command-line tools do,
+        // instead of printing a broken-pipe error. The daemon keeps Rust's ignored SIGPIPE:
+        // a client that goes away must never kill it.
+        // SAFETY: setting a signal's disposition to the default is always sound; no handler runs.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     let result = match cli.command {
         Command::Check { config } => return check(&config),
         Command::Run { config, bpf_object, xdp_mode, detach_on_exit, takeover } => {
