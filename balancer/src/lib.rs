@@ -17,5 +17,6 @@ pub mod lock;
 pub mod maglev;
 pub mod metrics;
 pub mod netlink;
+pub mod notify;
 pub mod overrides;
 pub mod preflight;

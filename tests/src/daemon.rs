@@ -139,18 +139,34 @@ impl Daemon {
         argv.extend_from_slice(extra);
         let mut cmd = ns.command(&argv);
         cmd.env("RUST_LOG", rust_log);
+        // Readiness as systemd learns it: READY=1 on the notify socket (Type=notify).
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let socket_path = std::env::temp_dir().join(format!("{}-{n}.notify", ns.name()));
+        let _ = std::fs::remove_file(&socket_path);
+        let notify = std::os::unix::net::UnixDatagram::bind(&socket_path).expect("bind the notify socket");
+        notify.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+        cmd.env("NOTIFY_SOCKET", &socket_path);
         let mut proc = Proc::spawn(cmd, &format!("{}-balancer", ns.name()));
         let start = std::time::Instant::now();
-        while start.elapsed() < Duration::from_secs(20) {
-            if proc.log().contains("balancer running") {
-                return Ok(proc);
+        let mut buf = [0u8; 4096];
+        let ready = loop {
+            if let Ok(len) = notify.recv(&mut buf)
+                && String::from_utf8_lossy(&buf[..len]).lines().any(|l| l == "READY=1")
+            {
+                break Ok(proc);
             }
             if proc.try_wait().is_some() {
-                return Err(proc.log());
+                break Err(proc.log());
             }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("the daemon did not start in 20 s:\n{}", proc.log());
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "the daemon did not report READY=1 in 20 s:\n{}",
+                proc.log()
+            );
+        };
+        let _ = std::fs::remove_file(&socket_path);
+        ready
     }
 
     /// `balancer <args>` as a one-shot command in `ns` (stats, check, …).

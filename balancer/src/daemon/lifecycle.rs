@@ -28,6 +28,7 @@ impl Daemon {
             c.abort();
         }
         self.admin.task.abort();
+        // No STOPPING=1 to systemd: the new process is the service's main process now.
         info!("handed over to the new daemon: finishing in-flight requests");
         let left = self.l7.drain(self.config.drain_timeout()).await;
         if left > 0 {

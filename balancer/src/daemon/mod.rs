@@ -207,6 +207,7 @@ impl Daemon {
             info!("the old daemon hands over: it finishes its requests in flight and exits");
         }
         info!(vips = d.config.vips.len(), "balancer running");
+        crate::notify::ready(&format!("balancing {} VIPs", d.config.vips.len()));
         Ok(d)
     }
 
@@ -305,6 +306,9 @@ impl Daemon {
         // Slow starts raise their backends' weights once a second.
         let mut ramp_tick = tokio::time::interval(Duration::from_secs(1));
         let mut pins_tick = tokio::time::interval(Duration::from_secs(2));
+        // systemd's watchdog is pinged from this loop, so a loop that hangs gets restarted.
+        let dog = crate::notify::watchdog_interval();
+        let mut dog_tick = tokio::time::interval(dog.unwrap_or(Duration::from_hours(1)));
         loop {
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => break,
@@ -317,6 +321,7 @@ impl Daemon {
                 Some(flip) = self.flips.recv() => self.on_flip(&flip),
                 _ = ramp_tick.tick(), if !self.ramps.is_empty() => self.ramp_step(),
                 _ = pins_tick.tick() => self.check_pins(),
+                _ = dog_tick.tick(), if dog.is_some() => crate::notify::watchdog(),
                 Some((request, reply)) = self.calls.recv() => match request {
                     Request::Handoff if self.handing_over => {
                         let _ = reply.send(Response::err("a handoff is already under way").into());
@@ -349,6 +354,7 @@ impl Daemon {
                 },
             }
         }
+        crate::notify::stopping();
         if let Some(c) = &self.control {
             c.abort();
         }
@@ -416,6 +422,13 @@ impl Daemon {
     /// # Errors
     /// The reason, naming file, line and field where there is one.
     pub async fn reload(&mut self) -> Result<(), String> {
+        crate::notify::reloading();
+        let result = self.reload_file().await;
+        crate::notify::ready(&format!("balancing {} VIPs", self.config.vips.len()));
+        result
+    }
+
+    async fn reload_file(&mut self) -> Result<(), String> {
         let rejected = |e: String| format!("reload rejected, the running configuration stays: {e}");
         let file = Config::load(&self.config_path).map_err(|e| rejected(e.to_string()))?;
         let mut overrides = self.overrides.clone();
