@@ -133,9 +133,31 @@ impl Daemon {
         Self::spawn_with(ns, path, rust_log, &[])
     }
 
+    /// As `start`, with `balancer run` started through `wrapper` (`setpriv …`, say).
+    pub fn start_wrapped(ns: &Netns, config: &str, wrapper: &[&str]) -> Self {
+        let pins = PinDir::new(ns.name());
+        let path = std::env::temp_dir().join(format!("{}.toml", ns.name()));
+        let socket = std::env::temp_dir().join(format!("{}.sock", ns.name()));
+        std::fs::write(&path, format!("{}{config}", Self::header(&pins.0, &socket))).expect("write config");
+        let proc =
+            Self::spawn_full(ns, &path, "info", wrapper, &[]).unwrap_or_else(|log| panic!("the daemon exited:\n{log}"));
+        Self { proc, pins, config: path, socket }
+    }
+
     fn spawn_with(ns: &Netns, path: &std::path::Path, rust_log: &str, extra: &[&str]) -> Result<Proc, String> {
+        Self::spawn_full(ns, path, rust_log, &[], extra)
+    }
+
+    fn spawn_full(
+        ns: &Netns,
+        path: &std::path::Path,
+        rust_log: &str,
+        wrapper: &[&str],
+        extra: &[&str],
+    ) -> Result<Proc, String> {
         let bin = balancer_bin();
-        let mut argv = vec![bin.to_str().unwrap(), "run", "--config", path.to_str().unwrap()];
+        let mut argv: Vec<&str> = wrapper.to_vec();
+        argv.extend_from_slice(&[bin.to_str().unwrap(), "run", "--config", path.to_str().unwrap()]);
         argv.extend_from_slice(extra);
         let mut cmd = ns.command(&argv);
         cmd.env("RUST_LOG", rust_log);

@@ -74,3 +74,31 @@ fn a_daemon_whose_pins_vanish_says_so_in_its_log_and_status() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("PROBLEM:") && text.contains("restart the daemon"), "{text}");
 }
+
+/// The systemd unit's capability set is enough: the daemon started with only those loads,
+/// attaches, balances and answers `status` (the unit's `CapabilityBoundingSet` is read here, so
+/// the two cannot drift apart).
+#[test]
+fn the_units_capabilities_are_enough_to_run() {
+    require_root!();
+    let unit = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../packaging/balancer.service")).unwrap();
+    let caps = unit.lines().find_map(|l| l.strip_prefix("CapabilityBoundingSet=")).expect("a bounding set");
+    let set: Vec<String> =
+        caps.split_whitespace().map(|c| format!("+{}", c.trim_start_matches("CAP_").to_ascii_lowercase())).collect();
+    let bounding = format!("--bounding-set=-all,{}", set.join(","));
+    let mut lan = Lan::new(&["client", "lb", "be1", "be2"]);
+    let vip = VIP.parse().unwrap();
+    let _servers: Vec<HttpBackend> =
+        (2..4).map(|h| HttpBackend::start(&lan.hosts[h], &format!("be{}", h - 1), vip, 80)).collect();
+    lan.hosts[0].ns.run(&["ip", "route", "add", &format!("{VIP}/32"), "via", "198.18.0.2"]);
+    lan.accept_xdp_frames_from(1);
+    let config = format!(
+        "interfaces = [\"eth0\"]\n[[vip]]\naddress = \"{VIP}:80\"\n\
+         [[vip.backend]]\naddress = \"198.18.0.3\"\n[[vip.backend]]\naddress = \"198.18.0.4\"\n"
+    );
+    let daemon = Daemon::start_wrapped(&lan.hosts[1].ns, &config, &["setpriv", &bounding, "--inh-caps=-all", "--"]);
+    let lb = &lan.hosts[1].ns;
+    let status = daemon.ctl(lb, &["status"]);
+    assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
+    assert_eq!(served(&lan, 20), 20);
+}
