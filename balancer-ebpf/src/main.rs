@@ -108,6 +108,8 @@ fn panic(_info: &core::panic::PanicInfo) -> ! {
     loop {}
 }
 
+/// The kernel reads this to decide which helpers the program may call; "Dual MIT/GPL" is its
+/// name for the crate's `MIT OR GPL-2.0` (Cargo.toml).
 #[unsafe(link_section = "license")]
 #[unsafe(no_mangle)]
 static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";
