@@ -135,12 +135,21 @@ impl Daemon {
 
     /// As `start`, with `balancer run` started through `wrapper` (`setpriv …`, say).
     pub fn start_wrapped(ns: &Netns, config: &str, wrapper: &[&str]) -> Self {
+        Self::start_custom(ns, config, wrapper, &[])
+    }
+
+    /// As `start`, with `args` after `balancer run --config FILE`.
+    pub fn start_with_args(ns: &Netns, config: &str, args: &[&str]) -> Self {
+        Self::start_custom(ns, config, &[], args)
+    }
+
+    fn start_custom(ns: &Netns, config: &str, wrapper: &[&str], args: &[&str]) -> Self {
         let pins = PinDir::new(ns.name());
         let path = std::env::temp_dir().join(format!("{}.toml", ns.name()));
         let socket = std::env::temp_dir().join(format!("{}.sock", ns.name()));
         std::fs::write(&path, format!("{}{config}", Self::header(&pins.0, &socket))).expect("write config");
-        let proc =
-            Self::spawn_full(ns, &path, "info", wrapper, &[]).unwrap_or_else(|log| panic!("the daemon exited:\n{log}"));
+        let proc = Self::spawn_full(ns, &path, "info", wrapper, args)
+            .unwrap_or_else(|log| panic!("the daemon exited:\n{log}"));
         Self { proc, pins, config: path, socket }
     }
 

@@ -102,3 +102,36 @@ fn the_units_capabilities_are_enough_to_run() {
     assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
     assert_eq!(served(&lan, 20), 20);
 }
+
+/// `--log-format json`: every line the daemon logs is a JSON object, and table changes name
+/// the VIP by its address, one line per VIP whose table changed.
+#[test]
+fn json_logs_are_one_object_a_line_and_name_vips_by_address() {
+    require_root!();
+    let mut lan = Lan::new(&["client", "lb", "be1", "be2"]);
+    let vip = VIP.parse().unwrap();
+    let _servers: Vec<HttpBackend> =
+        (2..4).map(|h| HttpBackend::start(&lan.hosts[h], &format!("be{}", h - 1), vip, 80)).collect();
+    lan.accept_xdp_frames_from(1);
+    let config = format!(
+        "interfaces = [\"eth0\"]\n[[vip]]\naddress = \"{VIP}:80\"\n[[vip.backend]]\naddress = \"198.18.0.3\"\n\
+         [[vip.backend]]\naddress = \"198.18.0.4\"\n[[vip]]\naddress = \"{VIP}:443\"\n[[vip.backend]]\naddress = \"198.18.0.4\"\n"
+    );
+    let daemon = Daemon::start_with_args(&lan.hosts[1].ns, &config, &["--log-format", "json"]);
+    let lb = &lan.hosts[1].ns;
+    assert!(daemon.ctl(lb, &["backend", "set", &format!("{VIP}:80"), "198.18.0.3", "--weight", "7"]).status.success());
+    let log = daemon.proc.log();
+    let lines: Vec<serde_json::Value> =
+        log.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"))).collect();
+    assert!(lines.iter().any(|l| l["message"] == "balancer running"), "{log}");
+    let changed: Vec<&serde_json::Value> =
+        lines.iter().filter(|l| l["message"] == "table rebuilt" || l["message"] == "table written").collect();
+    let last = changed.last().expect("a table change");
+    assert_eq!(last["vip"], format!("{VIP}:80"), "{log}");
+    assert!(
+        !changed.iter().any(|l| l["vip"] == format!("{VIP}:443")
+            && l["cause"] == "configuration"
+            && l["message"] == "table rebuilt"),
+        "the unchanged VIP is not logged: {log}"
+    );
+}

@@ -22,6 +22,9 @@ pub struct Cli {
     /// Print JSON instead of a table.
     #[arg(long, global = true)]
     pub json: bool,
+    /// How log lines are written to standard error: `text`, or `json` (one object a line).
+    #[arg(long, global = true, value_enum, default_value = "text", env = "BALANCER_LOG_FORMAT")]
+    pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -270,6 +273,15 @@ pub enum DecapAction {
         #[arg(long, default_value = DEFAULT_PIN_DIR)]
         pin_dir: PathBuf,
     },
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object a line, its fields as keys.
+    Json,
 }
 
 /// `balancer overrides …`.

@@ -285,11 +285,17 @@ impl Daemon {
         self.last = (assigned, p);
         let health = &self.health;
         self.l7.sync(config, up, scale, |i, j| health.last_pass(&key(i, j)));
-        for (vip, moved) in report.moved {
-            if let Some(n) = moved {
-                info!(vip, moved_slots = n, cause, "table rebuilt");
-            } else {
-                info!(vip, cause, "table written");
+        // One line per VIP whose table changed, named by its address; a health flip of one
+        // backend logs the VIPs it serves, not every VIP.
+        let address = |id: u32| {
+            let i = self.last.0.vips.iter().position(|&v| v == id);
+            i.map_or_else(|| format!("#{id}"), |i| self.config.vips[i].address.get_ref().to_string())
+        };
+        for (id, moved) in report.moved {
+            match moved {
+                Some(0) => {}
+                Some(n) => info!(vip = %address(id), moved_slots = n, cause, "table rebuilt"),
+                None => info!(vip = %address(id), cause, "table written"),
             }
         }
         Ok(())
