@@ -85,30 +85,37 @@ impl HttpConn {
     /// # Errors
     /// When the connection breaks or the answer is not a 200 with a body.
     pub fn get(&mut self) -> std::io::Result<String> {
-        use std::io::{Read as _, Write as _};
+        use std::io::Write as _;
         self.stream.write_all(b"GET / HTTP/1.1\r\nHost: vip\r\n\r\n")?;
-        let mut buf = Vec::new();
-        let mut chunk = [0u8; 4096];
-        loop {
-            let n = self.stream.read(&mut chunk)?;
-            if n == 0 {
-                return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "connection closed mid-response"));
-            }
-            buf.extend_from_slice(&chunk[..n]);
-            let text = String::from_utf8_lossy(&buf).into_owned();
-            let Some(end) = text.find("\r\n\r\n") else { continue };
-            let len: usize = text[..end]
-                .lines()
-                .find_map(|l| {
-                    l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap_or(0))
-                })
-                .unwrap_or(0);
-            if buf.len() >= end + 4 + len {
-                if !text.starts_with("HTTP/1.1 200") && !text.starts_with("HTTP/1.0 200") {
-                    return Err(std::io::Error::other(format!("not a 200: {}", text.lines().next().unwrap_or(""))));
-                }
-                return Ok(String::from_utf8_lossy(&buf[end + 4..end + 4 + len]).into_owned());
-            }
+        let (head, body) = read_response(&mut self.stream)?;
+        if !head.starts_with("HTTP/1.1 200") && !head.starts_with("HTTP/1.0 200") {
+            return Err(std::io::Error::other(format!("not a 200: {}", head.lines().next().unwrap_or(""))));
+        }
+        Ok(body)
+    }
+}
+
+/// Reads one response with a `Content-Length` body from `stream`: (head, body).
+///
+/// # Errors
+/// When the connection breaks or closes before the response is whole.
+pub fn read_response(stream: &mut impl std::io::Read) -> std::io::Result<(String, String)> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = stream.read(&mut chunk)?;
+        if n == 0 {
+            return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "connection closed mid-response"));
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        let text = String::from_utf8_lossy(&buf).into_owned();
+        let Some(end) = text.find("\r\n\r\n") else { continue };
+        let len: usize = text[..end]
+            .lines()
+            .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap_or(0)))
+            .unwrap_or(0);
+        if buf.len() >= end + 4 + len {
+            return Ok((text[..end].to_owned(), String::from_utf8_lossy(&buf[end + 4..end + 4 + len]).into_owned()));
         }
     }
 }

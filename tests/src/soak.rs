@@ -23,7 +23,7 @@ use std::{
 };
 
 use crate::{
-    backend::{AppServer, HttpBackend, HttpConn},
+    backend::{AppServer, HttpBackend, HttpConn, read_response},
     daemon::Daemon,
     netns::Lan,
 };
@@ -116,28 +116,6 @@ impl Session {
             self.stream = None;
             self.once()
         })
-    }
-}
-
-/// Reads one response with a Content-Length body: (head, body).
-fn read_response(s: &mut TcpStream) -> std::io::Result<(String, String)> {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    loop {
-        let n = s.read(&mut chunk)?;
-        if n == 0 {
-            return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "closed"));
-        }
-        buf.extend_from_slice(&chunk[..n]);
-        let text = String::from_utf8_lossy(&buf).into_owned();
-        let Some(end) = text.find("\r\n\r\n") else { continue };
-        let len: usize = text[..end]
-            .lines()
-            .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap_or(0)))
-            .unwrap_or(0);
-        if buf.len() >= end + 4 + len {
-            return Ok((text[..end].to_owned(), String::from_utf8_lossy(&buf[end + 4..end + 4 + len]).into_owned()));
-        }
     }
 }
 
