@@ -205,6 +205,27 @@ pub enum StickyMode {
     Hash,
 }
 
+/// The insert-mode cookie's `SameSite` attribute.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+pub enum SameSite {
+    /// Sent on same-site requests only.
+    Strict,
+    /// Also on top-level navigations from other sites.
+    Lax,
+    /// On every request (browsers then require `Secure`).
+    None,
+}
+
+impl std::fmt::Display for SameSite {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Strict => "Strict",
+            Self::Lax => "Lax",
+            Self::None => "None",
+        })
+    }
+}
+
 /// How new sessions are spread (`mod_proxy_balancer`'s `lbmethod`).
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -248,7 +269,7 @@ pub struct L7 {
     #[serde(default = "yes")]
     pub httponly: bool,
     /// `Strict`, `Lax` or `None`.
-    pub samesite: Option<String>,
+    pub samesite: Option<SameSite>,
     /// Default `/`.
     #[serde(default = "default_path")]
     pub path: String,

@@ -310,6 +310,14 @@ mod tests {
     }
 
     #[test]
+    fn samesite_takes_only_the_three_values_browsers_know() {
+        let base = "interfaces = [\"eth0\"]\n[[vip]]\naddress = \"10.0.0.1:80\"\n[vip.l7]\nsticky = \"hash\"\n";
+        let e = err(&format!("{base}samesite = \"Lox\"\n"));
+        assert!(e.starts_with("b.toml:6:") && e.contains("Strict") && e.contains("Lax"), "{e}");
+        Config::parse(&format!("{base}samesite = \"Lax\"\n"), Path::new("b.toml")).unwrap();
+    }
+
+    #[test]
     fn every_example_config_is_valid() {
         for (name, text) in [
             ("demo.toml", include_str!("../../../examples/demo.toml")),
