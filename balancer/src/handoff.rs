@@ -59,14 +59,12 @@ pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// What the new daemon writes once it serves.
 pub const READY: &[u8] = b"ready\n";
 
-impl Inherited {
-    /// Tells the old daemon, on the handoff connection, that this one serves now, so it can go.
-    pub fn ready_on(mut stream: UnixStream) -> Result<(), HandoffError> {
-        stream.write_all(READY).map_err(|e| HandoffError::Exchange {
-            socket: "the handoff connection".into(),
-            why: format!("the old daemon gave up the handoff (it waits {} s): {e}", READY_TIMEOUT.as_secs()),
-        })
-    }
+/// Tells the old daemon, on the handoff connection, that this one serves now, so it can go.
+pub fn ready(mut stream: UnixStream) -> Result<(), HandoffError> {
+    stream.write_all(READY).map_err(|e| HandoffError::Exchange {
+        socket: "the handoff connection".into(),
+        why: format!("the old daemon gave up the handoff (it waits {} s): {e}", READY_TIMEOUT.as_secs()),
+    })
 }
 
 /// Asks the daemon answering on `socket` to hand over; `None` when no daemon answers there

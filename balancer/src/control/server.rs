@@ -25,11 +25,20 @@ pub struct Reply {
     pub response: Response,
     /// Descriptors for the peer.
     pub fds: Vec<std::os::fd::OwnedFd>,
+    /// A handoff: after the answer, this connection waits for the new daemon's `ready`.
+    pub handoff: bool,
+}
+
+impl Reply {
+    /// The answer to a handoff, with the descriptors it passes.
+    pub fn handoff(response: Response, fds: Vec<std::os::fd::OwnedFd>) -> Self {
+        Self { response, fds, handoff: true }
+    }
 }
 
 impl From<Response> for Reply {
     fn from(response: Response) -> Self {
-        Self { response, fds: Vec::new() }
+        Self { response, fds: Vec::new(), handoff: false }
     }
 }
 
@@ -97,13 +106,12 @@ async fn serve(stream: UnixStream, calls: mpsc::Sender<Call>) {
         };
         let mut out = serde_json::to_vec(&reply.response).unwrap_or_default();
         out.push(b'\n');
-        let handing_over = !reply.fds.is_empty();
-        let sent = if handing_over {
-            send_with_fds(write.as_ref(), &out, &reply.fds).await.is_ok()
-        } else {
+        let sent = if reply.fds.is_empty() {
             write.write_all(&out).await.is_ok()
+        } else {
+            send_with_fds(write.as_ref(), &out, &reply.fds).await.is_ok()
         };
-        if handing_over {
+        if reply.handoff {
             // The new daemon says `ready` on this connection once it serves; anything else
             // (it died, it gave up, it took too long) means the old daemon carries on.
             let said = tokio::time::timeout(crate::handoff::READY_TIMEOUT, lines.next_line()).await;

@@ -17,7 +17,7 @@ impl Daemon {
         let mut fds = vec![self.lock.share()?, self.admin.socket.try_clone()?];
         let addresses = listeners.iter().map(|(a, _)| *a).collect();
         fds.extend(listeners.into_iter().map(|(_, fd)| fd));
-        Ok(Reply { response: Response::ok(HandoffAnswer { listeners: addresses }), fds })
+        Ok(Reply::handoff(Response::ok(HandoffAnswer { listeners: addresses }), fds))
     }
 
     /// After a handoff: stop answering control requests and accepting connections (the new

@@ -203,7 +203,7 @@ impl Daemon {
                 .with_context(|| format!("creating the control socket {}", d.config.control_socket.display()))?,
         );
         if let Some(stream) = handoff {
-            crate::handoff::Inherited::ready_on(stream)?;
+            crate::handoff::ready(stream)?;
             info!("the old daemon hands over: it finishes its requests in flight and exits");
         }
         info!(vips = d.config.vips.len(), "balancer running");

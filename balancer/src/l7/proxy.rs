@@ -247,8 +247,9 @@ pub async fn handle(
 
     // Whether the client's body failed (malformed chunking, cut short) or is still arriving:
     // then a broken or late exchange with the backend is the client's doing, not the backend's.
-    let client_body = Arc::new(BodyState::default());
-    let mut body = Some(watched(body.boxed(), client_body.clone()));
+    // A request without a body (most of them) needs no watching: no state, no second box.
+    let (body, client_body) = watched(body.boxed());
+    let mut body = Some(body);
     let mut exclude = Vec::new();
     for attempt in 0..l7.max_attempts.max(1) {
         let choice = match v.pool.choose(route.as_deref(), hash, &exclude, ms) {
@@ -300,7 +301,7 @@ pub async fn handle(
             warn!(backend = %member.addr, attempt, "{why}; left out for {} s", l7.retry_s);
         };
         let resp = match result {
-            Err(_) if client_body.unfinished() => {
+            Err(_) if client_body.as_ref().is_some_and(|b| b.unfinished()) => {
                 debug!(%client, "the client's request body did not arrive in time");
                 return Ok(text(StatusCode::REQUEST_TIMEOUT, "the request body did not arrive in time"));
             }
@@ -308,7 +309,7 @@ pub async fn handle(
                 live.errors.fetch_add(1, Relaxed);
                 return Ok(text(StatusCode::GATEWAY_TIMEOUT, "the backend did not answer in time"));
             }
-            Ok(Err(e)) if client_body.failed() => {
+            Ok(Err(e)) if client_body.as_ref().is_some_and(|b| b.failed()) => {
                 debug!(%client, error = %e, "the client's request body was malformed or cut short");
                 return Ok(text(StatusCode::BAD_REQUEST, "the request body is malformed or incomplete"));
             }
@@ -358,7 +359,7 @@ pub async fn handle(
     Ok(text(StatusCode::BAD_GATEWAY, "no backend could be reached"))
 }
 
-/// How far a client's request body got: streaming, complete, or failed.
+/// How far a client's request body with content got: streaming, complete, or failed.
 #[derive(Default)]
 struct BodyState(std::sync::atomic::AtomicU8);
 
@@ -376,13 +377,15 @@ impl BodyState {
     }
 }
 
-/// `body`, recording in `state` whether it ended or failed.
-fn watched(body: Body, state: Arc<BodyState>) -> Body {
+/// `body`, and where it records whether it ended or failed; `None` for a body that has
+/// already ended (a bodiless request), which can neither fail nor be late.
+fn watched(body: Body) -> (Body, Option<Arc<BodyState>>) {
     use hyper::body::Body as _;
     if body.is_end_stream() {
-        state.0.store(BodyState::DONE, Relaxed);
+        return (body, None);
     }
-    Watched { inner: body, state }.boxed()
+    let state = Arc::new(BodyState::default());
+    (Watched { inner: body, state: state.clone() }.boxed(), Some(state))
 }
 
 struct Watched {

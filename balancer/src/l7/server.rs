@@ -109,9 +109,11 @@ impl Drop for Runtime {
 impl Runtime {
     /// Reads the key files and binds the new listeners `config` needs, changing nothing.
     pub fn prepare(&self, config: &Config) -> Result<Prepared, L7Error> {
-        let mut prepared =
-            Prepared { signers: HashMap::new(), listeners: HashMap::new(), max_connections: HashMap::new() };
-        prepared.max_connections = connection_budget(config)?;
+        let mut prepared = Prepared {
+            signers: HashMap::new(),
+            listeners: HashMap::new(),
+            max_connections: connection_budget(config)?,
+        };
         for v in &config.vips {
             let Some(l7) = &v.l7 else { continue };
             let vip = *v.address.get_ref();
