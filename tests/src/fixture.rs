@@ -28,6 +28,15 @@ pub fn backend_mac(ip: IpAddr) -> [u8; 6] {
     [0x02, 0xbe, t[0], t[1], t[2], t[3]]
 }
 
+/// A backend entry's address.
+pub fn backend_ip(b: &balancer_common::backend::Backend) -> IpAddr {
+    if b.family == balancer_common::family::V4 {
+        IpAddr::from(<[u8; 4]>::try_from(&b.addr[..4]).expect("four bytes"))
+    } else {
+        IpAddr::from(b.addr)
+    }
+}
+
 /// Which of `candidates` (backend addresses) a forwarded frame went to, by its destination MAC.
 ///
 /// # Panics
@@ -86,6 +95,14 @@ impl Fixture {
         let plan = plan::plan(&cfg, &hops, &ids.assign(&cfg), |_, _| true, |_, _| 1.0);
         sync::apply(dp, &plan, previous).expect("write maps");
         plan
+    }
+
+    /// The backend the user-space Maglev table names for `key` on VIP `vip` (index in the
+    /// configuration): what the program must pick for a new flow.
+    pub fn table_backend(&self, vip: usize, key: &balancer_common::flow::FlowKey) -> balancer_common::backend::Backend {
+        let v = &self.plan.vips[vip];
+        let id = v.ring[(balancer_common::hash::flow_hash(key) % v.meta.ring_size) as usize];
+        self.plan.backends.iter().find(|(i, _)| *i == id).expect("planned").1
     }
 
     /// Runs the balancer program on `frame`.

@@ -12,10 +12,10 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use balancer_common::{flow::FlowKey, hash::flow_hash};
+use balancer_common::flow::FlowKey;
 
 use crate::{
-    fixture::{Fixture, backend_mac},
+    fixture::{Fixture, backend_ip, backend_mac},
     packet::{Frame, L4, checksum},
     xdp::Verdict,
 };
@@ -70,7 +70,8 @@ const VIPS: [(&str, u8, bool); 4] = [
 /// passes such a frame to the kernel. A NIC at an MTU above this needs multi-buffer XDP.
 const LINEAR_MAX: usize = 4096 - 256 - 320;
 
-/// xorshift64*: reproducible from its seed.
+/// xorshift64*: reproducible randomness from a seed, without a dependency (the packet
+/// tests' generators share it).
 pub struct Rng(pub u64);
 
 impl Rng {
@@ -276,13 +277,6 @@ pub struct Outcome {
     pub misroutes: u64,
 }
 
-/// The backend the user-space table names for `key` on fuzzed VIP `vip`.
-fn table_choice(fx: &Fixture, vip: usize, key: &FlowKey) -> balancer_common::backend::Backend {
-    let v = &fx.plan.vips[vip];
-    let id = v.ring[(flow_hash(key) % v.meta.ring_size) as usize];
-    fx.plan.backends.iter().find(|(i, _)| *i == id).expect("planned").1
-}
-
 fn check(fx: &Fixture, f: &[u8], verdict: Verdict, out: &[u8]) -> Result<(), String> {
     let reading = read(f).and_then(|r| vip_of(&r.key).map(|v| (r, v)));
     let Some((r, vip)) = reading else {
@@ -298,12 +292,8 @@ fn check(fx: &Fixture, f: &[u8], verdict: Verdict, out: &[u8]) -> Result<(), Str
     if verdict != Verdict::Tx {
         return Err(format!("a frame for VIP {} got {verdict:?}", VIPS[vip].0));
     }
-    let b = table_choice(fx, vip, &r.key);
-    let mac = backend_mac(if b.family == 4 {
-        IpAddr::from(<[u8; 4]>::try_from(&b.addr[..4]).unwrap())
-    } else {
-        IpAddr::from(b.addr)
-    });
+    let b = fx.table_backend(vip, &r.key);
+    let mac = backend_mac(backend_ip(&b));
     // To the backend's MAC, from the MAC the frame was sent to.
     if out[..6] != mac || out[6..12] != f[..6] {
         return Err(format!("went to MAC {:02x?} from {:02x?}, the table names {mac:02x?}", &out[..6], &out[6..12]));

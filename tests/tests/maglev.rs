@@ -3,9 +3,10 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use balancer_common::{flow::FlowKey, hash::flow_hash, vip::flags};
+use balancer_common::vip::flags;
 use balancer_tests::{
-    fixture::{Fixture, backend_mac},
+    fixture::{Fixture, backend_ip, backend_mac},
+    fuzz::Rng,
     packet::{Frame, L4, tcp},
     require_root,
     xdp::Verdict,
@@ -42,25 +43,6 @@ protocol = "udp"
   address = "2001:db8::14"
 "#;
 
-/// xorshift64*: reproducible randomness without a dependency.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-}
-
-/// The backend user space's table gives `key` on VIP `vip` (index in the config).
-fn table_choice(fx: &Fixture, vip: usize, key: &FlowKey) -> IpAddr {
-    let v = &fx.plan.vips[vip];
-    let id = v.ring[(flow_hash(key) % v.meta.ring_size) as usize];
-    let b = fx.plan.backends.iter().find(|(i, _)| *i == id).expect("planned").1;
-    if b.family == 4 { IpAddr::from(<[u8; 4]>::try_from(&b.addr[..4]).unwrap()) } else { IpAddr::from(b.addr) }
-}
-
 #[test]
 fn the_program_picks_exactly_the_backend_the_user_space_table_names() {
     require_root!();
@@ -69,17 +51,17 @@ fn the_program_picks_exactly_the_backend_the_user_space_table_names() {
     let mut seen = std::collections::HashMap::<IpAddr, u32>::new();
     for i in 0..4000 {
         let v6 = i % 2 == 1;
-        let sport = 1024 + (rng.next() % 64000) as u16;
+        let sport = 1024 + (rng.bits() % 64000) as u16;
         let (src, dst, frame) = if v6 {
-            let s = SocketAddr::new(Ipv6Addr::from(u128::from(rng.next()) | 0x2001_0db8 << 96).into(), sport);
+            let s = SocketAddr::new(Ipv6Addr::from(u128::from(rng.bits()) | 0x2001_0db8 << 96).into(), sport);
             let d: SocketAddr = "[2001:db8::10]:443".parse().unwrap();
             (s, d, Frame::new(&s.to_string(), &d.to_string(), L4::Udp))
         } else {
-            let s = SocketAddr::new(Ipv4Addr::from(rng.next() as u32).into(), sport);
+            let s = SocketAddr::new(Ipv4Addr::from(rng.bits() as u32).into(), sport);
             let d: SocketAddr = "198.51.100.10:80".parse().unwrap();
             (s, d, Frame::new(&s.to_string(), &d.to_string(), L4::Tcp { flags: tcp::SYN, seq: 1 }))
         };
-        let want = table_choice(&fx, usize::from(v6), &frame.flow_key(false));
+        let want = backend_ip(&fx.table_backend(usize::from(v6), &frame.flow_key(false)));
         let (verdict, out) = fx.run(&frame.build());
         assert_eq!(verdict, Verdict::Tx, "{src} -> {dst}");
         assert_eq!(out[..6], backend_mac(want), "{src} -> {dst}: the table says {want}");
