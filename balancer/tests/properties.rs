@@ -13,7 +13,7 @@ const VALID: &str = "interfaces = [\"eth0\"]\n[[vip]]\naddress = \"10.0.0.1:80\"
                      [[vip.backend]]\naddress = \"10.0.0.2\"\nport = 8080\nweight = 5\n";
 
 fn signer() -> Signer {
-    Signer::new(b"0123456789abcdef0123456789abcdef".to_vec(), Some(3600), Some(600)).unwrap()
+    Signer::new(b"0123456789abcdef0123456789abcdef", Some(3600), Some(600)).unwrap()
 }
 
 proptest! {

@@ -61,9 +61,14 @@ pub struct Config {
     /// `/status.json`. Default `127.0.0.1:9090`.
     #[serde(default = "default_metrics_address")]
     pub metrics_address: SocketAddr,
-    /// Threads serving the control API, health checks and the L7 proxy. Default: one per CPU
+    /// Threads serving the control API, health checks and the admin page. Default: one per CPU
     /// the daemon may run on.
     pub worker_threads: Option<usize>,
+    /// L7 worker threads, each a single-threaded event loop that accepts and serves its own
+    /// client connections with its own pool of backend connections (nginx's
+    /// `worker_processes`, HAProxy's `nbthread`). Read at start; a change needs a restart.
+    /// Default: one per CPU the daemon may run on.
+    pub l7_workers: Option<usize>,
     /// Seed of the Maglev permutations; every node behind the same ECMP group must share it.
     #[serde(default = "default_seed")]
     pub maglev_seed: u64,

@@ -14,6 +14,9 @@ pub(super) fn check(config: &Config) -> Result<(), (usize, String)> {
     if config.worker_threads == Some(0) {
         return Err((0, "`worker_threads`: at least 1".into()));
     }
+    if config.l7_workers == Some(0) {
+        return Err((0, "`l7_workers`: at least 1".into()));
+    }
     if config.vips.len() > MAX_VIPS as usize {
         let at = config.vips[MAX_VIPS as usize].address.span().start;
         return Err((at, format!("too many [[vip]] entries: at most {MAX_VIPS}")));

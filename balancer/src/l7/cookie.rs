@@ -25,11 +25,11 @@ pub enum Rejected {
     Idle,
 }
 
-/// A verified cookie.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Affinity {
+/// A verified cookie, borrowing the request it came in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Affinity<'a> {
     /// The backend's route.
-    pub route: String,
+    pub route: &'a str,
     /// When the client was first assigned (Unix seconds).
     pub issued: u64,
     /// When the cookie was last refreshed (Unix seconds).
@@ -39,7 +39,9 @@ pub struct Affinity {
 /// Signs and verifies affinity cookies with one key.
 #[derive(Clone)]
 pub struct Signer {
-    key: Vec<u8>,
+    /// The HMAC with its key already absorbed: each use clones the state instead of hashing
+    /// the key again.
+    keyed: HmacSha256,
     max_life: Option<u64>,
     max_idle: Option<u64>,
 }
@@ -80,8 +82,12 @@ pub const MIN_KEY: usize = 16;
 impl Signer {
     /// A signer with `key` (at least 16 bytes) and the optional limits in seconds; `None` when
     /// the key is too short.
-    pub fn new(key: Vec<u8>, max_life: Option<u64>, max_idle: Option<u64>) -> Option<Self> {
-        (key.len() >= MIN_KEY).then_some(Self { key, max_life, max_idle })
+    pub fn new(key: &[u8], max_life: Option<u64>, max_idle: Option<u64>) -> Option<Self> {
+        (key.len() >= MIN_KEY).then(|| Self {
+            keyed: HmacSha256::new_from_slice(key).expect("HMAC takes any key length"),
+            max_life,
+            max_idle,
+        })
     }
 
     /// The signer for a key file, which must not be readable by group or others (mode 0600).
@@ -98,11 +104,11 @@ impl Signer {
         }
         let key = std::fs::read(path).map_err(unreadable)?.trim_ascii().to_vec();
         let len = key.len();
-        Self::new(key, max_life, max_idle).ok_or(KeyError::Short { path: path.to_owned(), len })
+        Self::new(&key, max_life, max_idle).ok_or(KeyError::Short { path: path.to_owned(), len })
     }
 
     fn mac(&self, payload: &str) -> HmacSha256 {
-        let mut m = HmacSha256::new_from_slice(&self.key).expect("HMAC takes any key length");
+        let mut m = self.keyed.clone();
         m.update(payload.as_bytes());
         m
     }
@@ -118,7 +124,7 @@ impl Signer {
     ///
     /// # Errors
     /// Why it is not acceptable.
-    pub fn verify(&self, value: &str, now: u64) -> Result<Affinity, Rejected> {
+    pub fn verify<'a>(&self, value: &'a str, now: u64) -> Result<Affinity<'a>, Rejected> {
         let (payload, sig) = value.rsplit_once('.').ok_or(Rejected::Malformed)?;
         let sig = URL_SAFE_NO_PAD.decode(sig).map_err(|_| Rejected::Malformed)?;
         // Constant-time comparison, before anything else is believed.
@@ -133,29 +139,79 @@ impl Signer {
         if self.max_idle.is_some_and(|l| now.saturating_sub(seen) > l) {
             return Err(Rejected::Idle);
         }
-        Ok(Affinity { route: route.to_owned(), issued, seen })
+        Ok(Affinity { route, issued, seen })
     }
 
     /// Whether a verified cookie should be sent again with a fresh `seen` time: with `max_idle`,
     /// once a quarter of it has passed (as `HAProxy` does), so an active client never expires.
-    pub fn needs_refresh(&self, a: &Affinity, now: u64) -> bool {
+    pub fn needs_refresh(&self, a: &Affinity<'_>, now: u64) -> bool {
         self.max_idle.is_some_and(|l| now.saturating_sub(a.seen) > l / 4)
     }
 }
 
+/// The `name=value` pairs of one `Cookie` header (RFC 6265 §4.2.1), trimmed; a pair without
+/// `=` has no value. The one cookie parser of the L7 layer.
+pub fn pairs(header: &str) -> impl Iterator<Item = (&str, Option<&str>)> {
+    header.split(';').map(str::trim).filter(|p| !p.is_empty()).map(|p| match p.split_once('=') {
+        Some((k, v)) => (k.trim(), Some(v.trim())),
+        None => (p, None),
+    })
+}
+
+/// The value of the first cookie `name` among `headers` (the values of a request's `Cookie`
+/// headers).
+pub fn find<'a>(headers: impl IntoIterator<Item = &'a str>, name: &str) -> Option<&'a str> {
+    headers.into_iter().flat_map(pairs).find_map(|(k, v)| if k == name { v } else { None })
+}
+
+/// The `Set-Cookie` header line (with its CRLF) for our affinity cookie with `value`.
+pub fn set_cookie_line(l7: &crate::config::L7, value: &str) -> Vec<u8> {
+    format!("set-cookie: {}\r\n", set_cookie_value(l7, value)).into_bytes()
+}
+
+/// The `Set-Cookie` value for our affinity cookie with `value`, with the VIP's attributes.
+pub fn set_cookie_value(l7: &crate::config::L7, value: &str) -> String {
+    use std::fmt::Write as _;
+    let mut c = format!("{}={value}; Path={}", l7.cookie, l7.path);
+    if let Some(d) = &l7.domain {
+        let _ = write!(c, "; Domain={d}");
+    }
+    if let Some(life) = l7.max_life_s {
+        let _ = write!(c, "; Max-Age={life}");
+    }
+    if l7.httponly {
+        c.push_str("; HttpOnly");
+    }
+    if l7.secure {
+        c.push_str("; Secure");
+    }
+    if let Some(s) = &l7.samesite {
+        let _ = write!(c, "; SameSite={s}");
+    }
+    c
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn cookie_pairs_are_split_trimmed_and_found_across_headers() {
+        let got: Vec<_> = pairs(" a=1;b = 2 ; flag;;c=").collect();
+        assert_eq!(got, [("a", Some("1")), ("b", Some("2")), ("flag", None), ("c", Some(""))]);
+        assert_eq!(find(["x=1", "a=2; BALANCERID=v"], "BALANCERID"), Some("v"));
+        assert_eq!(find(["BALANCERIDX=v"], "BALANCERID"), None);
+    }
+
     use super::*;
 
     fn signer() -> Signer {
-        Signer::new(b"0123456789abcdef0123456789abcdef".to_vec(), Some(3600), Some(600)).unwrap()
+        Signer::new(b"0123456789abcdef0123456789abcdef", Some(3600), Some(600)).unwrap()
     }
 
     #[test]
     fn a_signed_cookie_verifies_and_names_its_route() {
         let s = signer();
         let v = s.sign("tomcat1", 1000, 1100);
-        assert_eq!(s.verify(&v, 1200), Ok(Affinity { route: "tomcat1".into(), issued: 1000, seen: 1100 }));
+        assert_eq!(s.verify(&v, 1200), Ok(Affinity { route: "tomcat1", issued: 1000, seen: 1100 }));
     }
 
     #[test]
@@ -174,7 +230,7 @@ mod tests {
         let mid = flipped.len() - 10;
         flipped[mid] = if flipped[mid] == b'A' { b'B' } else { b'A' };
         let other_key =
-            Signer::new(b"fedcba9876543210fedcba9876543210".to_vec(), None, None).unwrap().sign("tomcat1", 1000, 1100);
+            Signer::new(b"fedcba9876543210fedcba9876543210", None, None).unwrap().sign("tomcat1", 1000, 1100);
         for (what, bad) in [
             ("route changed", other_route),
             ("issue time changed", later_issue),
@@ -193,13 +249,14 @@ mod tests {
         let s = signer();
         assert_eq!(s.verify(&s.sign("a", 1000, 4000), 4601), Err(Rejected::TooOld));
         assert_eq!(s.verify(&s.sign("a", 1000, 1000), 1601), Err(Rejected::Idle));
-        let a = s.verify(&s.sign("a", 1000, 1000), 1100).unwrap();
+        let signed = s.sign("a", 1000, 1000);
+        let a = s.verify(&signed, 1100).unwrap();
         assert!(!s.needs_refresh(&a, 1100));
         assert!(s.needs_refresh(&a, 1151));
     }
 
     #[test]
     fn short_keys_are_refused() {
-        assert!(Signer::new(b"short".to_vec(), None, None).is_none());
+        assert!(Signer::new(b"short", None, None).is_none());
     }
 }

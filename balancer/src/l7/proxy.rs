@@ -1,9 +1,11 @@
-//! Forwarding one request: find its session, choose a backend, send it, and mark the response
-//! with the session's cookie in insert mode.
+//! HTTP/2 clients (h2c with prior knowledge): hyper serves the connection, and each request
+//! goes through the same session and selection phases as on the HTTP/1 path, to the backends
+//! over HTTP/1.1 with hyper's pooled client.
+//!
+//! Also the per-VIP state both paths read (`Vip`).
 
 use std::{
     convert::Infallible,
-    fmt::Write as _,
     net::SocketAddr,
     sync::{Arc, atomic::Ordering::Relaxed},
     time::{Duration, SystemTime, UNIX_EPOCH},
@@ -21,8 +23,8 @@ use tracing::{debug, warn};
 
 use super::{
     cookie::Signer,
-    route,
     select::{Choice, Pool, Unavailable},
+    session,
 };
 use crate::config::{L7, StickyMode};
 
@@ -32,6 +34,8 @@ pub type Body = BoxBody<Bytes, hyper::Error>;
 /// One L7 VIP as requests see it; replaced whole (never mutated) when configuration or health
 /// changes.
 pub struct Vip {
+    /// Unique to this build of the VIP's state (caches keyed by it never see another's).
+    pub id: u64,
     /// The VIP's address.
     pub address: SocketAddr,
     /// Its settings.
@@ -50,7 +54,10 @@ pub struct Vip {
 /// A backend address in the forms a request to it needs.
 pub struct Target {
     authority: hyper::http::uri::Authority,
-    host: HeaderValue,
+    /// `Host` for the backend itself (`preserve_host = false`).
+    pub host: HeaderValue,
+    /// `http://<address>`, which a `Location` naming the backend starts with.
+    pub origin: String,
 }
 
 impl Target {
@@ -60,7 +67,35 @@ impl Target {
         Self {
             authority: text.parse().expect("a socket address is a valid authority"),
             host: HeaderValue::from_str(&text).expect("a socket address is a valid header"),
+            origin: format!("http://{text}"),
         }
+    }
+}
+
+/// Serves an HTTP/2 client connection (prior knowledge: its preface has arrived) until it
+/// closes or `shutdown` turns true (then streams in flight finish first).
+pub async fn serve_h2(
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    state: Arc<ArcSwap<Vip>>,
+    limits: super::h1::Limits,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    let service = hyper::service::service_fn(move |req| handle(req, state.clone(), peer));
+    let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    builder.timer(TokioTimer::new()).max_header_list_size(u32::try_from(limits.max_head).unwrap_or(u32::MAX));
+    let conn = builder.serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        r = conn.as_mut() => r,
+        () = super::server::stopping(&mut shutdown) => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = result {
+        debug!(%peer, error = %e, "HTTP/2 client connection ended");
     }
 }
 
@@ -98,14 +133,6 @@ fn text(status: StatusCode, msg: &str) -> Response<Body> {
     r
 }
 
-/// The values of cookie `name` in `headers`.
-fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok()).flat_map(|h| h.split(';')).find_map(|pair| {
-        let (k, v) = pair.trim().split_once('=')?;
-        (k == name).then_some(v)
-    })
-}
-
 /// `headers`' Cookie headers without cookie `name` (the backend never sees our cookie).
 fn strip_cookie(headers: &mut HeaderMap, name: &str) {
     let kept: Vec<String> = headers
@@ -113,9 +140,9 @@ fn strip_cookie(headers: &mut HeaderMap, name: &str) {
         .iter()
         .filter_map(|v| v.to_str().ok())
         .map(|h| {
-            h.split(';')
-                .map(str::trim)
-                .filter(|p| p.split_once('=').is_none_or(|(k, _)| k != name))
+            super::cookie::pairs(h)
+                .filter(|(k, _)| *k != name)
+                .map(|(k, v)| v.map_or_else(|| k.to_owned(), |v| format!("{k}={v}")))
                 .collect::<Vec<_>>()
                 .join("; ")
         })
@@ -148,10 +175,6 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
-}
-
 /// Serves one request from `client` (the peer address) on `vip`.
 #[expect(clippy::too_many_lines, reason = "one request's phases; to be split by the L7 engine rework")]
 pub async fn handle(
@@ -174,35 +197,17 @@ pub async fn handle(
     let (secs, ms) = (t.as_secs(), t.as_millis() as u64);
 
     // The session, if the request carries one.
-    let affinity = match (l7.sticky, &v.signer) {
-        (StickyMode::Insert, Some(signer)) => {
-            cookie(req.headers(), &l7.cookie).and_then(|c| match signer.verify(c, secs) {
-                Ok(a) => Some(a),
-                Err(why) => {
-                    debug!(?why, "affinity cookie ignored");
-                    None
-                }
-            })
-        }
+    let cookies: Vec<&str> = req.headers().get_all(header::COOKIE).iter().filter_map(|h| h.to_str().ok()).collect();
+    let cookies = cookies.iter().copied();
+    let header = |name: &str| req.headers().get(name).map(HeaderValue::as_bytes);
+    let session =
+        session::find(l7, v.signer.as_ref(), cookies, req.uri().path(), header, session::client_key(client.ip()), secs);
+    let route: Option<String> = session.route.map(str::to_owned);
+    let set_cookie = match (&v.signer, l7.sticky) {
+        (Some(signer), StickyMode::Insert) => Some((signer, session.affinity.map(|a| (a.issued, a.seen)))),
         _ => None,
     };
-    let suffix_route = (l7.sticky == StickyMode::RouteSuffix)
-        .then(|| {
-            let cookies: Vec<&str> =
-                req.headers().get_all(header::COOKIE).iter().filter_map(|h| h.to_str().ok()).collect();
-            route::find(&cookies, req.uri().path(), &l7.session_cookies).map(str::to_owned)
-        })
-        .flatten();
-    let route: Option<String> = affinity.as_ref().map(|a| a.route.clone()).or(suffix_route);
-    let hash = (l7.sticky == StickyMode::Hash).then(|| {
-        if let Some(name) = l7.hash_on.strip_prefix("cookie:") {
-            fnv1a(cookie(req.headers(), name).unwrap_or("").as_bytes())
-        } else if let Some(name) = l7.hash_on.strip_prefix("header:") {
-            fnv1a(req.headers().get(name).map_or(&[][..], |h| h.as_bytes()))
-        } else {
-            fnv1a(client.ip().to_string().as_bytes())
-        }
-    });
+    let hash = session.hash;
 
     // What the backend gets: forwarded-for headers, our cookie removed in indirect mode.
     let (mut parts, body) = req.into_parts();
@@ -337,14 +342,19 @@ pub async fn handle(
             rparts.headers.append(header::VIA, HeaderValue::from_static(VIA));
         }
         rewrite_location(&mut rparts.headers, member.addr, host.as_deref());
-        if let (StickyMode::Insert, Some(signer), Some(r)) = (l7.sticky, &v.signer, &member.route) {
-            let set = match (&choice, &affinity) {
-                (Choice::Sticky(_), Some(a)) if signer.needs_refresh(a, secs) => Some(signer.sign(r, a.issued, secs)),
-                (Choice::Sticky(_), Some(_)) => None,
-                _ => Some(signer.sign(r, secs, secs)),
+        if let (Some((signer, affinity)), Some(r)) = (set_cookie, &member.route) {
+            let session = session::Session {
+                affinity: affinity.map(|(issued, seen)| super::cookie::Affinity { route: r, issued, seen }),
+                route: None,
+                hash: None,
             };
-            if let Some(value) = set {
-                if let Ok(h) = HeaderValue::from_str(&set_cookie(l7, &value)) {
+            let value = match session::set_cookie(choice, &session, signer, secs) {
+                Some(session::SetCookie::New) => Some(signer.sign(r, secs, secs)),
+                Some(session::SetCookie::Refresh { issued }) => Some(signer.sign(r, issued, secs)),
+                None => None,
+            };
+            if let Some(value) = value {
+                if let Ok(h) = HeaderValue::from_str(&super::cookie::set_cookie_value(l7, &value)) {
                     rparts.headers.append(header::SET_COOKIE, h);
                 }
                 if l7.nocache {
@@ -435,27 +445,6 @@ fn counted(body: Body, live: Arc<super::select::Live>) -> Body {
         frame
     })
     .boxed()
-}
-
-/// `Set-Cookie` for our affinity cookie.
-fn set_cookie(l7: &L7, value: &str) -> String {
-    let mut c = format!("{}={value}; Path={}", l7.cookie, l7.path);
-    if let Some(d) = &l7.domain {
-        let _ = write!(c, "; Domain={d}");
-    }
-    if let Some(life) = l7.max_life_s {
-        let _ = write!(c, "; Max-Age={life}");
-    }
-    if l7.httponly {
-        c.push_str("; HttpOnly");
-    }
-    if l7.secure {
-        c.push_str("; Secure");
-    }
-    if let Some(s) = &l7.samesite {
-        let _ = write!(c, "; SameSite={s}");
-    }
-    c
 }
 
 /// `Location`/`Content-Location` naming the backend's own address point back at the VIP's host

@@ -6,23 +6,20 @@
 /// the request's `Cookie` headers. The URL comes first, as in `mod_jk` and `mod_proxy_balancer`: an
 /// application that rewrote the URL did so on purpose. Cookie names compare exactly (as servlet
 /// containers do); the path parameter name without regard to case.
-pub fn find<'a>(cookie_headers: &[&'a str], path: &'a str, names: &[String]) -> Option<&'a str> {
+pub fn find<'a, C>(cookie_headers: &C, path: &'a str, names: &[String]) -> Option<&'a str>
+where
+    C: IntoIterator<Item = &'a str> + Clone,
+{
     if let Some(r) = path_param(path, names) {
         return Some(r);
     }
-    for name in names {
-        for header in cookie_headers {
-            for pair in header.split(';') {
-                if let Some((k, v)) = pair.trim().split_once('=')
-                    && k == name
-                    && let Some(r) = route_of(v.trim_matches('"'))
-                {
-                    return Some(r);
-                }
-            }
-        }
-    }
-    None
+    names.iter().find_map(|name| {
+        cookie_headers
+            .clone()
+            .into_iter()
+            .flat_map(super::cookie::pairs)
+            .find_map(|(k, v)| if k == name { route_of(v?.trim_matches('"')) } else { None })
+    })
 }
 
 fn path_param<'a>(path: &'a str, names: &[String]) -> Option<&'a str> {
@@ -88,6 +85,7 @@ mod tests {
     #[test]
     fn route_comes_from_the_path_parameter_without_cookies() {
         let none: [&str; 0] = [];
+        let none = none.iter().copied();
         assert_eq!(find(&none, "/shop/cart;jsessionid=8F3A.tomcat1?item=3", &names()), Some("tomcat1"));
         assert_eq!(find(&none, "/a;JSESSIONID=8F3A.t9/b", &names()), Some("t9"));
         assert_eq!(find(&none, "/a?x=;jsessionid=1.t1", &names()), None, "not in the query");

@@ -13,17 +13,17 @@ use std::{
 };
 
 use arc_swap::ArcSwap;
-use hyper::service::service_fn;
 use hyper_util::{
     client::legacy::{Client, connect::HttpConnector},
-    rt::{TokioExecutor, TokioIo, TokioTimer},
+    rt::TokioExecutor,
 };
 use tokio::{net::TcpListener, sync::Semaphore, task::JoinHandle};
-use tracing::{debug, error, info, warn};
+use tracing::{error, info, warn};
 
 use super::{
     cookie::{KeyError, Signer},
-    proxy::{self, Body, Target, Vip},
+    h1,
+    proxy::{Body, Target, Vip},
     select::{Live, Member, Pool},
 };
 use crate::{
@@ -34,7 +34,10 @@ use crate::{
 /// Every L7 VIP's listener and state.
 #[derive(Default)]
 pub struct Runtime {
-    vips: HashMap<SocketAddr, (Arc<ArcSwap<Vip>>, JoinHandle<()>)>,
+    /// Each VIP's state and its accept loop on every worker.
+    vips: HashMap<SocketAddr, Listening>,
+    /// The L7 worker threads, started with the first L7 VIP.
+    workers: Option<Workers>,
     lives: HashMap<(SocketAddr, SocketAddr), Arc<Live>>,
     clients: HashMap<SocketAddr, (u64, Client<HttpConnector, Body>)>,
     /// Insert-mode signers of the configuration in force, read when it was prepared: health
@@ -100,9 +103,48 @@ pub struct Prepared {
 
 impl Drop for Runtime {
     fn drop(&mut self) {
-        for (_, task) in self.vips.values() {
-            task.abort();
+        for (_, tasks) in self.vips.values() {
+            tasks.iter().for_each(JoinHandle::abort);
         }
+    }
+}
+
+/// A VIP's state, and its accept loop on every worker.
+type Listening = (Arc<ArcSwap<Vip>>, Vec<JoinHandle<()>>);
+
+/// The L7 worker threads. Each runs a single-threaded runtime: a connection's task never moves
+/// between threads, so its worker's backend connections and buffers need no lock, and nothing
+/// is shared between requests but the VIP's state and counters.
+struct Workers {
+    handles: Vec<tokio::runtime::Handle>,
+    /// Dropped to stop the workers (their runtimes then cancel what is left).
+    _stop: Vec<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Workers {
+    fn start(n: usize) -> std::io::Result<Self> {
+        let (mut handles, mut stop) = (Vec::new(), Vec::new());
+        for i in 0..n {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+            handles.push(runtime.handle().clone());
+            stop.push(tx);
+            std::thread::Builder::new().name(format!("l7-worker-{i}")).spawn(move || {
+                runtime.block_on(async {
+                    // Idle backend connections are dropped after their time even when no
+                    // request comes to take one.
+                    let sweep = tokio::spawn(async {
+                        loop {
+                            tokio::time::sleep(Duration::from_secs(5)).await;
+                            h1::upstream::sweep();
+                        }
+                    });
+                    let _ = rx.await;
+                    sweep.abort();
+                });
+            })?;
+        }
+        Ok(Self { handles, _stop: stop })
     }
 }
 
@@ -147,8 +189,8 @@ impl Runtime {
     /// (idle keep-alive ones at once), and waits for them up to `deadline`; returns how many
     /// were still open then.
     pub async fn drain(&mut self, deadline: Duration) -> u64 {
-        for (_, task) in self.vips.values() {
-            task.abort();
+        for (_, tasks) in self.vips.values() {
+            tasks.iter().for_each(JoinHandle::abort);
         }
         if let Some(tx) = &self.shutdown {
             let _ = tx.send(true);
@@ -209,7 +251,8 @@ impl Runtime {
             let pool = Pool::new(members, l7.lbmethod, l7.nofailover, l7.sticky == StickyMode::Hash);
             let client = self.client(address, l7.connect_timeout_ms);
             let targets = pool.members().iter().map(|m| Target::new(m.addr)).collect();
-            let vip = Vip { address, l7: l7.clone(), pool, signer, client, targets };
+            let id = NEXT_VIP_ID.fetch_add(1, Relaxed);
+            let vip = Vip { id, address, l7: l7.clone(), pool, signer, client, targets };
             if let Some((state, _)) = self.vips.get(&address) {
                 state.store(Arc::new(vip));
             } else {
@@ -231,20 +274,33 @@ impl Runtime {
                     Err(e) => warn!(vip = %address, error = %e, "the listener cannot be handed over on a restart"),
                 }
                 let shutdown = self.shutdown.get_or_insert_with(|| tokio::sync::watch::channel(false).0).subscribe();
-                match listen(socket, limits, state.clone(), live, shutdown) {
-                    Ok(task) => {
-                        info!(vip = %address, sticky = ?l7.sticky, "L7 VIP listening");
-                        self.vips.insert(address, (state, task));
+                if self.workers.is_none() {
+                    let n = config
+                        .l7_workers
+                        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, std::num::NonZero::get));
+                    match Workers::start(n) {
+                        Ok(w) => self.workers = Some(w),
+                        Err(e) => {
+                            error!(error = %e, "cannot start the L7 worker threads");
+                            continue;
+                        }
+                    }
+                }
+                let workers = self.workers.as_ref().map_or(&[][..], |w| &w.handles[..]);
+                match listen(&socket, workers, limits, &state, &live, &shutdown) {
+                    Ok(tasks) => {
+                        info!(vip = %address, sticky = ?l7.sticky, workers = tasks.len(), "L7 VIP listening");
+                        self.vips.insert(address, (state, tasks));
                     }
                     Err(e) => error!(vip = %address, error = %e, "L7 VIP cannot listen"),
                 }
             }
             wanted.push(address);
         }
-        self.vips.retain(|addr, (_, task)| {
+        self.vips.retain(|addr, (_, tasks)| {
             let keep = wanted.contains(addr);
             if !keep {
-                task.abort();
+                tasks.iter().for_each(JoinHandle::abort);
                 info!(vip = %addr, "L7 VIP closed");
             }
             keep
@@ -351,109 +407,82 @@ struct Limits {
     max_head: usize,
 }
 
+/// Numbers each build of a VIP's state.
+static NEXT_VIP_ID: AtomicU64 = AtomicU64::new(1);
+
+/// Starts `socket`'s accept loop on every worker (each on its own descriptor of the one
+/// listening socket; the kernel wakes the workers in turn, and a busy one accepts less).
 fn listen(
-    socket: std::net::TcpListener,
+    socket: &std::net::TcpListener,
+    workers: &[tokio::runtime::Handle],
+    limits: Limits,
+    state: &Arc<ArcSwap<Vip>>,
+    live: &Arc<VipLive>,
+    shutdown: &tokio::sync::watch::Receiver<bool>,
+) -> std::io::Result<Vec<JoinHandle<()>>> {
+    let vip = socket.local_addr()?;
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let mut tasks = Vec::new();
+    for worker in workers {
+        let socket = socket.try_clone()?;
+        let (state, live, shutdown, slots) = (state.clone(), live.clone(), shutdown.clone(), slots.clone());
+        tasks.push(worker.spawn(async move {
+            match TcpListener::from_std(socket) {
+                Ok(listener) => accept(listener, vip, limits, state, live, slots, shutdown).await,
+                Err(e) => error!(%vip, error = %e, "an L7 worker cannot listen"),
+            }
+        }));
+    }
+    Ok(tasks)
+}
+
+async fn accept(
+    listener: TcpListener,
+    vip: SocketAddr,
     limits: Limits,
     state: Arc<ArcSwap<Vip>>,
     live: Arc<VipLive>,
+    slots: Arc<Semaphore>,
     shutdown: tokio::sync::watch::Receiver<bool>,
-) -> std::io::Result<JoinHandle<()>> {
-    let listener = TcpListener::from_std(socket)?;
-    let vip = listener.local_addr()?;
-    let slots = Arc::new(Semaphore::new(limits.max_connections));
-    Ok(tokio::spawn(async move {
-        let (mut full, mut failing) = (Throttled::new(), Throttled::new());
-        loop {
-            let (stream, peer) = match listener.accept().await {
-                Ok(c) => c,
-                Err(e) => {
-                    live.accept_errors.fetch_add(1, Relaxed);
-                    if let Some(n) = failing.hit() {
-                        warn!(%vip, error = %e, failures = n, "cannot accept connections (file descriptors?)");
-                    }
-                    // The connection stays in the backlog; retrying at once would spin.
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    continue;
-                }
-            };
-            let Ok(permit) = slots.clone().try_acquire_owned() else {
-                live.refused.fetch_add(1, Relaxed);
-                let _ = stream.try_write(FULL);
-                if let Some(n) = full.hit() {
-                    warn!(%vip, max_connections = limits.max_connections, refused = n, "at the connection limit: refusing new clients");
-                }
-                continue;
-            };
-            // Responses are written whole; Nagle would only hold a response's last segment
-            // back until the client's delayed ACK.
-            let _ = stream.set_nodelay(true);
-            let (state, live, shutdown) = (state.clone(), live.clone(), shutdown.clone());
-            let (header_timeout, max_head) = (limits.header_timeout, limits.max_head);
-            live.open.fetch_add(1, Relaxed);
-            tokio::spawn(async move {
-                let _permit = permit;
-                serve(stream, peer, state, header_timeout, max_head, &live, shutdown).await;
-                live.open.fetch_sub(1, Relaxed);
-            });
-        }
-    }))
-}
-
-/// Serves one client connection. A socket must send its first byte within the head timeout
-/// of the accept (one that never sends is closed too), and each request head must be complete
-/// within the head timeout of its first byte. When `shutdown` turns true
-/// the connection finishes the request it is serving and closes.
-async fn serve(
-    stream: tokio::net::TcpStream,
-    peer: SocketAddr,
-    state: Arc<ArcSwap<Vip>>,
-    header_timeout: Duration,
-    max_head: usize,
-    live: &VipLive,
-    mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
-    // `peek` waits for a byte (or the end); readiness alone can be reported before any data.
-    let mut byte = [0u8; 1];
-    let first = tokio::select! {
-        r = tokio::time::timeout(header_timeout, stream.peek(&mut byte)) => r,
-        () = stopping(&mut shutdown) => return,
-    };
-    if !matches!(first, Ok(Ok(1..))) {
-        live.head_timeouts.fetch_add(1, Relaxed);
-        debug!(%peer, "closed: no request within the header timeout");
-        return;
-    }
-    let service = service_fn(move |req| proxy::handle(req, state.clone(), peer));
-    // HTTP/1.1, or HTTP/2 with prior knowledge (h2c) on the same port.
-    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    // half_close: a client that shuts its sending side after the request still gets the answer.
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        // Per request, from its first byte: the wait above bounds the time before it. (Not the
-        // time left of the first wait: hyper applies this to every later request and to the
-        // idle time between them, which a client that connected early would then lose.)
-        .header_read_timeout(header_timeout)
-        .max_buf_size(max_head)
-        .keep_alive(true)
-        .half_close(true);
-    builder.http2().timer(TokioTimer::new()).max_header_list_size(u32::try_from(max_head).unwrap_or(u32::MAX));
-    let conn = builder.serve_connection(TokioIo::new(stream), service);
-    tokio::pin!(conn);
-    let result = tokio::select! {
-        r = conn.as_mut() => r,
-        () = stopping(&mut shutdown) => {
-            conn.as_mut().graceful_shutdown();
-            conn.await
-        }
-    };
-    if let Err(e) = result {
-        debug!(%peer, error = %e, "client connection ended");
+    let (mut full, mut failing) = (Throttled::new(), Throttled::new());
+    let connection = h1::Limits { header_timeout: limits.header_timeout, max_head: limits.max_head };
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                live.accept_errors.fetch_add(1, Relaxed);
+                if let Some(n) = failing.hit() {
+                    warn!(%vip, error = %e, failures = n, "cannot accept connections (file descriptors?)");
+                }
+                // The connection stays in the backlog; retrying at once would spin.
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            live.refused.fetch_add(1, Relaxed);
+            let _ = stream.try_write(FULL);
+            if let Some(n) = full.hit() {
+                warn!(%vip, max_connections = limits.max_connections, refused = n, "at the connection limit: refusing new clients");
+            }
+            continue;
+        };
+        // Responses are written whole; Nagle would only hold a response's last segment
+        // back until the client's delayed ACK.
+        let _ = stream.set_nodelay(true);
+        let (state, live, shutdown) = (state.clone(), live.clone(), shutdown.clone());
+        live.open.fetch_add(1, Relaxed);
+        tokio::spawn(async move {
+            let _permit = permit;
+            h1::serve(stream, peer, state, connection, &live, shutdown).await;
+            live.open.fetch_sub(1, Relaxed);
+        });
     }
 }
 
 /// Resolves once the daemon stops (never, if the runtime that would say so is gone).
-async fn stopping(shutdown: &mut tokio::sync::watch::Receiver<bool>) {
+pub(super) async fn stopping(shutdown: &mut tokio::sync::watch::Receiver<bool>) {
     if shutdown.wait_for(|stop| *stop).await.is_err() {
         std::future::pending::<()>().await;
     }

@@ -1,0 +1,662 @@
+//! One request and its response, in phases: the head and the session (`plan`), the upstream
+//! request and its body (`send`), with a retry where nothing would be lost, then the response
+//! head through the filter (`respond`) and its body (`relay`).
+
+use std::{
+    cell::RefCell,
+    io,
+    sync::{Arc, atomic::Ordering::Relaxed},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use arc_swap::ArcSwap;
+use tokio::{
+    io::{AsyncReadExt as _, AsyncWriteExt as _},
+    net::TcpStream,
+    time::Instant,
+};
+use tracing::{debug, warn};
+
+use super::{
+    Conn, Next,
+    chunked::{self, Decoder},
+    edit, give_buffer,
+    head::{self, Framing},
+    take_buffer,
+    upstream::{self, Upstream},
+    within,
+};
+use crate::{
+    config::StickyMode,
+    l7::{
+        proxy::Vip,
+        select::{Choice, Unavailable},
+        server::VipLive,
+        session::{self, SetCookie},
+    },
+};
+
+/// Largest response head read from a backend.
+const MAX_RESPONSE_HEAD: usize = 64 * 1024;
+/// Bytes read at once while relaying a body.
+const RELAY_CHUNK: usize = 64 * 1024;
+
+/// What `plan` decided for a complete request head.
+#[expect(clippy::struct_excessive_bools, reason = "facts read off the head, each used once")]
+struct Plan {
+    member: usize,
+    choice: Choice,
+    head_len: usize,
+    framing: Framing,
+    client_close: bool,
+    minor: u8,
+    expect_continue: bool,
+    is_head: bool,
+    idempotent: bool,
+    set_cookie: Option<SetCookie>,
+}
+
+enum Planned {
+    /// The head is not complete yet.
+    Partial,
+    /// Refused before anything reached a backend; the connection closes.
+    Refused(head::Refusal),
+    /// Answered by the proxy (no backend can take it).
+    Local { status: &'static str, message: &'static str, keep: bool },
+    /// To be sent; the upstream head is in `out`.
+    Send(Plan),
+}
+
+fn now() -> Duration {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default()
+}
+
+/// The head, session and backend of the request at the start of `c.inbuf`, and its upstream
+/// head written to `out`. Synchronous: the parsed headers never outlive it.
+fn plan(c: &mut Conn, vip: &Vip, exclude: &[usize], secs: u64, ms: u64, out: &mut Vec<u8>) -> Planned {
+    let mut storage = head::storage();
+    let req = match head::request(&c.inbuf, &mut storage, c.limits.max_head) {
+        Ok(Some(r)) => r,
+        Ok(None) => return Planned::Partial,
+        Err(refusal) => return Planned::Refused(refusal),
+    };
+    let l7 = &vip.l7;
+    let cookies = req
+        .headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("cookie"))
+        .filter_map(|h| std::str::from_utf8(h.value).ok());
+    let header = |name: &str| req.headers.iter().find(|h| h.name.eq_ignore_ascii_case(name)).map(|h| h.value);
+    let session = session::find(l7, vip.signer.as_ref(), cookies, req.path(), header, c.client_key, secs);
+    let keep = req.framing == Framing::None && !req.close;
+    let choice = match vip.pool.choose(session.route, session.hash, exclude, ms) {
+        Ok(choice) => choice,
+        Err(why) => {
+            let message = match why {
+                Unavailable::NoFailover => "the server holding this session is unavailable\n",
+                Unavailable::Full => "every backend is at its connection limit (max); retry shortly\n",
+                Unavailable::NoBackend if exclude.is_empty() => "no backend is available\n",
+                Unavailable::NoBackend => "no backend could be reached\n",
+            };
+            return Planned::Local { status: "503 Service Unavailable", message, keep };
+        }
+    };
+    let member = choice.index();
+    let target = &vip.targets[member];
+    let asked = req.authority.map(str::as_bytes).or(req.host);
+    c.host.clear();
+    if let Some(h) = asked.and_then(|h| std::str::from_utf8(h).ok()) {
+        c.host.push_str(h);
+    }
+    let edits = edit::RequestEdits {
+        host: if l7.preserve_host { req.authority.map(str::as_bytes) } else { Some(target.host.as_bytes()) },
+        forwarded_host: asked,
+        strip_cookie: (l7.sticky == StickyMode::Insert && l7.indirect).then_some(l7.cookie.as_str()),
+        client: &c.client_ip,
+        via: l7.via,
+        expect_handled: req.expect_continue,
+    };
+    edit::request(out, &req, &edits);
+    let set_cookie = match (&vip.signer, &vip.pool.members()[member].route) {
+        (Some(signer), Some(_)) if l7.sticky == StickyMode::Insert => {
+            session::set_cookie(choice, &session, signer, secs)
+        }
+        _ => None,
+    };
+    Planned::Send(Plan {
+        member,
+        choice,
+        head_len: req.len,
+        framing: req.framing,
+        client_close: req.close,
+        minor: req.minor,
+        expect_continue: req.expect_continue,
+        is_head: req.is_head(),
+        idempotent: req.idempotent(),
+        set_cookie,
+    })
+}
+
+/// A whole response written by the proxy itself.
+fn local(out: &mut Vec<u8>, status: &str, message: &str, close: bool) {
+    out.clear();
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.as_bytes());
+    out.extend_from_slice(b"\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: ");
+    out.extend_from_slice(message.len().to_string().as_bytes());
+    out.extend_from_slice(if close { b"\r\nconnection: close\r\n\r\n" } else { b"\r\n\r\n" });
+    out.extend_from_slice(message.as_bytes());
+}
+
+/// Why the request's body did not reach the backend.
+enum SendError {
+    /// The client's fault: malformed, cut short (`None`: it closed), or too slow.
+    Client(&'static str, &'static str),
+    /// The backend's connection failed while the request went out.
+    Backend(io::Error),
+}
+
+/// Writes the upstream head in `out` and the request's body to the backend: from the buffer
+/// when it is all there (then `out` still holds the whole request and it can be sent again),
+/// else streamed from the client. Returns how much of `c.inbuf` the request used (counted from
+/// the start of what the buffer holds when it returns) and how many body bytes went out.
+async fn send(
+    c: &mut Conn,
+    up: &mut TcpStream,
+    plan: &Plan,
+    out: &mut Vec<u8>,
+    by: Instant,
+) -> Result<(usize, u64), SendError> {
+    let body_start = plan.head_len;
+    let written = |r: Option<io::Result<()>>| match r {
+        Some(Ok(())) => Ok(()),
+        Some(Err(e)) => Err(SendError::Backend(e)),
+        None => Err(SendError::Backend(io::Error::new(io::ErrorKind::TimedOut, "timed out sending"))),
+    };
+    match plan.framing {
+        Framing::None | Framing::UntilClose => {
+            written(within(&mut c.timer, by, up.write_all(out)).await)?;
+            Ok((body_start, 0))
+        }
+        Framing::Length(n) => {
+            let have = (c.inbuf.len() - body_start) as u64;
+            if have >= n {
+                let end = body_start + n as usize;
+                out.extend_from_slice(&c.inbuf[body_start..end]);
+                written(within(&mut c.timer, by, up.write_all(out)).await)?;
+                return Ok((end, n));
+            }
+            // Streamed: the head is gone from the buffer once this starts.
+            continue_if_expected(c, plan, by).await?;
+            out.extend_from_slice(&c.inbuf[body_start..]);
+            written(within(&mut c.timer, by, up.write_all(out)).await)?;
+            let mut left = n - have;
+            c.inbuf.clear();
+            while left > 0 {
+                read_client(c, by).await?;
+                let take = (c.inbuf.len() as u64).min(left) as usize;
+                written(within(&mut c.timer, by, up.write_all(&c.inbuf[..take])).await)?;
+                left -= take as u64;
+                if left > 0 {
+                    c.inbuf.clear();
+                } else {
+                    return Ok((take, n));
+                }
+            }
+            Ok((0, n))
+        }
+        Framing::Chunked => {
+            let mut decoder = Decoder::new(chunked::Output::Chunked);
+            let head_out = out.len();
+            let used = decoder.feed(&c.inbuf[body_start..], out).map_err(|_| malformed())?;
+            let mut sent = (out.len() - head_out) as u64;
+            if decoder.done() {
+                written(within(&mut c.timer, by, up.write_all(out)).await)?;
+                return Ok((body_start + used, sent));
+            }
+            continue_if_expected(c, plan, by).await?;
+            written(within(&mut c.timer, by, up.write_all(out)).await)?;
+            c.inbuf.clear();
+            loop {
+                read_client(c, by).await?;
+                out.clear();
+                let used = decoder.feed(&c.inbuf, out).map_err(|_| malformed())?;
+                sent += out.len() as u64;
+                written(within(&mut c.timer, by, up.write_all(out)).await)?;
+                if decoder.done() {
+                    return Ok((used, sent));
+                }
+                c.inbuf.clear();
+            }
+        }
+    }
+}
+
+fn malformed() -> SendError {
+    SendError::Client("400 Bad Request", "the request body is malformed or incomplete\n")
+}
+
+/// `100 Continue` to a client that waits for it before sending its body.
+async fn continue_if_expected(c: &mut Conn, plan: &Plan, by: Instant) -> Result<(), SendError> {
+    if plan.expect_continue {
+        match within(&mut c.timer, by, c.stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")).await {
+            Some(Ok(())) => {}
+            _ => return Err(malformed()),
+        }
+    }
+    Ok(())
+}
+
+/// More of the client's body into the (empty) buffer.
+async fn read_client(c: &mut Conn, by: Instant) -> Result<(), SendError> {
+    c.inbuf.reserve(super::BUFFER);
+    match within(&mut c.timer, by, c.stream.read_buf(&mut c.inbuf)).await {
+        Some(Ok(0) | Err(_)) => Err(malformed()),
+        Some(Ok(_)) => Ok(()),
+        None => Err(SendError::Client("408 Request Timeout", "the request body did not arrive in time\n")),
+    }
+}
+
+/// How a backend failed a request.
+enum Failure {
+    Connect(io::Error),
+    /// The connection broke before a response head (`nothing`: not a byte came back).
+    Broken {
+        nothing: bool,
+    },
+    /// No response head within `response_timeout_ms`.
+    Timeout,
+    /// A response head that is not HTTP/1.x.
+    Bad(head::BadResponse),
+}
+
+/// Reads the backend's response head into `rbuf` (skipping interim 1xx responses).
+async fn response_head(
+    c: &mut Conn,
+    up: &mut TcpStream,
+    rbuf: &mut Vec<u8>,
+    is_head: bool,
+    by: Instant,
+) -> Result<(), Failure> {
+    loop {
+        if !rbuf.is_empty() {
+            let mut storage = head::storage();
+            match head::response(rbuf, &mut storage, is_head, MAX_RESPONSE_HEAD) {
+                Ok(Some(r)) if (100..200).contains(&r.code) && r.code != 101 => {
+                    let len = r.len;
+                    rbuf.drain(..len);
+                    continue;
+                }
+                Ok(Some(r)) if r.code == 101 => return Err(Failure::Bad(head::BadResponse::Malformed)),
+                Ok(Some(_)) => return Ok(()),
+                Ok(None) => {}
+                Err(e) => return Err(Failure::Bad(e)),
+            }
+        }
+        rbuf.reserve(super::BUFFER);
+        match within(&mut c.timer, by, up.read_buf(rbuf)).await {
+            Some(Ok(0) | Err(_)) => return Err(Failure::Broken { nothing: rbuf.is_empty() }),
+            Some(Ok(_)) => {}
+            None => return Err(Failure::Timeout),
+        }
+    }
+}
+
+/// A route's `Set-Cookie` line for new sessions in one second.
+struct NewCookie {
+    vip: u64,
+    member: usize,
+    secs: u64,
+    line: Vec<u8>,
+}
+
+thread_local! {
+    /// Each route's newest `Set-Cookie` line, per VIP generation: every new session of a route
+    /// in the same second gets the same value, signed once.
+    static NEW_COOKIES: RefCell<Vec<NewCookie>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The `Set-Cookie` line for `member` of `vip`.
+fn cookie_line(vip: &Vip, member: usize, set: SetCookie, secs: u64) -> Option<Vec<u8>> {
+    let signer = vip.signer.as_ref()?;
+    let route = vip.pool.members()[member].route.as_deref()?;
+    match set {
+        SetCookie::Refresh { issued } => {
+            Some(crate::l7::cookie::set_cookie_line(&vip.l7, &signer.sign(route, issued, secs)))
+        }
+        SetCookie::New => NEW_COOKIES.with_borrow_mut(|cache| {
+            if let Some(c) = cache.iter().find(|c| c.vip == vip.id && c.member == member && c.secs == secs) {
+                return Some(c.line.clone());
+            }
+            let line = crate::l7::cookie::set_cookie_line(&vip.l7, &signer.sign(route, secs, secs));
+            cache.retain(|c| !(c.vip == vip.id && c.member == member) && c.secs + 1 >= secs);
+            if cache.len() >= 256 {
+                cache.remove(0);
+            }
+            cache.push(NewCookie { vip: vip.id, member, secs, line: line.clone() });
+            Some(line)
+        }),
+    }
+}
+
+/// Serves the request at the start of `c.inbuf`.
+#[expect(clippy::too_many_lines, reason = "the phases of one exchange, each a call; the loop is the retry")]
+pub(super) async fn serve(c: &mut Conn, state: &ArcSwap<crate::l7::proxy::Vip>, vlive: &VipLive) -> Next {
+    let head_by = Instant::now() + c.limits.header_timeout;
+    let vip: Arc<Vip> = state.load_full();
+    let t = now();
+    let (secs, ms) = (t.as_secs(), t.as_millis() as u64);
+    let mut out = take_buffer();
+    let mut exclude: Vec<usize> = Vec::new();
+    let mut attempt = 0;
+    let next = 'attempts: loop {
+        out.clear();
+        let plan = match plan(c, &vip, &exclude, secs, ms, &mut out) {
+            Planned::Send(p) => p,
+            Planned::Partial => {
+                c.inbuf.reserve(super::BUFFER);
+                match within(&mut c.timer, head_by, c.stream.read_buf(&mut c.inbuf)).await {
+                    Some(Ok(0) | Err(_)) => break Next::Close,
+                    Some(Ok(_)) => continue,
+                    None => {
+                        vlive.head_timeouts.fetch_add(1, Relaxed);
+                        debug!(peer = %c.peer, "closed: the request head did not arrive in time");
+                        break Next::Close;
+                    }
+                }
+            }
+            Planned::Refused(refusal) => {
+                debug!(peer = %c.peer, ?refusal, "request refused");
+                let _ = within(&mut c.timer, head_by, c.stream.write_all(refusal.response())).await;
+                break Next::Close;
+            }
+            Planned::Local { status, message, keep } => {
+                local(&mut out, status, message, !keep);
+                let sent = within(&mut c.timer, head_by, c.stream.write_all(&out)).await;
+                if keep && matches!(sent, Some(Ok(()))) {
+                    let len = head_len(c);
+                    c.inbuf.drain(..len);
+                    break Next::Keep;
+                }
+                break Next::Close;
+            }
+        };
+        let l7 = &vip.l7;
+        let member = &vip.pool.members()[plan.member];
+        let live = &member.live;
+        let replayable = match plan.framing {
+            Framing::None | Framing::UntilClose => true,
+            Framing::Length(n) => (c.inbuf.len() - plan.head_len) as u64 >= n,
+            Framing::Chunked => false,
+        };
+        // A connection from the free list, else a new one. A reused one that breaks without a
+        // byte of answer was closed by the backend while idle: the request goes again on a new
+        // connection, not counted against the backend.
+        let mut reuse = true;
+        let mut rbuf = take_buffer();
+        // `send` appends a buffered body to the head; a second try starts from the head again.
+        let head_out = out.len();
+        let outcome = loop {
+            out.truncate(head_out);
+            let pooled = if reuse { upstream::take(member.addr) } else { None };
+            let mut up = match pooled {
+                Some(u) => u,
+                None => match upstream::connect(member.addr, Duration::from_millis(l7.connect_timeout_ms)).await {
+                    Ok(u) => u,
+                    Err(e) => break Err(Failure::Connect(e)),
+                },
+            };
+            live.inflight.fetch_add(1, Relaxed);
+            live.requests.fetch_add(1, Relaxed);
+            let sent_at = std::time::Instant::now();
+            let by = Instant::now() + Duration::from_millis(l7.response_timeout_ms);
+            let consumed = match send(c, &mut up.stream, &plan, &mut out, by).await {
+                Ok(n) => Ok(n),
+                Err(SendError::Client(status, message)) => {
+                    live.inflight.fetch_sub(1, Relaxed);
+                    debug!(peer = %c.peer, status, "the client's request body failed");
+                    local(&mut out, status, message, true);
+                    let _ = within(&mut c.timer, by, c.stream.write_all(&out)).await;
+                    give_buffer(rbuf);
+                    break 'attempts Next::Close;
+                }
+                Err(SendError::Backend(e)) => {
+                    debug!(backend = %member.addr, error = %e, "sending the request failed");
+                    Err(Failure::Broken { nothing: true })
+                }
+            };
+            let got = match consumed {
+                Ok(n) => response_head(c, &mut up.stream, &mut rbuf, plan.is_head, by).await.map(|()| n),
+                Err(f) => Err(f),
+            };
+            live.inflight.fetch_sub(1, Relaxed);
+            live.latency_us.fetch_add(sent_at.elapsed().as_micros() as u64, Relaxed);
+            match got {
+                Err(Failure::Broken { nothing: true }) if up.reused && replayable => {
+                    rbuf.clear();
+                    live.requests.fetch_sub(1, Relaxed);
+                    reuse = false;
+                }
+                Ok(consumed) => break Ok((up, consumed)),
+                Err(f) => break Err(f),
+            }
+        };
+        let (up, consumed) = match outcome {
+            Ok(x) => x,
+            Err(failure) => {
+                give_buffer(std::mem::take(&mut rbuf));
+                let fail = |why: &str| {
+                    live.errors.fetch_add(1, Relaxed);
+                    live.fail(ms, l7.retry_s * 1000);
+                    warn!(backend = %member.addr, attempt, "{why}; left out for {} s", l7.retry_s);
+                };
+                let (status, message) = match failure {
+                    Failure::Timeout => {
+                        live.errors.fetch_add(1, Relaxed);
+                        ("504 Gateway Timeout", "the backend did not answer in time\n")
+                    }
+                    Failure::Connect(e) => {
+                        fail(&format!("connect failed ({e})"));
+                        // Nothing reached the backend: another may take the request.
+                        if replayable && attempt + 1 < l7.max_attempts.max(1) {
+                            exclude.push(plan.member);
+                            attempt += 1;
+                            continue;
+                        }
+                        ("502 Bad Gateway", "the backend could not be reached\n")
+                    }
+                    Failure::Broken { .. } => {
+                        fail("connection broke before a response");
+                        if replayable
+                            && plan.framing == Framing::None
+                            && plan.idempotent
+                            && attempt + 1 < l7.max_attempts.max(1)
+                        {
+                            exclude.push(plan.member);
+                            attempt += 1;
+                            continue;
+                        }
+                        ("502 Bad Gateway", "the backend's connection broke\n")
+                    }
+                    Failure::Bad(e) => {
+                        fail(&e.to_string());
+                        ("502 Bad Gateway", "the backend's response was not valid HTTP\n")
+                    }
+                };
+                local(&mut out, status, message, true);
+                let _ = within(&mut c.timer, Instant::now() + c.limits.header_timeout, c.stream.write_all(&out)).await;
+                break Next::Close;
+            }
+        };
+        if !matches!(plan.choice, Choice::Sticky(_)) && l7.sticky != StickyMode::Hash {
+            live.sessions.fetch_add(1, Relaxed);
+        }
+        let (consumed, body_in) = consumed;
+        live.bytes.fetch_add(body_in, Relaxed);
+        let next = respond(c, &vip, &plan, up, rbuf, &mut out, secs).await;
+        // What the request used leaves the buffer; pipelined bytes stay.
+        let used = consumed.min(c.inbuf.len());
+        c.inbuf.drain(..used);
+        break next;
+    };
+    give_buffer(out);
+    next
+}
+
+/// The head length of the complete request at the start of `c.inbuf`.
+fn head_len(c: &Conn) -> usize {
+    let mut storage = head::storage();
+    head::request(&c.inbuf, &mut storage, usize::MAX).ok().flatten().map_or(c.inbuf.len(), |r| r.len)
+}
+
+/// The response phase: the backend's head through the filter to the client, then its body;
+/// the backend connection goes back to the free list when it can serve another request.
+async fn respond(
+    c: &mut Conn,
+    vip: &Vip,
+    plan: &Plan,
+    mut up: Upstream,
+    mut rbuf: Vec<u8>,
+    out: &mut Vec<u8>,
+    secs: u64,
+) -> Next {
+    let member = &vip.pool.members()[plan.member];
+    let l7 = &vip.l7;
+    let cookie = plan.set_cookie.and_then(|set| cookie_line(vip, plan.member, set, secs));
+    out.clear();
+    let (framing, backend_close, head_len, dechunk, close) = {
+        let mut storage = head::storage();
+        let Ok(Some(resp)) = head::response(&rbuf, &mut storage, plan.is_head, MAX_RESPONSE_HEAD) else {
+            return Next::Close;
+        };
+        let dechunk = resp.framing == Framing::Chunked && plan.minor == 0;
+        let close = plan.client_close || resp.framing == Framing::UntilClose || dechunk;
+        let keep_alive_10 = plan.minor == 0 && !close;
+        let edits = edit::ResponseEdits {
+            backend_origin: &vip.targets[plan.member].origin,
+            host: (!c.host.is_empty()).then_some(c.host.as_str()),
+            set_cookie: cookie.as_deref(),
+            nocache: l7.nocache,
+            via: l7.via,
+            dechunk,
+            close,
+            keep_alive_10,
+        };
+        edit::response(out, &resp, &edits);
+        (resp.framing, resp.close, resp.len, dechunk, close)
+    };
+    let timeout = Duration::from_millis(l7.response_timeout_ms);
+    let body = &rbuf[head_len..];
+    let relayed = match framing {
+        // Bytes after a bodiless response are not the backend's to send.
+        Framing::None => Some(Relayed { bytes: 0, reusable: body.is_empty() }),
+        Framing::Length(n) => relay_length(c, &mut up.stream, &mut rbuf, out, head_len, n, timeout).await,
+        Framing::Chunked | Framing::UntilClose => {
+            let decoder = (framing == Framing::Chunked)
+                .then(|| Decoder::new(if dechunk { chunked::Output::Data } else { chunked::Output::Chunked }));
+            relay_stream(c, &mut up.stream, &mut rbuf, out, head_len, decoder, timeout).await
+        }
+    };
+    give_buffer(rbuf);
+    let Some(relayed) = relayed else { return Next::Close };
+    if !out.is_empty()
+        && !matches!(within(&mut c.timer, Instant::now() + timeout, c.stream.write_all(out)).await, Some(Ok(())))
+    {
+        return Next::Close;
+    }
+    member.live.bytes.fetch_add(relayed.bytes, Relaxed);
+    if relayed.reusable && !backend_close && framing != Framing::UntilClose {
+        upstream::put(member.addr, up.stream);
+    }
+    if close { Next::Close } else { Next::Keep }
+}
+
+/// A response body relayed whole.
+struct Relayed {
+    /// Body bytes the client got.
+    bytes: u64,
+    /// Whether the backend sent nothing beyond the body (else its connection is not reused).
+    reusable: bool,
+}
+
+/// Relays a `Content-Length` body of `n` bytes whose first bytes are `rbuf[start..]`, after the
+/// head in `out` (which is left holding what remains to write); `None` if either side failed.
+async fn relay_length(
+    c: &mut Conn,
+    up: &mut TcpStream,
+    rbuf: &mut Vec<u8>,
+    out: &mut Vec<u8>,
+    start: usize,
+    n: u64,
+    timeout: Duration,
+) -> Option<Relayed> {
+    let body = &rbuf[start..];
+    let take = (body.len() as u64).min(n) as usize;
+    let mut reusable = body.len() as u64 <= n;
+    out.extend_from_slice(&body[..take]);
+    if take as u64 == n {
+        // The common case: head and body go out in one write, by the caller.
+        return Some(Relayed { bytes: n, reusable });
+    }
+    within(&mut c.timer, Instant::now() + timeout, c.stream.write_all(out)).await?.ok()?;
+    out.clear();
+    let mut left = n - take as u64;
+    while left > 0 {
+        rbuf.clear();
+        rbuf.reserve(RELAY_CHUNK);
+        let got = within(&mut c.timer, Instant::now() + timeout, up.read_buf(rbuf)).await?.ok().filter(|&g| g > 0)?;
+        let take = (got as u64).min(left) as usize;
+        reusable &= got as u64 <= left;
+        within(&mut c.timer, Instant::now() + timeout, c.stream.write_all(&rbuf[..take])).await?.ok()?;
+        left -= take as u64;
+    }
+    Some(Relayed { bytes: n, reusable })
+}
+
+/// Relays a chunked body (through `decoder`) or one that ends when the backend closes
+/// (`decoder` is `None`), starting at `rbuf[start..]`; `out` holds the head to write first.
+async fn relay_stream(
+    c: &mut Conn,
+    up: &mut TcpStream,
+    rbuf: &mut Vec<u8>,
+    out: &mut Vec<u8>,
+    mut start: usize,
+    mut decoder: Option<Decoder>,
+    timeout: Duration,
+) -> Option<Relayed> {
+    let (mut bytes, mut reusable) = (0u64, true);
+    loop {
+        let before = out.len();
+        let pending = &rbuf[start..];
+        let ended = if let Some(d) = &mut decoder {
+            let fed = d.feed(pending, out);
+            let Ok(used) = fed else {
+                // What was valid reaches the client; the connection then closes mid-body.
+                let _ = within(&mut c.timer, Instant::now() + timeout, c.stream.write_all(out)).await;
+                return None;
+            };
+            reusable &= used == pending.len();
+            d.done()
+        } else {
+            out.extend_from_slice(pending);
+            false
+        };
+        bytes += (out.len() - before) as u64;
+        if ended {
+            return Some(Relayed { bytes, reusable });
+        }
+        if !out.is_empty() {
+            within(&mut c.timer, Instant::now() + timeout, c.stream.write_all(out)).await?.ok()?;
+            out.clear();
+        }
+        rbuf.clear();
+        start = 0;
+        rbuf.reserve(RELAY_CHUNK);
+        match within(&mut c.timer, Instant::now() + timeout, up.read_buf(rbuf)).await?.ok()? {
+            // The end of an until-close body; a chunked one cut short fails.
+            0 if decoder.is_none() => return Some(Relayed { bytes, reusable: false }),
+            0 => return None,
+            _ => {}
+        }
+    }
+}
