@@ -97,22 +97,22 @@ impl Daemon {
                     l7: v.l7.as_ref().and_then(|_| {
                         let target = b.target(v.address.get_ref().port());
                         let live = self.l7_live(*v.address.get_ref(), target)?;
-                        let requests = live.requests.load(Relaxed);
+                        let requests = live.requests();
                         let now_ms = std::time::SystemTime::now()
                             .duration_since(std::time::UNIX_EPOCH)
                             .unwrap_or_default()
                             .as_millis() as u64;
                         Some(L7BackendStatus {
                             target,
-                            sessions: live.sessions.load(Relaxed),
+                            sessions: live.sessions(),
                             requests,
-                            errors: live.errors.load(Relaxed),
-                            inflight: live.inflight.load(Relaxed),
-                            bytes: live.bytes.load(Relaxed),
+                            errors: live.errors(),
+                            inflight: live.inflight(),
+                            bytes: live.bytes(),
                             mean_latency_ms: if requests == 0 {
                                 0.0
                             } else {
-                                live.latency_us.load(Relaxed) as f64 / requests as f64 / 1000.0
+                                live.latency_us() as f64 / requests as f64 / 1000.0
                             },
                             retrying: live.retrying(now_ms, self.last_pass_of(v, b)),
                         })

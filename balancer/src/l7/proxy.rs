@@ -294,14 +294,14 @@ pub async fn handle(
             up.headers_mut().insert(header::HOST, target.host.clone());
         }
         let live = member.live.clone();
-        live.inflight.fetch_add(1, Relaxed);
-        live.requests.fetch_add(1, Relaxed);
+        live.here().inflight.fetch_add(1, Relaxed);
+        live.here().requests.fetch_add(1, Relaxed);
         let sent = std::time::Instant::now();
         let result = tokio::time::timeout(Duration::from_millis(l7.response_timeout_ms), v.client.request(up)).await;
-        live.inflight.fetch_sub(1, Relaxed);
-        live.latency_us.fetch_add(sent.elapsed().as_micros() as u64, Relaxed);
+        live.here().inflight.fetch_sub(1, Relaxed);
+        live.here().latency_us.fetch_add(sent.elapsed().as_micros() as u64, Relaxed);
         let failed = |why: &str| {
-            live.errors.fetch_add(1, Relaxed);
+            live.here().errors.fetch_add(1, Relaxed);
             live.fail(ms, l7.retry_s * 1000);
             warn!(backend = %member.addr, attempt, "{why}; left out for {} s", l7.retry_s);
         };
@@ -311,7 +311,7 @@ pub async fn handle(
                 return Ok(text(StatusCode::REQUEST_TIMEOUT, "the request body did not arrive in time"));
             }
             Err(_) => {
-                live.errors.fetch_add(1, Relaxed);
+                live.here().errors.fetch_add(1, Relaxed);
                 return Ok(text(StatusCode::GATEWAY_TIMEOUT, "the backend did not answer in time"));
             }
             Ok(Err(e)) if client_body.as_ref().is_some_and(|b| b.failed()) => {
@@ -334,7 +334,7 @@ pub async fn handle(
             Ok(Ok(r)) => r,
         };
         if !matches!(choice, Choice::Sticky(_)) && l7.sticky != StickyMode::Hash {
-            live.sessions.fetch_add(1, Relaxed);
+            live.here().sessions.fetch_add(1, Relaxed);
         }
         let (mut rparts, rbody) = resp.into_parts();
         strip_hop_by_hop(&mut rparts.headers);
@@ -440,7 +440,7 @@ impl hyper::body::Body for Watched {
 fn counted(body: Body, live: Arc<super::select::Live>) -> Body {
     body.map_frame(move |frame| {
         if let Some(data) = frame.data_ref() {
-            live.bytes.fetch_add(data.len() as u64, Relaxed);
+            live.here().bytes.fetch_add(data.len() as u64, Relaxed);
         }
         frame
     })

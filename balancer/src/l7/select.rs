@@ -10,18 +10,38 @@
 use std::{
     net::SocketAddr,
     sync::{
-        Arc, Mutex,
-        atomic::{AtomicU32, AtomicU64, Ordering::Relaxed},
+        Arc,
+        atomic::{AtomicI64, AtomicU64, Ordering::Relaxed},
     },
 };
 
 use crate::config::{BackendState, LbMethod};
 
-/// Counters of one backend that outlive configuration changes.
+/// Counter shards per backend: one per L7 worker (workers beyond share), and one for every
+/// other thread. A request's counters are written on its worker's own cache line, so workers
+/// never contend for them; readers add the shards up.
+const SHARDS: usize = 8;
+
+thread_local! {
+    /// This thread's shard: set by the L7 workers, the last one elsewhere.
+    static SHARD: std::cell::Cell<usize> = const { std::cell::Cell::new(SHARDS - 1) };
+}
+
+/// Makes this thread L7 worker `i` for the counters it writes.
+pub fn set_worker(i: usize) {
+    SHARD.set(i % (SHARDS - 1));
+}
+
+fn shard() -> usize {
+    SHARD.get()
+}
+
+/// One worker's counters of one backend.
 #[derive(Debug, Default)]
-pub struct Live {
-    /// Requests in flight.
-    pub inflight: AtomicU32,
+#[repr(align(128))]
+pub struct Counters {
+    /// Requests in flight (signed: a request may end on another thread than it began).
+    pub inflight: AtomicI64,
     /// Bytes transferred (both ways), for `bytraffic`.
     pub bytes: AtomicU64,
     /// Requests sent.
@@ -32,6 +52,12 @@ pub struct Live {
     pub sessions: AtomicU64,
     /// Sum of response times (to the response headers), microseconds.
     pub latency_us: AtomicU64,
+}
+
+/// Counters of one backend that outlive configuration changes.
+#[derive(Debug, Default)]
+pub struct Live {
+    shards: [Counters; SHARDS],
     /// Left out of selection until this time (Unix ms) after a failure; 0 when not.
     pub failed_until_ms: AtomicU64,
     /// When the last failure happened (Unix ms).
@@ -39,6 +65,46 @@ pub struct Live {
 }
 
 impl Live {
+    /// This thread's counters, to write.
+    pub fn here(&self) -> &Counters {
+        &self.shards[shard()]
+    }
+
+    fn sum(&self, field: impl Fn(&Counters) -> &AtomicU64) -> u64 {
+        self.shards.iter().map(|s| field(s).load(Relaxed)).sum()
+    }
+
+    /// Requests in flight now.
+    pub fn inflight(&self) -> u32 {
+        let n: i64 = self.shards.iter().map(|s| s.inflight.load(Relaxed)).sum();
+        u32::try_from(n.max(0)).unwrap_or(u32::MAX)
+    }
+
+    /// Bytes transferred.
+    pub fn bytes(&self) -> u64 {
+        self.sum(|s| &s.bytes)
+    }
+
+    /// Requests sent.
+    pub fn requests(&self) -> u64 {
+        self.sum(|s| &s.requests)
+    }
+
+    /// Failed connections and broken responses.
+    pub fn errors(&self) -> u64 {
+        self.sum(|s| &s.errors)
+    }
+
+    /// Sessions assigned.
+    pub fn sessions(&self) -> u64 {
+        self.sum(|s| &s.sessions)
+    }
+
+    /// Sum of response times, µs.
+    pub fn latency_us(&self) -> u64 {
+        self.sum(|s| &s.latency_us)
+    }
+
     /// A passive failure at `now_ms` (refused, reset, timed out by the backend): left out of
     /// selection for `retry_ms`, or until an active check passes.
     pub fn fail(&self, now_ms: u64, retry_ms: u64) {
@@ -126,8 +192,9 @@ pub struct Pool {
     members: Vec<Member>,
     method: LbMethod,
     nofailover: bool,
-    /// Smooth weighted round-robin state, per member.
-    rr: Mutex<Vec<i64>>,
+    /// Smooth weighted round-robin state, per member, one copy per counter shard: each worker
+    /// runs its own rotation (exact shares each), without a lock or a contended line.
+    rr: Box<[Rotation]>,
     /// Hash mode: a Maglev table of member indices.
     table: Option<Vec<u32>>,
 }
@@ -152,7 +219,7 @@ impl Pool {
                 .map(|t| t.slots().to_vec())
             })
             .flatten();
-        let rr = Mutex::new(vec![0; members.len()]);
+        let rr = (0..SHARDS).map(|_| Rotation::new(members.len())).collect();
         Self { members, method, nofailover, rr, table }
     }
 
@@ -163,7 +230,7 @@ impl Pool {
 
     fn available(&self, i: usize, now_ms: u64) -> bool {
         let m = &self.members[i];
-        m.up && !m.retrying(now_ms) && m.max.is_none_or(|max| m.live.inflight.load(Relaxed) < max)
+        m.up && !m.retrying(now_ms) && m.max.is_none_or(|max| m.live.inflight() < max)
     }
 
     fn keeps_sessions(&self, i: usize, now_ms: u64) -> bool {
@@ -209,15 +276,10 @@ impl Pool {
             }
             // 2. A backend of the same replication domain, which has the session too.
             if let Some(domain) = self.members[i].domain.as_deref() {
-                let same: Vec<usize> = (0..self.members.len())
-                    .filter(|&j| {
-                        j != i
-                            && ok(j)
-                            && self.members[j].domain.as_deref() == Some(domain)
-                            && self.takes_new(j, now_ms)
-                    })
-                    .collect();
-                if let Some(j) = self.by_method(&same) {
+                let same = (0..self.members.len()).filter(|&j| {
+                    j != i && ok(j) && self.members[j].domain.as_deref() == Some(domain) && self.takes_new(j, now_ms)
+                });
+                if let Some(j) = self.by_method(same) {
                     return Ok(Choice::Failover(j));
                 }
             }
@@ -234,13 +296,11 @@ impl Pool {
                 return Ok(Choice::New(i));
             }
         }
-        let candidates: Vec<usize> =
-            (0..self.members.len()).filter(|&i| !exclude.contains(&i) && self.takes_new(i, now_ms)).collect();
+        let candidates = || (0..self.members.len()).filter(|&i| !exclude.contains(&i) && self.takes_new(i, now_ms));
         let group = [false, true].into_iter().find_map(|backup| {
-            candidates
-                .iter()
-                .filter(|&&i| self.members[i].backup == backup)
-                .map(|&i| self.members[i].distance)
+            candidates()
+                .filter(|&i| self.members[i].backup == backup)
+                .map(|i| self.members[i].distance)
                 .min()
                 .map(|d| (backup, d))
         });
@@ -251,47 +311,57 @@ impl Pool {
                     && m.state == BackendState::Active
                     && m.up
                     && !m.retrying(now_ms)
-                    && m.max.is_some_and(|max| m.live.inflight.load(Relaxed) >= max)
+                    && m.max.is_some_and(|max| m.live.inflight() >= max)
             });
             return Err(if full { Unavailable::Full } else { Unavailable::NoBackend });
         };
-        let in_group: Vec<usize> = candidates
-            .into_iter()
-            .filter(|&i| self.members[i].backup == backup && self.members[i].distance == distance)
-            .collect();
-        self.by_method(&in_group).map(Choice::New).ok_or(Unavailable::NoBackend)
+        let in_group =
+            candidates().filter(|&i| self.members[i].backup == backup && self.members[i].distance == distance);
+        self.by_method(in_group).map(Choice::New).ok_or(Unavailable::NoBackend)
     }
 
     /// The VIP's `lbmethod` over `candidates`.
-    fn by_method(&self, candidates: &[usize]) -> Option<usize> {
+    fn by_method(&self, candidates: impl Iterator<Item = usize> + Clone) -> Option<usize> {
         let weight = |i: usize| f64::from(self.members[i].weight.max(1));
         match self.method {
             LbMethod::Byrequests => {
                 // Smooth weighted round robin (nginx's): every candidate gains its weight, the
                 // richest is picked and pays the total back.
-                let mut rr = self.rr.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                let total: i64 = candidates.iter().map(|&i| i64::from(self.members[i].weight)).sum();
-                let mut best = None;
-                for &i in candidates {
-                    rr[i] += i64::from(self.members[i].weight);
-                    if best.is_none_or(|b: usize| rr[i] > rr[b]) {
-                        best = Some(i);
+                let rr = &self.rr[shard()].0;
+                let total: i64 = candidates.clone().map(|i| i64::from(self.members[i].weight)).sum();
+                let mut best: Option<(usize, i64)> = None;
+                for i in candidates {
+                    let credit = rr[i].load(Relaxed) + i64::from(self.members[i].weight);
+                    rr[i].store(credit, Relaxed);
+                    if best.is_none_or(|(_, c)| credit > c) {
+                        best = Some((i, credit));
                     }
                 }
-                if let Some(b) = best {
-                    rr[b] -= total;
-                }
-                best
+                let (b, credit) = best?;
+                rr[b].store(credit - total, Relaxed);
+                Some(b)
             }
-            LbMethod::Bybusyness => candidates.iter().copied().min_by(|&a, &b| {
-                let load = |i: usize| f64::from(self.members[i].live.inflight.load(Relaxed) + 1) / weight(i);
+            LbMethod::Bybusyness => candidates.min_by(|&a, &b| {
+                let load = |i: usize| f64::from(self.members[i].live.inflight() + 1) / weight(i);
                 load(a).total_cmp(&load(b))
             }),
-            LbMethod::Bytraffic => candidates.iter().copied().min_by(|&a, &b| {
-                let load = |i: usize| self.members[i].live.bytes.load(Relaxed) as f64 / weight(i);
+            LbMethod::Bytraffic => candidates.min_by(|&a, &b| {
+                let load = |i: usize| self.members[i].live.bytes() as f64 / weight(i);
                 load(a).total_cmp(&load(b))
             }),
         }
+    }
+}
+
+/// One shard's smooth round-robin credits, on cache lines of its own.
+#[derive(Debug)]
+#[repr(align(128))]
+struct Rotation(Box<[AtomicI64]>);
+
+impl Rotation {
+    fn new(members: usize) -> Self {
+        // At least a cache line's worth, so two shards' credits never share one.
+        Self((0..members.max(16)).map(|_| AtomicI64::new(0)).collect())
     }
 }
 
@@ -349,8 +419,8 @@ mod tests {
     #[test]
     fn bybusyness_prefers_the_least_loaded_relative_to_weight() {
         let pool = Pool::new(vec![m(1, "a", 1), m(2, "b", 2)], LbMethod::Bybusyness, false, false);
-        pool.members()[0].live.inflight.store(1, Relaxed);
-        pool.members()[1].live.inflight.store(2, Relaxed);
+        pool.members()[0].live.here().inflight.store(1, Relaxed);
+        pool.members()[1].live.here().inflight.store(2, Relaxed);
         // a: (1+1)/1 = 2, b: (2+1)/2 = 1.5
         assert_eq!(pool.choose(None, None, &[], 0), Ok(Choice::New(1)));
     }
@@ -358,7 +428,7 @@ mod tests {
     #[test]
     fn bytraffic_prefers_the_backend_that_moved_fewest_bytes_per_weight() {
         let pool = Pool::new(vec![m(1, "a", 1), m(2, "b", 1)], LbMethod::Bytraffic, false, false);
-        pool.members()[0].live.bytes.store(5000, Relaxed);
+        pool.members()[0].live.here().bytes.store(5000, Relaxed);
         assert_eq!(pool.choose(None, None, &[], 0), Ok(Choice::New(1)));
     }
 
@@ -425,9 +495,9 @@ mod tests {
         near.max = Some(1);
         let pool = Pool::new(vec![near, far], LbMethod::Byrequests, false, false);
         assert_eq!(pool.choose(None, None, &[], 0), Ok(Choice::New(0)));
-        pool.members()[0].live.inflight.store(1, Relaxed);
+        pool.members()[0].live.here().inflight.store(1, Relaxed);
         assert_eq!(pool.choose(None, None, &[], 0), Ok(Choice::New(1)), "at its max: the next group");
-        pool.members()[1].live.inflight.store(0, Relaxed);
+        pool.members()[1].live.here().inflight.store(0, Relaxed);
         let capped = Pool::new(vec![pool.members()[0].clone()], LbMethod::Byrequests, false, false);
         assert_eq!(capped.choose(None, None, &[], 0), Err(Unavailable::Full), "all at their max");
     }

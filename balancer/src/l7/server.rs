@@ -130,13 +130,17 @@ impl Workers {
             handles.push(runtime.handle().clone());
             stop.push(tx);
             std::thread::Builder::new().name(format!("l7-worker-{i}")).spawn(move || {
+                super::select::set_worker(i);
                 runtime.block_on(async {
                     // Idle backend connections are dropped after their time even when no
                     // request comes to take one.
-                    let sweep = tokio::spawn(async {
+                    let sweep = tokio::spawn(async move {
                         loop {
                             tokio::time::sleep(Duration::from_secs(5)).await;
                             h1::upstream::sweep();
+                            if i == 0 {
+                                trim_after_crowd();
+                            }
                         }
                     });
                     let _ = rx.await;
@@ -407,6 +411,25 @@ struct Limits {
     max_head: usize,
 }
 
+/// Client connections open on every L7 VIP, for giving memory back once a crowd has left.
+static CLIENTS: AtomicU64 = AtomicU64::new(0);
+
+/// The most client connections open at once since memory was last trimmed.
+static PEAK: AtomicU64 = AtomicU64::new(0);
+
+/// Returns freed heap to the system once the client connections have fallen to half of their
+/// peak (at least 1000 fewer): the allocator keeps what thousands of connections freed in
+/// small pieces, and a daemon that once held a flood of idle sockets would stay that size.
+fn trim_after_crowd() {
+    let open = CLIENTS.load(Relaxed);
+    let peak = PEAK.load(Relaxed);
+    if peak >= open + 1000 && open <= peak / 2 {
+        // SAFETY: malloc_trim only walks and releases the allocator's free memory.
+        unsafe { libc::malloc_trim(0) };
+        PEAK.store(open, Relaxed);
+    }
+}
+
 /// Numbers each build of a VIP's state.
 static NEXT_VIP_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -473,10 +496,12 @@ async fn accept(
         let _ = stream.set_nodelay(true);
         let (state, live, shutdown) = (state.clone(), live.clone(), shutdown.clone());
         live.open.fetch_add(1, Relaxed);
+        PEAK.fetch_max(CLIENTS.fetch_add(1, Relaxed) + 1, Relaxed);
         tokio::spawn(async move {
             let _permit = permit;
             h1::serve(stream, peer, state, connection, &live, shutdown).await;
             live.open.fetch_sub(1, Relaxed);
+            CLIENTS.fetch_sub(1, Relaxed);
         });
     }
 }

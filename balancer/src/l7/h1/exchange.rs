@@ -54,6 +54,8 @@ struct Plan {
     is_head: bool,
     idempotent: bool,
     set_cookie: Option<SetCookie>,
+    /// Bytes of `aux` holding the host the client asked for (for `Location` rewriting).
+    host_len: usize,
 }
 
 enum Planned {
@@ -71,9 +73,11 @@ fn now() -> Duration {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default()
 }
 
-/// The head, session and backend of the request at the start of `c.inbuf`, and its upstream
-/// head written to `out`. Synchronous: the parsed headers never outlive it.
-fn plan(c: &mut Conn, vip: &Vip, exclude: &[usize], secs: u64, ms: u64, out: &mut Vec<u8>) -> Planned {
+/// The head, session and backend of the request at the start of `c.inbuf`, its upstream head
+/// written to `out`, and the host it asked for to `aux`. Synchronous: the parsed headers never
+/// outlive it.
+fn plan(c: &Conn, vip: &Vip, exclude: &[usize], now: (u64, u64), out: &mut Vec<u8>, aux: &mut Vec<u8>) -> Planned {
+    let (secs, ms) = now;
     let mut storage = head::storage();
     let req = match head::request(&c.inbuf, &mut storage, c.limits.max_head) {
         Ok(Some(r)) => r,
@@ -104,9 +108,9 @@ fn plan(c: &mut Conn, vip: &Vip, exclude: &[usize], secs: u64, ms: u64, out: &mu
     let member = choice.index();
     let target = &vip.targets[member];
     let asked = req.authority.map(str::as_bytes).or(req.host);
-    c.host.clear();
-    if let Some(h) = asked.and_then(|h| std::str::from_utf8(h).ok()) {
-        c.host.push_str(h);
+    aux.clear();
+    if let Some(h) = asked.filter(|h| std::str::from_utf8(h).is_ok()) {
+        aux.extend_from_slice(h);
     }
     let edits = edit::RequestEdits {
         host: if l7.preserve_host { req.authority.map(str::as_bytes) } else { Some(target.host.as_bytes()) },
@@ -134,6 +138,7 @@ fn plan(c: &mut Conn, vip: &Vip, exclude: &[usize], secs: u64, ms: u64, out: &mu
         is_head: req.is_head(),
         idempotent: req.idempotent(),
         set_cookie,
+        host_len: aux.len(),
     })
 }
 
@@ -316,42 +321,49 @@ thread_local! {
     static NEW_COOKIES: RefCell<Vec<NewCookie>> = const { RefCell::new(Vec::new()) };
 }
 
-/// The `Set-Cookie` line for `member` of `vip`.
-fn cookie_line(vip: &Vip, member: usize, set: SetCookie, secs: u64) -> Option<Vec<u8>> {
-    let signer = vip.signer.as_ref()?;
-    let route = vip.pool.members()[member].route.as_deref()?;
+/// Appends the `Set-Cookie` line for `member` of `vip` to `line`; false when there is none.
+fn cookie_line(vip: &Vip, member: usize, set: SetCookie, secs: u64, line: &mut Vec<u8>) -> bool {
+    let (Some(signer), Some(route)) = (vip.signer.as_ref(), vip.pool.members()[member].route.as_deref()) else {
+        return false;
+    };
     match set {
         SetCookie::Refresh { issued } => {
-            Some(crate::l7::cookie::set_cookie_line(&vip.l7, &signer.sign(route, issued, secs)))
+            line.extend_from_slice(&crate::l7::cookie::set_cookie_line(&vip.l7, &signer.sign(route, issued, secs)));
         }
         SetCookie::New => NEW_COOKIES.with_borrow_mut(|cache| {
             if let Some(c) = cache.iter().find(|c| c.vip == vip.id && c.member == member && c.secs == secs) {
-                return Some(c.line.clone());
+                line.extend_from_slice(&c.line);
+                return;
             }
-            let line = crate::l7::cookie::set_cookie_line(&vip.l7, &signer.sign(route, secs, secs));
+            let fresh = crate::l7::cookie::set_cookie_line(&vip.l7, &signer.sign(route, secs, secs));
+            line.extend_from_slice(&fresh);
             cache.retain(|c| !(c.vip == vip.id && c.member == member) && c.secs + 1 >= secs);
             if cache.len() >= 256 {
                 cache.remove(0);
             }
-            cache.push(NewCookie { vip: vip.id, member, secs, line: line.clone() });
-            Some(line)
+            cache.push(NewCookie { vip: vip.id, member, secs, line: fresh });
         }),
     }
+    true
 }
 
 /// Serves the request at the start of `c.inbuf`.
 #[expect(clippy::too_many_lines, reason = "the phases of one exchange, each a call; the loop is the retry")]
 pub(super) async fn serve(c: &mut Conn, state: &ArcSwap<crate::l7::proxy::Vip>, vlive: &VipLive) -> Next {
     let head_by = Instant::now() + c.limits.header_timeout;
-    let vip: Arc<Vip> = state.load_full();
+    let vip = match c.vip.take() {
+        Some(v) if Arc::ptr_eq(&v, &state.load()) => v,
+        _ => state.load_full(),
+    };
     let t = now();
     let (secs, ms) = (t.as_secs(), t.as_millis() as u64);
     let mut out = take_buffer();
+    let mut aux = take_buffer();
     let mut exclude: Vec<usize> = Vec::new();
     let mut attempt = 0;
     let next = 'attempts: loop {
         out.clear();
-        let plan = match plan(c, &vip, &exclude, secs, ms, &mut out) {
+        let plan = match plan(c, &vip, &exclude, (secs, ms), &mut out, &mut aux) {
             Planned::Send(p) => p,
             Planned::Partial => {
                 c.inbuf.reserve(super::BUFFER);
@@ -406,14 +418,14 @@ pub(super) async fn serve(c: &mut Conn, state: &ArcSwap<crate::l7::proxy::Vip>, 
                     Err(e) => break Err(Failure::Connect(e)),
                 },
             };
-            live.inflight.fetch_add(1, Relaxed);
-            live.requests.fetch_add(1, Relaxed);
+            live.here().inflight.fetch_add(1, Relaxed);
+            live.here().requests.fetch_add(1, Relaxed);
             let sent_at = std::time::Instant::now();
             let by = Instant::now() + Duration::from_millis(l7.response_timeout_ms);
             let consumed = match send(c, &mut up.stream, &plan, &mut out, by).await {
                 Ok(n) => Ok(n),
                 Err(SendError::Client(status, message)) => {
-                    live.inflight.fetch_sub(1, Relaxed);
+                    live.here().inflight.fetch_sub(1, Relaxed);
                     debug!(peer = %c.peer, status, "the client's request body failed");
                     local(&mut out, status, message, true);
                     let _ = within(&mut c.timer, by, c.stream.write_all(&out)).await;
@@ -429,12 +441,12 @@ pub(super) async fn serve(c: &mut Conn, state: &ArcSwap<crate::l7::proxy::Vip>, 
                 Ok(n) => response_head(c, &mut up.stream, &mut rbuf, plan.is_head, by).await.map(|()| n),
                 Err(f) => Err(f),
             };
-            live.inflight.fetch_sub(1, Relaxed);
-            live.latency_us.fetch_add(sent_at.elapsed().as_micros() as u64, Relaxed);
+            live.here().inflight.fetch_sub(1, Relaxed);
+            live.here().latency_us.fetch_add(sent_at.elapsed().as_micros() as u64, Relaxed);
             match got {
                 Err(Failure::Broken { nothing: true }) if up.reused && replayable => {
                     rbuf.clear();
-                    live.requests.fetch_sub(1, Relaxed);
+                    live.here().requests.fetch_sub(1, Relaxed);
                     reuse = false;
                 }
                 Ok(consumed) => break Ok((up, consumed)),
@@ -446,13 +458,13 @@ pub(super) async fn serve(c: &mut Conn, state: &ArcSwap<crate::l7::proxy::Vip>, 
             Err(failure) => {
                 give_buffer(std::mem::take(&mut rbuf));
                 let fail = |why: &str| {
-                    live.errors.fetch_add(1, Relaxed);
+                    live.here().errors.fetch_add(1, Relaxed);
                     live.fail(ms, l7.retry_s * 1000);
                     warn!(backend = %member.addr, attempt, "{why}; left out for {} s", l7.retry_s);
                 };
                 let (status, message) = match failure {
                     Failure::Timeout => {
-                        live.errors.fetch_add(1, Relaxed);
+                        live.here().errors.fetch_add(1, Relaxed);
                         ("504 Gateway Timeout", "the backend did not answer in time\n")
                     }
                     Failure::Connect(e) => {
@@ -489,17 +501,19 @@ pub(super) async fn serve(c: &mut Conn, state: &ArcSwap<crate::l7::proxy::Vip>, 
             }
         };
         if !matches!(plan.choice, Choice::Sticky(_)) && l7.sticky != StickyMode::Hash {
-            live.sessions.fetch_add(1, Relaxed);
+            live.here().sessions.fetch_add(1, Relaxed);
         }
         let (consumed, body_in) = consumed;
-        live.bytes.fetch_add(body_in, Relaxed);
-        let next = respond(c, &vip, &plan, up, rbuf, &mut out, secs).await;
+        live.here().bytes.fetch_add(body_in, Relaxed);
+        let next = respond(c, &vip, &plan, up, rbuf, (&mut out, &mut aux), secs).await;
         // What the request used leaves the buffer; pipelined bytes stay.
         let used = consumed.min(c.inbuf.len());
         c.inbuf.drain(..used);
         break next;
     };
     give_buffer(out);
+    give_buffer(aux);
+    c.vip = Some(vip);
     next
 }
 
@@ -517,12 +531,15 @@ async fn respond(
     plan: &Plan,
     mut up: Upstream,
     mut rbuf: Vec<u8>,
-    out: &mut Vec<u8>,
+    (out, aux): (&mut Vec<u8>, &mut Vec<u8>),
     secs: u64,
 ) -> Next {
     let member = &vip.pool.members()[plan.member];
     let l7 = &vip.l7;
-    let cookie = plan.set_cookie.and_then(|set| cookie_line(vip, plan.member, set, secs));
+    aux.truncate(plan.host_len);
+    let has_cookie = plan.set_cookie.is_some_and(|set| cookie_line(vip, plan.member, set, secs, aux));
+    let (host, cookie) = aux.split_at(plan.host_len);
+    let host = std::str::from_utf8(host).ok().filter(|h| !h.is_empty());
     out.clear();
     let (framing, backend_close, head_len, dechunk, close) = {
         let mut storage = head::storage();
@@ -534,8 +551,8 @@ async fn respond(
         let keep_alive_10 = plan.minor == 0 && !close;
         let edits = edit::ResponseEdits {
             backend_origin: &vip.targets[plan.member].origin,
-            host: (!c.host.is_empty()).then_some(c.host.as_str()),
-            set_cookie: cookie.as_deref(),
+            host,
+            set_cookie: has_cookie.then_some(cookie),
             nocache: l7.nocache,
             via: l7.via,
             dechunk,
@@ -564,7 +581,7 @@ async fn respond(
     {
         return Next::Close;
     }
-    member.live.bytes.fetch_add(relayed.bytes, Relaxed);
+    member.live.here().bytes.fetch_add(relayed.bytes, Relaxed);
     if relayed.reusable && !backend_close && framing != Framing::UntilClose {
         upstream::put(member.addr, up.stream);
     }

@@ -55,8 +55,9 @@ struct Conn {
     /// What the client sent that has not been consumed: the head being served (kept until its
     /// response arrives, so a retry needs no copy), its body, pipelined requests.
     inbuf: Vec<u8>,
-    /// The host the client asked for, for `Location` rewriting.
-    host: String,
+    /// The VIP's state as this connection last read it: taken again only when it changed, so
+    /// requests do not all write one reference count.
+    vip: Option<Arc<Vip>>,
     /// The connection's one timer.
     timer: Pin<Box<Sleep>>,
     limits: Limits,
@@ -131,61 +132,152 @@ async fn sniff(stream: &TcpStream, timer: &mut Pin<Box<Sleep>>, until: Instant) 
     }
 }
 
+/// What ended an idle connection's wait.
+enum Woke {
+    /// Bytes (or the end) arrived.
+    Readable,
+    /// The keep-alive time ran out.
+    Idle,
+    /// The daemon is stopping.
+    Stop,
+}
+
 /// Serves one client connection until it closes, fails, idles out, or `shutdown` turns true
 /// (then the request being served finishes first).
-pub async fn serve(
+///
+/// Not an `async fn`: the arguments go into the connection's state here, so the task does not
+/// also keep them in slots of its own for its whole life.
+pub fn serve(
     stream: TcpStream,
     peer: SocketAddr,
     state: Arc<ArcSwap<Vip>>,
     limits: Limits,
     live: &VipLive,
-    mut shutdown: tokio::sync::watch::Receiver<bool>,
-) {
-    use std::sync::atomic::Ordering::Relaxed;
-    let mut timer = Box::pin(tokio::time::sleep(limits.header_timeout));
-    let until = Instant::now() + limits.header_timeout;
-    let protocol = tokio::select! {
-        p = sniff(&stream, &mut timer, until) => p,
-        () = super::server::stopping(&mut shutdown) => return,
-    };
-    match protocol {
-        Protocol::Silent => {
-            live.head_timeouts.fetch_add(1, Relaxed);
-            debug!(%peer, "closed: no request within the header timeout");
-            return;
-        }
-        Protocol::Http2 => return super::proxy::serve_h2(stream, peer, state, limits, shutdown).await,
-        Protocol::Http1 => {}
-    }
-    let mut c = Conn {
+    shutdown: tokio::sync::watch::Receiver<bool>,
+) -> impl Future<Output = ()> + '_ {
+    let c = Conn {
         stream,
         peer,
         client_ip: peer.ip().to_string(),
         client_key: super::session::client_key(peer.ip()),
-        inbuf: take_buffer(),
-        host: String::new(),
-        timer,
+        inbuf: Vec::new(),
+        vip: None,
+        timer: Box::pin(tokio::time::sleep(limits.header_timeout)),
         limits,
     };
+    run(c, state, live, shutdown)
+}
+
+async fn run(mut c: Conn, state: Arc<ArcSwap<Vip>>, live: &VipLive, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let until = Instant::now() + c.limits.header_timeout;
+    if *shutdown.borrow() {
+        return;
+    }
+    let protocol = {
+        // Boxed: it is over after the first bytes, and an idle connection need not carry its
+        // state.
+        let mut sniffing = Box::pin(sniff(&c.stream, &mut c.timer, until));
+        let changed = shutdown.changed();
+        tokio::pin!(changed);
+        std::future::poll_fn(|cx| match sniffing.as_mut().poll(cx) {
+            std::task::Poll::Ready(p) => std::task::Poll::Ready(Some(p)),
+            std::task::Poll::Pending => changed.as_mut().poll(cx).map(|_| None),
+        })
+        .await
+    };
+    let Some(protocol) = protocol else { return };
+    match protocol {
+        Protocol::Silent => {
+            live.head_timeouts.fetch_add(1, Relaxed);
+            debug!(peer = %c.peer, "closed: no request within the header timeout");
+            return;
+        }
+        // Boxed, as the exchange below: hyper's connection state is larger still.
+        Protocol::Http2 => {
+            return Box::pin(super::proxy::serve_h2(c.stream, c.peer, state, c.limits, shutdown)).await;
+        }
+        Protocol::Http1 => {}
+    }
+    c.inbuf = take_buffer();
     loop {
         if c.inbuf.is_empty() {
-            // Idle between requests: no buffer held, one timer armed.
+            // Idle between requests: no buffer held, and no future but the stop signal's.
             give_buffer(std::mem::take(&mut c.inbuf));
-            let until = Instant::now() + limits.header_timeout;
-            let waited = tokio::select! {
-                r = within(&mut c.timer, until, c.stream.readable()) => r,
-                () = super::server::stopping(&mut shutdown) => return,
-            };
-            if !matches!(waited, Some(Ok(()))) {
-                debug!(%peer, "closed: idle for the keep-alive time");
+            if *shutdown.borrow() {
                 return;
+            }
+            c.timer.as_mut().reset(Instant::now() + c.limits.header_timeout);
+            let woke = {
+                let changed = shutdown.changed();
+                tokio::pin!(changed);
+                std::future::poll_fn(|cx| {
+                    use std::task::Poll;
+                    if c.stream.poll_read_ready(cx).is_ready() {
+                        return Poll::Ready(Woke::Readable);
+                    }
+                    if changed.as_mut().poll(cx).is_ready() {
+                        return Poll::Ready(Woke::Stop);
+                    }
+                    if c.timer.as_mut().poll(cx).is_ready() {
+                        return Poll::Ready(Woke::Idle);
+                    }
+                    Poll::Pending
+                })
+                .await
+            };
+            match woke {
+                Woke::Readable => {}
+                Woke::Idle => {
+                    debug!(peer = %c.peer, "closed: idle for the keep-alive time");
+                    return;
+                }
+                Woke::Stop => return,
             }
             c.inbuf = take_buffer();
         }
-        match exchange::serve(&mut c, &state, live).await {
+        // Boxed: the exchange's state is large, and an idle connection's task then holds only
+        // the connection's own.
+        match Box::pin(exchange::serve(&mut c, &state, live)).await {
             Next::Keep if !*shutdown.borrow() => {}
             Next::Keep | Next::Close => break,
         }
     }
     give_buffer(std::mem::take(&mut c.inbuf));
+}
+
+#[cfg(test)]
+mod tests {
+    /// What an idle keep-alive connection costs is mostly its task: the state kept across the
+    /// wait for its next request. HAProxy keeps about 1.1 KiB per idle connection; the task,
+    /// its timer and its socket's registration must stay under that.
+    #[tokio::test]
+    async fn an_idle_connections_task_stays_small() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let config: crate::config::Config = toml::from_str(
+            "interfaces = [\"eth0\"]\n[[vip]]\naddress = \"10.0.0.1:80\"\n[vip.l7]\nsticky = \"hash\"\n\
+             [[vip.backend]]\naddress = \"10.0.0.2\"\n",
+        )
+        .unwrap();
+        let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build(hyper_util::client::legacy::connect::HttpConnector::new());
+        let vip = super::Vip {
+            id: 0,
+            address: addr,
+            l7: config.vips[0].l7.clone().unwrap(),
+            pool: crate::l7::select::Pool::new(vec![], crate::config::LbMethod::Byrequests, false, false),
+            signer: None,
+            client,
+            targets: vec![],
+        };
+        let state = std::sync::Arc::new(arc_swap::ArcSwap::from_pointee(vip));
+        let live = super::VipLive::default();
+        let (_stop, shutdown) = tokio::sync::watch::channel(false);
+        let limits = super::Limits { header_timeout: std::time::Duration::from_secs(1), max_head: 1000 };
+        let task = super::serve(stream, addr, state, limits, &live, shutdown);
+        let size = std::mem::size_of_val(&task);
+        assert!(size <= 640, "a connection's task is {size} bytes");
+    }
 }

@@ -54,12 +54,37 @@ impl Targets {
 /// One wrk run (`-t1 -c64 --latency`) with the CPU list `cpus` (none: unpinned): requests/s and
 /// p99 latency in ms. Fails on non-2xx answers.
 pub fn wrk(ns: &balancer_tests::netns::Netns, cpus: Option<&str>, url: &str, secs: u32, extra: &[&str]) -> (f64, f64) {
-    let d = format!("{secs}s");
+    let w = wrk_with(ns, cpus, 1, 64, url, secs, extra);
+    (w.rps, w.p99_ms)
+}
+
+/// What one wrk run measured.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Wrk {
+    /// Requests per second.
+    pub rps: f64,
+    /// 99th percentile latency, ms.
+    pub p99_ms: f64,
+    /// Bytes per second received, in MB/s (10^6).
+    pub mb_s: f64,
+}
+
+/// One wrk run with `threads` threads and `conns` connections.
+pub fn wrk_with(
+    ns: &balancer_tests::netns::Netns,
+    cpus: Option<&str>,
+    threads: u32,
+    conns: u32,
+    url: &str,
+    secs: u32,
+    extra: &[&str],
+) -> Wrk {
+    let (duration, threads, conns) = (format!("{secs}s"), format!("-t{threads}"), format!("-c{conns}"));
     let mut argv = match cpus {
         Some(c) => vec!["taskset", "-c", c],
         None => vec![],
     };
-    argv.extend_from_slice(&["wrk", "-t1", "-c64", "-d", &d, "--latency"]);
+    argv.extend_from_slice(&["wrk", &threads, &conns, "-d", &duration, "--latency"]);
     argv.extend_from_slice(extra);
     argv.push(url);
     let out = ns.run(&argv);
@@ -68,19 +93,59 @@ pub fn wrk(ns: &balancer_tests::netns::Netns, cpus: Option<&str>, url: &str, sec
         .find_map(|l| l.strip_prefix("Requests/sec:"))
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or_else(|| panic!("no Requests/sec in wrk output:\n{out}"));
-    let p99 = out.lines().find_map(|l| l.trim().strip_prefix("99%")).map_or(f64::NAN, |v| {
+    let with_unit = |v: &str| {
         let v = v.trim();
-        let (n, unit) = v.split_at(v.find(|c: char| c.is_alphabetic()).unwrap_or(v.len()));
-        let n: f64 = n.parse().unwrap_or(f64::NAN);
-        match unit {
+        let at = v.find(|c: char| c.is_alphabetic()).unwrap_or(v.len());
+        let (n, unit) = v.split_at(at);
+        (n.parse::<f64>().unwrap_or(f64::NAN), unit.to_owned())
+    };
+    let p99_ms = out.lines().find_map(|l| l.trim().strip_prefix("99%")).map_or(f64::NAN, |v| {
+        let (n, unit) = with_unit(v);
+        match unit.as_str() {
             "us" => n / 1000.0,
             "s" => n * 1000.0,
             _ => n,
         }
     });
-    let non2xx = out.lines().find(|l| l.contains("Non-2xx")).map(str::to_owned);
+    let mb_s = out.lines().find_map(|l| l.strip_prefix("Transfer/sec:")).map_or(f64::NAN, |v| {
+        let (n, unit) = with_unit(v);
+        let scale = match unit.as_str() {
+            "GB" => 1024.0 * 1024.0 * 1024.0,
+            "MB" => 1024.0 * 1024.0,
+            "KB" => 1024.0,
+            _ => 1.0,
+        };
+        n * scale / 1e6
+    });
+    let non2xx = out.lines().find(|l| l.contains("Non-2xx") || l.contains("Socket errors")).map(str::to_owned);
     assert!(non2xx.is_none(), "{url}: {non2xx:?}\n{out}");
-    (rps, p99)
+    Wrk { rps, p99_ms, mb_s }
+}
+
+/// CPU time (user + system) process `pid` and its children have used, in seconds.
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let ticks = |pid: u32| -> u64 {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        // Fields after the command name, which is in parentheses and may contain spaces.
+        let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        // utime and stime are fields 14 and 15 of the whole line, 12 and 13 after `) S`.
+        f.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+            + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+    };
+    let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+    let total: u64 = ticks(pid) + children.split_whitespace().filter_map(|c| c.parse().ok()).map(ticks).sum::<u64>();
+    // The kernel reports in USER_HZ, 100 on every Linux build that matters here.
+    total as f64 / 100.0
+}
+
+/// Pins process `pid`, its threads and its children to `cpus`.
+pub fn pin(ns: &balancer_tests::netns::Netns, pid: u32, cpus: &str) {
+    ns.run(&["taskset", "-a", "-p", "-c", cpus, &pid.to_string()]);
+    let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+    for c in children.split_whitespace() {
+        ns.run(&["taskset", "-a", "-p", "-c", cpus, c]);
+    }
 }
 
 /// Resident and private (`RssAnon`) memory of process `pid`, in MiB.
@@ -101,6 +166,9 @@ fn main() {
         eprintln!("the benchmarks load BPF programs and make namespaces: run as root");
         std::process::exit(1);
     }
+    // The idle-connection measurement holds 10,000 sockets here and twice that in each
+    // contender, which inherit this limit.
+    let _ = nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, 65_536, 65_536);
     let n: usize = std::env::var("BENCH_PACKETS").ok().and_then(|v| v.parse().ok()).unwrap_or(100_000);
     let mut report = String::new();
     let mut targets = Targets::default();
