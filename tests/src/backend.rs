@@ -132,6 +132,22 @@ class H(http.server.BaseHTTPRequestHandler):
     # small segments would meet Nagle and the proxy's delayed ACK, 40 ms a request.
     wbufsize = 65536
     def do_GET(self):
+        if self.path.startswith("/big"):
+            # 3,000,000 bytes, byte i being i % 251; chunked in 100,000-byte chunks on /big-chunked.
+            data = bytes(range(251)) * (3_000_000 // 251) + bytes(range(3_000_000 % 251))
+            self.send_response(200)
+            if self.path.startswith("/big-chunked"):
+                self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+                for i in range(0, len(data), 100_000):
+                    part = data[i:i + 100_000]
+                    self.wfile.write(b"%x\r\n" % len(part) + part + b"\r\n")
+                self.wfile.write(b"0\r\n\r\n")
+            else:
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+            return
         if self.path.startswith("/slow"):
             time.sleep(1.5)
         cookie = self.headers.get("Cookie") or ""

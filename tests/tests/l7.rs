@@ -323,3 +323,26 @@ fn http2_clients_with_prior_knowledge_keep_their_session() {
         assert!(body.starts_with(&first), "{body}");
     }
 }
+
+/// Large responses arrive byte for byte, through the proxy's buffer and through a pipe
+/// (`splice = true`), with a length or chunked, and the connection serves on after them.
+#[test]
+fn large_responses_arrive_whole_through_the_buffer_and_through_a_pipe() {
+    require_root!();
+    let want: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+    for splice in [false, true] {
+        let mut s = setup(&format!("sticky = \"insert\"\nsplice = {splice}"));
+        for path in ["/big", "/big-chunked"] {
+            let url = format!("http://{VIP}{path}");
+            let again = format!("http://{VIP}/");
+            // Two requests on one connection: the second proves the first ended where it should.
+            let out = s.lan.hosts[0].ns.output(&["curl", "-s", "--max-time", "10", &url, &again]);
+            let got = out.stdout;
+            assert!(got.len() > want.len(), "splice={splice} {path}: {} bytes", got.len());
+            assert!(got[..want.len()] == want[..], "splice={splice} {path}: the body differs");
+            let rest = String::from_utf8_lossy(&got[want.len()..]);
+            assert!(rest.starts_with("be"), "splice={splice} {path}: then {rest:?}");
+        }
+        s.apps.clear();
+    }
+}

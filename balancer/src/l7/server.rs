@@ -116,9 +116,29 @@ type Listening = (Arc<ArcSwap<Vip>>, Vec<JoinHandle<()>>);
 /// between threads, so its worker's backend connections and buffers need no lock, and nothing
 /// is shared between requests but the VIP's state and counters.
 struct Workers {
-    handles: Vec<tokio::runtime::Handle>,
+    handles: Vec<Worker>,
     /// Dropped to stop the workers (their runtimes then cancel what is left).
     _stop: Vec<tokio::sync::oneshot::Sender<()>>,
+}
+
+/// An L7 worker as the accept loops see it.
+#[derive(Clone)]
+struct Worker {
+    handle: tokio::runtime::Handle,
+    /// Client connections it serves now.
+    load: Arc<AtomicU64>,
+}
+
+/// The worker a new connection goes to: the one serving fewest, `me` (which accepted it, and
+/// where it is cheapest to serve) on a tie. A keep-alive load opens its connections at once and
+/// keeps them, and whichever worker woke first would otherwise take most of them.
+fn least_loaded(workers: &[Worker], me: usize) -> usize {
+    let mine = workers[me].load.load(Relaxed);
+    workers
+        .iter()
+        .enumerate()
+        .min_by_key(|(_, w)| w.load.load(Relaxed))
+        .map_or(me, |(i, w)| if w.load.load(Relaxed) < mine { i } else { me })
 }
 
 impl Workers {
@@ -127,7 +147,7 @@ impl Workers {
         for i in 0..n {
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-            handles.push(runtime.handle().clone());
+            handles.push(Worker { handle: runtime.handle().clone(), load: Arc::default() });
             stop.push(tx);
             std::thread::Builder::new().name(format!("l7-worker-{i}")).spawn(move || {
                 super::select::set_worker(i);
@@ -437,7 +457,7 @@ static NEXT_VIP_ID: AtomicU64 = AtomicU64::new(1);
 /// listening socket; the kernel wakes the workers in turn, and a busy one accepts less).
 fn listen(
     socket: &std::net::TcpListener,
-    workers: &[tokio::runtime::Handle],
+    workers: &[Worker],
     limits: Limits,
     state: &Arc<ArcSwap<Vip>>,
     live: &Arc<VipLive>,
@@ -445,13 +465,16 @@ fn listen(
 ) -> std::io::Result<Vec<JoinHandle<()>>> {
     let vip = socket.local_addr()?;
     let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let all: Arc<[Worker]> = workers.into();
     let mut tasks = Vec::new();
-    for worker in workers {
+    for (me, worker) in workers.iter().enumerate() {
         let socket = socket.try_clone()?;
         let (state, live, shutdown, slots) = (state.clone(), live.clone(), shutdown.clone(), slots.clone());
-        tasks.push(worker.spawn(async move {
+        let shared = Shared { vip, limits, state, live, shutdown };
+        let all = all.clone();
+        tasks.push(worker.handle.spawn(async move {
             match TcpListener::from_std(socket) {
-                Ok(listener) => accept(listener, vip, limits, state, live, slots, shutdown).await,
+                Ok(listener) => accept(listener, &shared, slots, &all, me).await,
                 Err(e) => error!(%vip, error = %e, "an L7 worker cannot listen"),
             }
         }));
@@ -459,17 +482,35 @@ fn listen(
     Ok(tasks)
 }
 
-async fn accept(
-    listener: TcpListener,
+/// What every connection of a VIP shares.
+#[derive(Clone)]
+struct Shared {
     vip: SocketAddr,
     limits: Limits,
     state: Arc<ArcSwap<Vip>>,
     live: Arc<VipLive>,
-    slots: Arc<Semaphore>,
     shutdown: tokio::sync::watch::Receiver<bool>,
+}
+
+/// Serves `stream` on this worker (`load` is its count).
+async fn connection(
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    shared: Shared,
+    permit: tokio::sync::OwnedSemaphorePermit,
+    load: Arc<AtomicU64>,
 ) {
+    let connection = h1::Limits { header_timeout: shared.limits.header_timeout, max_head: shared.limits.max_head };
+    h1::serve(stream, peer, shared.state, connection, &shared.live, shared.shutdown).await;
+    drop(permit);
+    load.fetch_sub(1, Relaxed);
+    shared.live.open.fetch_sub(1, Relaxed);
+    CLIENTS.fetch_sub(1, Relaxed);
+}
+
+async fn accept(listener: TcpListener, shared: &Shared, slots: Arc<Semaphore>, workers: &[Worker], me: usize) {
+    let (vip, live) = (shared.vip, &shared.live);
     let (mut full, mut failing) = (Throttled::new(), Throttled::new());
-    let connection = h1::Limits { header_timeout: limits.header_timeout, max_head: limits.max_head };
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(c) => c,
@@ -487,22 +528,46 @@ async fn accept(
             live.refused.fetch_add(1, Relaxed);
             let _ = stream.try_write(FULL);
             if let Some(n) = full.hit() {
-                warn!(%vip, max_connections = limits.max_connections, refused = n, "at the connection limit: refusing new clients");
+                let max_connections = shared.limits.max_connections;
+                warn!(%vip, max_connections, refused = n, "at the connection limit: refusing new clients");
             }
             continue;
         };
         // Responses are written whole; Nagle would only hold a response's last segment
         // back until the client's delayed ACK.
         let _ = stream.set_nodelay(true);
-        let (state, live, shutdown) = (state.clone(), live.clone(), shutdown.clone());
         live.open.fetch_add(1, Relaxed);
         PEAK.fetch_max(CLIENTS.fetch_add(1, Relaxed) + 1, Relaxed);
-        tokio::spawn(async move {
-            let _permit = permit;
-            h1::serve(stream, peer, state, connection, &live, shutdown).await;
-            live.open.fetch_sub(1, Relaxed);
-            CLIENTS.fetch_sub(1, Relaxed);
-        });
+        let to = least_loaded(workers, me);
+        let load = workers[to].load.clone();
+        load.fetch_add(1, Relaxed);
+        let shared = shared.clone();
+        if to == me {
+            tokio::spawn(connection(stream, peer, shared, permit, load));
+            continue;
+        }
+        // To another worker: out of this one's reactor and into that one's.
+        match stream.into_std() {
+            Ok(std) => {
+                workers[to].handle.spawn(async move {
+                    match tokio::net::TcpStream::from_std(std) {
+                        Ok(stream) => connection(stream, peer, shared, permit, load).await,
+                        Err(e) => {
+                            warn!(%vip, error = %e, "a connection could not move to its worker");
+                            load.fetch_sub(1, Relaxed);
+                            shared.live.open.fetch_sub(1, Relaxed);
+                            CLIENTS.fetch_sub(1, Relaxed);
+                        }
+                    }
+                });
+            }
+            Err(e) => {
+                warn!(%vip, error = %e, "a connection could not leave its worker");
+                load.fetch_sub(1, Relaxed);
+                live.open.fetch_sub(1, Relaxed);
+                CLIENTS.fetch_sub(1, Relaxed);
+            }
+        }
     }
 }
 

@@ -22,7 +22,7 @@ use super::{
     chunked::{self, Decoder},
     edit, give_buffer,
     head::{self, Framing},
-    take_buffer,
+    splice, take_buffer,
     upstream::{self, Upstream},
     within,
 };
@@ -567,7 +567,10 @@ async fn respond(
     let relayed = match framing {
         // Bytes after a bodiless response are not the backend's to send.
         Framing::None => Some(Relayed { bytes: 0, reusable: body.is_empty() }),
-        Framing::Length(n) => relay_length(c, &mut up.stream, &mut rbuf, out, head_len, n, timeout).await,
+        Framing::Length(n) => {
+            let stream = (&mut up.stream, l7.splice);
+            relay_length(c, stream, &mut rbuf, out, (head_len, n), timeout).await
+        }
         Framing::Chunked | Framing::UntilClose => {
             let decoder = (framing == Framing::Chunked)
                 .then(|| Decoder::new(if dechunk { chunked::Output::Data } else { chunked::Output::Chunked }));
@@ -597,14 +600,14 @@ struct Relayed {
 }
 
 /// Relays a `Content-Length` body of `n` bytes whose first bytes are `rbuf[start..]`, after the
-/// head in `out` (which is left holding what remains to write); `None` if either side failed.
+/// head in `out` (which is left holding what remains to write), through a pipe when
+/// `may_splice` and it is large; `None` if either side failed.
 async fn relay_length(
     c: &mut Conn,
-    up: &mut TcpStream,
+    (up, may_splice): (&mut TcpStream, bool),
     rbuf: &mut Vec<u8>,
     out: &mut Vec<u8>,
-    start: usize,
-    n: u64,
+    (start, n): (usize, u64),
     timeout: Duration,
 ) -> Option<Relayed> {
     let body = &rbuf[start..];
@@ -618,6 +621,14 @@ async fn relay_length(
     within(&mut c.timer, Instant::now() + timeout, c.stream.write_all(out)).await?.ok()?;
     out.clear();
     let mut left = n - take as u64;
+    if may_splice
+        && left >= splice::MIN
+        && let Ok(mut pipe) = splice::Pipe::take()
+    {
+        let moved = splice::relay(up, &c.stream, &mut pipe, left, &mut c.timer, timeout).await;
+        pipe.give();
+        return moved.ok().map(|()| Relayed { bytes: n, reusable });
+    }
     while left > 0 {
         rbuf.clear();
         rbuf.reserve(RELAY_CHUNK);

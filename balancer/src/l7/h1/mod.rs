@@ -12,6 +12,7 @@ pub mod chunked;
 pub mod edit;
 mod exchange;
 pub mod head;
+pub mod splice;
 pub mod upstream;
 
 use std::{cell::RefCell, net::SocketAddr, pin::Pin, sync::Arc, time::Duration};
