@@ -2,7 +2,7 @@
 //!
 //! Each contender runs on CPU 0 alone (the balancer with one L7 worker, `HAProxy` with one
 //! thread, nginx with one worker); wrk and the nginx backends share CPU 1. Contenders take turns
-//! within each round, three rounds, and the median round counts. Besides requests/s and p99,
+//! within each round, five rounds for small responses and three for the rest, and the median counts. Besides requests/s and p99,
 //! each contender's own CPU time per request is reported: the proxy's core is saturated while
 //! the client's is not, so CPU per request is the fair figure of cost.
 
@@ -214,10 +214,10 @@ pub fn part3(report: &mut String, targets: &mut Targets) {
     let contenders = [&direct, &ours_insert, &ours_suffix, &ha, &ngx];
     let mut small: Vec<Vec<Vec<Measured>>> = vec![vec![Vec::new(); contenders.len()]; 2];
     let (mut ours_profile, mut ha_profile) = (None, None);
-    for round in 0..3 {
+    for round in 0..5 {
         for (level, conns) in [64u32, 512].into_iter().enumerate() {
             for (i, c) in contenders.iter().enumerate() {
-                let profiled = round == 1 && level == 0 && (i == 1 || i == 3);
+                let profiled = round == 2 && level == 0 && (i == 1 || i == 3);
                 let perf = if profiled { Profile::start(c.pid, secs) } else { None };
                 small[level][i].push(measure(ns, c, 1, conns, "/", secs));
                 match (perf, i) {
@@ -231,7 +231,7 @@ pub fn part3(report: &mut String, targets: &mut Targets) {
     writeln!(
         report,
         "\n### 3. L7 sticky proxy (loopback; each proxy on CPU 0 alone, wrk -t1 and the nginx backends on CPU 1; \
-         100-byte responses; {secs} s runs, contenders in turn, median of 3 rounds)\n"
+         100-byte responses; {secs} s runs, contenders in turn, median of 5 rounds)\n"
     )
     .unwrap();
     writeln!(report, "| contender | conns | requests/s | p99 ms | CPU µs/request | × HAProxy req/s | × HAProxy CPU |")
