@@ -228,6 +228,7 @@ pub fn part3(report: &mut String, targets: &mut Targets) {
             }
         }
     }
+    let mut cpu_at_64 = (0.0, 0.0);
     writeln!(
         report,
         "\n### 3. L7 sticky proxy (loopback; each proxy on CPU 0 alone, wrk -t1 and the nginx backends on CPU 1; \
@@ -240,6 +241,9 @@ pub fn part3(report: &mut String, targets: &mut Targets) {
     for (level, conns) in [64u32, 512].into_iter().enumerate() {
         let m: Vec<Measured> = small[level].iter().cloned().map(median).collect();
         let h = m[3];
+        if level == 0 {
+            cpu_at_64 = (m[1].cpu_us, h.cpu_us);
+        }
         for (i, c) in contenders.iter().enumerate() {
             let x = m[i];
             let cpu = if i == 0 { "—".to_owned() } else { format!("{:.1}", x.cpu_us) };
@@ -277,7 +281,21 @@ pub fn part3(report: &mut String, targets: &mut Targets) {
     )
     .unwrap();
     match (ours_profile, ha_profile) {
-        (Some(o), Some(h)) => report.push_str(&crate::profile::side_by_side("balancer, insert", &o, "HAProxy", &h)),
+        (Some(o), Some(h)) => {
+            report.push_str(&crate::profile::side_by_side("balancer, insert", &o, "HAProxy", &h));
+            // The kernel's share times CPU per request: what each spends in the kernel and in
+            // its own code for one request.
+            let (ours, theirs) = cpu_at_64;
+            writeln!(
+                report,
+                "\nPer request: kernel {:.1} µs (balancer) vs {:.1} µs (HAProxy); user space {:.1} vs {:.1} µs.",
+                ours * o[0] / 100.0,
+                theirs * h[0] / 100.0,
+                ours * (100.0 - o[0]) / 100.0,
+                theirs * (100.0 - h[0]) / 100.0
+            )
+            .unwrap();
+        }
         _ => writeln!(report, "(perf is not available here: no profile.)").unwrap(),
     }
 
