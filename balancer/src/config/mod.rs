@@ -330,9 +330,9 @@ pub struct L7 {
     #[serde(default = "yes")]
     pub preserve_host: bool,
     /// Move response bodies of 256 KiB and more from the backend to the client with
-    /// `splice(2)`, through a pipe, instead of through the proxy's memory: about half the
-    /// proxy's CPU per large response. Default false: on loopback, where the client's core is
-    /// the limit, clients got about 15% less throughput this way (see BENCHMARKS.md).
+    /// `splice(2)`, through a pipe, instead of through the proxy's memory: measured on 1 MiB
+    /// responses, 30% less of the proxy's CPU. Default false: on loopback, where the client's
+    /// core is the limit, clients also got 15-20% less throughput this way.
     #[serde(default)]
     pub splice: bool,
 }
