@@ -10,8 +10,10 @@
 //! when a backend leaves, daemon RSS when idle, BPF map memory.
 //!
 //! Part 3 — the L7 sticky proxy against `HAProxy` and nginx, all on one namespace's loopback: two
-//! nginx backends with a ~100-byte body, each proxy pinned to CPU 0 and wrk to CPU 1
-//! (`wrk -t1 -c64 --latency`), median of 3 runs.
+//! nginx backends, each proxy alone on CPU 0, wrk and the backends on CPU 1; 100-byte responses
+//! at 64 and 512 connections (median of 5 interleaved rounds, with each proxy's CPU time per
+//! request), 16 KiB and 1 MiB responses, idle keep-alive connections' memory, and one worker on
+//! one core against two on two (`l7.rs` says how).
 //!
 //! Part 2 — end to end in namespaces: client → balancer → two backends (nginx), the same
 //! topology for every contender: the balancer's XDP program (DSR, IPIP), an nftables DNAT
