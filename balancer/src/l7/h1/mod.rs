@@ -172,22 +172,9 @@ pub fn serve(
 async fn run(mut c: Conn, state: Arc<ArcSwap<Vip>>, live: &VipLive, mut shutdown: tokio::sync::watch::Receiver<bool>) {
     use std::sync::atomic::Ordering::Relaxed;
     let until = Instant::now() + c.limits.header_timeout;
-    if *shutdown.borrow() {
-        return;
-    }
-    let protocol = {
-        // Boxed: it is over after the first bytes, and an idle connection need not carry its
-        // state.
-        let mut sniffing = Box::pin(sniff(&c.stream, &mut c.timer, until));
-        let changed = shutdown.changed();
-        tokio::pin!(changed);
-        std::future::poll_fn(|cx| match sniffing.as_mut().poll(cx) {
-            std::task::Poll::Ready(p) => std::task::Poll::Ready(Some(p)),
-            std::task::Poll::Pending => changed.as_mut().poll(cx).map(|_| None),
-        })
-        .await
-    };
-    let Some(protocol) = protocol else { return };
+    // Not cut short by a stop: a client the daemon accepted has sent, or is sending, a request
+    // that deserves its answer (it cannot know a restart began). Bounded by the head timeout.
+    let protocol = Box::pin(sniff(&c.stream, &mut c.timer, until)).await;
     match protocol {
         Protocol::Silent => {
             live.head_timeouts.fetch_add(1, Relaxed);
@@ -201,11 +188,14 @@ async fn run(mut c: Conn, state: Arc<ArcSwap<Vip>>, live: &VipLive, mut shutdown
         Protocol::Http1 => {}
     }
     c.inbuf = take_buffer();
+    // Until its first request is served, a connection waits for it even when a stop begins;
+    // after that, a stop closes it between requests.
+    let mut served = false;
     loop {
         if c.inbuf.is_empty() {
             // Idle between requests: no buffer held, and no future but the stop signal's.
             give_buffer(std::mem::take(&mut c.inbuf));
-            if *shutdown.borrow() {
+            if served && *shutdown.borrow() {
                 return;
             }
             c.timer.as_mut().reset(Instant::now() + c.limits.header_timeout);
@@ -217,7 +207,7 @@ async fn run(mut c: Conn, state: Arc<ArcSwap<Vip>>, live: &VipLive, mut shutdown
                     if c.stream.poll_read_ready(cx).is_ready() {
                         return Poll::Ready(Woke::Readable);
                     }
-                    if changed.as_mut().poll(cx).is_ready() {
+                    if served && changed.as_mut().poll(cx).is_ready() {
                         return Poll::Ready(Woke::Stop);
                     }
                     if c.timer.as_mut().poll(cx).is_ready() {
@@ -239,7 +229,9 @@ async fn run(mut c: Conn, state: Arc<ArcSwap<Vip>>, live: &VipLive, mut shutdown
         }
         // Boxed: the exchange's state is large, and an idle connection's task then holds only
         // the connection's own.
-        match Box::pin(exchange::serve(&mut c, &state, live)).await {
+        let next = Box::pin(exchange::serve(&mut c, &state, live)).await;
+        served = true;
+        match next {
             Next::Keep if !*shutdown.borrow() => {}
             Next::Keep | Next::Close => break,
         }
