@@ -170,8 +170,10 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     for name in named {
         headers.remove(name.as_str());
     }
-    for name in ["connection", "keep-alive", "proxy-connection", "te", "trailer", "upgrade"] {
-        headers.remove(name);
+    for name in super::h1::edit::HOP_BY_HOP {
+        if let Ok(name) = hyper::http::HeaderName::from_bytes(name) {
+            headers.remove(name);
+        }
     }
 }
 

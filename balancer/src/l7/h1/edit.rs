@@ -8,8 +8,9 @@ use httparse::Header;
 
 use super::head::{self, Framing};
 
-/// Headers that concern one connection only (RFC 9110 §7.6.1), never forwarded.
-const HOP_BY_HOP: [&[u8]; 6] = [b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"upgrade"];
+/// Headers that concern one connection only (RFC 9110 §7.6.1), never forwarded (by the HTTP/2
+/// path either).
+pub const HOP_BY_HOP: [&[u8]; 6] = [b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"upgrade"];
 
 /// What the proxy adds to `Via` both ways when `via = true` (RFC 9110 §7.6.3).
 pub const VIA: &[u8] = b"1.1 balancer";
@@ -18,18 +19,22 @@ fn is_hop_by_hop(name: &[u8]) -> bool {
     HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h))
 }
 
-/// Header names a message's `Connection` headers list, besides `close` and `keep-alive`
-/// (which name nothing to remove beyond the hop-by-hop set). Empty, without allocating, for
-/// nearly every message.
-fn connection_named<'b>(headers: &[Header<'b>]) -> Vec<&'b [u8]> {
-    let mut named = Vec::new();
+/// A message's end-to-end headers as (name, trimmed value): without the hop-by-hop ones and
+/// those its `Connection` headers name (besides `close` and `keep-alive`, which name nothing
+/// beyond the hop-by-hop set). The list of named ones is empty, without allocating, for nearly
+/// every message.
+fn end_to_end<'h, 'b>(headers: &'h [Header<'b>]) -> impl Iterator<Item = (&'b [u8], &'b [u8])> + 'h {
+    let mut named: Vec<&'b [u8]> = Vec::new();
     for h in headers.iter().filter(|h| h.name.eq_ignore_ascii_case("connection")) {
         named.extend(
             head::tokens(h.value)
                 .filter(|t| !t.eq_ignore_ascii_case(b"close") && !t.eq_ignore_ascii_case(b"keep-alive")),
         );
     }
-    named
+    headers
+        .iter()
+        .map(|h| (h.name.as_bytes(), h.value.trim_ascii()))
+        .filter(move |(name, _)| !is_hop_by_hop(name) && !named.iter().any(|n| name.eq_ignore_ascii_case(n)))
 }
 
 fn header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
@@ -78,18 +83,12 @@ pub fn request(out: &mut Vec<u8>, req: &head::Request<'_, '_>, edits: &RequestEd
     {
         header(out, b"host", h);
     }
-    let named = connection_named(req.headers);
     // The client's own lists (none, without allocating, for most requests), written first in
     // ours.
     let mut forwarded_for: Vec<&[u8]> = Vec::new();
     let mut length_written = false;
-    for h in req.headers {
-        let name = h.name.as_bytes();
-        let value = h.value.trim_ascii();
+    for (name, value) in end_to_end(req.headers) {
         let is = |n: &str| name.eq_ignore_ascii_case(n.as_bytes());
-        if is_hop_by_hop(name) || named.iter().any(|n| name.eq_ignore_ascii_case(n)) {
-            continue;
-        }
         match name.len() {
             4 if is("host") => header(out, b"host", edits.host.unwrap_or(value)),
             6 if is("cookie") => match edits.strip_cookie {
@@ -175,14 +174,8 @@ pub fn response(out: &mut Vec<u8>, resp: &head::Response<'_, '_>, edits: &Respon
     out.push(b' ');
     out.extend_from_slice(resp.reason.as_bytes());
     out.extend_from_slice(b"\r\n");
-    let named = connection_named(resp.headers);
-    for h in resp.headers {
-        let name = h.name.as_bytes();
-        let value = h.value.trim_ascii();
+    for (name, value) in end_to_end(resp.headers) {
         let is = |n: &str| name.eq_ignore_ascii_case(n.as_bytes());
-        if is_hop_by_hop(name) || named.iter().any(|n| name.eq_ignore_ascii_case(n)) {
-            continue;
-        }
         match name.len() {
             17 if is("transfer-encoding") && edits.dechunk => {}
             14 if is("content-length") && resp.framing == Framing::Chunked => {}

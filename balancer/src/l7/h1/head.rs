@@ -126,6 +126,20 @@ pub fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
     value.split(|&b| b == b',').map(<[u8]>::trim_ascii).filter(|t| !t.is_empty())
 }
 
+/// Whether a message's connection ends after it, given its `Connection` header `value`, its
+/// HTTP/1.`minor` version and what was decided so far (`close` closes; `keep-alive` keeps an
+/// HTTP/1.0 one).
+fn closes(value: &[u8], minor: u8, mut close: bool) -> bool {
+    for t in tokens(value) {
+        if t.eq_ignore_ascii_case(b"close") {
+            close = true;
+        } else if t.eq_ignore_ascii_case(b"keep-alive") && minor == 0 {
+            close = false;
+        }
+    }
+    close
+}
+
 /// `Content-Length`: decimal digits only (no sign, no list, no white space inside), fitting u64.
 fn content_length(value: &[u8]) -> Option<u64> {
     if value.is_empty() || value.len() > 19 || !value.iter().all(u8::is_ascii_digit) {
@@ -188,13 +202,7 @@ pub fn request<'b, 'h>(
                 chunked_last = coding.eq_ignore_ascii_case(b"chunked");
             }
         } else if name.eq_ignore_ascii_case(b"connection") {
-            for t in tokens(value) {
-                if t.eq_ignore_ascii_case(b"close") {
-                    close = true;
-                } else if t.eq_ignore_ascii_case(b"keep-alive") && minor == 0 {
-                    close = false;
-                }
-            }
+            close = closes(value, minor, close);
         } else if name.eq_ignore_ascii_case(b"expect") && value.eq_ignore_ascii_case(b"100-continue") {
             expect_continue = minor == 1;
         }
@@ -316,13 +324,7 @@ pub fn response<'b, 'h>(
         } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
             chunked_last = tokens(value).last().map(|c| c.eq_ignore_ascii_case(b"chunked")).or(chunked_last);
         } else if name.eq_ignore_ascii_case(b"connection") {
-            for t in tokens(value) {
-                if t.eq_ignore_ascii_case(b"close") {
-                    close = true;
-                } else if t.eq_ignore_ascii_case(b"keep-alive") && minor == 0 {
-                    close = false;
-                }
-            }
+            close = closes(value, minor, close);
         }
     }
     // RFC 9112 §6.3, in its order.
