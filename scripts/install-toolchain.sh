@@ -7,7 +7,8 @@
 #   Debian's rustc (`/usr/bin/rustc -vV`): bpf-linker must link the LLVM that rustc emits for.
 # - Debian's clippy (rust-web-clippy), which `cargo xtask lint` runs on the eBPF crate, and
 #   cargo-deny $CARGO_DENY_VERSION (licenses, duplicate versions, sources, advisories).
-# - The tools the tests and the demo run: iproute2, bpftool, ethtool, curl, python3, nsenter, and
+# - The tools the tests and the demo run: iproute2, bpftool, ethtool, curl, python3, nsenter,
+#   openssl (TLS certificates and s_client), python3-websockets (a WebSocket client), and
 #   Tomcat 10 and Jetty 9, the application servers the L7 tests balance.
 #
 # With --bench, also the contenders `cargo xtask bench` measures against: haproxy, nginx, wrk.
@@ -25,7 +26,8 @@ unset RUSTUP_TOOLCHAIN RUSTC RUSTDOC RUSTC_WRAPPER CARGO CARGO_TARGET_DIR RUSTFL
 export PATH="$HOME/.cargo/bin:$PATH"
 
 apt_packages=(rustc-web cargo-web rust-web-src libstd-rust-web-dev-bpf rust-web-clippy
-              iproute2 bpftool ethtool curl python3 util-linux procps tomcat10 jetty9)
+              iproute2 bpftool ethtool curl python3 util-linux procps tomcat10 jetty9
+              openssl python3-websockets)
 if [ "${1:-}" = "--bench" ]; then
   apt_packages+=(haproxy nginx-light wrk nftables)
 fi

@@ -126,7 +126,18 @@ pub fn html(s: &Status) -> String {
         let traffic = if v.sticky.is_some() {
             let requests: u64 = v.backends.iter().filter_map(|b| b.l7.as_ref()).map(|l| l.requests).sum();
             let sessions: u64 = v.backends.iter().filter_map(|b| b.l7.as_ref()).map(|l| l.sessions).sum();
-            format!("{requests} requests, {sessions} sessions assigned")
+            let mut t = format!("{requests} requests, {sessions} sessions assigned");
+            if let Some(c) = &v.connections {
+                let _ = write!(t, "; {} connections open, {} WebSocket tunnels", c.open, c.tunnels);
+                if let Some(tls) = &c.tls {
+                    let failed: u64 = tls.failures.iter().map(|(_, n)| n).sum();
+                    let _ = write!(t, "; TLS: {} handshakes, {failed} failed", tls.handshakes);
+                    for cert in &tls.certificates {
+                        let _ = write!(t, "; {} expires in {} days", cert.names.join(", "), cert.days_left);
+                    }
+                }
+            }
+            t
         } else {
             format!("{} packets, {} bytes, {} new flows", v.packets, v.bytes, v.new_flows)
         };

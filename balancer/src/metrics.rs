@@ -28,7 +28,26 @@ struct ReasonLabels {
     reason: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TlsLabels {
+    vip: String,
+    /// A failure's reason, a version or an ALPN protocol.
+    value: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CertLabels {
+    vip: String,
+    file: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: String,
+}
+
 /// The `OpenMetrics` text for `status`.
+#[expect(clippy::too_many_lines, reason = "the list of metric families, each registered and filled once, in one place")]
 pub fn render(status: &Status) -> String {
     let mut registry = Registry::with_prefix("balancer");
     let vip_packets = Family::<VipLabels, Counter>::default();
@@ -58,6 +77,34 @@ pub fn render(status: &Status) -> String {
         "Client connections closed without a complete request head in header_timeout_ms",
         l7_head_timeouts.clone(),
     );
+    let l7_proxy_refused = Family::<VipLabels, Counter>::default();
+    let l7_tunnels = Family::<VipLabels, Gauge>::default();
+    let l7_upgrades = Family::<VipLabels, Counter>::default();
+    let tls_handshakes = Family::<VipLabels, Counter>::default();
+    let tls_failures = Family::<TlsLabels, Counter>::default();
+    let tls_versions = Family::<TlsLabels, Counter>::default();
+    let tls_alpn = Family::<TlsLabels, Counter>::default();
+    let tls_days = Family::<CertLabels, Gauge>::default();
+    let log_lines = Family::<OutcomeLabels, Counter>::default();
+    registry.register(
+        "l7_proxy_refused_connections",
+        "Client connections closed for want of a valid PROXY protocol header",
+        l7_proxy_refused.clone(),
+    );
+    registry.register("l7_tunnels", "Upgraded (WebSocket) connections open now", l7_tunnels.clone());
+    registry.register("l7_upgrades", "Connections upgraded (WebSocket) since the VIP started", l7_upgrades.clone());
+    registry.register("tls_handshakes", "Completed TLS handshakes", tls_handshakes.clone());
+    registry.register("tls_handshake_failures", "Failed TLS handshakes, by reason (value)", tls_failures.clone());
+    registry.register("tls_versions", "Completed TLS handshakes by version (value)", tls_versions.clone());
+    registry.register("tls_alpn", "Completed TLS handshakes by ALPN protocol (value)", tls_alpn.clone());
+    registry.register("tls_certificate_days_left", "Whole days until the certificate expires", tls_days.clone());
+    registry.register(
+        "access_log_lines",
+        "Access log lines, written or dropped (the writer was behind)",
+        log_lines.clone(),
+    );
+    log_lines.get_or_create(&OutcomeLabels { outcome: "written".into() }).inc_by(status.access_log.0);
+    log_lines.get_or_create(&OutcomeLabels { outcome: "dropped".into() }).inc_by(status.access_log.1);
     registry.register("vip_packets", "Packets forwarded for the VIP", vip_packets.clone());
     registry.register("vip_bytes", "Bytes forwarded for the VIP, as received", vip_bytes.clone());
     registry.register("vip_new_flows", "Flows the VIP's Maglev table assigned", vip_flows.clone());
@@ -90,6 +137,26 @@ pub fn render(status: &Status) -> String {
             l7_refused.get_or_create(&vl).inc_by(c.refused);
             l7_accept_errors.get_or_create(&vl).inc_by(c.accept_errors);
             l7_head_timeouts.get_or_create(&vl).inc_by(c.head_timeouts);
+            l7_proxy_refused.get_or_create(&vl).inc_by(c.proxy_refused);
+            l7_tunnels.get_or_create(&vl).set(i64::try_from(c.tunnels).unwrap_or(i64::MAX));
+            l7_upgrades.get_or_create(&vl).inc_by(c.upgrades);
+            if let Some(t) = &c.tls {
+                tls_handshakes.get_or_create(&vl).inc_by(t.handshakes);
+                let labels = |value: &str| TlsLabels { vip: vl.vip.clone(), value: value.to_owned() };
+                for (reason, n) in &t.failures {
+                    tls_failures.get_or_create(&labels(reason)).inc_by(*n);
+                }
+                for (version, n) in &t.versions {
+                    tls_versions.get_or_create(&labels(version)).inc_by(*n);
+                }
+                for (protocol, n) in &t.alpn {
+                    tls_alpn.get_or_create(&labels(protocol)).inc_by(*n);
+                }
+                for cert in &t.certificates {
+                    let cl = CertLabels { vip: vl.vip.clone(), file: cert.file.display().to_string() };
+                    tls_days.get_or_create(&cl).set(cert.days_left);
+                }
+            }
         }
         for b in &v.backends {
             let bl =
@@ -154,6 +221,7 @@ mod tests {
             flow_table_entries: Some(12),
             not_balanced: vec![("no_vip".into(), 3)],
             problems: Vec::new(),
+            access_log: (0, 0),
         };
         let text = render(&status);
         assert!(text.contains(r#"balancer_vip_packets_total{vip="10.0.0.1:80",protocol="tcp"} 7"#), "{text}");

@@ -76,6 +76,26 @@ fn l7_vip(v: &balancer::control::protocol::VipStatus, proto: &str, mode: &str) {
             l.map_or(0.0, |l| l.mean_latency_ms)
         );
     }
+    let Some(c) = &v.connections else { return };
+    println!(
+        "  connections: {} open, {} refused, {} head timeouts, {} without a PROXY header, {} WebSocket tunnels ({} upgrades)",
+        c.open, c.refused, c.head_timeouts, c.proxy_refused, c.tunnels, c.upgrades
+    );
+    if let Some(t) = &c.tls {
+        let failed: Vec<String> = t.failures.iter().filter(|(_, n)| *n > 0).map(|(r, n)| format!("{r} {n}")).collect();
+        let counts =
+            |list: &[(String, u64)]| list.iter().map(|(k, n)| format!("{k} {n}")).collect::<Vec<_>>().join(", ");
+        println!(
+            "  tls: {} handshakes ({}), alpn {}, failed: {}",
+            t.handshakes,
+            counts(&t.versions),
+            counts(&t.alpn),
+            if failed.is_empty() { "none".into() } else { failed.join(", ") }
+        );
+        for cert in &t.certificates {
+            println!("  certificate {} ({}): {} days left", cert.file.display(), cert.names.join(", "), cert.days_left);
+        }
+    }
 }
 
 /// `balancer vip list`.

@@ -84,6 +84,9 @@ pub struct Config {
     /// L7 requests in flight finish before it exits. Default 10.
     #[serde(default = "default_drain_timeout")]
     pub drain_timeout_s: u64,
+    /// One line per L7 request, written off the request path. None: no access log.
+    #[serde(default)]
+    pub access_log: Option<AccessLog>,
     /// Virtual services.
     #[serde(default, rename = "vip")]
     pub vips: Vec<Vip>,
@@ -127,6 +130,9 @@ pub struct Vip {
     /// must be an address of this host) and the XDP program passes its packets to the stack.
     #[serde(default)]
     pub l7: Option<L7>,
+    /// TLS termination on an L7 VIP: its certificates (chosen by SNI), versions and ALPN.
+    #[serde(default)]
+    pub tls: Option<Tls>,
     /// Real servers.
     #[serde(default, rename = "backend")]
     pub backends: Vec<Backend>,
@@ -194,6 +200,95 @@ pub struct Backend {
     /// L7: most requests in flight to this backend (`mod_proxy` `max`); beyond it, others are
     /// tried, then 503.
     pub max: Option<u32>,
+    /// L7: open each connection to this backend with a PROXY protocol header (`v1` or `v2`),
+    /// instead of the VIP's `send_proxy`.
+    pub send_proxy: Option<ProxyVersion>,
+}
+
+/// A PROXY protocol version (HAProxy's `send-proxy` and `send-proxy-v2`).
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProxyVersion {
+    /// The text header.
+    V1,
+    /// The binary header.
+    V2,
+}
+
+/// TLS settings of an L7 VIP (`[vip.tls]`).
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Tls {
+    /// Certificate chains and their keys. A client's SNI name picks the certificate whose
+    /// subject alternative names match it (exact, then `*.` wildcard); the first is for
+    /// clients without SNI or with a name no certificate holds.
+    #[serde(rename = "certificate")]
+    pub certificates: Vec<Certificate>,
+    /// Oldest version offered: `"1.2"` (default) or `"1.3"`.
+    #[serde(default)]
+    pub min_version: TlsVersion,
+    /// Offer HTTP/2 by ALPN (`h2`, then `http/1.1`). Default true.
+    #[serde(default = "yes")]
+    pub h2: bool,
+    /// A cleartext port on the same address that answers every request with a 301 to the
+    /// same path over HTTPS (`redirect scheme https` in HAProxy).
+    pub redirect_http: Option<u16>,
+}
+
+/// One certificate of a TLS VIP.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Certificate {
+    /// PEM file: the leaf certificate first, then its intermediates.
+    pub cert: PathBuf,
+    /// PEM file with its private key (PKCS#8, PKCS#1 or SEC1), readable by its owner only.
+    pub key: PathBuf,
+}
+
+/// The oldest TLS version a VIP accepts.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+pub enum TlsVersion {
+    /// TLS 1.2 and 1.3.
+    #[default]
+    #[serde(rename = "1.2")]
+    V12,
+    /// TLS 1.3 only.
+    #[serde(rename = "1.3")]
+    V13,
+}
+
+/// Where access log lines go, and how they look (`[access_log]`).
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct AccessLog {
+    /// A file (appended to; reopened on SIGUSR1 and on reload, for logrotate), or `"stderr"`.
+    pub path: PathBuf,
+    /// `combined` (default: Apache's combined format with the balancer's fields after it)
+    /// or `json` (one object per line).
+    #[serde(default)]
+    pub format: LogFormat,
+    /// Keep the query string in the logged path. Default false: queries often carry tokens.
+    #[serde(default)]
+    pub query: bool,
+    /// Lines held for the writer; when it falls this far behind, new lines are dropped and
+    /// counted rather than slowing requests. Default 8192.
+    #[serde(default = "default_log_buffer")]
+    pub buffer: usize,
+}
+
+fn default_log_buffer() -> usize {
+    8192
+}
+
+/// Access log line format.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Apache's combined format, then `key=value` fields.
+    #[default]
+    Combined,
+    /// JSON lines.
+    Json,
 }
 
 /// How an L7 VIP keeps a session on its backend.
@@ -335,6 +430,21 @@ pub struct L7 {
     /// core is the limit, clients also got 15-20% less throughput this way.
     #[serde(default)]
     pub splice: bool,
+    /// Each client connection starts with a PROXY protocol header (v1 or v2) from the L4 tier
+    /// in front, whose addresses then stand for the client's: `X-Forwarded-For`, stickiness by
+    /// client address and the access log. Connections without a valid header are closed.
+    #[serde(default)]
+    pub accept_proxy: bool,
+    /// Open backend connections with a PROXY protocol header (`v1` or `v2`). Default none.
+    pub send_proxy: Option<ProxyVersion>,
+    /// Seconds an upgraded connection (WebSocket) may pass no byte either way before both
+    /// sides are closed (HAProxy's `timeout tunnel`). Default 3600.
+    #[serde(default = "default_tunnel_timeout")]
+    pub tunnel_timeout_s: u64,
+}
+
+fn default_tunnel_timeout() -> u64 {
+    3600
 }
 
 fn yes() -> bool {

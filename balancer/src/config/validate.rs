@@ -8,6 +8,12 @@ use balancer_common::maps::{MAX_BACKENDS, MAX_VIPS};
 use super::{Config, MAX_WEIGHT};
 
 pub(super) fn check(config: &Config) -> Result<(), (usize, String)> {
+    globals(config)?;
+    vips_check(config)
+}
+
+/// The top-level settings.
+fn globals(config: &Config) -> Result<(), (usize, String)> {
     if config.interfaces.is_empty() {
         return Err((0, "`interfaces` is empty: name at least one interface to attach to".into()));
     }
@@ -17,6 +23,13 @@ pub(super) fn check(config: &Config) -> Result<(), (usize, String)> {
     if config.l7_workers == Some(0) {
         return Err((0, "`l7_workers`: at least 1".into()));
     }
+    if config.access_log.as_ref().is_some_and(|a| a.buffer == 0) {
+        return Err((0, "`access_log.buffer`: at least 1 line".into()));
+    }
+    Ok(())
+}
+
+fn vips_check(config: &Config) -> Result<(), (usize, String)> {
     if config.vips.len() > MAX_VIPS as usize {
         let at = config.vips[MAX_VIPS as usize].address.span().start;
         return Err((at, format!("too many [[vip]] entries: at most {MAX_VIPS}")));
@@ -102,10 +115,26 @@ pub(super) fn check(config: &Config) -> Result<(), (usize, String)> {
         if let Some(l7) = &vip.l7 {
             l7_check(i, vip, l7)?;
         }
+        tls_check(i, vip)?;
         backends += vip.backends.len();
         if backends > MAX_BACKENDS as usize {
             return Err((vip.address.span().start, format!("too many backends in total: at most {MAX_BACKENDS}")));
         }
+    }
+    Ok(())
+}
+
+fn tls_check(i: usize, vip: &super::Vip) -> Result<(), (usize, String)> {
+    let Some(tls) = &vip.tls else { return Ok(()) };
+    let at = vip.address.span().start;
+    if vip.l7.is_none() {
+        return Err((at, format!("vip[{i}].tls: TLS is terminated by the L7 proxy; add a [vip.l7] section")));
+    }
+    if tls.certificates.is_empty() {
+        return Err((at, format!("vip[{i}].tls.certificate: name at least one `cert` and `key`")));
+    }
+    if tls.redirect_http.is_some_and(|p| p == 0 || p == vip.address.get_ref().port()) {
+        return Err((at, format!("vip[{i}].tls.redirect_http: a port other than 0 and the VIP's own")));
     }
     Ok(())
 }
@@ -151,6 +180,7 @@ fn l7_check(i: usize, vip: &super::Vip, l7: &super::L7) -> Result<(), (usize, St
         || l7.header_timeout_ms == 0
         || l7.connect_timeout_ms == 0
         || l7.response_timeout_ms == 0
+        || l7.tunnel_timeout_s == 0
     {
         return Err((at, format!("vip[{i}].l7: limits and timeouts must be above 0")));
     }

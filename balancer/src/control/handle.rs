@@ -65,6 +65,33 @@ impl Daemon {
         }
     }
 
+    /// A TLS VIP's handshake counters and certificates.
+    fn tls_status(&self, vip: SocketAddr, live: &crate::l7::tls::TlsLive) -> super::protocol::TlsStatus {
+        use crate::l7::tls::Failure;
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+        let count = |a: &std::sync::atomic::AtomicU64| a.load(Relaxed);
+        super::protocol::TlsStatus {
+            handshakes: count(&live.handshakes),
+            failures: Failure::ALL.iter().zip(&live.failures).map(|(f, n)| (f.name().to_owned(), count(n))).collect(),
+            versions: ["TLSv1.2", "TLSv1.3"]
+                .iter()
+                .zip(&live.versions)
+                .map(|(v, n)| ((*v).to_owned(), count(n)))
+                .collect(),
+            alpn: ["h2", "http/1.1", "none"].iter().zip(&live.alpn).map(|(p, n)| ((*p).to_owned(), count(n))).collect(),
+            certificates: self
+                .l7_certificates(vip)
+                .unwrap_or_default()
+                .iter()
+                .map(|c| super::protocol::CertificateStatus {
+                    file: c.file.clone(),
+                    names: c.names.clone(),
+                    days_left: c.days_left(now),
+                })
+                .collect(),
+        }
+    }
+
     fn status(&self) -> Result<Status, String> {
         let snap = Snapshot::from_ebpf(self.dataplane().ebpf()).map_err(|e| e.to_string())?;
         let (assigned, last) = self.last_plan();
@@ -139,6 +166,10 @@ impl Daemon {
                     refused: l.refused.load(Relaxed),
                     accept_errors: l.accept_errors.load(Relaxed),
                     head_timeouts: l.head_timeouts.load(Relaxed),
+                    proxy_refused: l.proxy_refused.load(Relaxed),
+                    tunnels: l.tunnels.load(Relaxed),
+                    upgrades: l.upgrades.load(Relaxed),
+                    tls: v.tls.as_ref().map(|_| self.tls_status(*v.address.get_ref(), &l.tls)),
                 }),
                 backends,
             });
@@ -150,6 +181,7 @@ impl Daemon {
             flow_table_entries: self.flow_table_entries(),
             not_balanced,
             problems: self.problems(),
+            access_log: (crate::l7::access_log::WRITTEN.load(Relaxed), crate::l7::access_log::DROPPED.load(Relaxed)),
         })
     }
 
@@ -218,6 +250,7 @@ fn edit(config: &mut Config, change: Request) -> Result<(), String> {
                 ignore_source_port,
                 health: None,
                 l7: None,
+                tls: None,
                 backends: Vec::new(),
             });
         }
@@ -243,6 +276,7 @@ fn edit(config: &mut Config, change: Request) -> Result<(), String> {
                 health: None,
                 redirect: None,
                 max: None,
+                send_proxy: None,
             });
         }
         Request::BackendDel { vip, protocol, address } => {

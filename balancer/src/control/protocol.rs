@@ -245,6 +245,44 @@ pub struct L7VipStatus {
     pub accept_errors: u64,
     /// Closed without a complete request head within `header_timeout_ms`.
     pub head_timeouts: u64,
+    /// Closed for want of a valid PROXY protocol header.
+    #[serde(default)]
+    pub proxy_refused: u64,
+    /// Upgraded connections (WebSocket) open now.
+    #[serde(default)]
+    pub tunnels: u64,
+    /// Upgrades since the VIP started.
+    #[serde(default)]
+    pub upgrades: u64,
+    /// TLS VIPs only: handshakes and certificates.
+    #[serde(default)]
+    pub tls: Option<TlsStatus>,
+}
+
+/// A TLS VIP's handshakes and certificates.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct TlsStatus {
+    /// Completed handshakes.
+    pub handshakes: u64,
+    /// Failed handshakes by reason (`timeout`, `not_tls`, …), every reason listed.
+    pub failures: Vec<(String, u64)>,
+    /// Completed handshakes by version (`TLSv1.2`, `TLSv1.3`).
+    pub versions: Vec<(String, u64)>,
+    /// Completed handshakes by ALPN result (`h2`, `http/1.1`, `none`).
+    pub alpn: Vec<(String, u64)>,
+    /// The certificates in force.
+    pub certificates: Vec<CertificateStatus>,
+}
+
+/// One certificate of a TLS VIP.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CertificateStatus {
+    /// Its file.
+    pub file: std::path::PathBuf,
+    /// The names it serves.
+    pub names: Vec<String>,
+    /// Whole days until it expires (negative after).
+    pub days_left: i64,
 }
 
 /// Answer to `status`.
@@ -264,6 +302,9 @@ pub struct Status {
     /// What keeps the daemon from doing its work (its pinned data path removed under it).
     #[serde(default)]
     pub problems: Vec<String>,
+    /// Access log lines written and dropped (the writer was behind) since the daemon started.
+    #[serde(default)]
+    pub access_log: (u64, u64),
 }
 
 /// Answer to `handoff`. The descriptors sent with it are, in order: the pin lock, the admin

@@ -301,14 +301,15 @@ impl Daemon {
         Ok(())
     }
 
-    /// Serves until SIGTERM or SIGINT; SIGHUP re-reads the configuration file; health flips
-    /// rebuild the tables.
+    /// Serves until SIGTERM or SIGINT; SIGHUP re-reads the configuration file; SIGUSR1 reopens
+    /// the access log; health flips rebuild the tables.
     ///
     /// # Errors
     /// When the signal handlers cannot be installed.
     pub async fn serve(mut self) -> Result<()> {
         let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
         let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+        let mut usr1 = signal(SignalKind::user_defined1()).context("installing the SIGUSR1 handler")?;
         // Slow starts raise their backends' weights once a second.
         let mut ramp_tick = tokio::time::interval(Duration::from_secs(1));
         let mut pins_tick = tokio::time::interval(Duration::from_secs(2));
@@ -324,6 +325,7 @@ impl Daemon {
                         error!("{e}");
                     }
                 }
+                _ = usr1.recv() => crate::l7::access_log::reopen(),
                 Some(flip) = self.flips.recv() => self.on_flip(&flip),
                 _ = ramp_tick.tick(), if !self.ramps.is_empty() => self.ramp_step(),
                 _ = pins_tick.tick() => self.check_pins(),
@@ -476,6 +478,11 @@ impl Daemon {
     /// The L7 proxy's connection counters for `vip`.
     pub fn l7_vip_live(&self, vip: std::net::SocketAddr) -> Option<&Arc<crate::l7::server::VipLive>> {
         self.l7.vip_live(vip)
+    }
+
+    /// The certificates in force on TLS VIP `vip`.
+    pub fn l7_certificates(&self, vip: std::net::SocketAddr) -> Option<&[crate::l7::tls::CertInfo]> {
+        self.l7.certificates(vip)
     }
 
     /// Entries in the flow table at the last background count.

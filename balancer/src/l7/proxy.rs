@@ -49,6 +49,8 @@ pub struct Vip {
     /// Per member (same index as `pool.members()`): the URI authority and `Host` value of its
     /// address, made once here rather than formatted and parsed for every request.
     pub targets: Vec<Target>,
+    /// What new TLS handshakes use, on a TLS VIP.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// A backend address in the forms a request to it needs.
@@ -74,15 +76,16 @@ impl Target {
 
 /// Serves an HTTP/2 client connection (prior knowledge: its preface has arrived) until it
 /// closes or `shutdown` turns true (then streams in flight finish first).
-pub async fn serve_h2(
-    stream: tokio::net::TcpStream,
+pub async fn serve_h2<S: super::stream::ClientStream>(
+    stream: S,
     peer: SocketAddr,
+    secure: bool,
     state: Arc<ArcSwap<Vip>>,
     limits: super::h1::Limits,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
     use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-    let service = hyper::service::service_fn(move |req| handle(req, state.clone(), peer));
+    let service = hyper::service::service_fn(move |req| handle(req, state.clone(), peer, secure));
     let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
     builder.timer(TokioTimer::new()).max_header_list_size(u32::try_from(limits.max_head).unwrap_or(u32::MAX));
     let conn = builder.serve_connection(TokioIo::new(stream), service);
@@ -177,12 +180,13 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// Serves one request from `client` (the peer address) on `vip`.
+/// Serves one request from `client` (the peer address) on `vip`; `secure`: it came over TLS.
 #[expect(clippy::too_many_lines, reason = "one request's phases; to be split by the L7 engine rework")]
 pub async fn handle(
     req: Request<Incoming>,
     vip: Arc<ArcSwap<Vip>>,
     client: SocketAddr,
+    secure: bool,
 ) -> Result<Response<Body>, Infallible> {
     // RFC 9112 §3.2: a request with more than one Host (or an HTTP/1.1 one with none) is
     // answered 400; forwarding it lets the backend and us disagree on the target.
@@ -237,7 +241,7 @@ pub async fn handle(
         None => client.ip().to_string(),
     };
     parts.headers.insert("x-forwarded-for", HeaderValue::from_str(&xff).expect("an address is a valid header"));
-    parts.headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+    parts.headers.insert("x-forwarded-proto", HeaderValue::from_static(if secure { "https" } else { "http" }));
     if let Some(h) = &host
         && let Ok(v) = HeaderValue::from_str(h)
     {

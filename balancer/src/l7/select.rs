@@ -145,6 +145,8 @@ pub struct Member {
     pub passed: Option<Arc<AtomicU64>>,
     /// Most requests in flight.
     pub max: Option<u32>,
+    /// The PROXY protocol header its connections start with, if any.
+    pub send_proxy: Option<crate::config::ProxyVersion>,
     /// Counters.
     pub live: Arc<Live>,
 }
@@ -240,6 +242,27 @@ impl Pool {
     fn takes_new(&self, i: usize, now_ms: u64) -> bool {
         let m = &self.members[i];
         m.state == BackendState::Active && m.weight > 0 && self.available(i, now_ms)
+    }
+
+    /// Why the backend of a session's `route` did not take its request (the access log's
+    /// failover reason).
+    pub fn why_moved(&self, route: &str, exclude: &[usize], now_ms: u64) -> &'static str {
+        let Some(i) = self.by_route(route) else { return "unknown_route" };
+        let m = &self.members[i];
+        let passed = m.passed.as_ref().map(|p| p.load(Relaxed));
+        if exclude.contains(&i) {
+            "failed"
+        } else if m.state == BackendState::Stopped {
+            "stopped"
+        } else if !m.up {
+            "down"
+        } else if m.live.retrying(now_ms, passed) {
+            "retrying"
+        } else if m.max.is_some_and(|max| m.live.inflight() >= max) {
+            "full"
+        } else {
+            "unavailable"
+        }
     }
 
     fn by_route(&self, route: &str) -> Option<usize> {
@@ -382,6 +405,7 @@ mod tests {
             up: true,
             passed: None,
             max: None,
+            send_proxy: None,
             live: Arc::new(Live::default()),
         }
     }

@@ -21,10 +21,13 @@ use tokio::{net::TcpListener, sync::Semaphore, task::JoinHandle};
 use tracing::{error, info, warn};
 
 use super::{
+    access_log,
     cookie::{KeyError, Signer},
     h1,
     proxy::{Body, Target, Vip},
+    proxy_header, redirect,
     select::{Live, Member, Pool},
+    tls::{self, CertInfo, Certs, TlsError, TlsLive},
 };
 use crate::{
     config::{Config, DEFAULT_MAX_CONNECTIONS, StickyMode},
@@ -55,6 +58,12 @@ pub struct Runtime {
     sockets: HashMap<SocketAddr, std::os::fd::OwnedFd>,
     /// Set when the daemon stops: connections finish their request and close.
     shutdown: Option<tokio::sync::watch::Sender<bool>>,
+    /// TLS VIPs' certificates in force, read when their configuration was prepared.
+    tls: HashMap<SocketAddr, Certs>,
+    /// TLS VIPs' redirect ports that listen (the VIP, its port and accept loop).
+    redirects: HashMap<SocketAddr, (u16, JoinHandle<()>)>,
+    /// Redirect ports bound by `prepare` that do not listen yet.
+    pending_redirects: HashMap<SocketAddr, (u16, std::net::TcpListener)>,
 }
 
 /// Why a configuration's L7 VIPs cannot be served.
@@ -79,6 +88,17 @@ pub enum L7Error {
         /// The bind error.
         source: std::io::Error,
     },
+    /// A certificate or key.
+    #[error("VIP {vip}: {source}")]
+    Tls {
+        /// The VIP.
+        vip: SocketAddr,
+        /// What is wrong with its certificates.
+        source: TlsError,
+    },
+    /// The access log's file.
+    #[error(transparent)]
+    AccessLog(#[from] access_log::LogError),
     /// The VIPs' `max_connections` need more descriptors than the daemon may open.
     #[error(
         "max_connections: the L7 VIPs ask for {asked} connections, {} file descriptors with the daemon's \
@@ -99,12 +119,18 @@ pub struct Prepared {
     signers: HashMap<SocketAddr, Signer>,
     listeners: HashMap<SocketAddr, std::net::TcpListener>,
     max_connections: HashMap<SocketAddr, usize>,
+    tls: HashMap<SocketAddr, Certs>,
+    redirects: HashMap<SocketAddr, (u16, std::net::TcpListener)>,
+    access_log: Option<crate::config::AccessLog>,
 }
 
 impl Drop for Runtime {
     fn drop(&mut self) {
         for (_, tasks) in self.vips.values() {
             tasks.iter().for_each(JoinHandle::abort);
+        }
+        for (_, task) in self.redirects.values() {
+            task.abort();
         }
     }
 }
@@ -179,7 +205,26 @@ impl Runtime {
             signers: HashMap::new(),
             listeners: HashMap::new(),
             max_connections: connection_budget(config)?,
+            tls: HashMap::new(),
+            redirects: HashMap::new(),
+            access_log: config.access_log.clone(),
         };
+        if let Some(log) = &config.access_log {
+            access_log::check(log)?;
+        }
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+        for v in &config.vips {
+            let (Some(tls), Some(l7)) = (&v.tls, &v.l7) else { continue };
+            let vip = *v.address.get_ref();
+            let h2 = l7.send_proxy.is_none() && v.backends.iter().all(|b| b.send_proxy.is_none());
+            let certs = Certs::load(tls, h2, now).map_err(|source| L7Error::Tls { vip, source })?;
+            prepared.tls.insert(vip, certs);
+            if let Some(port) = tls.redirect_http
+                && self.redirects.get(&vip).is_none_or(|(p, _)| *p != port)
+            {
+                prepared.redirects.insert(vip, (port, bind(redirect::address(vip, port))?));
+            }
+        }
         for v in &config.vips {
             let Some(l7) = &v.l7 else { continue };
             let vip = *v.address.get_ref();
@@ -232,6 +277,16 @@ impl Runtime {
         self.signers = prepared.signers;
         self.pending = prepared.listeners;
         self.max_connections = prepared.max_connections;
+        self.tls = prepared.tls;
+        self.pending_redirects = prepared.redirects;
+        if let Err(e) = access_log::install(prepared.access_log.as_ref()) {
+            error!(error = %e, "the access log cannot be written");
+        }
+    }
+
+    /// Each TLS VIP's certificates in force (status and metrics).
+    pub fn certificates(&self, vip: SocketAddr) -> Option<&[CertInfo]> {
+        self.tls.get(&vip).map(|c| &c.info[..])
     }
 
     /// Makes the L7 VIPs match `config` (after `prepare` and `commit` of the same config), with
@@ -268,6 +323,7 @@ impl Runtime {
                         up: up(i, j),
                         passed: passed(i, j),
                         max: b.max,
+                        send_proxy: b.send_proxy.or(l7.send_proxy),
                         live,
                     }
                 })
@@ -276,7 +332,11 @@ impl Runtime {
             let client = self.client(address, l7.connect_timeout_ms);
             let targets = pool.members().iter().map(|m| Target::new(m.addr)).collect();
             let id = NEXT_VIP_ID.fetch_add(1, Relaxed);
-            let vip = Vip { id, address, l7: l7.clone(), pool, signer, client, targets };
+            let tls = self.tls.get(&address).map(|c| c.config.clone());
+            let mut settings = l7.clone();
+            // A cookie set over HTTPS goes back over HTTPS only.
+            settings.secure |= tls.is_some();
+            let vip = Vip { id, address, l7: settings, pool, signer, client, targets, tls };
             if let Some((state, _)) = self.vips.get(&address) {
                 state.store(Arc::new(vip));
             } else {
@@ -321,6 +381,7 @@ impl Runtime {
             }
             wanted.push(address);
         }
+        self.sync_redirects(config);
         self.vips.retain(|addr, (_, tasks)| {
             let keep = wanted.contains(addr);
             if !keep {
@@ -334,6 +395,38 @@ impl Runtime {
         self.sockets.retain(|vip, _| wanted.contains(vip));
         self.inherited.clear();
         self.clients.retain(|vip, _| wanted.contains(vip));
+    }
+
+    /// Starts the redirect ports `prepare` bound and stops those the configuration dropped.
+    fn sync_redirects(&mut self, config: &Config) {
+        let wanted: HashMap<SocketAddr, (u16, u64)> = config
+            .vips
+            .iter()
+            .filter_map(|v| {
+                let port = v.tls.as_ref()?.redirect_http?;
+                Some((*v.address.get_ref(), (port, v.l7.as_ref()?.header_timeout_ms)))
+            })
+            .collect();
+        self.redirects.retain(|vip, (port, task)| {
+            let keep = wanted.get(vip).is_some_and(|(p, _)| p == port) && !self.pending_redirects.contains_key(vip);
+            if !keep {
+                task.abort();
+            }
+            keep
+        });
+        let Some(worker) = self.workers.as_ref().and_then(|w| w.handles.first()) else { return };
+        for (vip, (port, socket)) in self.pending_redirects.drain() {
+            let Some(&(_, header_timeout_ms)) = wanted.get(&vip) else { continue };
+            let timeout = Duration::from_millis(header_timeout_ms);
+            let task = worker.handle.spawn(async move {
+                match TcpListener::from_std(socket) {
+                    Ok(l) => redirect::serve(l, vip.port(), timeout).await,
+                    Err(e) => error!(%vip, error = %e, "the redirect port cannot listen"),
+                }
+            });
+            info!(%vip, port, "redirecting cleartext HTTP to the TLS VIP");
+            self.redirects.insert(vip, (port, task));
+        }
     }
 
     /// The connection counters of L7 VIP `vip`.
@@ -391,6 +484,14 @@ pub struct VipLive {
     pub accept_errors: AtomicU64,
     /// Connections closed because no complete request head arrived in `header_timeout_ms`.
     pub head_timeouts: AtomicU64,
+    /// Connections closed for want of a valid PROXY protocol header (`accept_proxy`).
+    pub proxy_refused: AtomicU64,
+    /// Upgraded connections (WebSocket) open now.
+    pub tunnels: AtomicU64,
+    /// Upgrades since the VIP started.
+    pub upgrades: AtomicU64,
+    /// TLS handshakes.
+    pub tls: TlsLive,
 }
 
 /// What a client at the connection limit gets before the proxy closes: a clear answer
@@ -500,12 +601,75 @@ async fn connection(
     permit: tokio::sync::OwnedSemaphorePermit,
     load: Arc<AtomicU64>,
 ) {
-    let connection = h1::Limits { header_timeout: shared.limits.header_timeout, max_head: shared.limits.max_head };
-    h1::serve(stream, peer, shared.state, connection, &shared.live, shared.shutdown).await;
+    serve_client(stream, peer, &shared).await;
     drop(permit);
     load.fetch_sub(1, Relaxed);
     shared.live.open.fetch_sub(1, Relaxed);
     CLIENTS.fetch_sub(1, Relaxed);
+}
+
+/// Reads the PROXY header where the VIP expects one, completes the TLS handshake on a TLS VIP,
+/// and serves the connection's requests.
+async fn serve_client(stream: tokio::net::TcpStream, peer: SocketAddr, shared: &Shared) {
+    let (accept_proxy, tls) = {
+        let vip = shared.state.load();
+        (vip.l7.accept_proxy, vip.tls.clone())
+    };
+    let limits = h1::Limits { header_timeout: shared.limits.header_timeout, max_head: shared.limits.max_head };
+    let mut addr = peer;
+    if accept_proxy {
+        // Boxed (as the handshake below): a VIP without it carries none of its state.
+        match Box::pin(proxy_header::read(&stream, limits.header_timeout)).await {
+            Ok(proxy_header::Header::Proxied { source, .. }) => addr = source,
+            Ok(proxy_header::Header::Local) => {}
+            Err(e) => {
+                shared.live.proxy_refused.fetch_add(1, Relaxed);
+                tracing::debug!(%peer, error = %e, "connection refused");
+                return;
+            }
+        }
+    }
+    let (state, shutdown) = (shared.state.clone(), shared.shutdown.clone());
+    match tls {
+        None => {
+            let client = h1::Client { addr, tls: None, h2: false };
+            drop(h1::serve(stream, client, state, limits, &shared.live, shutdown).await);
+        }
+        Some(config) => Box::pin(serve_tls(stream, addr, config, shared, limits)).await,
+    }
+}
+
+async fn serve_tls(
+    stream: tokio::net::TcpStream,
+    addr: SocketAddr,
+    config: Arc<rustls::ServerConfig>,
+    shared: &Shared,
+    limits: h1::Limits,
+) {
+    let live = &shared.live;
+    let accepted = tokio::time::timeout(limits.header_timeout, tokio_rustls::TlsAcceptor::from(config).accept(stream));
+    let stream = match accepted.await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            let why = tls::Failure::of(&e);
+            live.tls.failed(why);
+            tracing::debug!(client = %addr, reason = why.name(), error = %e, "TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            live.tls.failed(tls::Failure::Timeout);
+            return;
+        }
+    };
+    let conn = stream.get_ref().1;
+    live.tls.done(conn);
+    let h2 = conn.alpn_protocol() == Some(tls::H2);
+    let client = h1::Client { addr, tls: Some(Box::new(tls::Session::of(conn))), h2 };
+    let served = h1::serve(stream, client, shared.state.clone(), limits, live, shared.shutdown.clone()).await;
+    if let Some(mut stream) = served {
+        // TLS ends with close_notify, so the client can tell the end from a cut.
+        let _ = tokio::time::timeout(Duration::from_secs(1), tokio::io::AsyncWriteExt::shutdown(&mut stream)).await;
+    }
 }
 
 async fn accept(listener: TcpListener, shared: &Shared, slots: Arc<Semaphore>, workers: &[Worker], me: usize) {

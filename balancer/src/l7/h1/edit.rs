@@ -68,6 +68,10 @@ pub struct RequestEdits<'a> {
     pub via: bool,
     /// Whether the proxy answers `Expect: 100-continue` itself (then the backend is not asked).
     pub expect_handled: bool,
+    /// The client came over TLS (`X-Forwarded-Proto: https`).
+    pub https: bool,
+    /// The protocol the client asks to switch to, passed on with `Connection: upgrade`.
+    pub upgrade: Option<&'a [u8]>,
 }
 
 /// Writes to `out` the head the backend gets for `req`: always HTTP/1.1 (so the backend
@@ -114,9 +118,17 @@ pub fn request(out: &mut Vec<u8>, req: &head::Request<'_, '_>, edits: &RequestEd
         out.extend_from_slice(b", ");
     }
     out.extend_from_slice(edits.client.as_bytes());
-    out.extend_from_slice(b"\r\nx-forwarded-proto: http\r\n");
+    out.extend_from_slice(if edits.https {
+        b"\r\nx-forwarded-proto: https\r\n"
+    } else {
+        b"\r\nx-forwarded-proto: http\r\n"
+    });
     if let Some(h) = edits.forwarded_host {
         header(out, b"x-forwarded-host", h);
+    }
+    if let Some(protocol) = edits.upgrade {
+        out.extend_from_slice(b"connection: upgrade\r\n");
+        header(out, b"upgrade", protocol);
     }
     if edits.via {
         header(out, b"via", VIA);
@@ -164,6 +176,8 @@ pub struct ResponseEdits<'a> {
     pub close: bool,
     /// An HTTP/1.0 client asked to keep its connection, and will.
     pub keep_alive_10: bool,
+    /// The client came over TLS: a rewritten `Location` says `https`.
+    pub https: bool,
 }
 
 /// Writes to `out` the head the client gets for the backend's `resp`.
@@ -183,7 +197,7 @@ pub fn response(out: &mut Vec<u8>, resp: &head::Response<'_, '_>, edits: &Respon
             8 | 16 if is("location") || is("content-location") => match (edits.host, strip_origin(value, edits)) {
                 (Some(host), Some(rest)) => {
                     out.extend_from_slice(name);
-                    out.extend_from_slice(b": http://");
+                    out.extend_from_slice(if edits.https { b": https://" } else { b": http://" });
                     out.extend_from_slice(host.as_bytes());
                     out.extend_from_slice(rest);
                     out.extend_from_slice(b"\r\n");
@@ -202,7 +216,14 @@ pub fn response(out: &mut Vec<u8>, resp: &head::Response<'_, '_>, edits: &Respon
     if edits.via {
         header(out, b"via", VIA);
     }
-    if edits.close {
+    let switched = (resp.code == 101)
+        .then(|| resp.headers.iter().find(|h| h.name.eq_ignore_ascii_case("upgrade")).map(|h| h.value.trim_ascii()))
+        .flatten();
+    if let Some(protocol) = switched {
+        // The two connections become one tunnel: the switch is the last thing said in HTTP.
+        out.extend_from_slice(b"connection: upgrade\r\n");
+        header(out, b"upgrade", protocol);
+    } else if edits.close {
         out.extend_from_slice(b"connection: close\r\n");
     } else if edits.keep_alive_10 {
         out.extend_from_slice(b"connection: keep-alive\r\n");
@@ -243,6 +264,8 @@ mod tests {
             client: "198.18.0.1",
             via: false,
             expect_handled: false,
+            https: false,
+            upgrade: None,
         }
     }
 
@@ -324,6 +347,7 @@ mod tests {
             dechunk: false,
             close: false,
             keep_alive_10: false,
+            https: false,
         }
     }
 

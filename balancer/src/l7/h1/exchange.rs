@@ -18,18 +18,20 @@ use tokio::{
 use tracing::{debug, warn};
 
 use super::{
-    Conn, Next,
+    ClientStream, Conn, Next,
     chunked::{self, Decoder},
     edit, give_buffer,
     head::{self, Framing},
     splice, take_buffer,
     upstream::{self, Upstream},
-    within,
+    within, write_out,
 };
 use crate::{
     config::StickyMode,
     l7::{
+        access_log::{self, Chosen, Entry},
         proxy::Vip,
+        proxy_header,
         select::{Choice, Unavailable},
         server::VipLive,
         session::{self, SetCookie},
@@ -56,7 +58,16 @@ struct Plan {
     set_cookie: Option<SetCookie>,
     /// Bytes of `aux` holding the host the client asked for (for `Location` rewriting).
     host_len: usize,
+    /// The client asks to switch protocols (WebSocket).
+    upgrade: bool,
+    /// Why the session moved, for a failover.
+    moved: Option<&'static str>,
+    /// Method and target, when the access log wants them.
+    line: Option<Line>,
 }
+
+/// A request's method and target, for the access log.
+type Line = (Box<str>, Box<str>);
 
 enum Planned {
     /// The head is not complete yet.
@@ -64,7 +75,7 @@ enum Planned {
     /// Refused before anything reached a backend; the connection closes.
     Refused(head::Refusal),
     /// Answered by the proxy (no backend can take it).
-    Local { status: &'static str, message: &'static str, keep: bool },
+    Local { status: &'static str, message: &'static str, keep: bool, line: Option<Line> },
     /// To be sent; the upstream head is in `out`.
     Send(Plan),
 }
@@ -76,7 +87,14 @@ fn now() -> Duration {
 /// The head, session and backend of the request at the start of `c.inbuf`, its upstream head
 /// written to `out`, and the host it asked for to `aux`. Synchronous: the parsed headers never
 /// outlive it.
-fn plan(c: &Conn, vip: &Vip, exclude: &[usize], now: (u64, u64), out: &mut Vec<u8>, aux: &mut Vec<u8>) -> Planned {
+fn plan<S: ClientStream>(
+    c: &Conn<S>,
+    vip: &Vip,
+    exclude: &[usize],
+    now: (u64, u64),
+    out: &mut Vec<u8>,
+    aux: &mut Vec<u8>,
+) -> Planned {
     let (secs, ms) = now;
     let mut storage = head::storage();
     let req = match head::request(&c.inbuf, &mut storage, c.limits.max_head) {
@@ -85,6 +103,7 @@ fn plan(c: &Conn, vip: &Vip, exclude: &[usize], now: (u64, u64), out: &mut Vec<u
         Err(refusal) => return Planned::Refused(refusal),
     };
     let l7 = &vip.l7;
+    let line = access_log::enabled().then(|| (req.method.into(), req.target.into()));
     let cookies = req
         .headers
         .iter()
@@ -102,7 +121,7 @@ fn plan(c: &Conn, vip: &Vip, exclude: &[usize], now: (u64, u64), out: &mut Vec<u
                 Unavailable::NoBackend if exclude.is_empty() => "no backend is available\n",
                 Unavailable::NoBackend => "no backend could be reached\n",
             };
-            return Planned::Local { status: "503 Service Unavailable", message, keep };
+            return Planned::Local { status: "503 Service Unavailable", message, keep, line };
         }
     };
     let member = choice.index();
@@ -117,8 +136,10 @@ fn plan(c: &Conn, vip: &Vip, exclude: &[usize], now: (u64, u64), out: &mut Vec<u
         forwarded_host: asked,
         strip_cookie: (l7.sticky == StickyMode::Insert && l7.indirect).then_some(l7.cookie.as_str()),
         client: &c.client_ip,
+        https: c.tls.is_some(),
         via: l7.via,
         expect_handled: req.expect_continue,
+        upgrade: req.upgrade,
     };
     edit::request(out, &req, &edits);
     let set_cookie = match (&vip.signer, &vip.pool.members()[member].route) {
@@ -139,6 +160,12 @@ fn plan(c: &Conn, vip: &Vip, exclude: &[usize], now: (u64, u64), out: &mut Vec<u
         idempotent: req.idempotent(),
         set_cookie,
         host_len: aux.len(),
+        upgrade: req.upgrade.is_some(),
+        moved: match (choice, session.route) {
+            (Choice::Failover(_), Some(route)) if line.is_some() => Some(vip.pool.why_moved(route, exclude, ms)),
+            _ => None,
+        },
+        line,
     })
 }
 
@@ -165,8 +192,8 @@ enum SendError {
 /// when it is all there (then `out` still holds the whole request and it can be sent again),
 /// else streamed from the client. Returns how much of `c.inbuf` the request used (counted from
 /// the start of what the buffer holds when it returns) and how many body bytes went out.
-async fn send(
-    c: &mut Conn,
+async fn send<S: ClientStream>(
+    c: &mut Conn<S>,
     up: &mut TcpStream,
     plan: &Plan,
     out: &mut Vec<u8>,
@@ -242,9 +269,9 @@ fn malformed() -> SendError {
 }
 
 /// `100 Continue` to a client that waits for it before sending its body.
-async fn continue_if_expected(c: &mut Conn, plan: &Plan, by: Instant) -> Result<(), SendError> {
+async fn continue_if_expected<S: ClientStream>(c: &mut Conn<S>, plan: &Plan, by: Instant) -> Result<(), SendError> {
     if plan.expect_continue {
-        match within(&mut c.timer, by, c.stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")).await {
+        match within(&mut c.timer, by, write_out(&mut c.stream, b"HTTP/1.1 100 Continue\r\n\r\n")).await {
             Some(Ok(())) => {}
             _ => return Err(malformed()),
         }
@@ -253,7 +280,7 @@ async fn continue_if_expected(c: &mut Conn, plan: &Plan, by: Instant) -> Result<
 }
 
 /// More of the client's body into the (empty) buffer.
-async fn read_client(c: &mut Conn, by: Instant) -> Result<(), SendError> {
+async fn read_client<S: ClientStream>(c: &mut Conn<S>, by: Instant) -> Result<(), SendError> {
     c.inbuf.reserve(super::BUFFER);
     match within(&mut c.timer, by, c.stream.read_buf(&mut c.inbuf)).await {
         Some(Ok(0) | Err(_)) => Err(malformed()),
@@ -276,23 +303,24 @@ enum Failure {
 }
 
 /// Reads the backend's response head into `rbuf` (skipping interim 1xx responses).
-async fn response_head(
-    c: &mut Conn,
+async fn response_head<S: ClientStream>(
+    c: &mut Conn<S>,
     up: &mut TcpStream,
     rbuf: &mut Vec<u8>,
-    is_head: bool,
+    (is_head, upgrade): (bool, bool),
     by: Instant,
 ) -> Result<(), Failure> {
     loop {
         if !rbuf.is_empty() {
             let mut storage = head::storage();
             match head::response(rbuf, &mut storage, is_head, MAX_RESPONSE_HEAD) {
-                Ok(Some(r)) if (100..200).contains(&r.code) && r.code != 101 => {
+                Ok(Some(r)) if (102..200).contains(&r.code) || r.code == 100 => {
                     let len = r.len;
                     rbuf.drain(..len);
                     continue;
                 }
-                Ok(Some(r)) if r.code == 101 => return Err(Failure::Bad(head::BadResponse::Malformed)),
+                // A switch nobody asked for cannot be followed.
+                Ok(Some(r)) if r.code == 101 && !upgrade => return Err(Failure::Bad(head::BadResponse::Malformed)),
                 Ok(Some(_)) => return Ok(()),
                 Ok(None) => {}
                 Err(e) => return Err(Failure::Bad(e)),
@@ -347,9 +375,79 @@ fn cookie_line(vip: &Vip, member: usize, set: SetCookie, secs: u64, line: &mut V
     true
 }
 
+/// What the access log needs of one exchange, gathered as it goes.
+struct Record {
+    start: std::time::Instant,
+    time: SystemTime,
+    line: Option<Line>,
+    status: u16,
+    bytes_in: u64,
+    bytes_out: u64,
+    member: Option<usize>,
+    chosen: Chosen,
+    retries: u32,
+    connect_us: Option<u64>,
+    first_byte_us: Option<u64>,
+    minor: u8,
+}
+
+impl Record {
+    fn new() -> Self {
+        Self {
+            start: std::time::Instant::now(),
+            time: SystemTime::now(),
+            line: None,
+            status: 0,
+            bytes_in: 0,
+            bytes_out: 0,
+            member: None,
+            chosen: Chosen::Local,
+            retries: 0,
+            connect_us: None,
+            first_byte_us: None,
+            minor: 1,
+        }
+    }
+
+    /// Writes the line, if the access log is on and the request was read.
+    fn log<S: ClientStream>(self, c: &Conn<S>, vip: &Vip) {
+        let Some((method, target)) = self.line else { return };
+        let member = self.member.map(|i| &vip.pool.members()[i]);
+        access_log::log(Entry {
+            time: self.time,
+            client: c.peer,
+            vip: vip.address,
+            method,
+            target,
+            protocol: if self.minor == 0 { "HTTP/1.0" } else { "HTTP/1.1" },
+            status: self.status,
+            bytes_in: self.bytes_in,
+            bytes_out: self.bytes_out,
+            backend: member.map(|m| m.addr),
+            route: member.and_then(|m| m.route.as_deref()).map(Into::into),
+            chosen: self.chosen,
+            retries: self.retries,
+            connect_us: self.connect_us,
+            first_byte_us: self.first_byte_us,
+            total_us: self.start.elapsed().as_micros() as u64,
+            tls: c.tls.as_ref().map(|t| t.version),
+            sni: c.tls.as_ref().and_then(|t| t.sni.clone()),
+        });
+    }
+}
+
+/// The status code at the start of a response the proxy wrote (`HTTP/1.1 503 ...`).
+fn status_of(response: &[u8]) -> u16 {
+    response.get(9..12).and_then(|d| std::str::from_utf8(d).ok()).and_then(|d| d.parse().ok()).unwrap_or(0)
+}
+
 /// Serves the request at the start of `c.inbuf`.
 #[expect(clippy::too_many_lines, reason = "the phases of one exchange, each a call; the loop is the retry")]
-pub(super) async fn serve(c: &mut Conn, state: &ArcSwap<crate::l7::proxy::Vip>, vlive: &VipLive) -> Next {
+pub(super) async fn serve<S: ClientStream>(
+    c: &mut Conn<S>,
+    state: &ArcSwap<crate::l7::proxy::Vip>,
+    vlive: &VipLive,
+) -> Next {
     let head_by = Instant::now() + c.limits.header_timeout;
     let vip = match c.vip.take() {
         Some(v) if Arc::ptr_eq(&v, &state.load()) => v,
@@ -361,6 +459,7 @@ pub(super) async fn serve(c: &mut Conn, state: &ArcSwap<crate::l7::proxy::Vip>, 
     let mut aux = take_buffer();
     let mut exclude: Vec<usize> = Vec::new();
     let mut attempt = 0;
+    let mut record = Record::new();
     let next = 'attempts: loop {
         out.clear();
         let plan = match plan(c, &vip, &exclude, (secs, ms), &mut out, &mut aux) {
@@ -379,12 +478,13 @@ pub(super) async fn serve(c: &mut Conn, state: &ArcSwap<crate::l7::proxy::Vip>, 
             }
             Planned::Refused(refusal) => {
                 debug!(peer = %c.peer, ?refusal, "request refused");
-                let _ = within(&mut c.timer, head_by, c.stream.write_all(refusal.response())).await;
+                let _ = within(&mut c.timer, head_by, write_out(&mut c.stream, refusal.response())).await;
                 break Next::Close;
             }
-            Planned::Local { status, message, keep } => {
+            Planned::Local { status, message, keep, line } => {
                 local(&mut out, status, message, !keep);
-                let sent = within(&mut c.timer, head_by, c.stream.write_all(&out)).await;
+                (record.line, record.status, record.bytes_out) = (line, status_of(&out), out.len() as u64);
+                let sent = within(&mut c.timer, head_by, write_out(&mut c.stream, &out)).await;
                 if keep && matches!(sent, Some(Ok(()))) {
                     let len = head_len(c);
                     c.inbuf.drain(..len);
@@ -396,11 +496,22 @@ pub(super) async fn serve(c: &mut Conn, state: &ArcSwap<crate::l7::proxy::Vip>, 
         let l7 = &vip.l7;
         let member = &vip.pool.members()[plan.member];
         let live = &member.live;
+        record.minor = plan.minor;
+        record.line.clone_from(&plan.line);
+        record.member = Some(plan.member);
+        record.retries = attempt;
+        record.chosen = match plan.choice {
+            Choice::Sticky(_) => Chosen::Sticky,
+            Choice::New(_) => Chosen::New,
+            Choice::Failover(_) => Chosen::Failover(plan.moved.unwrap_or("unavailable")),
+        };
         let replayable = match plan.framing {
             Framing::None | Framing::UntilClose => true,
             Framing::Length(n) => (c.inbuf.len() - plan.head_len) as u64 >= n,
             Framing::Chunked => false,
         };
+        // With a PROXY header, a backend connection speaks for one client only.
+        let key = upstream::Key { backend: member.addr, client: member.send_proxy.map(|_| c.peer) };
         // A connection from the free list, else a new one. A reused one that breaks without a
         // byte of answer was closed by the backend while idle: the request goes again on a new
         // connection, not counted against the backend.
@@ -410,14 +521,22 @@ pub(super) async fn serve(c: &mut Conn, state: &ArcSwap<crate::l7::proxy::Vip>, 
         let head_out = out.len();
         let outcome = loop {
             out.truncate(head_out);
-            let pooled = if reuse { upstream::take(member.addr) } else { None };
-            let mut up = match pooled {
-                Some(u) => u,
-                None => match upstream::connect(member.addr, Duration::from_millis(l7.connect_timeout_ms)).await {
+            let pooled = if reuse { upstream::take(key) } else { None };
+            let connecting = std::time::Instant::now();
+            let mut up = if let Some(u) = pooled {
+                u
+            } else {
+                let mut header = Vec::new();
+                if let Some(version) = member.send_proxy {
+                    proxy_header::write(version, c.peer, vip.address, &mut header);
+                }
+                let timeout = Duration::from_millis(l7.connect_timeout_ms);
+                match upstream::connect(member.addr, timeout, member.send_proxy.map(|_| &header[..])).await {
                     Ok(u) => u,
                     Err(e) => break Err(Failure::Connect(e)),
-                },
+                }
             };
+            record.connect_us = Some(connecting.elapsed().as_micros() as u64);
             live.here().inflight.fetch_add(1, Relaxed);
             live.here().requests.fetch_add(1, Relaxed);
             let sent_at = std::time::Instant::now();
@@ -428,7 +547,8 @@ pub(super) async fn serve(c: &mut Conn, state: &ArcSwap<crate::l7::proxy::Vip>, 
                     live.here().inflight.fetch_sub(1, Relaxed);
                     debug!(peer = %c.peer, status, "the client's request body failed");
                     local(&mut out, status, message, true);
-                    let _ = within(&mut c.timer, by, c.stream.write_all(&out)).await;
+                    (record.status, record.bytes_out) = (status_of(&out), out.len() as u64);
+                    let _ = within(&mut c.timer, by, write_out(&mut c.stream, &out)).await;
                     give_buffer(rbuf);
                     break 'attempts Next::Close;
                 }
@@ -438,7 +558,10 @@ pub(super) async fn serve(c: &mut Conn, state: &ArcSwap<crate::l7::proxy::Vip>, 
                 }
             };
             let got = match consumed {
-                Ok(n) => response_head(c, &mut up.stream, &mut rbuf, plan.is_head, by).await.map(|()| n),
+                Ok(n) => {
+                    let head = response_head(c, &mut up.stream, &mut rbuf, (plan.is_head, plan.upgrade), by).await;
+                    head.map(|()| n)
+                }
                 Err(f) => Err(f),
             };
             live.here().inflight.fetch_sub(1, Relaxed);
@@ -449,7 +572,10 @@ pub(super) async fn serve(c: &mut Conn, state: &ArcSwap<crate::l7::proxy::Vip>, 
                     live.here().requests.fetch_sub(1, Relaxed);
                     reuse = false;
                 }
-                Ok(consumed) => break Ok((up, consumed)),
+                Ok(consumed) => {
+                    record.first_byte_us = Some(sent_at.elapsed().as_micros() as u64);
+                    break Ok((up, consumed));
+                }
                 Err(f) => break Err(f),
             }
         };
@@ -496,7 +622,9 @@ pub(super) async fn serve(c: &mut Conn, state: &ArcSwap<crate::l7::proxy::Vip>, 
                     }
                 };
                 local(&mut out, status, message, true);
-                let _ = within(&mut c.timer, Instant::now() + c.limits.header_timeout, c.stream.write_all(&out)).await;
+                (record.status, record.bytes_out) = (status_of(&out), out.len() as u64);
+                let until = Instant::now() + c.limits.header_timeout;
+                let _ = within(&mut c.timer, until, write_out(&mut c.stream, &out)).await;
                 break Next::Close;
             }
         };
@@ -504,13 +632,34 @@ pub(super) async fn serve(c: &mut Conn, state: &ArcSwap<crate::l7::proxy::Vip>, 
             live.here().sessions.fetch_add(1, Relaxed);
         }
         let (consumed, body_in) = consumed;
+        record.bytes_in = plan.head_len as u64 + body_in;
         live.here().bytes.fetch_add(body_in, Relaxed);
-        let next = respond(c, &vip, &plan, up, rbuf, (&mut out, &mut aux), secs).await;
+        let responded = respond(c, &vip, &plan, (up, key), rbuf, (&mut out, &mut aux), secs).await;
+        (record.status, record.bytes_out) = (responded.status, responded.bytes_out);
+        if let Some(mut up) = responded.switched {
+            // The request's head went to the backend; what the client sent after it is the new
+            // protocol's, and goes first.
+            let early = c.inbuf.get(plan.head_len..).unwrap_or_default();
+            let ok = early.is_empty() || up.stream.write_all(early).await.is_ok();
+            c.inbuf.clear();
+            if ok {
+                vlive.upgrades.fetch_add(1, Relaxed);
+                vlive.tunnels.fetch_add(1, Relaxed);
+                let idle = Duration::from_secs(l7.tunnel_timeout_s);
+                let moved = super::tunnel::run(&mut c.stream, &mut up.stream, idle).await;
+                vlive.tunnels.fetch_sub(1, Relaxed);
+                record.bytes_in += moved.up;
+                record.bytes_out += moved.down;
+                member.live.here().bytes.fetch_add(moved.up + moved.down, Relaxed);
+            }
+            break Next::Close;
+        }
         // What the request used leaves the buffer; pipelined bytes stay.
         let used = consumed.min(c.inbuf.len());
         c.inbuf.drain(..used);
-        break next;
+        break responded.next;
     };
+    record.log(c, &vip);
     give_buffer(out);
     give_buffer(aux);
     c.vip = Some(vip);
@@ -518,22 +667,34 @@ pub(super) async fn serve(c: &mut Conn, state: &ArcSwap<crate::l7::proxy::Vip>, 
 }
 
 /// The head length of the complete request at the start of `c.inbuf`.
-fn head_len(c: &Conn) -> usize {
+fn head_len<S: ClientStream>(c: &Conn<S>) -> usize {
     let mut storage = head::storage();
     head::request(&c.inbuf, &mut storage, usize::MAX).ok().flatten().map_or(c.inbuf.len(), |r| r.len)
 }
 
+/// What the response phase did.
+struct Responded {
+    next: Next,
+    /// The status the client got (0: none reached it).
+    status: u16,
+    /// Bytes the client got.
+    bytes_out: u64,
+    /// The backend switched protocols: its connection, to be joined with the client's.
+    switched: Option<Upstream>,
+}
+
 /// The response phase: the backend's head through the filter to the client, then its body;
 /// the backend connection goes back to the free list when it can serve another request.
-async fn respond(
-    c: &mut Conn,
+async fn respond<S: ClientStream>(
+    c: &mut Conn<S>,
     vip: &Vip,
     plan: &Plan,
-    mut up: Upstream,
+    (mut up, key): (Upstream, upstream::Key),
     mut rbuf: Vec<u8>,
     (out, aux): (&mut Vec<u8>, &mut Vec<u8>),
     secs: u64,
-) -> Next {
+) -> Responded {
+    let closed = |status| Responded { next: Next::Close, status, bytes_out: 0, switched: None };
     let member = &vip.pool.members()[plan.member];
     let l7 = &vip.l7;
     aux.truncate(plan.host_len);
@@ -541,10 +702,10 @@ async fn respond(
     let (host, cookie) = aux.split_at(plan.host_len);
     let host = std::str::from_utf8(host).ok().filter(|h| !h.is_empty());
     out.clear();
-    let (framing, backend_close, head_len, dechunk, close) = {
+    let (framing, backend_close, head_len, dechunk, close, status) = {
         let mut storage = head::storage();
         let Ok(Some(resp)) = head::response(&rbuf, &mut storage, plan.is_head, MAX_RESPONSE_HEAD) else {
-            return Next::Close;
+            return closed(0);
         };
         let dechunk = resp.framing == Framing::Chunked && plan.minor == 0;
         let close = plan.client_close || resp.framing == Framing::UntilClose || dechunk;
@@ -558,10 +719,21 @@ async fn respond(
             dechunk,
             close,
             keep_alive_10,
+            https: c.tls.is_some(),
         };
         edit::response(out, &resp, &edits);
-        (resp.framing, resp.close, resp.len, dechunk, close)
+        (resp.framing, resp.close, resp.len, dechunk, close, resp.code)
     };
+    let head_out = out.len() as u64;
+    if status == 101 {
+        // What the backend sent after its head is already the new protocol's.
+        out.extend_from_slice(&rbuf[head_len..]);
+        give_buffer(rbuf);
+        let until = Instant::now() + Duration::from_millis(l7.response_timeout_ms);
+        let sent = matches!(within(&mut c.timer, until, write_out(&mut c.stream, out)).await, Some(Ok(())));
+        let bytes_out = out.len() as u64;
+        return Responded { next: Next::Close, status, bytes_out, switched: sent.then_some(up) };
+    }
     let timeout = Duration::from_millis(l7.response_timeout_ms);
     let body = &rbuf[head_len..];
     let relayed = match framing {
@@ -578,17 +750,18 @@ async fn respond(
         }
     };
     give_buffer(rbuf);
-    let Some(relayed) = relayed else { return Next::Close };
+    let Some(relayed) = relayed else { return closed(status) };
     if !out.is_empty()
-        && !matches!(within(&mut c.timer, Instant::now() + timeout, c.stream.write_all(out)).await, Some(Ok(())))
+        && !matches!(within(&mut c.timer, Instant::now() + timeout, write_out(&mut c.stream, out)).await, Some(Ok(())))
     {
-        return Next::Close;
+        return closed(status);
     }
     member.live.here().bytes.fetch_add(relayed.bytes, Relaxed);
     if relayed.reusable && !backend_close && framing != Framing::UntilClose {
-        upstream::put(member.addr, up.stream);
+        upstream::put(key, up.stream);
     }
-    if close { Next::Close } else { Next::Keep }
+    let next = if close { Next::Close } else { Next::Keep };
+    Responded { next, status, bytes_out: head_out + relayed.bytes, switched: None }
 }
 
 /// A response body relayed whole.
@@ -602,8 +775,8 @@ struct Relayed {
 /// Relays a `Content-Length` body of `n` bytes whose first bytes are `rbuf[start..]`, after the
 /// head in `out` (which is left holding what remains to write), through a pipe when
 /// `may_splice` and it is large; `None` if either side failed.
-async fn relay_length(
-    c: &mut Conn,
+async fn relay_length<S: ClientStream>(
+    c: &mut Conn<S>,
     (up, may_splice): (&mut TcpStream, bool),
     rbuf: &mut Vec<u8>,
     out: &mut Vec<u8>,
@@ -618,14 +791,15 @@ async fn relay_length(
         // The common case: head and body go out in one write, by the caller.
         return Some(Relayed { bytes: n, reusable });
     }
-    within(&mut c.timer, Instant::now() + timeout, c.stream.write_all(out)).await?.ok()?;
+    within(&mut c.timer, Instant::now() + timeout, write_out(&mut c.stream, out)).await?.ok()?;
     out.clear();
     let mut left = n - take as u64;
     if may_splice
         && left >= splice::MIN
+        && let Some(client) = c.stream.plain()
         && let Ok(mut pipe) = splice::Pipe::take()
     {
-        let moved = splice::relay(up, &c.stream, &mut pipe, left, &mut c.timer, timeout).await;
+        let moved = splice::relay(up, client, &mut pipe, left, &mut c.timer, timeout).await;
         pipe.give();
         return moved.ok().map(|()| Relayed { bytes: n, reusable });
     }
@@ -635,7 +809,7 @@ async fn relay_length(
         let got = within(&mut c.timer, Instant::now() + timeout, up.read_buf(rbuf)).await?.ok().filter(|&g| g > 0)?;
         let take = (got as u64).min(left) as usize;
         reusable &= got as u64 <= left;
-        within(&mut c.timer, Instant::now() + timeout, c.stream.write_all(&rbuf[..take])).await?.ok()?;
+        within(&mut c.timer, Instant::now() + timeout, write_out(&mut c.stream, &rbuf[..take])).await?.ok()?;
         left -= take as u64;
     }
     Some(Relayed { bytes: n, reusable })
@@ -643,8 +817,8 @@ async fn relay_length(
 
 /// Relays a chunked body (through `decoder`) or one that ends when the backend closes
 /// (`decoder` is `None`), starting at `rbuf[start..]`; `out` holds the head to write first.
-async fn relay_stream(
-    c: &mut Conn,
+async fn relay_stream<S: ClientStream>(
+    c: &mut Conn<S>,
     up: &mut TcpStream,
     rbuf: &mut Vec<u8>,
     out: &mut Vec<u8>,
@@ -660,7 +834,7 @@ async fn relay_stream(
             let fed = d.feed(pending, out);
             let Ok(used) = fed else {
                 // What was valid reaches the client; the connection then closes mid-body.
-                let _ = within(&mut c.timer, Instant::now() + timeout, c.stream.write_all(out)).await;
+                let _ = within(&mut c.timer, Instant::now() + timeout, write_out(&mut c.stream, out)).await;
                 return None;
             };
             reusable &= used == pending.len();
@@ -674,7 +848,7 @@ async fn relay_stream(
             return Some(Relayed { bytes, reusable });
         }
         if !out.is_empty() {
-            within(&mut c.timer, Instant::now() + timeout, c.stream.write_all(out)).await?.ok()?;
+            within(&mut c.timer, Instant::now() + timeout, write_out(&mut c.stream, out)).await?.ok()?;
             out.clear();
         }
         rbuf.clear();

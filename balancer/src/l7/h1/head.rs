@@ -100,6 +100,9 @@ pub struct Request<'b, 'h> {
     pub close: bool,
     /// `Expect: 100-continue`: the proxy answers it itself before it reads the body.
     pub expect_continue: bool,
+    /// The protocol an HTTP/1.1 request without a body asks to switch to (`Upgrade`, with
+    /// `upgrade` among its `Connection` tokens): WebSocket, mostly.
+    pub upgrade: Option<&'b [u8]>,
     /// Bytes of the head, through its empty line.
     pub len: usize,
 }
@@ -180,6 +183,7 @@ pub fn request<'b, 'h>(
     let mut chunked_last = false;
     let mut close = minor == 0;
     let mut expect_continue = false;
+    let (mut upgrade, mut upgrade_token) = (None, false);
     for h in headers {
         let name = h.name.as_bytes();
         let value = h.value.trim_ascii();
@@ -203,6 +207,9 @@ pub fn request<'b, 'h>(
             }
         } else if name.eq_ignore_ascii_case(b"connection") {
             close = closes(value, minor, close);
+            upgrade_token |= tokens(value).any(|t| t.eq_ignore_ascii_case(b"upgrade"));
+        } else if name.eq_ignore_ascii_case(b"upgrade") && !value.is_empty() {
+            upgrade = Some(value);
         } else if name.eq_ignore_ascii_case(b"expect") && value.eq_ignore_ascii_case(b"100-continue") {
             expect_continue = minor == 1;
         }
@@ -229,7 +236,10 @@ pub fn request<'b, 'h>(
             Some(n) => Framing::Length(n),
         }
     };
-    Ok(Some(Request { method, target, authority, minor, headers, host, framing, close, expect_continue, len }))
+    // An upgrade carries no body on the old protocol: WebSocket's handshake is a GET. One with
+    // a body (h2c's) is served as a plain request, its upgrade headers dropped.
+    let upgrade = upgrade.filter(|_| upgrade_token && minor == 1 && framing == Framing::None);
+    Ok(Some(Request { method, target, authority, minor, headers, host, framing, close, expect_continue, upgrade, len }))
 }
 
 /// The origin-form target and the authority of an absolute-form one (RFC 9112 §3.2).

@@ -13,18 +13,20 @@ pub mod edit;
 mod exchange;
 pub mod head;
 pub mod splice;
+mod tunnel;
 pub mod upstream;
 
 use std::{cell::RefCell, net::SocketAddr, pin::Pin, sync::Arc, time::Duration};
 
 use arc_swap::ArcSwap;
 use tokio::{
+    io::AsyncWriteExt as _,
     net::TcpStream,
     time::{Instant, Sleep},
 };
 use tracing::debug;
 
-use super::{proxy::Vip, server::VipLive};
+use super::{proxy::Vip, server::VipLive, stream::ClientStream, tls};
 
 /// Settings a VIP's connections read when they start.
 #[derive(Debug, Clone, Copy)]
@@ -45,14 +47,26 @@ enum Next {
     Close,
 }
 
+/// Who is at the other end of a client connection.
+pub struct Client {
+    /// The client's address: the socket's peer, or the source a PROXY header gave.
+    pub addr: SocketAddr,
+    /// The handshake, on a TLS VIP.
+    pub tls: Option<Box<tls::Session>>,
+    /// ALPN chose HTTP/2.
+    pub h2: bool,
+}
+
 /// One client connection.
-struct Conn {
-    stream: TcpStream,
+struct Conn<S> {
+    stream: S,
     peer: SocketAddr,
     /// The client's address as `X-Forwarded-For` writes it.
     client_ip: String,
     /// Hash mode's key for this client.
     client_key: u64,
+    /// The handshake, on a TLS VIP (`X-Forwarded-Proto`, the access log).
+    tls: Option<Box<tls::Session>>,
     /// What the client sent that has not been consumed: the head being served (kept until its
     /// response arrives, so a retry needs no copy), its body, pipelined requests.
     inbuf: Vec<u8>,
@@ -62,6 +76,13 @@ struct Conn {
     /// The connection's one timer.
     timer: Pin<Box<Sleep>>,
     limits: Limits,
+}
+
+/// Writes `bytes` to the client and pushes them out (TLS keeps records it could not send
+/// until flushed).
+async fn write_out<S: ClientStream>(stream: &mut S, bytes: &[u8]) -> std::io::Result<()> {
+    stream.write_all(bytes).await?;
+    stream.flush().await
 }
 
 /// Waits for `f` until `until` on `timer`; `None` if the time ran out first.
@@ -148,95 +169,120 @@ enum Woke {
 ///
 /// Not an `async fn`: the arguments go into the connection's state here, so the task does not
 /// also keep them in slots of its own for its whole life.
-pub fn serve(
-    stream: TcpStream,
-    peer: SocketAddr,
+pub fn serve<S: ClientStream>(
+    stream: S,
+    client: Client,
     state: Arc<ArcSwap<Vip>>,
     limits: Limits,
     live: &VipLive,
     shutdown: tokio::sync::watch::Receiver<bool>,
-) -> impl Future<Output = ()> + '_ {
+) -> impl Future<Output = Option<S>> + '_ {
+    let h2 = client.h2;
     let c = Conn {
         stream,
-        peer,
-        client_ip: peer.ip().to_string(),
-        client_key: super::session::client_key(peer.ip()),
+        peer: client.addr,
+        client_ip: client.addr.ip().to_string(),
+        client_key: super::session::client_key(client.addr.ip()),
+        tls: client.tls,
         inbuf: Vec::new(),
         vip: None,
         timer: Box::pin(tokio::time::sleep(limits.header_timeout)),
         limits,
     };
-    run(c, state, live, shutdown)
+    run(c, h2, state, live, shutdown)
 }
 
-async fn run(mut c: Conn, state: Arc<ArcSwap<Vip>>, live: &VipLive, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+/// Serves the connection; gives its stream back when it ended on HTTP/1 (for TLS's
+/// `close_notify`), `None` when it was handed to HTTP/2 or never spoke.
+async fn run<S: ClientStream>(
+    mut c: Conn<S>,
+    h2: bool,
+    state: Arc<ArcSwap<Vip>>,
+    live: &VipLive,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) -> Option<S> {
     use std::sync::atomic::Ordering::Relaxed;
     let until = Instant::now() + c.limits.header_timeout;
     // Not cut short by a stop: a client the daemon accepted has sent, or is sending, a request
     // that deserves its answer (it cannot know a restart began). Bounded by the head timeout.
-    let protocol = Box::pin(sniff(&c.stream, &mut c.timer, until)).await;
+    // Over TLS, ALPN has said which protocol comes.
+    let protocol = match c.stream.plain() {
+        _ if h2 => Protocol::Http2,
+        Some(tcp) => Box::pin(sniff(tcp, &mut c.timer, until)).await,
+        None => Protocol::Http1,
+    };
     match protocol {
         Protocol::Silent => {
             live.head_timeouts.fetch_add(1, Relaxed);
             debug!(peer = %c.peer, "closed: no request within the header timeout");
-            return;
+            return None;
         }
         // Boxed, as the exchange below: hyper's connection state is larger still.
         Protocol::Http2 => {
-            return Box::pin(super::proxy::serve_h2(c.stream, c.peer, state, c.limits, shutdown)).await;
+            let (stream, peer, secure, limits) = (c.stream, c.peer, c.tls.is_some(), c.limits);
+            Box::pin(super::proxy::serve_h2(stream, peer, secure, state, limits, shutdown)).await;
+            return None;
         }
         Protocol::Http1 => {}
     }
-    c.inbuf = take_buffer();
-    // Until its first request is served, a connection waits for it even when a stop begins;
-    // after that, a stop closes it between requests.
-    let mut served = false;
-    loop {
-        if c.inbuf.is_empty() {
-            // Idle between requests: no buffer held, and no future but the stop signal's.
-            give_buffer(std::mem::take(&mut c.inbuf));
-            if served && *shutdown.borrow() {
-                return;
-            }
-            c.timer.as_mut().reset(Instant::now() + c.limits.header_timeout);
-            let woke = {
-                let changed = shutdown.changed();
-                tokio::pin!(changed);
-                std::future::poll_fn(|cx| {
-                    use std::task::Poll;
-                    if c.stream.poll_read_ready(cx).is_ready() {
-                        return Poll::Ready(Woke::Readable);
-                    }
-                    if served && changed.as_mut().poll(cx).is_ready() {
-                        return Poll::Ready(Woke::Stop);
-                    }
-                    if c.timer.as_mut().poll(cx).is_ready() {
-                        return Poll::Ready(Woke::Idle);
-                    }
-                    Poll::Pending
-                })
-                .await
-            };
-            match woke {
-                Woke::Readable => {}
-                Woke::Idle => {
-                    debug!(peer = %c.peer, "closed: idle for the keep-alive time");
-                    return;
+    'serve: {
+        c.inbuf = take_buffer();
+        // Until its first request is served, a connection waits for it even when a stop begins;
+        // after that, a stop closes it between requests.
+        let mut served = false;
+        loop {
+            if c.inbuf.is_empty() {
+                // Idle between requests: no buffer held, and no future but the stop signal's.
+                give_buffer(std::mem::take(&mut c.inbuf));
+                if served && *shutdown.borrow() {
+                    break 'serve;
                 }
-                Woke::Stop => return,
+                c.timer.as_mut().reset(Instant::now() + c.limits.header_timeout);
+                let woke = {
+                    let changed = shutdown.changed();
+                    tokio::pin!(changed);
+                    std::future::poll_fn(|cx| {
+                        use std::task::Poll;
+                        if c.stream.poll_idle(cx).is_ready() {
+                            return Poll::Ready(Woke::Readable);
+                        }
+                        if served && changed.as_mut().poll(cx).is_ready() {
+                            return Poll::Ready(Woke::Stop);
+                        }
+                        if c.timer.as_mut().poll(cx).is_ready() {
+                            return Poll::Ready(Woke::Idle);
+                        }
+                        Poll::Pending
+                    })
+                    .await
+                };
+                match woke {
+                    Woke::Readable => {}
+                    Woke::Idle if !served => {
+                        live.head_timeouts.fetch_add(1, Relaxed);
+                        debug!(peer = %c.peer, "closed: no request within the header timeout");
+                        break 'serve;
+                    }
+                    Woke::Idle => {
+                        debug!(peer = %c.peer, "closed: idle for the keep-alive time");
+                        break 'serve;
+                    }
+                    Woke::Stop => break 'serve,
+                }
+                c.inbuf = take_buffer();
             }
-            c.inbuf = take_buffer();
-        }
-        // Boxed: the exchange's state is large, and an idle connection's task then holds only
-        // the connection's own.
-        let next = Box::pin(exchange::serve(&mut c, &state, live)).await;
-        served = true;
-        match next {
-            Next::Keep if !*shutdown.borrow() => {}
-            Next::Keep | Next::Close => break,
+            // Boxed: the exchange's state is large, and an idle connection's task then holds only
+            // the connection's own.
+            let next = Box::pin(exchange::serve(&mut c, &state, live)).await;
+            served = true;
+            match next {
+                Next::Keep if !*shutdown.borrow() => {}
+                Next::Keep | Next::Close => break 'serve,
+            }
         }
     }
     give_buffer(std::mem::take(&mut c.inbuf));
+    Some(c.stream)
 }
 
 #[cfg(test)]
@@ -264,12 +310,14 @@ mod tests {
             signer: None,
             client,
             targets: vec![],
+            tls: None,
         };
         let state = std::sync::Arc::new(arc_swap::ArcSwap::from_pointee(vip));
         let live = super::VipLive::default();
         let (_stop, shutdown) = tokio::sync::watch::channel(false);
         let limits = super::Limits { header_timeout: std::time::Duration::from_secs(1), max_head: 1000 };
-        let task = super::serve(stream, addr, state, limits, &live, shutdown);
+        let client = super::Client { addr, tls: None, h2: false };
+        let task = super::serve(stream, client, state, limits, &live, shutdown);
         let size = std::mem::size_of_val(&task);
         assert!(size <= 640, "a connection's task is {size} bytes");
     }

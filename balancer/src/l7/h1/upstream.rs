@@ -25,8 +25,18 @@ struct Idle {
     since: Instant,
 }
 
+/// What an idle connection may serve: requests to its backend, and, when it started with a
+/// PROXY header naming one client, that client's only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Key {
+    /// The backend.
+    pub backend: SocketAddr,
+    /// The client its PROXY header named.
+    pub client: Option<SocketAddr>,
+}
+
 thread_local! {
-    static IDLE: RefCell<HashMap<SocketAddr, Vec<Idle>>> = RefCell::new(HashMap::new());
+    static IDLE: RefCell<HashMap<Key, Vec<Idle>>> = RefCell::new(HashMap::new());
 }
 
 /// A backend connection of this worker.
@@ -41,7 +51,7 @@ pub struct Upstream {
 
 /// An idle connection to `addr`, the most recently used first (its caches are warm), or
 /// `None`. Connections that the backend closed, or that sat idle too long, are dropped.
-pub fn take(addr: SocketAddr) -> Option<Upstream> {
+pub fn take(addr: Key) -> Option<Upstream> {
     IDLE.with_borrow_mut(|idle| {
         let list = idle.get_mut(&addr)?;
         while let Some(c) = list.pop() {
@@ -63,7 +73,7 @@ pub fn take(addr: SocketAddr) -> Option<Upstream> {
 }
 
 /// Gives `stream`, which has just completed an exchange, back to this worker's list for `addr`.
-pub fn put(addr: SocketAddr, stream: TcpStream) {
+pub fn put(addr: Key, stream: TcpStream) {
     IDLE.with_borrow_mut(|idle| {
         let list = idle.entry(addr).or_default();
         if list.len() < MAX_IDLE {
@@ -88,15 +98,20 @@ pub fn idle_count() -> usize {
     IDLE.with_borrow(|idle| idle.values().map(Vec::len).sum())
 }
 
-/// A new connection to `addr` within `timeout`.
+/// A new connection to `addr` within `timeout`, started with `proxy` (a PROXY header) if
+/// given.
 ///
 /// # Errors
 /// The connection was refused, failed, or timed out.
-pub async fn connect(addr: SocketAddr, timeout: Duration) -> std::io::Result<Upstream> {
-    let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
-        .await
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
+pub async fn connect(addr: SocketAddr, timeout: Duration, proxy: Option<&[u8]>) -> std::io::Result<Upstream> {
+    let timed_out = || std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out");
+    let until = tokio::time::Instant::now() + timeout;
+    let mut stream = tokio::time::timeout_at(until, TcpStream::connect(addr)).await.map_err(|_| timed_out())??;
     // Requests are written whole; Nagle would only delay the last segment of a large one.
     stream.set_nodelay(true)?;
+    if let Some(header) = proxy {
+        use tokio::io::AsyncWriteExt as _;
+        tokio::time::timeout_at(until, stream.write_all(header)).await.map_err(|_| timed_out())??;
+    }
     Ok(Upstream { stream, reused: false })
 }
