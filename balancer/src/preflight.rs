@@ -98,14 +98,19 @@ pub fn check(config: &Config, daemon_running: bool) -> Vec<Problem> {
         }
     }
     // Each VIP on its own, so one bad VIP does not hide the next.
+    if let Some(log) = &config.access_log
+        && let Err(e) = crate::l7::access_log::check(log)
+    {
+        problems.push(L7Error::AccessLog(e).into());
+    }
     for vip in config.vips.iter().filter(|v| v.l7.is_some()) {
-        let one = Config { vips: vec![vip.clone()], ..config.clone() };
+        let one = Config { vips: vec![vip.clone()], access_log: None, ..config.clone() };
         match server::Runtime::default().prepare(&one) {
             // The descriptor budget is counted over all VIPs above.
             Err(L7Error::Listen { source, .. }) if !taken_by_us(&source) => {
                 problems.push(L7Error::Listen { source, vip: *vip.address.get_ref() }.into());
             }
-            Err(e @ L7Error::Key { .. }) => problems.push(e.into()),
+            Err(e @ (L7Error::Key { .. } | L7Error::Tls { .. })) => problems.push(e.into()),
             _ => {}
         }
     }

@@ -151,7 +151,7 @@ class H(http.server.BaseHTTPRequestHandler):
         if self.path.startswith("/slow"):
             time.sleep(1.5)
         cookie = self.headers.get("Cookie") or ""
-        body = f"{name} cookie={cookie} xff={self.headers.get('X-Forwarded-For', '')} host={self.headers.get('Host', '')}\n".encode()
+        body = f"{name} cookie={cookie} xff={self.headers.get('X-Forwarded-For', '')} host={self.headers.get('Host', '')} proto={self.headers.get('X-Forwarded-Proto', '')}\n".encode()
         self.send_response(200)
         if "JSESSIONID=" not in cookie and route != "-":
             self.send_header("Set-Cookie", f"JSESSIONID={secrets.token_hex(8)}.{route}; Path=/")

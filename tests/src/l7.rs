@@ -22,6 +22,8 @@ pub struct Setup {
     pub daemon: Daemon,
     /// The insert-mode key file.
     pub key: PathBuf,
+    /// The configuration it runs (without the harness's header).
+    pub config: String,
 }
 
 impl Drop for Setup {
@@ -38,6 +40,12 @@ pub fn setup(l7: &str) -> Setup {
 
 /// As `setup`, with `be3_extra` as be3's last line instead of its distance.
 pub fn setup_with(l7: &str, be3_extra: &str) -> Setup {
+    setup_on(80, l7, "", be3_extra)
+}
+
+/// As `setup_with`, the VIP on `port`, with `vip_extra` (TOML tables of the VIP such as
+/// `[vip.tls]`) after its `[vip.l7]` lines.
+pub fn setup_on(port: u16, l7: &str, vip_extra: &str, be3_extra: &str) -> Setup {
     let lan = Lan::new(&["client", "lb", "be1", "be2", "be3"]);
     let apps = (2..5)
         .map(|h| Some(AppServer::start(&lan.hosts[h], &format!("be{}", h - 1), &format!("r{}", h - 1), 8080)))
@@ -48,14 +56,14 @@ pub fn setup_with(l7: &str, be3_extra: &str) -> Setup {
     std::fs::write(&key, "k3y-for-the-l7-tests-0123456789").unwrap();
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
     let config = format!(
-        "interfaces = [\"eth0\"]\n[[vip]]\naddress = \"{VIP}:80\"\n[vip.l7]\nkey_file = \"{}\"\n{l7}\n\
+        "interfaces = [\"eth0\"]\n[[vip]]\naddress = \"{VIP}:{port}\"\n[vip.l7]\nkey_file = \"{}\"\n{l7}\n{vip_extra}\n\
          [[vip.backend]]\naddress = \"198.18.0.3\"\nport = 8080\nroute = \"r1\"\ndomain = \"d1\"\n\
          [[vip.backend]]\naddress = \"198.18.0.4\"\nport = 8080\nroute = \"r2\"\ndomain = \"d1\"\n\
          [[vip.backend]]\naddress = \"198.18.0.5\"\nport = 8080\nroute = \"r3\"\ndomain = \"d2\"\n{be3_extra}\n",
         key.display()
     );
     let daemon = Daemon::start(&lan.hosts[1].ns, &config, "info");
-    Setup { lan, apps, daemon, key }
+    Setup { lan, apps, daemon, key, config }
 }
 
 /// A client with its own cookie jar.

@@ -17,6 +17,7 @@ pub mod l7;
 pub mod netns;
 pub mod packet;
 pub mod soak;
+pub mod tls;
 pub mod xdp;
 
 /// Whether this process can do what the integration tests need (load BPF, make namespaces).

@@ -199,7 +199,8 @@ impl Workers {
 }
 
 impl Runtime {
-    /// Reads the key files and binds the new listeners `config` needs, changing nothing.
+    /// Reads the key files, certificates and the access log's file, and binds the new
+    /// listeners `config` needs, changing nothing.
     pub fn prepare(&self, config: &Config) -> Result<Prepared, L7Error> {
         let mut prepared = Prepared {
             signers: HashMap::new(),
@@ -219,11 +220,6 @@ impl Runtime {
             let h2 = l7.send_proxy.is_none() && v.backends.iter().all(|b| b.send_proxy.is_none());
             let certs = Certs::load(tls, h2, now).map_err(|source| L7Error::Tls { vip, source })?;
             prepared.tls.insert(vip, certs);
-            if let Some(port) = tls.redirect_http
-                && self.redirects.get(&vip).is_none_or(|(p, _)| *p != port)
-            {
-                prepared.redirects.insert(vip, (port, bind(redirect::address(vip, port))?));
-            }
         }
         for v in &config.vips {
             let Some(l7) = &v.l7 else { continue };
@@ -239,6 +235,14 @@ impl Runtime {
                     None => bind(vip)?,
                 };
                 prepared.listeners.insert(vip, socket);
+            }
+        }
+        for v in config.vips.iter().filter(|v| v.l7.is_some()) {
+            let vip = *v.address.get_ref();
+            if let Some(port) = v.tls.as_ref().and_then(|t| t.redirect_http)
+                && self.redirects.get(&vip).is_none_or(|(p, _)| *p != port)
+            {
+                prepared.redirects.insert(vip, (port, bind(redirect::address(vip, port))?));
             }
         }
         Ok(prepared)
