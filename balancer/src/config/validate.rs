@@ -356,9 +356,27 @@ mod tests {
             ("demo.toml", include_str!("../../../examples/demo.toml")),
             ("ipip.toml", include_str!("../../../examples/ipip.toml")),
             ("l7.toml", include_str!("../../../examples/l7.toml")),
+            ("l7-tls.toml", include_str!("../../../examples/l7-tls.toml")),
         ] {
             Config::parse(text, Path::new(name)).unwrap_or_else(|e| panic!("{e}"));
         }
+    }
+
+    #[test]
+    fn tls_needs_an_l7_vip_a_certificate_and_its_own_redirect_port() {
+        let base = "interfaces = [\"eth0\"]\n[[vip]]\naddress = \"10.0.0.1:443\"\n";
+        let cert = "[[vip.tls.certificate]]\ncert = \"a.pem\"\nkey = \"a.key\"\n";
+        let e = err(&format!("{base}[vip.tls]\n{cert}"));
+        assert!(e.contains("vip[0].tls: TLS is terminated by the L7 proxy"), "{e}");
+        let l7 = "[vip.l7]\nsticky = \"hash\"\n";
+        let e = err(&format!("{base}{l7}[vip.tls]\ncertificate = []\n"));
+        assert!(e.contains("vip[0].tls.certificate: name at least one"), "{e}");
+        let e = err(&format!("{base}{l7}[vip.tls]\nredirect_http = 443\n{cert}"));
+        assert!(e.contains("vip[0].tls.redirect_http"), "{e}");
+        let e = err(&format!("{base}{l7}[vip.tls]\nmin_version = \"1.1\"\n{cert}"));
+        assert!(e.contains("1.2") && e.contains("1.3"), "{e}");
+        let e = err(&format!("{base}{l7}send_proxy = \"v3\"\n"));
+        assert!(e.contains("v1") && e.contains("v2"), "{e}");
     }
 
     #[test]
