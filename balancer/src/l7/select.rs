@@ -221,7 +221,7 @@ impl Pool {
                 .map(|t| t.slots().to_vec())
             })
             .flatten();
-        let rr = (0..SHARDS).map(|_| Rotation::new(members.len())).collect();
+        let rr = (0..SHARDS).map(|k| Rotation::new(members.len(), k)).collect();
         Self { members, method, nofailover, rr, table }
     }
 
@@ -382,9 +382,14 @@ impl Pool {
 struct Rotation(Box<[AtomicI64]>);
 
 impl Rotation {
-    fn new(members: usize) -> Self {
+    /// Shard `k`'s credits: in worker `k`'s shard member `k` (of `members`) starts one credit
+    /// ahead, so each worker's first new session goes to another backend (all starting level,
+    /// every worker's first sessions went to the first backend). The head start never changes
+    /// the shares. Worker 0's shard and the shard of other threads start level.
+    fn new(members: usize, k: usize) -> Self {
         // At least a cache line's worth, so two shards' credits never share one.
-        Self((0..members.max(16)).map(|_| AtomicI64::new(0)).collect())
+        let ahead = (k < SHARDS - 1).then(|| k % members.max(1));
+        Self((0..members.max(16)).map(|i| AtomicI64::new(i64::from(ahead == Some(i)))).collect())
     }
 }
 
@@ -411,6 +416,38 @@ mod tests {
     }
 
     /// Issue 10, defect 7: a backend whose check passed again waited out the whole window.
+    /// Found while writing the demo: two clients whose connections went to different workers
+    /// both got the first backend, because every worker's rotation started level.
+    #[test]
+    fn each_workers_first_new_session_goes_to_another_backend() {
+        let pool =
+            Pool::new(vec![m(1, "r1", 100), m(2, "r2", 100), m(3, "r3", 100)], LbMethod::Byrequests, false, false);
+        let first: Vec<usize> = (0..3)
+            .map(|w| {
+                std::thread::scope(|s| {
+                    s.spawn(|| {
+                        set_worker(w);
+                        pool.choose(None, None, &[], 0).unwrap().index()
+                    })
+                    .join()
+                    .unwrap()
+                })
+            })
+            .collect();
+        assert_eq!(first, vec![0, 1, 2]);
+        // And each worker's shares stay exact.
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                set_worker(1);
+                let mut n = [0; 3];
+                for _ in 0..299 {
+                    n[pool.choose(None, None, &[], 0).unwrap().index()] += 1;
+                }
+                assert!(n.iter().all(|c| (99..=100).contains(c)), "{n:?}");
+            });
+        });
+    }
+
     #[test]
     fn an_active_check_that_passes_after_a_failure_ends_the_retry_window() {
         let passed = Arc::new(AtomicU64::new(0));
