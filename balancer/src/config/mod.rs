@@ -233,6 +233,11 @@ pub struct Tls {
     /// A cleartext port on the same address that answers every request with a 301 to the
     /// same path over HTTPS (`redirect scheme https` in HAProxy).
     pub redirect_http: Option<u16>,
+    /// Let returning clients resume their session (a cache of 20,000 sessions per VIP, and TLS
+    /// 1.3 tickets that name them) instead of a full handshake. Default true; false is
+    /// HAProxy's `no-tls-tickets` with `tune.ssl.cachesize 0`.
+    #[serde(default = "yes")]
+    pub session_resumption: bool,
 }
 
 /// One certificate of a TLS VIP.

@@ -121,6 +121,9 @@ pub const H2: &[u8] = b"h2";
 /// HTTP/1.1's ALPN name.
 pub const HTTP11: &[u8] = b"http/1.1";
 
+/// Sessions a VIP keeps for resumption (HAProxy's `tune.ssl.cachesize` default).
+const SESSIONS: usize = 20_000;
+
 impl Certs {
     /// Reads and checks every certificate and key of `tls` (at `now`, seconds since the epoch).
     /// `h2` off keeps ALPN to HTTP/1.1 whatever `tls.h2` says (backends that get a PROXY
@@ -147,6 +150,12 @@ impl Certs {
             .map_err(|e| TlsError::Settings(e.to_string()))?
             .with_no_client_auth()
             .with_cert_resolver(Arc::new(resolver));
+        if tls.session_resumption {
+            config.session_storage = rustls::server::ServerSessionMemoryCache::new(SESSIONS);
+        } else {
+            config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+            config.send_tls13_tickets = 0;
+        }
         config.alpn_protocols = if tls.h2 && h2 { vec![H2.to_vec(), HTTP11.to_vec()] } else { vec![HTTP11.to_vec()] };
         Ok(Self { config: Arc::new(config), info })
     }

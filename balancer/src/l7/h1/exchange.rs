@@ -377,8 +377,8 @@ fn cookie_line(vip: &Vip, member: usize, set: SetCookie, secs: u64, line: &mut V
 
 /// What the access log needs of one exchange, gathered as it goes.
 struct Record {
-    start: std::time::Instant,
-    time: SystemTime,
+    /// When the exchange began, when the access log is on (the clock is read only then).
+    start: Option<(std::time::Instant, SystemTime)>,
     line: Option<Line>,
     status: u16,
     bytes_in: u64,
@@ -394,8 +394,7 @@ struct Record {
 impl Record {
     fn new() -> Self {
         Self {
-            start: std::time::Instant::now(),
-            time: SystemTime::now(),
+            start: access_log::enabled().then(|| (std::time::Instant::now(), SystemTime::now())),
             line: None,
             status: 0,
             bytes_in: 0,
@@ -411,10 +410,10 @@ impl Record {
 
     /// Writes the line, if the access log is on and the request was read.
     fn log<S: ClientStream>(self, c: &Conn<S>, vip: &Vip) {
-        let Some((method, target)) = self.line else { return };
+        let (Some((method, target)), Some((start, time))) = (self.line, self.start) else { return };
         let member = self.member.map(|i| &vip.pool.members()[i]);
         access_log::log(Entry {
-            time: self.time,
+            time,
             client: c.peer,
             vip: vip.address,
             method,
@@ -429,7 +428,7 @@ impl Record {
             retries: self.retries,
             connect_us: self.connect_us,
             first_byte_us: self.first_byte_us,
-            total_us: self.start.elapsed().as_micros() as u64,
+            total_us: start.elapsed().as_micros() as u64,
             tls: c.tls.as_ref().map(|t| t.version),
             sni: c.tls.as_ref().and_then(|t| t.sni.clone()),
         });
@@ -522,7 +521,7 @@ pub(super) async fn serve<S: ClientStream>(
         let outcome = loop {
             out.truncate(head_out);
             let pooled = if reuse { upstream::take(key) } else { None };
-            let connecting = std::time::Instant::now();
+            let connecting = record.start.map(|_| std::time::Instant::now());
             let mut up = if let Some(u) = pooled {
                 u
             } else {
@@ -536,7 +535,7 @@ pub(super) async fn serve<S: ClientStream>(
                     Err(e) => break Err(Failure::Connect(e)),
                 }
             };
-            record.connect_us = Some(connecting.elapsed().as_micros() as u64);
+            record.connect_us = connecting.map(|t| t.elapsed().as_micros() as u64);
             live.here().inflight.fetch_add(1, Relaxed);
             live.here().requests.fetch_add(1, Relaxed);
             let sent_at = std::time::Instant::now();
@@ -573,7 +572,7 @@ pub(super) async fn serve<S: ClientStream>(
                     reuse = false;
                 }
                 Ok(consumed) => {
-                    record.first_byte_us = Some(sent_at.elapsed().as_micros() as u64);
+                    record.first_byte_us = record.start.map(|_| sent_at.elapsed().as_micros() as u64);
                     break Ok((up, consumed));
                 }
                 Err(f) => break Err(f),

@@ -21,6 +21,7 @@
 //! counted at the backends' interfaces, and `wrk` through the VIP.
 
 mod e2e;
+mod edge;
 mod l7;
 mod memory;
 mod profile;
@@ -174,8 +175,8 @@ fn main() {
     let n: usize = std::env::var("BENCH_PACKETS").ok().and_then(|v| v.parse().ok()).unwrap_or(100_000);
     let mut report = String::new();
     let mut targets = Targets::default();
-    // `BENCH_PARTS=13` runs parts 1 and 3 only (all four by default).
-    let parts = std::env::var("BENCH_PARTS").unwrap_or_else(|_| "1234".into());
+    // `BENCH_PARTS=13` runs parts 1 and 3 only (all five by default).
+    let parts = std::env::var("BENCH_PARTS").unwrap_or_else(|_| "12345".into());
     if parts.contains('1') {
         xdp::part1(n, &mut report, &mut targets);
     }
@@ -187,6 +188,9 @@ fn main() {
     }
     if parts.contains('4') {
         memory::part4(&mut report, &mut targets);
+    }
+    if parts.contains('5') {
+        edge::part5(&mut report, &mut targets);
     }
     let report = format!("### Summary: every target\n\n{}\n{report}", targets.table());
     print!("{report}");
