@@ -43,6 +43,8 @@ fn main() {
     lan.accept_xdp_frames_from(1);
     std::fs::write(KEY, "demo-only-cookie-key-0123456789abcdef").expect("write the cookie key");
     std::fs::set_permissions(KEY, std::os::unix::fs::PermissionsExt::from_mode(0o600)).expect("chmod the key");
+    let pki = balancer_tests::tls::Pki::new("balancer-demo");
+    pki.leaf("shop", &["shop.example"], (-1, 90));
     if INTERRUPTED.load(Ordering::SeqCst) {
         return;
     }
@@ -138,10 +140,45 @@ fn main() {
     }
     println!("   (each keeps the backend its first response's signed BALANCERID cookie names)");
 
+    println!("\n== The same over HTTPS, https://shop.example/ on {L7_VIP}:443 (curl --http2, the demo's CA):");
+    let jar = "/tmp/balancer-demo-tls.jar";
+    let _ = std::fs::remove_file(jar);
+    let resolve = format!("shop.example:443:{L7_VIP}");
+    let ca = pki.ca_file.to_str().unwrap_or_default();
+    let mut lines = Vec::new();
+    for _ in 0..4 {
+        let out = lan.hosts[0].ns.output(&[
+            "curl",
+            "-s",
+            "--max-time",
+            "3",
+            "--http2",
+            "--cacert",
+            ca,
+            "--resolve",
+            &resolve,
+            "-c",
+            jar,
+            "-b",
+            jar,
+            "-w",
+            " (%{http_version}, %{scheme})",
+            "https://shop.example/",
+        ]);
+        lines.push(String::from_utf8_lossy(&out.stdout).trim().replace('\n', " "));
+    }
+    println!("   {}", lines.join(" | "));
+    let _ = std::fs::remove_file(jar);
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    let log = std::fs::read_to_string("/tmp/balancer-demo-access.log").unwrap_or_default();
+    println!("\n== The access log's last line (HTTP/1.1 requests; examples/demo.toml [access_log]):");
+    println!("   {}", log.lines().last().unwrap_or("(empty)"));
+
     println!("\n== `balancer status`:\n");
     print!("{}", String::from_utf8_lossy(&daemon.ctl(lb, &["status"]).stdout));
 
     daemon.proc.stop();
     let _ = std::fs::remove_file(KEY);
+    let _ = std::fs::remove_file("/tmp/balancer-demo-access.log");
     println!("\n== Done: stopping the daemon, removing its pinned program and maps, and the namespaces.");
 }
