@@ -301,6 +301,21 @@ fn a_backend_that_asks_gets_a_proxy_header_naming_the_client_before_the_request(
     assert_eq!(&fields[..4], ["PROXY", "TCP4", "198.18.0.1", VIP], "{line}");
     assert!(fields[4].parse::<u16>().unwrap() > 1024 && fields[5] == "81", "{line}");
     assert!(request.starts_with("GET /who?secret=1 HTTP/1.1\r\n"), "{request}");
+    // HTTP/2 would reach this backend without the header it needs: its preface is refused.
+    let h2c = r.lan.hosts[0].ns.output(&[
+        "curl",
+        "-s",
+        "--max-time",
+        "3",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "--http2-prior-knowledge",
+        &format!("http://{VIP}:81/"),
+    ]);
+    assert_ne!(String::from_utf8_lossy(&h2c.stdout), "200", "no HTTP/2 where backends get a PROXY header");
+    assert!(r.recorder.take().is_empty(), "nothing reached the backend without its header");
 }
 
 #[test]
@@ -309,8 +324,11 @@ fn the_access_log_writes_one_line_per_request_and_reopens_on_sigusr1() {
     let r = rig("", "combined");
     let answers = r.lan.hosts[0].ns.in_thread(|| (0..3).map(|_| exchange(80, GET)).collect::<Vec<_>>());
     assert!(answers.iter().all(|a| a.starts_with("HTTP/1.1 200")), "{answers:?}");
-    let lines = log_lines(&r.log, 3);
-    assert_eq!(lines.len(), 3, "{lines:?}");
+    let bad = r.lan.hosts[0].ns.in_thread(|| exchange(80, b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"));
+    assert!(bad.starts_with("HTTP/1.1 400"), "{bad}");
+    let lines = log_lines(&r.log, 4);
+    assert_eq!(lines.len(), 4, "{lines:?}");
+    assert!(lines[3].contains("\"- <BADREQ> HTTP/1.1\" 400 ") && lines[3].contains(" backend=- "), "{}", lines[3]);
     let line = &lines[0];
     assert!(line.starts_with("198.18.0.1 - - ["), "{line}");
     assert!(line.contains("] \"GET /who HTTP/1.1\" 200 "), "the query is left out by default: {line}");
@@ -334,9 +352,9 @@ fn the_access_log_writes_one_line_per_request_and_reopens_on_sigusr1() {
     let _ = r.lan.hosts[0].ns.in_thread(|| exchange(80, GET));
     let fresh = log_lines(&r.log, 1);
     assert_eq!(fresh.len(), 1, "a new file after SIGUSR1: {fresh:?}");
-    assert_eq!(log_lines(&rotated, 3).len(), 3, "the rotated file keeps its lines");
+    assert_eq!(log_lines(&rotated, 4).len(), 4, "the rotated file keeps its lines");
     let out = r.daemon.ctl(&r.lan.hosts[1].ns, &["--json", "status"]);
     let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(status["access_log"][0], 4, "{status}");
+    assert_eq!(status["access_log"][0], 5, "{status}");
     assert_eq!(status["access_log"][1], 0, "{status}");
 }

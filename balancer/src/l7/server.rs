@@ -615,9 +615,9 @@ async fn connection(
 /// Reads the PROXY header where the VIP expects one, completes the TLS handshake on a TLS VIP,
 /// and serves the connection's requests.
 async fn serve_client(stream: tokio::net::TcpStream, peer: SocketAddr, shared: &Shared) {
-    let (accept_proxy, tls) = {
+    let (accept_proxy, tls, h2c) = {
         let vip = shared.state.load();
-        (vip.l7.accept_proxy, vip.tls.clone())
+        (vip.l7.accept_proxy, vip.tls.clone(), vip.pool.members().iter().all(|m| m.send_proxy.is_none()))
     };
     let limits = h1::Limits { header_timeout: shared.limits.header_timeout, max_head: shared.limits.max_head };
     let mut addr = peer;
@@ -636,7 +636,7 @@ async fn serve_client(stream: tokio::net::TcpStream, peer: SocketAddr, shared: &
     let (state, shutdown) = (shared.state.clone(), shared.shutdown.clone());
     match tls {
         None => {
-            let client = h1::Client { addr, tls: None, h2: false };
+            let client = h1::Client { addr, tls: None, h2: false, h2c };
             drop(h1::serve(stream, client, state, limits, &shared.live, shutdown).await);
         }
         Some(config) => Box::pin(serve_tls(stream, addr, config, shared, limits)).await,
@@ -668,7 +668,7 @@ async fn serve_tls(
     let conn = stream.get_ref().1;
     live.tls.done(conn);
     let h2 = conn.alpn_protocol() == Some(tls::H2);
-    let client = h1::Client { addr, tls: Some(Box::new(tls::Session::of(conn))), h2 };
+    let client = h1::Client { addr, tls: Some(Box::new(tls::Session::of(conn))), h2, h2c: false };
     let served = h1::serve(stream, client, shared.state.clone(), limits, live, shared.shutdown.clone()).await;
     if let Some(mut stream) = served {
         // TLS ends with close_notify, so the client can tell the end from a cut.

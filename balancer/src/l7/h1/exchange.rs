@@ -477,6 +477,12 @@ pub(super) async fn serve<S: ClientStream>(
             }
             Planned::Refused(refusal) => {
                 debug!(peer = %c.peer, ?refusal, "request refused");
+                if record.start.is_some() {
+                    // Not a request that can be named: logged as HAProxy logs a bad one.
+                    record.line = Some(("-".into(), "<BADREQ>".into()));
+                    (record.status, record.bytes_out) =
+                        (status_of(refusal.response()), refusal.response().len() as u64);
+                }
                 let _ = within(&mut c.timer, head_by, write_out(&mut c.stream, refusal.response())).await;
                 break Next::Close;
             }

@@ -55,6 +55,9 @@ pub struct Client {
     pub tls: Option<Box<tls::Session>>,
     /// ALPN chose HTTP/2.
     pub h2: bool,
+    /// HTTP/2 with prior knowledge may be served (not where backends get a PROXY header: the
+    /// HTTP/2 path cannot send one, so such a preface is refused as a malformed request).
+    pub h2c: bool,
 }
 
 /// One client connection.
@@ -177,7 +180,7 @@ pub fn serve<S: ClientStream>(
     live: &VipLive,
     shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> impl Future<Output = Option<S>> + '_ {
-    let h2 = client.h2;
+    let (h2, h2c) = (client.h2, client.h2c);
     let c = Conn {
         stream,
         peer: client.addr,
@@ -189,14 +192,14 @@ pub fn serve<S: ClientStream>(
         timer: Box::pin(tokio::time::sleep(limits.header_timeout)),
         limits,
     };
-    run(c, h2, state, live, shutdown)
+    run(c, (h2, h2c), state, live, shutdown)
 }
 
 /// Serves the connection; gives its stream back when it ended on HTTP/1 (for TLS's
 /// `close_notify`), `None` when it was handed to HTTP/2 or never spoke.
 async fn run<S: ClientStream>(
     mut c: Conn<S>,
-    h2: bool,
+    (h2, h2c): (bool, bool),
     state: Arc<ArcSwap<Vip>>,
     live: &VipLive,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
@@ -208,8 +211,8 @@ async fn run<S: ClientStream>(
     // Over TLS, ALPN has said which protocol comes.
     let protocol = match c.stream.plain() {
         _ if h2 => Protocol::Http2,
-        Some(tcp) => Box::pin(sniff(tcp, &mut c.timer, until)).await,
-        None => Protocol::Http1,
+        Some(tcp) if h2c => Box::pin(sniff(tcp, &mut c.timer, until)).await,
+        _ => Protocol::Http1,
     };
     match protocol {
         Protocol::Silent => {
@@ -316,7 +319,7 @@ mod tests {
         let live = super::VipLive::default();
         let (_stop, shutdown) = tokio::sync::watch::channel(false);
         let limits = super::Limits { header_timeout: std::time::Duration::from_secs(1), max_head: 1000 };
-        let client = super::Client { addr, tls: None, h2: false };
+        let client = super::Client { addr, tls: None, h2: false, h2c: true };
         let task = super::serve(stream, client, state, limits, &live, shutdown);
         let size = std::mem::size_of_val(&task);
         assert!(size <= 640, "a connection's task is {size} bytes");
