@@ -196,3 +196,34 @@ fn a_reload_swaps_certificates_without_dropping_connections_and_a_bad_certificat
         .in_thread(move || TlsClient::connect(vip, "shop.example", &pki.ca_file).expect("still serving").peer_leaf());
     assert_eq!(still, new_leaf, "the running certificate stays");
 }
+
+#[test]
+fn chromium_loads_a_page_over_the_tls_vip_with_http2() {
+    require_root!();
+    let pki = Pki::new("l7tls-c");
+    let s = tls_setup(&pki);
+    let profile = pki.dir.join("chromium");
+    let rules = format!("--host-resolver-rules=MAP shop.example {VIP}");
+    let data = format!("--user-data-dir={}", profile.display());
+    let out = s.lan.hosts[0].ns.output(&[
+        "timeout",
+        "60",
+        "chromium",
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--no-first-run",
+        // The test's CA is not in Chromium's store; curl and openssl check the chain above.
+        "--ignore-certificate-errors",
+        &rules,
+        &data,
+        "--dump-dom",
+        "https://shop.example/",
+    ]);
+    let dom = String::from_utf8_lossy(&out.stdout);
+    assert!(dom.contains("proto=https"), "the page arrived over TLS: {dom}\n{}", String::from_utf8_lossy(&out.stderr));
+    let lb = &s.lan.hosts[1].ns;
+    let status: serde_json::Value = serde_json::from_slice(&s.daemon.ctl(lb, &["--json", "status"]).stdout).unwrap();
+    let alpn = &status["vips"][0]["connections"]["tls"]["alpn"];
+    assert!(alpn[0][0] == "h2" && alpn[0][1].as_u64().unwrap() >= 1, "Chromium speaks HTTP/2 by ALPN: {alpn}");
+}
