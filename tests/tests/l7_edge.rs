@@ -329,6 +329,22 @@ fn the_access_log_writes_one_line_per_request_and_reopens_on_sigusr1() {
     let lines = log_lines(&r.log, 4);
     assert_eq!(lines.len(), 4, "{lines:?}");
     assert!(lines[3].contains("\"- <BADREQ> HTTP/1.1\" 400 ") && lines[3].contains(" backend=- "), "{}", lines[3]);
+    let h2 = r.lan.hosts[0].ns.run(&[
+        "curl",
+        "-s",
+        "--max-time",
+        "3",
+        "--http2-prior-knowledge",
+        &format!("http://{VIP}/who?q=1"),
+    ]);
+    assert!(h2.starts_with("be1 "), "{h2}");
+    let lines = log_lines(&r.log, 5);
+    assert!(
+        lines[4].contains("\"GET /who HTTP/2.0\" 200 ")
+            && lines[4].contains(" backend=198.18.0.3:8080 route=- chosen=new "),
+        "HTTP/2 requests are logged too: {}",
+        lines[4]
+    );
     let line = &lines[0];
     assert!(line.starts_with("198.18.0.1 - - ["), "{line}");
     assert!(line.contains("] \"GET /who HTTP/1.1\" 200 "), "the query is left out by default: {line}");
@@ -352,9 +368,9 @@ fn the_access_log_writes_one_line_per_request_and_reopens_on_sigusr1() {
     let _ = r.lan.hosts[0].ns.in_thread(|| exchange(80, GET));
     let fresh = log_lines(&r.log, 1);
     assert_eq!(fresh.len(), 1, "a new file after SIGUSR1: {fresh:?}");
-    assert_eq!(log_lines(&rotated, 4).len(), 4, "the rotated file keeps its lines");
+    assert_eq!(log_lines(&rotated, 5).len(), 5, "the rotated file keeps its lines");
     let out = r.daemon.ctl(&r.lan.hosts[1].ns, &["--json", "status"]);
     let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(status["access_log"][0], 5, "{status}");
+    assert_eq!(status["access_log"][0], 6, "{status}");
     assert_eq!(status["access_log"][1], 0, "{status}");
 }

@@ -79,13 +79,25 @@ impl Target {
 pub async fn serve_h2<S: super::stream::ClientStream>(
     stream: S,
     peer: SocketAddr,
-    secure: bool,
+    tls: Option<Box<super::tls::Session>>,
     state: Arc<ArcSwap<Vip>>,
     limits: super::h1::Limits,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
     use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-    let service = hyper::service::service_fn(move |req| handle(req, state.clone(), peer, secure));
+    let tls: Option<Arc<super::tls::Session>> = tls.map(|t| Arc::new(*t));
+    let service = hyper::service::service_fn(move |req| {
+        let vip = state.load().address;
+        let logged = super::access_log::enabled().then(|| Pending::of(&req, vip, peer, tls.clone()));
+        let answer = handle(req, state.clone(), peer, tls.is_some());
+        async move {
+            let response = answer.await;
+            if let (Some(p), Ok(r)) = (logged, &response) {
+                p.log(r);
+            }
+            response
+        }
+    });
     let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
     builder.timer(TokioTimer::new()).max_header_list_size(u32::try_from(limits.max_head).unwrap_or(u32::MAX));
     let conn = builder.serve_connection(TokioIo::new(stream), service);
@@ -99,6 +111,70 @@ pub async fn serve_h2<S: super::stream::ClientStream>(
     };
     if let Err(e) = result {
         debug!(%peer, error = %e, "HTTP/2 client connection ended");
+    }
+}
+
+/// The access log's view of an HTTP/2 request, taken before it is served.
+struct Pending {
+    start: std::time::Instant,
+    time: SystemTime,
+    vip: SocketAddr,
+    client: SocketAddr,
+    method: Box<str>,
+    target: Box<str>,
+    bytes_in: u64,
+    tls: Option<Arc<super::tls::Session>>,
+}
+
+/// What the access log learns of the backend that served an HTTP/2 request (a response
+/// extension, set where the backend was chosen).
+#[derive(Clone)]
+struct Served {
+    backend: SocketAddr,
+    route: Option<Box<str>>,
+    chosen: super::access_log::Chosen,
+    retries: u32,
+}
+
+impl Pending {
+    fn of(req: &Request<Incoming>, vip: SocketAddr, client: SocketAddr, tls: Option<Arc<super::tls::Session>>) -> Self {
+        let length = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse().ok());
+        Self {
+            start: std::time::Instant::now(),
+            time: SystemTime::now(),
+            vip,
+            client,
+            method: req.method().as_str().into(),
+            target: req.uri().path_and_query().map_or("/", hyper::http::uri::PathAndQuery::as_str).into(),
+            bytes_in: length.unwrap_or(0),
+            tls,
+        }
+    }
+
+    /// Logs the request with its response head (its body's length as the head declares it).
+    fn log(self, response: &Response<Body>) {
+        let served = response.extensions().get::<Served>().cloned();
+        let length = response.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse().ok());
+        super::access_log::log(super::access_log::Entry {
+            time: self.time,
+            client: self.client,
+            vip: self.vip,
+            method: self.method,
+            target: self.target,
+            protocol: "HTTP/2.0",
+            status: response.status().as_u16(),
+            bytes_in: self.bytes_in,
+            bytes_out: length.unwrap_or(0),
+            backend: served.as_ref().map(|s| s.backend),
+            route: served.as_ref().and_then(|s| s.route.clone()),
+            chosen: served.as_ref().map_or(super::access_log::Chosen::Local, |s| s.chosen),
+            retries: served.as_ref().map_or(0, |s| s.retries),
+            connect_us: None,
+            first_byte_us: Some(self.start.elapsed().as_micros() as u64),
+            total_us: self.start.elapsed().as_micros() as u64,
+            tls: self.tls.as_ref().map(|t| t.version),
+            sni: self.tls.as_ref().and_then(|t| t.sni.clone()),
+        });
     }
 }
 
@@ -369,6 +445,17 @@ pub async fn handle(
                         .insert(header::CACHE_CONTROL, HeaderValue::from_static("private, no-cache=\"set-cookie\""));
                 }
             }
+        }
+        if super::access_log::enabled() {
+            let chosen = match choice {
+                Choice::Sticky(_) => super::access_log::Chosen::Sticky,
+                Choice::New(_) => super::access_log::Chosen::New,
+                Choice::Failover(_) => super::access_log::Chosen::Failover(
+                    route.as_deref().map_or("unavailable", |r| v.pool.why_moved(r, &exclude, ms)),
+                ),
+            };
+            let route = member.route.as_deref().map(Into::into);
+            rparts.extensions.insert(Served { backend: member.addr, route, chosen, retries: attempt });
         }
         return Ok(Response::from_parts(rparts, counted(rbody.boxed(), live)));
     }

@@ -222,8 +222,8 @@ async fn run<S: ClientStream>(
         }
         // Boxed, as the exchange below: hyper's connection state is larger still.
         Protocol::Http2 => {
-            let (stream, peer, secure, limits) = (c.stream, c.peer, c.tls.is_some(), c.limits);
-            Box::pin(super::proxy::serve_h2(stream, peer, secure, state, limits, shutdown)).await;
+            let (stream, peer, tls, limits) = (c.stream, c.peer, c.tls, c.limits);
+            Box::pin(super::proxy::serve_h2(stream, peer, tls, state, limits, shutdown)).await;
             return None;
         }
         Protocol::Http1 => {}
