@@ -171,7 +171,7 @@ fn main() {
     let _ = std::fs::remove_file(jar);
     std::thread::sleep(std::time::Duration::from_millis(700));
     let log = std::fs::read_to_string("/tmp/balancer-demo-access.log").unwrap_or_default();
-    println!("\n== The access log's last line (HTTP/1.1 requests; examples/demo.toml [access_log]):");
+    println!("\n== The access log's last line (examples/demo.toml [access_log]):");
     println!("   {}", log.lines().last().unwrap_or("(empty)"));
 
     println!("\n== `balancer status`:\n");
