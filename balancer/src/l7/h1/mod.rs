@@ -12,6 +12,7 @@ pub mod chunked;
 pub mod edit;
 mod exchange;
 pub mod head;
+mod relay;
 pub mod splice;
 mod tunnel;
 pub mod upstream;
