@@ -81,7 +81,7 @@ impl Drop for WsRig {
     }
 }
 
-fn ws_rig(l7: &str) -> WsRig {
+fn ws_rig(l7: &str, top: &str) -> WsRig {
     let lan = Lan::new(&["client", "lb", "be1", "be2"]);
     let server = std::env::temp_dir().join(format!("{}-ws.py", lan.hosts[1].ns.name()));
     std::fs::write(&server, WS_SERVER).unwrap();
@@ -106,7 +106,7 @@ fn ws_rig(l7: &str) -> WsRig {
     std::fs::write(&key, "k3y-for-the-websocket-tests-0123").unwrap();
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
     let config = format!(
-        "interfaces = [\"eth0\"]\n[[vip]]\naddress = \"{VIP}:80\"\n[vip.l7]\nkey_file = \"{}\"\n{l7}\n\
+        "interfaces = [\"eth0\"]\n{top}\n[[vip]]\naddress = \"{VIP}:80\"\n[vip.l7]\nkey_file = \"{}\"\n{l7}\n\
          [[vip.backend]]\naddress = \"198.18.0.3\"\nport = 8080\nroute = \"r1\"\n\
          [[vip.backend]]\naddress = \"198.18.0.4\"\nport = 8080\nroute = \"r2\"\n",
         key.display()
@@ -155,7 +155,7 @@ impl WsRig {
 #[test]
 fn a_websocket_reaches_its_sessions_backend_and_carries_messages_both_ways() {
     require_root!();
-    let rig = ws_rig("sticky = \"insert\"");
+    let rig = ws_rig("sticky = \"insert\"", "");
     for _ in 0..3 {
         let (cookie, who) = rig.session();
         let lines = rig.client(&cookie, 20, 0.0);
@@ -176,7 +176,7 @@ fn a_websocket_reaches_its_sessions_backend_and_carries_messages_both_ways() {
 #[test]
 fn an_open_websocket_is_counted_survives_a_reload_and_an_idle_one_is_closed_after_tunnel_timeout_s() {
     require_root!();
-    let rig = ws_rig("sticky = \"insert\"\ntunnel_timeout_s = 3");
+    let rig = ws_rig("sticky = \"insert\"\ntunnel_timeout_s = 3", "");
     let (cookie, who) = rig.session();
     let url = format!("ws://{VIP}/chat");
     // Held 2 s (inside the 3 s timeout), across a reload.
@@ -196,6 +196,34 @@ fn an_open_websocket_is_counted_survives_a_reload_and_an_idle_one_is_closed_afte
     let lines = rig.client(&cookie, 1, 5.0);
     assert_eq!(lines.last().map(String::as_str), Some("closed"), "{lines:?}");
     assert_eq!(rig.status()["vips"][0]["connections"]["tunnels"], 0);
+}
+
+#[test]
+fn a_graceful_restart_waits_for_an_open_websocket_up_to_its_deadline_then_closes_it() {
+    require_root!();
+    let mut rig = ws_rig("sticky = \"insert\"", "drain_timeout_s = 2");
+    let (cookie, _) = rig.session();
+    let url = format!("ws://{VIP}/chat");
+    let mut held = rig.lan.hosts[0].ns.spawn(&[PYTHON, rig.client.to_str().unwrap(), &url, &cookie, "1", "5"]);
+    held.wait_for_log("holding", Duration::from_secs(5));
+    let lb = &rig.lan.hosts[1].ns;
+    let mut old = rig.daemon.takeover(lb, "info");
+    let handed = Instant::now();
+    let (_, who) = rig.session();
+    assert!(who == "be1" || who == "be2", "the new daemon serves new clients: {who}");
+    while old.try_wait().is_none() && handed.elapsed() < Duration::from_secs(8) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let waited = handed.elapsed();
+    assert!(old.try_wait().is_some(), "the old daemon exits");
+    assert!(
+        waited >= Duration::from_millis(1500) && waited < Duration::from_secs(5),
+        "it waited for the open tunnel up to drain_timeout_s (2 s), then exited: {waited:?}"
+    );
+    while held.try_wait().is_none() && handed.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(held.log().contains("closed"), "the tunnel was closed at the deadline: {}", held.log());
 }
 
 /// A rig for PROXY protocol and the access log: one app server (be1) and one recorder (be2).
