@@ -12,6 +12,10 @@ use tracing::debug;
 /// Largest request head read.
 const MAX_HEAD: usize = 16 * 1024;
 
+/// Connections the redirect port serves at once; beyond, new ones are closed unanswered (a
+/// flood on the cleartext port must not take the descriptors the TLS VIP needs).
+const MAX_CONNECTIONS: usize = 1024;
+
 /// The response to the request head in `raw` (complete or not), for a TLS VIP on `https_port`;
 /// `None` while the head is incomplete.
 pub fn answer(raw: &[u8], https_port: u16) -> Option<Vec<u8>> {
@@ -50,15 +54,21 @@ fn valid_host(h: &str) -> bool {
 
 /// Answers every connection of `listener` with a redirect to port `https_port`.
 pub async fn serve(listener: TcpListener, https_port: u16, header_timeout: Duration) {
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
         let Ok((stream, peer)) = listener.accept().await else {
             tokio::time::sleep(Duration::from_millis(10)).await;
+            continue;
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            debug!(%peer, "redirect port: at its connection limit");
             continue;
         };
         tokio::spawn(async move {
             if tokio::time::timeout(header_timeout, one(stream, https_port)).await.is_err() {
                 debug!(%peer, "redirect port: no request head in time");
             }
+            drop(permit);
         });
     }
 }
