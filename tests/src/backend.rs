@@ -220,6 +220,19 @@ pub struct JavaServer {
 impl JavaServer {
     /// Tomcat 10 on `host`:`port`, with `jvmRoute` = `route`.
     pub fn tomcat(host: &Host, route: &str, port: u16) -> Self {
+        Self::tomcat_with(host, route, port, "")
+    }
+
+    /// As `tomcat`, with an AJP/1.3 connector on `ajp_port` that requires `secret`.
+    pub fn tomcat_ajp(host: &Host, route: &str, port: u16, ajp_port: u16, secret: &str) -> Self {
+        let connector = format!(
+            r#"<Connector port="{ajp_port}" address="{}" protocol="AJP/1.3" secretRequired="true" secret="{secret}" />"#,
+            host.ip
+        );
+        Self::tomcat_with(host, route, port, &connector)
+    }
+
+    fn tomcat_with(host: &Host, route: &str, port: u16, connector: &str) -> Self {
         let base = std::env::temp_dir().join(format!("{}-tomcat", host.ns.name()));
         let _ = std::fs::remove_dir_all(&base);
         for d in ["conf", "logs", "temp", "work", "webapps/ROOT"] {
@@ -233,7 +246,7 @@ impl JavaServer {
             base.join("conf/server.xml"),
             format!(
                 r#"<Server port="-1" shutdown="SHUTDOWN"><Service name="Catalina">
-<Connector port="{port}" address="{ip}" protocol="HTTP/1.1" />
+<Connector port="{port}" address="{ip}" protocol="HTTP/1.1" />{connector}
 <Engine name="Catalina" defaultHost="localhost" jvmRoute="{route}">
 <Host name="localhost" appBase="webapps" unpackWARs="false" autoDeploy="false" /></Engine></Service></Server>"#,
                 ip = host.ip

@@ -10,6 +10,7 @@
 //! answers a TLS VIP's cleartext port.
 
 pub mod access_log;
+pub mod ajp;
 pub mod cookie;
 pub mod h1;
 pub mod proxy;
