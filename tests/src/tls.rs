@@ -79,6 +79,11 @@ pub struct TlsClient {
 impl TlsClient {
     /// Connects to `addr` with SNI `name` (and ALPN `http/1.1`).
     pub fn connect(addr: SocketAddr, name: &str, ca: &Path) -> std::io::Result<Self> {
+        Self::connect_after(addr, b"", name, ca)
+    }
+
+    /// As `connect`, sending `preamble` (a PROXY protocol header) before the handshake.
+    pub fn connect_after(addr: SocketAddr, preamble: &[u8], name: &str, ca: &Path) -> std::io::Result<Self> {
         let mut roots = rustls::RootCertStore::empty();
         let pem = std::fs::read(ca)?;
         for cert in rustls_pki_types::CertificateDer::pem_slice_iter(&pem) {
@@ -88,8 +93,9 @@ impl TlsClient {
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         let server = rustls_pki_types::ServerName::try_from(name.to_owned()).map_err(std::io::Error::other)?;
         let conn = rustls::ClientConnection::new(Arc::new(config), server).map_err(std::io::Error::other)?;
-        let tcp = TcpStream::connect_timeout(&addr, Duration::from_secs(3))?;
+        let mut tcp = TcpStream::connect_timeout(&addr, Duration::from_secs(3))?;
         tcp.set_read_timeout(Some(Duration::from_secs(5)))?;
+        tcp.write_all(preamble)?;
         let mut stream = rustls::StreamOwned::new(conn, tcp);
         while stream.conn.is_handshaking() {
             stream.conn.complete_io(&mut stream.sock)?;

@@ -227,3 +227,21 @@ fn chromium_loads_a_page_over_the_tls_vip_with_http2() {
     let alpn = &status["vips"][0]["connections"]["tls"]["alpn"];
     assert!(alpn[0][0] == "h2" && alpn[0][1].as_u64().unwrap() >= 1, "Chromium speaks HTTP/2 by ALPN: {alpn}");
 }
+
+#[test]
+fn behind_an_l4_tier_the_proxy_header_comes_before_the_handshake_and_names_the_client() {
+    require_root!();
+    let pki = Pki::new("l7tls-d");
+    let s = setup_on(443, "sticky = \"hash\"\naccept_proxy = true", &tls_of(&pki, None), "distance = 1");
+    let vip: SocketAddr = format!("{VIP}:443").parse().unwrap();
+    let ca = pki.ca_file.clone();
+    let (proxied, bare) = s.lan.hosts[0].ns.in_thread(|| {
+        let header = format!("PROXY TCP4 203.0.113.5 {VIP} 41000 443\r\n");
+        let mut c =
+            TlsClient::connect_after(vip, header.as_bytes(), "shop.example", &ca).expect("TLS after the header");
+        (c.get("shop.example", "/").unwrap(), TlsClient::connect(vip, "shop.example", &ca).map(|_| ()))
+    });
+    assert!(proxied.starts_with("HTTP/1.1 200"), "{proxied}");
+    assert!(proxied.contains("xff=203.0.113.5 ") && proxied.contains("proto=https"), "{proxied}");
+    assert!(bare.is_err(), "a handshake without the header is refused");
+}
