@@ -10,15 +10,22 @@ pub fn find<'a, C>(cookie_headers: &C, path: &'a str, names: &[String]) -> Optio
 where
     C: IntoIterator<Item = &'a str> + Clone,
 {
-    if let Some(r) = path_param(path, names) {
-        return Some(r);
+    session_id(cookie_headers, path, names).and_then(route_of)
+}
+
+/// The whole session id (`<id>.<route>`) that `find` takes the route from.
+pub fn session_id<'a, C>(cookie_headers: &C, path: &'a str, names: &[String]) -> Option<&'a str>
+where
+    C: IntoIterator<Item = &'a str> + Clone,
+{
+    if let Some(id) = path_param(path, names) {
+        return Some(id);
     }
     names.iter().find_map(|name| {
-        cookie_headers
-            .clone()
-            .into_iter()
-            .flat_map(super::cookie::pairs)
-            .find_map(|(k, v)| if k == name { route_of(v?.trim_matches('"')) } else { None })
+        cookie_headers.clone().into_iter().flat_map(super::cookie::pairs).find_map(|(k, v)| {
+            let id = v?.trim_matches('"');
+            (k == name && route_of(id).is_some()).then_some(id)
+        })
     })
 }
 
@@ -29,8 +36,8 @@ fn path_param<'a>(path: &'a str, names: &[String]) -> Option<&'a str> {
             && names.iter().any(|n| n.eq_ignore_ascii_case(k))
         {
             let v = v.split('/').next().unwrap_or("");
-            if let Some(r) = route_of(v) {
-                return Some(r);
+            if route_of(v).is_some() {
+                return Some(v);
             }
         }
     }

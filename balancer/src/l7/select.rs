@@ -199,6 +199,9 @@ pub struct Pool {
     rr: Box<[Rotation]>,
     /// Hash mode: a Maglev table of member indices.
     table: Option<Vec<u32>>,
+    /// Each member's identity for rendezvous hashing: the hash of its address, the same on
+    /// every node and after every restart.
+    idents: Box<[u64]>,
 }
 
 impl Pool {
@@ -222,7 +225,8 @@ impl Pool {
             })
             .flatten();
         let rr = (0..SHARDS).map(|k| Rotation::new(members.len(), k)).collect();
-        Self { members, method, nofailover, rr, table }
+        let idents = members.iter().map(|m| super::session::fnv1a(m.addr.to_string().as_bytes())).collect();
+        Self { members, method, nofailover, rr, table, idents }
     }
 
     /// The members, in configuration order.
@@ -302,12 +306,12 @@ impl Pool {
                 let same = (0..self.members.len()).filter(|&j| {
                     j != i && ok(j) && self.members[j].domain.as_deref() == Some(domain) && self.takes_new(j, now_ms)
                 });
-                if let Some(j) = self.by_method(same) {
+                if let Some(j) = self.pick(same, hash) {
                     return Ok(Choice::Failover(j));
                 }
             }
             // 3. Any backend, as for a new session.
-            return self.new_session(None, exclude, now_ms).map(|c| Choice::Failover(c.index()));
+            return self.new_session(hash, exclude, now_ms).map(|c| Choice::Failover(c.index()));
         }
         self.new_session(hash, exclude, now_ms)
     }
@@ -340,7 +344,24 @@ impl Pool {
         };
         let in_group =
             candidates().filter(|&i| self.members[i].backup == backup && self.members[i].distance == distance);
-        self.by_method(in_group).map(Choice::New).ok_or(Unavailable::NoBackend)
+        self.pick(in_group, hash).map(Choice::New).ok_or(Unavailable::NoBackend)
+    }
+
+    /// Among `candidates`: with a session `key`, the one rendezvous hashing gives it (weighted:
+    /// every node, and every restart, picks the same one for the same key and candidates, and
+    /// a candidate leaving moves only its own keys); without one, by the VIP's `lbmethod`.
+    fn pick(&self, candidates: impl Iterator<Item = usize> + Clone, key: Option<u64>) -> Option<usize> {
+        let Some(key) = key else { return self.by_method(candidates) };
+        let score = |i: usize| {
+            // splitmix64 of the pair: a uniform draw in (0, 1) per key and member.
+            let mut z = (key ^ self.idents[i]).wrapping_add(0x9e37_79b9_7f4a_7c15);
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^= z >> 31;
+            let u = ((z >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
+            -f64::from(self.members[i].weight.max(1)) / u.ln()
+        };
+        candidates.max_by(|&a, &b| score(a).total_cmp(&score(b)))
     }
 
     /// The VIP's `lbmethod` over `candidates`.
@@ -416,6 +437,52 @@ mod tests {
     }
 
     /// Issue 10, defect 7: a backend whose check passed again waited out the whole window.
+    /// Issue 13: a route-suffix session whose backend is gone gets the same replacement from
+    /// every node and after every restart (rendezvous hashing of its id), spread by weight, and
+    /// a second backend leaving moves only its own sessions.
+    #[test]
+    fn failover_of_a_session_is_the_same_on_every_node_and_moves_only_what_it_must() {
+        let members = || {
+            let mut ms = vec![m(1, "a", 100), m(2, "b", 100), m(3, "c", 100), m(4, "d", 200)];
+            for x in &mut ms {
+                x.domain = Some("d1".into());
+            }
+            ms[0].up = false;
+            ms
+        };
+        let key = |n: u32| crate::l7::session::fnv1a(format!("{n:08X}.a").as_bytes());
+        let (node1, node2) = (
+            Pool::new(members(), LbMethod::Byrequests, false, false),
+            Pool::new(members(), LbMethod::Byrequests, false, false),
+        );
+        let picks: Vec<usize> =
+            (0..4000).map(|n| node1.choose(Some("a"), Some(key(n)), &[], 0).unwrap().index()).collect();
+        let mut again: Vec<usize> =
+            (0..4000).rev().map(|n| node2.choose(Some("a"), Some(key(n)), &[], 0).unwrap().index()).collect();
+        again.reverse();
+        let differ = picks.iter().zip(&again).filter(|(a, b)| a != b).count();
+        assert_eq!(differ, 0, "another node (and another order of requests) picks the same");
+        let mut share = [0usize; 4];
+        for &i in &picks {
+            share[i] += 1;
+        }
+        assert_eq!(share[0], 0);
+        assert!(
+            (800..1200).contains(&share[1]) && (800..1200).contains(&share[2]) && (1800..2200).contains(&share[3]),
+            "{share:?}"
+        );
+        // c leaves as well: only the sessions that were on c move.
+        let mut fewer = members();
+        fewer[2].up = false;
+        let node3 = Pool::new(fewer, LbMethod::Byrequests, false, false);
+        for (n, &before) in picks.iter().enumerate() {
+            let after = node3.choose(Some("a"), Some(key(n as u32)), &[], 0).unwrap().index();
+            if before != 2 {
+                assert_eq!(after, before, "session {n} moved though its backend stayed");
+            }
+        }
+    }
+
     /// Found while writing the demo: two clients whose connections went to different workers
     /// both got the first backend, because every worker's rotation started level.
     #[test]

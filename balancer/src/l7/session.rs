@@ -53,7 +53,11 @@ where
             Session { affinity, route: affinity.map(|a| a.route), hash: None }
         }
         StickyMode::RouteSuffix => {
-            Session { affinity: None, route: route::find(&cookies, path, &l7.session_cookies), hash: None }
+            // The id's hash picks the replacement when the route's backend is gone: the same on
+            // every node, so a session does not bounce while the application moves it.
+            let id = route::session_id(&cookies, path, &l7.session_cookies);
+            let route = id.and_then(|id| id.rsplit_once('.').map(|(_, r)| r));
+            Session { affinity: None, route, hash: id.map(|id| fnv1a(id.as_bytes())) }
         }
         StickyMode::Hash => {
             let hash = if let Some(name) = l7.hash_on.strip_prefix("cookie:") {
