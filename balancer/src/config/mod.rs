@@ -166,7 +166,10 @@ pub enum Forwarding {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Backend {
-    /// The backend's address on the balancer's segment.
+    /// The backend's address on the balancer's segment: an IP address, or a host name
+    /// resolved when the file is read (at start, on reload and by `balancer check`) to its
+    /// first IPv4 address, else its first IPv6 one; it is not resolved again in between.
+    #[serde(deserialize_with = "host_or_ip")]
     pub address: Spanned<IpAddr>,
     /// The backend's port. L4 forwarding (DSR, IPIP) cannot change the port, so there it must
     /// be the VIP's; health checks use it. Default: the VIP's port.
@@ -657,6 +660,33 @@ fn ipip_v4<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Ipv4Addr, D::Error>
 }
 fn ipip_v6<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Ipv6Addr, D::Error> {
     ipip_prefix_v6(&String::deserialize(d)?).map_err(serde::de::Error::custom)
+}
+fn host_or_ip<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Spanned<IpAddr>, D::Error> {
+    let text: Spanned<String> = Spanned::deserialize(d)?;
+    let span = text.span();
+    resolve(text.get_ref()).map(|ip| Spanned::new(span, ip)).map_err(serde::de::Error::custom)
+}
+
+/// `name` as an address: itself when it is one, else what the system's resolver gives it
+/// (IPv4 first, as the seeds' `localhost` backends expect).
+fn resolve(name: &str) -> Result<IpAddr, String> {
+    if let Ok(ip) = name.parse::<IpAddr>() {
+        return Ok(ip);
+    }
+    let valid = !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+    if !valid {
+        return Err(format!("`{name}` is neither an IP address nor a host name"));
+    }
+    let found: Vec<IpAddr> = std::net::ToSocketAddrs::to_socket_addrs(&(name, 0))
+        .map_err(|e| format!("host name `{name}` does not resolve: {e}"))?
+        .map(|a| a.ip())
+        .collect();
+    found
+        .iter()
+        .find(|ip| ip.is_ipv4())
+        .or(found.first())
+        .copied()
+        .ok_or_else(|| format!("host name `{name}` resolves to no address"))
 }
 fn ring_size<'de, D: serde::Deserializer<'de>>(d: D) -> Result<RingSize, D::Error> {
     RingSize::new(u32::deserialize(d)?).map_err(serde::de::Error::custom)

@@ -246,6 +246,18 @@ mod tests {
     }
 
     #[test]
+    fn a_backend_may_be_a_host_name_resolved_when_the_file_is_read() {
+        let base = "interfaces = [\"eth0\"]\n[[vip]]\naddress = \"127.0.0.1:80\"\n[vip.l7]\nsticky = \"hash\"\n";
+        let ok = format!("{base}[[vip.backend]]\naddress = \"localhost\"\nport = 8080\n");
+        let c = Config::parse(&ok, Path::new("b.toml")).unwrap();
+        assert_eq!(c.vips[0].backends[0].address.get_ref().to_string(), "127.0.0.1");
+        let e = err(&format!("{base}[[vip.backend]]\naddress = \"no-such-host.invalid\"\n"));
+        assert!(e.starts_with("b.toml:7:") && e.contains("host name `no-such-host.invalid` does not resolve"), "{e}");
+        let e = err(&format!("{base}[[vip.backend]]\naddress = \"10.0.0.2:8080\"\n"));
+        assert!(e.contains("neither an IP address nor a host name"), "{e}");
+    }
+
+    #[test]
     fn duplicate_vip_points_at_the_second_one() {
         let e =
             err("interfaces = [\"eth0\"]\n[[vip]]\naddress = \"10.0.0.1:80\"\n[[vip]]\naddress = \"10.0.0.1:80\"\n");
