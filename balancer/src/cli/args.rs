@@ -189,6 +189,9 @@ pub enum BackendAction {
         /// `mod_jk` distance group.
         #[arg(long, default_value_t = 0)]
         distance: u32,
+        /// Port, route, domain, redirect, max.
+        #[command(flatten)]
+        more: balancer::control::protocol::NewBackend,
     },
     /// Remove a backend; its flows move to the others.
     Del {

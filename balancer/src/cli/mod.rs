@@ -79,8 +79,8 @@ pub fn run(cli: Cli, log_level: u8) -> ExitCode {
         },
         Command::Backend { action } => {
             let request = match action {
-                BackendAction::Add { vip, address, proto, weight, state, backup, distance } => {
-                    Request::BackendAdd { vip, protocol: proto, address, weight, state, backup, distance }
+                BackendAction::Add { vip, address, proto, weight, state, backup, distance, more } => {
+                    Request::BackendAdd { vip, protocol: proto, address, weight, state, backup, distance, more }
                 }
                 BackendAction::Del { vip, address, proto } => Request::BackendDel { vip, protocol: proto, address },
                 BackendAction::Set { vip, address, proto, weight, state, backup } => {

@@ -43,12 +43,14 @@ impl Daemon {
                     }
                     _ => None,
                 };
+                let added = matches!(change, Request::BackendAdd { .. });
                 let mut config = self.config().clone();
                 if let Err(e) = edit(&mut config, change) {
                     return Response::err(e);
                 }
                 if let Err(e) = config.check() {
-                    return Response::err(e);
+                    // The new backend is the last entry: its fields are the command's flags.
+                    return Response::err(if added { as_flags(&e) } else { e });
                 }
                 match self.apply(config).await {
                     Ok(()) => {
@@ -223,8 +225,18 @@ impl Daemon {
     }
 }
 
+/// A configuration check's message about a backend (`vip[0].backend[3].route: …`) as the
+/// `backend add` flag it is about (`--route: …`).
+fn as_flags(message: &str) -> String {
+    let Some(at) = message.find("].backend[") else { return message.to_owned() };
+    let rest = &message[at + "].backend[".len()..];
+    let Some((_, field)) = rest.split_once("].") else { return message.to_owned() };
+    let (name, tail) = field.split_once(':').unwrap_or((field, ""));
+    let flag = if name == "address" { "ADDRESS".to_owned() } else { format!("--{name}") };
+    format!("{flag}:{tail}")
+}
+
 /// Applies a change request to `config`.
-#[expect(clippy::needless_pass_by_value, reason = "the caller hands the request over and drops it")]
 fn edit(config: &mut Config, change: Request) -> Result<(), String> {
     let find = |config: &Config, vip: SocketAddr, protocol: Protocol| {
         config
@@ -258,24 +270,25 @@ fn edit(config: &mut Config, change: Request) -> Result<(), String> {
             let i = find(config, address, protocol)?;
             config.vips.remove(i);
         }
-        Request::BackendAdd { vip, protocol, address, weight, state, backup, distance } => {
+        Request::BackendAdd { vip, protocol, address, weight, state, backup, distance, more } => {
             let i = find(config, vip, protocol)?;
             let v = &mut config.vips[i];
-            if v.backends.iter().any(|b| *b.address.get_ref() == address) {
-                return Err(format!("{address} is already a backend of {vip}"));
+            let target = SocketAddr::new(address, more.port.unwrap_or(vip.port()));
+            if v.backends.iter().any(|b| b.target(vip.port()) == target) {
+                return Err(format!("{target} is already a backend of {vip}"));
             }
             v.backends.push(config::Backend {
                 address: Spanned::new(0..0, address),
-                port: None,
-                route: None,
-                domain: None,
+                port: more.port,
+                route: more.route,
+                domain: more.domain,
                 weight,
                 state,
                 backup,
                 distance,
                 health: None,
-                redirect: None,
-                max: None,
+                redirect: more.redirect,
+                max: more.max,
                 send_proxy: None,
             });
         }
@@ -317,4 +330,59 @@ fn edit(config: &mut Config, change: Request) -> Result<(), String> {
         | Request::OverridesClear { .. } => unreachable!("not a change"),
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn l7_config() -> Config {
+        Config::parse(
+            "interfaces = [\"eth0\"]\n[[vip]]\naddress = \"10.0.0.1:80\"\n[vip.l7]\nsticky = \"route-suffix\"\n\
+             [[vip.backend]]\naddress = \"10.0.0.2\"\nport = 8080\nroute = \"t1\"\n",
+            std::path::Path::new("t.toml"),
+        )
+        .unwrap()
+    }
+
+    fn add(address: &str, more: super::super::protocol::NewBackend) -> Request {
+        Request::BackendAdd {
+            vip: "10.0.0.1:80".parse().unwrap(),
+            protocol: Protocol::Tcp,
+            address: address.parse().unwrap(),
+            weight: 100,
+            state: config::BackendState::Active,
+            backup: false,
+            distance: 0,
+            more,
+        }
+    }
+
+    /// Issue 13: a second Tomcat on the same host (its own port and route) can be added at run
+    /// time, and a wrong value is named by its flag.
+    #[test]
+    fn backend_add_takes_every_field_and_names_flags_in_errors() {
+        let mut c = l7_config();
+        let more = |port, route: &str| super::super::protocol::NewBackend {
+            port: Some(port),
+            route: Some(route.into()),
+            domain: Some("d1".into()),
+            redirect: Some("t1".into()),
+            max: Some(50),
+        };
+        edit(&mut c, add("10.0.0.2", more(8081, "t2"))).unwrap();
+        c.check().unwrap();
+        let b = &c.vips[0].backends[1];
+        assert_eq!(
+            (b.port, b.route.as_deref(), b.domain.as_deref(), b.max),
+            (Some(8081), Some("t2"), Some("d1"), Some(50))
+        );
+        assert_eq!(
+            edit(&mut c, add("10.0.0.2", more(8081, "t3"))),
+            Err("10.0.0.2:8081 is already a backend of 10.0.0.1:80".into())
+        );
+        edit(&mut c, add("10.0.0.3", more(8080, "t2"))).unwrap();
+        let e = c.check().unwrap_err();
+        assert!(as_flags(&e).starts_with("--route: `t2` is used twice"), "{e}");
+    }
 }

@@ -50,6 +50,9 @@ pub enum Request {
         backup: bool,
         /// `mod_jk` distance group.
         distance: u32,
+        /// The rest of a backend's settings (L7 ones mostly).
+        #[serde(default)]
+        more: NewBackend,
     },
     /// Remove a backend: its flows move.
     BackendDel {
@@ -283,6 +286,28 @@ pub struct CertificateStatus {
     pub names: Vec<String>,
     /// Whole days until it expires (negative after).
     pub days_left: i64,
+}
+
+/// The settings of a backend added at run time besides weight, state, backup and distance:
+/// everything a `[[vip.backend]]` entry can say, so two application servers on one host can be
+/// added (each its own `port`) with the routes their sessions carry.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, clap::Args)]
+pub struct NewBackend {
+    /// Its port (default: the VIP's; L7 VIPs only may differ).
+    #[arg(long)]
+    pub port: Option<u16>,
+    /// Its session route (Tomcat `jvmRoute`).
+    #[arg(long)]
+    pub route: Option<String>,
+    /// Its replication domain.
+    #[arg(long)]
+    pub domain: Option<String>,
+    /// The route its sessions go to first when it fails.
+    #[arg(long)]
+    pub redirect: Option<String>,
+    /// Most requests in flight to it.
+    #[arg(long)]
+    pub max: Option<u32>,
 }
 
 /// Answer to `status`.
