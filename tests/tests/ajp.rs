@@ -1,6 +1,6 @@
 //! The AJP/1.3 codec (`balancer::l7::ajp`) against Debian's Tomcat 10 with an AJP connector
 //! that requires a secret: CPing/CPong, a forwarded request with its session route, a second
-//! request on the same connection, and a wrong secret.
+//! request on the same connection, a wrong secret, and the `ajp-cping` health check.
 
 use std::{
     io::{Read as _, Write as _},
@@ -117,4 +117,28 @@ fn the_ajp_codec_speaks_to_tomcat_with_a_secret() {
     assert_eq!(second.status, 200, "{second:?}");
     assert!(second.body.contains(id), "the session continues on the kept connection: {second:?} {id}");
     assert_eq!(wrong.status, 403, "a wrong secret is refused: {wrong:?}");
+
+    // The health check kind `ajp-cping` (mod_jk's ping_mode): up on the AJP port, and a clear
+    // reason on the HTTP one.
+    let check = balancer::config::HealthCheck {
+        kind: balancer::config::CheckKind::AjpCping,
+        port: None,
+        path: "/".into(),
+        expect: (200, 399),
+        interval_ms: 2000,
+        timeout_ms: Some(2000),
+        rise: 2,
+        fall: 3,
+        slowstart_s: 0,
+    };
+    let http = SocketAddr::new(lan.hosts[1].ip.into(), 8080);
+    let (up, not_ajp) = lan.hosts[0].ns.in_thread(|| {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            (balancer::health::probe::run(&check, addr).await, balancer::health::probe::run(&check, http).await)
+        })
+    });
+    assert_eq!(up, Ok(()));
+    let why = not_ajp.unwrap_err();
+    assert!(why.contains("not an AJP connector") || why.contains("no answer"), "{why}");
 }

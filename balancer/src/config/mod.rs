@@ -500,7 +500,8 @@ impl Backend {
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct HealthCheck {
-    /// `tcp` (connect; default) or `http` (GET with an expected status).
+    /// `tcp` (connect; default), `http` (GET with an expected status) or `ajp-cping` (an AJP
+    /// connector's CPing/CPong).
     #[serde(default)]
     pub kind: CheckKind,
     /// Port to check; default: the VIP's port.
@@ -539,6 +540,9 @@ pub enum CheckKind {
     Tcp,
     /// `GET path` answers with a status in `expect`.
     Http,
+    /// An AJP/1.3 connector answers `CPING` with `CPONG` (`mod_jk`'s `ping_mode`).
+    #[serde(rename = "ajp-cping")]
+    AjpCping,
 }
 
 fn default_path() -> String {

@@ -21,8 +21,10 @@ pub async fn run(check: &HealthCheck, addr: SocketAddr) -> Result<(), String> {
 
 async fn attempt(check: &HealthCheck, addr: SocketAddr) -> Result<(), String> {
     let mut stream = TcpStream::connect(addr).await.map_err(|e| format!("connect: {e}"))?;
-    if check.kind == CheckKind::Tcp {
-        return Ok(());
+    match check.kind {
+        CheckKind::Tcp => return Ok(()),
+        CheckKind::AjpCping => return cping(&mut stream).await,
+        CheckKind::Http => {}
     }
     let host = addr.ip();
     let request = format!("GET {} HTTP/1.0\r\nHost: {host}\r\nUser-Agent: balancer-health\r\n\r\n", check.path);
@@ -45,4 +47,18 @@ async fn attempt(check: &HealthCheck, addr: SocketAddr) -> Result<(), String> {
         .ok_or_else(|| format!("not an HTTP status line: {line:?}"))?;
     let (lo, hi) = check.expect;
     if (lo..=hi).contains(&status) { Ok(()) } else { Err(format!("HTTP status {status}, expected {lo}-{hi}")) }
+}
+
+/// `CPING` on `stream`; `Ok` on a `CPONG`. The connector answers it without the request
+/// `secret`, so a wrong secret shows in requests (403), not here.
+async fn cping(stream: &mut TcpStream) -> Result<(), String> {
+    use crate::l7::ajp;
+    stream.write_all(&ajp::CPING).await.map_err(|e| format!("send: {e}"))?;
+    let mut buf = [0u8; 5];
+    stream.read_exact(&mut buf).await.map_err(|e| format!("receive: {e}"))?;
+    match ajp::parse(&buf) {
+        Ok(Some((ajp::Message::CPong, _))) => Ok(()),
+        Ok(other) => Err(format!("answered CPING with {other:?}, not CPONG")),
+        Err(e) => Err(format!("not an AJP connector: {e}")),
+    }
 }
