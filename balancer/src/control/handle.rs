@@ -69,18 +69,14 @@ impl Daemon {
 
     /// A TLS VIP's handshake counters and certificates.
     fn tls_status(&self, vip: SocketAddr, live: &crate::l7::tls::TlsLive) -> super::protocol::TlsStatus {
-        use crate::l7::tls::Failure;
+        use crate::l7::tls::{self, Failure};
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
         let count = |a: &std::sync::atomic::AtomicU64| a.load(Relaxed);
         super::protocol::TlsStatus {
             handshakes: count(&live.handshakes),
             failures: Failure::ALL.iter().zip(&live.failures).map(|(f, n)| (f.name().to_owned(), count(n))).collect(),
-            versions: ["TLSv1.2", "TLSv1.3"]
-                .iter()
-                .zip(&live.versions)
-                .map(|(v, n)| ((*v).to_owned(), count(n)))
-                .collect(),
-            alpn: ["h2", "http/1.1", "none"].iter().zip(&live.alpn).map(|(p, n)| ((*p).to_owned(), count(n))).collect(),
+            versions: tls::VERSIONS.iter().zip(&live.versions).map(|(v, n)| ((*v).to_owned(), count(n))).collect(),
+            alpn: tls::ALPN.iter().zip(&live.alpn).map(|(p, n)| ((*p).to_owned(), count(n))).collect(),
             certificates: self
                 .l7_certificates(vip)
                 .unwrap_or_default()

@@ -35,6 +35,18 @@ pub enum Chosen {
     Local,
 }
 
+impl Chosen {
+    /// How `choice` was made; `why` tells a failover's reason (asked only for a failover).
+    pub fn of(choice: crate::l7::select::Choice, why: impl FnOnce() -> &'static str) -> Self {
+        use crate::l7::select::Choice;
+        match choice {
+            Choice::Sticky(_) => Self::Sticky,
+            Choice::New(_) => Self::New,
+            Choice::Failover(_) => Self::Failover(why()),
+        }
+    }
+}
+
 impl std::fmt::Display for Chosen {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {

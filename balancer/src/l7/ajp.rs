@@ -400,10 +400,10 @@ mod tests {
         assert_eq!(out, want);
     }
 
-    #[test]
-    fn an_unlisted_method_is_sent_as_a_stored_method() {
-        let req = ForwardRequest {
-            method: "PATCH",
+    /// A GET of `/` with `headers` and nothing optional.
+    fn minimal<'a>(headers: &'a [(&'a [u8], &'a [u8])]) -> ForwardRequest<'a> {
+        ForwardRequest {
+            method: "GET",
             protocol: "HTTP/1.1",
             uri: "/",
             query: None,
@@ -412,10 +412,15 @@ mod tests {
             server_name: "x",
             server_port: 80,
             is_ssl: false,
-            headers: &[],
+            headers,
             route: None,
             secret: None,
-        };
+        }
+    }
+
+    #[test]
+    fn an_unlisted_method_is_sent_as_a_stored_method() {
+        let req = ForwardRequest { method: "PATCH", ..minimal(&[]) };
         let mut out = Vec::new();
         forward_request(&req, &mut out).unwrap();
         assert_eq!(out[5], 0xff, "method code");
@@ -428,20 +433,7 @@ mod tests {
     fn a_head_that_does_not_fit_one_packet_is_refused() {
         let big = vec![b'x'; MAX_PACKET];
         let headers: [(&[u8], &[u8]); 1] = [(b"x-big", &big)];
-        let req = ForwardRequest {
-            method: "GET",
-            protocol: "HTTP/1.1",
-            uri: "/",
-            query: None,
-            remote_addr: "1.2.3.4",
-            remote_port: 1,
-            server_name: "x",
-            server_port: 80,
-            is_ssl: false,
-            headers: &headers,
-            route: None,
-            secret: None,
-        };
+        let req = minimal(&headers);
         assert_eq!(forward_request(&req, &mut Vec::new()), Err(AjpError::HeadTooLarge));
     }
 

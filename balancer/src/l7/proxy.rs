@@ -87,8 +87,7 @@ pub async fn serve_h2<S: super::stream::ClientStream>(
     use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
     let tls: Option<Arc<super::tls::Session>> = tls.map(|t| Arc::new(*t));
     let service = hyper::service::service_fn(move |req| {
-        let vip = state.load().address;
-        let logged = super::access_log::enabled().then(|| Pending::of(&req, vip, peer, tls.clone()));
+        let logged = super::access_log::enabled().then(|| Pending::of(&req, state.load().address, peer, tls.clone()));
         let answer = handle(req, state.clone(), peer, tls.is_some());
         async move {
             let response = answer.await;
@@ -447,13 +446,9 @@ pub async fn handle(
             }
         }
         if super::access_log::enabled() {
-            let chosen = match choice {
-                Choice::Sticky(_) => super::access_log::Chosen::Sticky,
-                Choice::New(_) => super::access_log::Chosen::New,
-                Choice::Failover(_) => super::access_log::Chosen::Failover(
-                    route.as_deref().map_or("unavailable", |r| v.pool.why_moved(r, &exclude, ms)),
-                ),
-            };
+            let chosen = super::access_log::Chosen::of(choice, || {
+                route.as_deref().map_or("unavailable", |r| v.pool.why_moved(r, &exclude, ms))
+            });
             let route = member.route.as_deref().map(Into::into);
             rparts.extensions.insert(Served { backend: member.addr, route, chosen, retries: attempt });
         }

@@ -327,11 +327,16 @@ pub struct TlsLive {
     pub handshakes: AtomicU64,
     /// Failed handshakes, by `Failure::ALL`'s order.
     pub failures: [AtomicU64; 7],
-    /// Completed handshakes by version: TLS 1.2, TLS 1.3.
+    /// Completed handshakes by version, in `VERSIONS`' order.
     pub versions: [AtomicU64; 2],
-    /// Completed handshakes by ALPN result: `h2`, `http/1.1`, none.
+    /// Completed handshakes by ALPN result, in `ALPN`'s order.
     pub alpn: [AtomicU64; 3],
 }
+
+/// The names of `TlsLive::versions`.
+pub const VERSIONS: [&str; 2] = ["TLSv1.2", "TLSv1.3"];
+/// The names of `TlsLive::alpn`.
+pub const ALPN: [&str; 3] = ["h2", "http/1.1", "none"];
 
 impl TlsLive {
     /// Counts a failed handshake.

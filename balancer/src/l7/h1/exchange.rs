@@ -84,12 +84,12 @@ fn now() -> Duration {
 
 /// The head, session and backend of the request at the start of `c.inbuf`, its upstream head
 /// written to `out`, and the host it asked for to `aux`. Synchronous: the parsed headers never
-/// outlive it.
+/// outlive it. `logging`: the access log is on, and wants the method and target.
 fn plan<S: ClientStream>(
     c: &Conn<S>,
     vip: &Vip,
     exclude: &[usize],
-    now: (u64, u64),
+    (now, logging): ((u64, u64), bool),
     out: &mut Vec<u8>,
     aux: &mut Vec<u8>,
 ) -> Planned {
@@ -101,7 +101,7 @@ fn plan<S: ClientStream>(
         Err(refusal) => return Planned::Refused(refusal),
     };
     let l7 = &vip.l7;
-    let line = access_log::enabled().then(|| (req.method.into(), req.target.into()));
+    let line = logging.then(|| (req.method.into(), req.target.into()));
     let cookies = req
         .headers
         .iter()
@@ -459,7 +459,8 @@ pub(super) async fn serve<S: ClientStream>(
     let mut record = Record::new();
     let next = 'attempts: loop {
         out.clear();
-        let plan = match plan(c, &vip, &exclude, (secs, ms), &mut out, &mut aux) {
+        let logging = record.start.is_some();
+        let plan = match plan(c, &vip, &exclude, ((secs, ms), logging), &mut out, &mut aux) {
             Planned::Send(p) => p,
             Planned::Partial => {
                 c.inbuf.reserve(super::BUFFER);
@@ -503,11 +504,7 @@ pub(super) async fn serve<S: ClientStream>(
         record.line.clone_from(&plan.line);
         record.member = Some(plan.member);
         record.retries = attempt;
-        record.chosen = match plan.choice {
-            Choice::Sticky(_) => Chosen::Sticky,
-            Choice::New(_) => Chosen::New,
-            Choice::Failover(_) => Chosen::Failover(plan.moved.unwrap_or("unavailable")),
-        };
+        record.chosen = Chosen::of(plan.choice, || plan.moved.unwrap_or("unavailable"));
         let replayable = match plan.framing {
             Framing::None | Framing::UntilClose => true,
             Framing::Length(n) => (c.inbuf.len() - plan.head_len) as u64 >= n,
