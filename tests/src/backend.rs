@@ -294,6 +294,35 @@ impl JavaServer {
     fn jsp(root: &std::path::Path, name: &str) {
         std::fs::write(root.join("index.jsp"), format!("<%@ page session=\"true\" %>{name} <%= session.getId() %>\n"))
             .expect("index.jsp");
+        // What the container saw of a request, and a digest of its body (`body_digest`).
+        std::fs::write(
+            root.join("echo.jsp"),
+            format!(
+                "<%@ page session=\"false\" contentType=\"text/plain\" %><% \
+                 java.io.InputStream in = request.getInputStream(); byte[] b = new byte[65536]; \
+                 long n = 0, sum = 0; int r; while ((r = in.read(b)) > 0) {{ for (int i = 0; i < r; i++) \
+                 sum = (sum * 31 + (b[i] & 0xff)) % 1000000007L; n += r; }} \
+                 out.print(\"{name} remote=\" + request.getRemoteAddr() + \" port=\" + request.getRemotePort() \
+                 + \" secure=\" + request.isSecure() + \" server=\" + request.getServerName() + \":\" \
+                 + request.getServerPort() + \" method=\" + request.getMethod() + \" uri=\" + request.getRequestURI() \
+                 + \" query=\" + request.getQueryString() + \" len=\" + n + \" sum=\" + sum \
+                 + \" cookie=\" + request.getHeader(\"cookie\") + \"\\n\"); %>"
+            ),
+        )
+        .expect("echo.jsp");
+        // `n` bytes of a-z, written through the JSP writer (flushed in 8 KiB pieces, no length).
+        std::fs::write(
+            root.join("big.jsp"),
+            "<%@ page session=\"false\" contentType=\"text/plain\" %><% \
+             int n = Integer.parseInt(request.getParameter(\"n\")); \
+             for (int i = 0; i < n; i++) out.write('a' + i % 26); %>",
+        )
+        .expect("big.jsp");
+    }
+
+    /// The digest `echo.jsp` prints of a body.
+    pub fn body_digest(body: &[u8]) -> u64 {
+        body.iter().fold(0u64, |sum, &b| (sum * 31 + u64::from(b)) % 1_000_000_007)
     }
 
     fn started(mut proc: Proc, base: PathBuf, host: &Host, port: u16) -> Self {

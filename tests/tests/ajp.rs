@@ -9,7 +9,13 @@ use std::{
 };
 
 use balancer::l7::ajp::{self, ForwardRequest, Message};
-use balancer_tests::{backend::JavaServer, netns::Lan, require_root};
+use balancer_tests::{
+    backend::JavaServer,
+    daemon::Daemon,
+    l7::{Browser, VIP},
+    netns::Lan,
+    require_root,
+};
 
 /// What the container answered to one request.
 #[derive(Debug, Default)]
@@ -120,7 +126,7 @@ fn the_ajp_codec_speaks_to_tomcat_with_a_secret() {
 
     // The health check kind `ajp-cping` (mod_jk's ping_mode): up on the AJP port, and a clear
     // reason on the HTTP one.
-    let check = balancer::config::HealthCheck {
+    let health = balancer::config::HealthCheck {
         kind: balancer::config::CheckKind::AjpCping,
         port: None,
         path: "/".into(),
@@ -131,6 +137,7 @@ fn the_ajp_codec_speaks_to_tomcat_with_a_secret() {
         fall: 3,
         slowstart_s: 0,
     };
+    let check = balancer::health::probe::Check { health, ajp: None };
     let http = SocketAddr::new(lan.hosts[1].ip.into(), 8080);
     let (up, not_ajp) = lan.hosts[0].ns.in_thread(|| {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
@@ -141,4 +148,130 @@ fn the_ajp_codec_speaks_to_tomcat_with_a_secret() {
     assert_eq!(up, Ok(()));
     let why = not_ajp.unwrap_err();
     assert!(why.contains("not an AJP connector") || why.contains("no answer"), "{why}");
+}
+
+/// The balancer in front of two Tomcats over AJP/1.3 on `lan` (client, lb, tc1, tc2), with
+/// `secret` as the VIP's `ajp_secret` and the `http` health check sent over AJP.
+fn ajp_vip(lan: &Lan, secret: &str) -> Daemon {
+    lan.hosts[1].ns.run(&["ip", "addr", "add", &format!("{VIP}/32"), "dev", "lo"]);
+    lan.hosts[0].ns.run(&["ip", "route", "add", &format!("{VIP}/32"), "via", "198.18.0.2"]);
+    let config = format!(
+        "interfaces = [\"eth0\"]\n[[vip]]\naddress = \"{VIP}:80\"\n[vip.l7]\nsticky = \"route-suffix\"\n\
+         backend_protocol = \"ajp13\"\najp_secret = \"{secret}\"\n\
+         [vip.health]\nkind = \"http\"\npath = \"/\"\ninterval_ms = 500\nrise = 1\nfall = 2\n\
+         [[vip.backend]]\naddress = \"198.18.0.3\"\nport = 8009\nroute = \"t1\"\n\
+         [[vip.backend]]\naddress = \"198.18.0.4\"\nport = 8009\nroute = \"t2\"\n"
+    );
+    Daemon::start(&lan.hosts[1].ns, &config, "info")
+}
+
+/// One field (`name=value`) of what `echo.jsp` printed.
+fn field<'a>(echo: &'a str, name: &str) -> &'a str {
+    echo.split_whitespace()
+        .find_map(|w| w.strip_prefix(name)?.strip_prefix('='))
+        .unwrap_or_else(|| panic!("{name} in {echo}"))
+}
+
+#[test]
+fn ajp13_backends_keep_sessions_carry_bodies_both_ways_and_fail_over() {
+    require_root!();
+    let lan = Lan::new(&["client", "lb", "tc1", "tc2"]);
+    let secret = "s3cret-for-ajp";
+    let mut tomcats = [
+        Some(JavaServer::tomcat_ajp(&lan.hosts[2], "t1", 8080, 8009, secret)),
+        Some(JavaServer::tomcat_ajp(&lan.hosts[3], "t2", 8080, 8009, secret)),
+    ];
+    let daemon = ajp_vip(&lan, secret);
+    let client = &lan.hosts[0].ns;
+
+    // Sessions the containers open stay on them (JSESSIONID=<id>.<jvmRoute>), over AJP.
+    let mut seen = std::collections::HashSet::new();
+    for i in 0..4 {
+        let b = Browser::new(client, &format!("a{i}"));
+        let first = b.who("/");
+        for _ in 0..5 {
+            assert_eq!(b.who("/"), first, "browser {i} keeps its session");
+        }
+        seen.insert(first);
+    }
+    assert_eq!(seen.len(), 2, "new sessions go to both: {seen:?}");
+
+    // What the container sees of the request: the client's address and port, the host asked
+    // for, the VIP's port, the query; no TLS.
+    let url = format!("http://{VIP}/echo.jsp?x=1&y=2");
+    let echo = client.run(&["curl", "-sf", "--max-time", "5", "-H", "Host: shop.example", &url]);
+    assert_eq!(field(&echo, "remote"), "198.18.0.1", "{echo}");
+    assert!(field(&echo, "port").parse::<u16>().is_ok_and(|p| p > 0), "the client's port: {echo}");
+    assert_eq!(field(&echo, "secure"), "false", "{echo}");
+    assert_eq!(field(&echo, "server"), "shop.example:80", "{echo}");
+    assert_eq!((field(&echo, "uri"), field(&echo, "query")), ("/echo.jsp", "x=1&y=2"), "{echo}");
+    assert_eq!(field(&echo, "len"), "0", "{echo}");
+
+    // Request bodies larger than one AJP packet, with a length (curl asks 100-continue) and
+    // chunked: every byte arrives, in order.
+    let body: Vec<u8> = (0..300_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
+    let file = std::env::temp_dir().join(format!("{}-body", client.name()));
+    std::fs::write(&file, &body).unwrap();
+    let data = format!("@{}", file.display());
+    let want = JavaServer::body_digest(&body).to_string();
+    for extra in [&[][..], &["-H", "Transfer-Encoding: chunked"][..]] {
+        let mut argv = vec!["curl", "-sf", "--max-time", "10", "--data-binary", &data];
+        argv.extend_from_slice(extra);
+        argv.push(&url);
+        let echo = client.run(&argv);
+        assert_eq!((field(&echo, "method"), field(&echo, "len")), ("POST", "300000"), "{extra:?}: {echo}");
+        assert_eq!(field(&echo, "sum"), want, "{extra:?}: the body arrived intact");
+    }
+    let _ = std::fs::remove_file(&file);
+
+    // A response of many body chunks and no length reaches the client chunked, whole; HEAD
+    // gets the head alone; two requests share the client's connection.
+    let big = client.run(&["curl", "-sf", "--max-time", "10", &format!("http://{VIP}/big.jsp?n=300000")]);
+    let expected: String = (0..300_000u32).map(|i| char::from(b'a' + (i % 26) as u8)).collect();
+    assert!(big == expected, "300000 bytes of a-z, got {} bytes", big.len());
+    let head = client.run(&["curl", "-sf", "--max-time", "5", "-I", &format!("http://{VIP}/")]);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let two = client.run(&["curl", "-sf", "--max-time", "5", "-w", " [%{num_connects}]\n", &url, &url]);
+    assert_eq!(two.matches("remote=198.18.0.1").count(), 2, "{two}");
+    assert!(two.contains("[1]") && two.contains("[0]"), "the second request reused the connection: {two}");
+
+    // The container holding a session stops: the session moves to the other one, which opens
+    // a session of its own; a connect failure is not the client's error.
+    let b = Browser::new(client, "moving");
+    let on = b.who("/");
+    tomcats[usize::from(on == "t2")] = None;
+    let other = if on == "t1" { "t2" } else { "t1" };
+    let (status, head, body) = b.get("/", &[]);
+    assert_eq!(status, 200, "{head}{body}");
+    assert!(body.starts_with(other), "failed over: {body}");
+    assert!(head.contains(&format!(".{other}")), "a new session from {other}: {head}");
+    assert_eq!(b.who("/"), other);
+    drop(daemon);
+}
+
+#[test]
+fn a_wrong_ajp_secret_takes_the_backend_down_with_the_reason_and_never_hangs() {
+    require_root!();
+    let lan = Lan::new(&["client", "lb", "tc1", "tc2"]);
+    let _t1 = JavaServer::tomcat_ajp(&lan.hosts[2], "t1", 8080, 8009, "the-real-secret");
+    let _t2 = JavaServer::tomcat_ajp(&lan.hosts[3], "t2", 8080, 8009, "the-real-secret");
+    let mut daemon = ajp_vip(&lan, "not-the-secret");
+    daemon.proc.wait_for_log("is `secret` the connector's?", Duration::from_secs(15));
+    let started = std::time::Instant::now();
+    let out = lan.hosts[0].ns.output(&[
+        "curl",
+        "-s",
+        "--max-time",
+        "5",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        &format!("http://{VIP}/"),
+    ]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "503", "no backend is up");
+    assert!(started.elapsed() < Duration::from_secs(3), "answered at once");
+    let status = daemon.ctl(&lan.hosts[1].ns, &["status"]);
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert_eq!(text.matches("down").count(), 2, "both backends down: {text}");
 }

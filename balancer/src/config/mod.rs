@@ -206,6 +206,32 @@ pub struct Backend {
     /// L7: open each connection to this backend with a PROXY protocol header (`v1` or `v2`),
     /// instead of the VIP's `send_proxy`.
     pub send_proxy: Option<ProxyVersion>,
+    /// L7: the protocol spoken to this backend, instead of the VIP's `backend_protocol`:
+    /// `http` or `ajp13` (Tomcat's AJP connector, usually port 8009).
+    pub protocol: Option<BackendProtocol>,
+    /// L7, `ajp13`: the AJP connector's `secret` (Tomcat's `secret`, `mod_jk`'s
+    /// `worker.NAME.secret`), instead of the VIP's `ajp_secret`.
+    pub secret: Option<String>,
+}
+
+/// What an L7 VIP speaks to a backend.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq, serde::Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendProtocol {
+    /// HTTP/1.1 (and HTTP/2 for HTTP/2 clients).
+    #[default]
+    Http,
+    /// AJP/1.3 (`mod_jk`, `mod_proxy_ajp`).
+    Ajp13,
+}
+
+impl std::fmt::Display for BackendProtocol {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Http => "http",
+            Self::Ajp13 => "ajp13",
+        })
+    }
 }
 
 /// A PROXY protocol version (HAProxy's `send-proxy` and `send-proxy-v2`).
@@ -445,6 +471,13 @@ pub struct L7 {
     pub accept_proxy: bool,
     /// Open backend connections with a PROXY protocol header (`v1` or `v2`). Default none.
     pub send_proxy: Option<ProxyVersion>,
+    /// What the backends speak, unless one says otherwise: `http` (default) or `ajp13`. A VIP
+    /// with AJP backends serves clients HTTP/1.1 only (no HTTP/2 by ALPN).
+    #[serde(default)]
+    pub backend_protocol: BackendProtocol,
+    /// The AJP connectors' `secret` (Tomcat 9.0.31+ refuses AJP requests without one unless
+    /// `secretRequired="false"`), unless a backend has its own.
+    pub ajp_secret: Option<String>,
     /// Seconds an upgraded connection (WebSocket) may pass no byte either way before both
     /// sides are closed (HAProxy's `timeout tunnel`). Default 3600.
     #[serde(default = "default_tunnel_timeout")]
@@ -493,6 +526,18 @@ impl Backend {
     /// identifies it within its VIP (two application servers may share a host).
     pub fn target(&self, vip_port: u16) -> SocketAddr {
         SocketAddr::new(*self.address.get_ref(), self.port.unwrap_or(vip_port))
+    }
+
+    /// The protocol spoken to it on an L7 VIP with settings `l7`.
+    pub fn protocol(&self, l7: &L7) -> BackendProtocol {
+        self.protocol.unwrap_or(l7.backend_protocol)
+    }
+
+    /// The AJP secret sent to it on an L7 VIP with settings `l7`, when it speaks AJP.
+    pub fn ajp_secret<'a>(&'a self, l7: &'a L7) -> Option<&'a str> {
+        (self.protocol(l7) == BackendProtocol::Ajp13)
+            .then(|| self.secret.as_deref().or(l7.ajp_secret.as_deref()))
+            .flatten()
     }
 }
 

@@ -217,6 +217,29 @@ fn l7_check(i: usize, vip: &super::Vip, l7: &super::L7) -> Result<(), (usize, St
                 format!("vip[{i}].backend[{j}].redirect: no backend has route `{r}`"),
             ));
         }
+        ajp_check(i, j, b, l7)?;
+    }
+    Ok(())
+}
+
+/// An AJP backend's settings: a secret only where AJP is spoken, no PROXY header (the AJP
+/// connector does not read one), a secret that fits an AJP string.
+fn ajp_check(i: usize, j: usize, b: &super::Backend, l7: &super::L7) -> Result<(), (usize, String)> {
+    let at = b.address.span().start;
+    let field = format!("vip[{i}].backend[{j}]");
+    if b.protocol(l7) != super::BackendProtocol::Ajp13 {
+        if b.secret.is_some() {
+            return Err((at, format!("{field}.secret: an AJP connector's secret; this backend speaks HTTP")));
+        }
+        return Ok(());
+    }
+    if b.send_proxy.or(l7.send_proxy).is_some() {
+        return Err((at, format!("{field}: an AJP connector reads no PROXY header; remove `send_proxy`")));
+    }
+    if let Some(s) = b.ajp_secret(l7)
+        && (s.is_empty() || s.len() > 1024 || s.contains('\0'))
+    {
+        return Err((at, format!("{field}.secret: 1 to 1024 bytes, without NUL")));
     }
     Ok(())
 }
@@ -318,6 +341,22 @@ mod tests {
             "{base}[vip.l7]\nsticky = \"route-suffix\"\n[[vip.backend]]\naddress = \"10.0.0.2\"\nroute = \"t1\"\nredirect = \"t9\"\n"
         ));
         assert!(e.contains("redirect: no backend has route `t9`"), "{e}");
+    }
+
+    #[test]
+    fn ajp_settings_are_checked_where_they_apply() {
+        let base = "interfaces = [\"eth0\"]\n[[vip]]\naddress = \"10.0.0.1:80\"\n[vip.l7]\nsticky = \"hash\"\n";
+        let ok = format!(
+            "{base}backend_protocol = \"ajp13\"\najp_secret = \"s\"\n[[vip.backend]]\naddress = \"10.0.0.2\"\nport = 8009\n"
+        );
+        Config::parse(&ok, Path::new("b.toml")).unwrap();
+        let e = err(&format!("{base}[[vip.backend]]\naddress = \"10.0.0.2\"\nsecret = \"s\"\n"));
+        assert!(e.contains("vip[0].backend[0].secret") && e.contains("speaks HTTP"), "{e}");
+        let e =
+            err(&format!("{base}send_proxy = \"v1\"\n[[vip.backend]]\naddress = \"10.0.0.2\"\nprotocol = \"ajp13\"\n"));
+        assert!(e.contains("reads no PROXY header"), "{e}");
+        let e = err(&format!("{base}[[vip.backend]]\naddress = \"10.0.0.2\"\nprotocol = \"ajp14\"\n"));
+        assert!(e.contains("ajp13"), "{e}");
     }
 
     #[test]

@@ -286,6 +286,8 @@ fn edit(config: &mut Config, change: Request) -> Result<(), String> {
                 redirect: more.redirect,
                 max: more.max,
                 send_proxy: None,
+                protocol: more.protocol,
+                secret: more.secret,
             });
         }
         Request::BackendDel { vip, protocol, address } => {
@@ -365,6 +367,7 @@ mod tests {
             domain: Some("d1".into()),
             redirect: Some("t1".into()),
             max: Some(50),
+            ..Default::default()
         };
         edit(&mut c, add("10.0.0.2", more(8081, "t2"))).unwrap();
         c.check().unwrap();

@@ -308,6 +308,12 @@ pub struct NewBackend {
     /// Most requests in flight to it.
     #[arg(long)]
     pub max: Option<u32>,
+    /// What it speaks (default: the VIP's `backend_protocol`).
+    #[arg(long, value_enum)]
+    pub protocol: Option<crate::config::BackendProtocol>,
+    /// Its AJP connector's secret (default: the VIP's `ajp_secret`).
+    #[arg(long)]
+    pub secret: Option<String>,
 }
 
 /// Answer to `status`.

@@ -13,8 +13,9 @@ use std::{
 use tokio::{sync::mpsc, task::JoinHandle};
 use tracing::{info, warn};
 
+use super::probe::Check;
 use super::{Tracker, probe};
-use crate::config::{Config, HealthCheck, Protocol};
+use crate::config::{BackendProtocol, Config, Protocol};
 
 /// A backend as health checks know it: its VIP (address, protocol) and where it is reached.
 /// Stable across reloads.
@@ -32,7 +33,7 @@ pub struct Flip {
 /// Running checks, keyed by backend, with the check each runs.
 #[derive(Default)]
 pub struct Scheduler {
-    tasks: HashMap<BackendKey, (HealthCheck, JoinHandle<()>, Arc<AtomicU64>)>,
+    tasks: HashMap<BackendKey, (Check, JoinHandle<()>, Arc<AtomicU64>)>,
 }
 
 impl Scheduler {
@@ -44,9 +45,14 @@ impl Scheduler {
             let vaddr = *vip.address.get_ref();
             for b in &vip.backends {
                 if let Some(check) = b.health.as_ref().or(vip.health.as_ref()) {
-                    let mut check = check.clone();
-                    check.port = check.port.or(b.port);
-                    wanted.insert((vaddr, vip.protocol, b.target(vaddr.port())), check);
+                    let mut health = check.clone();
+                    health.port = health.port.or(b.port);
+                    let ajp = vip
+                        .l7
+                        .as_ref()
+                        .filter(|l7| b.protocol(l7) == BackendProtocol::Ajp13)
+                        .map(|l7| crate::l7::ajp::Connector { secret: b.ajp_secret(l7).map(Into::into) });
+                    wanted.insert((vaddr, vip.protocol, b.target(vaddr.port())), Check { health, ajp });
                 }
             }
         }
@@ -69,7 +75,7 @@ impl Scheduler {
 
     /// The slow-start ramp of `key`'s check, if it has one.
     pub fn slowstart(&self, key: &BackendKey) -> Option<Duration> {
-        self.tasks.get(key).map(|(c, _, _)| c.slowstart_s).filter(|&s| s > 0).map(Duration::from_secs)
+        self.tasks.get(key).map(|(c, _, _)| c.health.slowstart_s).filter(|&s| s > 0).map(Duration::from_secs)
     }
 
     /// When `key`'s check last passed (Unix ms, 0 before the first pass), if it has one.
@@ -91,11 +97,11 @@ impl Drop for Scheduler {
     }
 }
 
-async fn run(key: BackendKey, check: HealthCheck, tx: mpsc::UnboundedSender<Flip>, passed: Arc<AtomicU64>) {
+async fn run(key: BackendKey, check: Check, tx: mpsc::UnboundedSender<Flip>, passed: Arc<AtomicU64>) {
     let (vip, _, target) = key;
-    let addr = SocketAddr::new(target.ip(), check.port.unwrap_or(target.port()));
-    let mut tracker = Tracker::new(check.rise, check.fall);
-    let mut tick = tokio::time::interval(Duration::from_millis(check.interval_ms));
+    let addr = SocketAddr::new(target.ip(), check.health.port.unwrap_or(target.port()));
+    let mut tracker = Tracker::new(check.health.rise, check.health.fall);
+    let mut tick = tokio::time::interval(Duration::from_millis(check.health.interval_ms));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
@@ -106,8 +112,10 @@ async fn run(key: BackendKey, check: HealthCheck, tx: mpsc::UnboundedSender<Flip
         }
         if let Some(up) = tracker.record(result.is_ok()) {
             match &result {
-                Ok(()) => info!(backend = %addr, %vip, "backend up: {} checks passed", check.rise),
-                Err(why) => warn!(backend = %addr, %vip, "backend down after {} failed checks: {why}", check.fall),
+                Ok(()) => info!(backend = %addr, %vip, "backend up: {} checks passed", check.health.rise),
+                Err(why) => {
+                    warn!(backend = %addr, %vip, "backend down after {} failed checks: {why}", check.health.fall);
+                }
             }
             if tx.send(Flip { key, up }).is_err() {
                 return;

@@ -20,6 +20,13 @@ pub const MAX_CHUNK: usize = MAX_PACKET - 6;
 /// `CPING`: asks the container for a `CPONG` (`mod_jk`'s `ping_mode`).
 pub const CPING: [u8; 5] = [0x12, 0x34, 0x00, 0x01, 0x0a];
 
+/// An AJP backend as the proxy knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Connector {
+    /// The connector's `secret`, sent with every request.
+    pub secret: Option<std::sync::Arc<str>>,
+}
+
 /// Why bytes are not AJP, or a request cannot be put in it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum AjpError {

@@ -147,6 +147,8 @@ pub struct Member {
     pub max: Option<u32>,
     /// The PROXY protocol header its connections start with, if any.
     pub send_proxy: Option<crate::config::ProxyVersion>,
+    /// Set when it speaks AJP/1.3 instead of HTTP: its connector's secret, if any.
+    pub ajp: Option<crate::l7::ajp::Connector>,
     /// Counters.
     pub live: Arc<Live>,
 }
@@ -432,6 +434,7 @@ mod tests {
             passed: None,
             max: None,
             send_proxy: None,
+            ajp: None,
             live: Arc::new(Live::default()),
         }
     }

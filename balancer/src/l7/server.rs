@@ -30,7 +30,7 @@ use super::{
     tls::{self, CertInfo, Certs, TlsError, TlsLive},
 };
 use crate::{
-    config::{Config, DEFAULT_MAX_CONNECTIONS, StickyMode},
+    config::{BackendProtocol, Config, DEFAULT_MAX_CONNECTIONS, StickyMode},
     fdlimit,
 };
 
@@ -217,7 +217,9 @@ impl Runtime {
         for v in &config.vips {
             let (Some(tls), Some(l7)) = (&v.tls, &v.l7) else { continue };
             let vip = *v.address.get_ref();
-            let h2 = l7.send_proxy.is_none() && v.backends.iter().all(|b| b.send_proxy.is_none());
+            // The HTTP/2 path cannot send a PROXY header or speak AJP.
+            let h2 = l7.send_proxy.is_none()
+                && v.backends.iter().all(|b| b.send_proxy.is_none() && b.protocol(l7) == BackendProtocol::Http);
             let certs = Certs::load(tls, h2, now).map_err(|source| L7Error::Tls { vip, source })?;
             prepared.tls.insert(vip, certs);
         }
@@ -328,6 +330,8 @@ impl Runtime {
                         passed: passed(i, j),
                         max: b.max,
                         send_proxy: b.send_proxy.or(l7.send_proxy),
+                        ajp: (b.protocol(l7) == BackendProtocol::Ajp13)
+                            .then(|| crate::l7::ajp::Connector { secret: b.ajp_secret(l7).map(Into::into) }),
                         live,
                     }
                 })
@@ -617,7 +621,11 @@ async fn connection(
 async fn serve_client(stream: tokio::net::TcpStream, peer: SocketAddr, shared: &Shared) {
     let (accept_proxy, tls, h2c) = {
         let vip = shared.state.load();
-        (vip.l7.accept_proxy, vip.tls.clone(), vip.pool.members().iter().all(|m| m.send_proxy.is_none()))
+        (
+            vip.l7.accept_proxy,
+            vip.tls.clone(),
+            vip.pool.members().iter().all(|m| m.send_proxy.is_none() && m.ajp.is_none()),
+        )
     };
     let limits = h1::Limits { header_timeout: shared.limits.header_timeout, max_head: shared.limits.max_head };
     let mut addr = peer;

@@ -136,6 +136,60 @@ pub fn request(out: &mut Vec<u8>, req: &head::Request<'_, '_>, edits: &RequestEd
     out.extend_from_slice(b"\r\n");
 }
 
+/// The headers an AJP container gets for `req`, by the policy of `request`: hop-by-hop ones
+/// out, our cookie out with `strip_cookie`, `Host` from `edits.host`, `Expect` out when the proxy
+/// answers it. The container gets the body decoded, so `Content-Length` stays and
+/// `Transfer-Encoding` goes; the client's address, port and TLS travel as fields of the
+/// forward request, so no `X-Forwarded-*` is added. Rewritten `Cookie` values are written to
+/// `scratch` first, which the pairs then borrow.
+pub fn ajp_headers<'a>(
+    req: &head::Request<'a, '_>,
+    edits: &RequestEdits<'a>,
+    scratch: &'a mut Vec<u8>,
+) -> Vec<(&'a [u8], &'a [u8])> {
+    let is = |name: &[u8], n: &str| name.eq_ignore_ascii_case(n.as_bytes());
+    // Our cookie out of each `Cookie` header, as (start, end) in `scratch`.
+    let mut cookies = Vec::new();
+    if let Some(ours) = edits.strip_cookie {
+        for (_, value) in end_to_end(req.headers).filter(|(n, _)| is(n, "cookie")) {
+            let start = scratch.len();
+            without_cookie(scratch, value, ours);
+            cookies.push((start, scratch.len()));
+        }
+    }
+    let scratch: &'a [u8] = scratch;
+    let mut cookies = cookies.into_iter().map(|(start, end)| {
+        // `without_cookie` wrote a whole `cookie: …\r\n` line, or nothing.
+        let line = &scratch[start..end];
+        line.strip_prefix(b"cookie: ").and_then(|v| v.strip_suffix(b"\r\n"))
+    });
+    let mut headers = Vec::with_capacity(req.headers.len() + 1);
+    if req.host.is_none()
+        && let Some(h) = edits.host.or(edits.forwarded_host)
+    {
+        headers.push((&b"host"[..], h));
+    }
+    for (name, value) in end_to_end(req.headers) {
+        match name {
+            _ if is(name, "host") => headers.push((name, edits.host.unwrap_or(value))),
+            _ if is(name, "cookie") && edits.strip_cookie.is_some() => {
+                if let Some(Some(kept)) = cookies.next() {
+                    headers.push((name, kept));
+                }
+            }
+            _ if is(name, "expect") && edits.expect_handled => {}
+            _ if is(name, "transfer-encoding") => {}
+            _ if is(name, "content-length") => {
+                if req.framing != Framing::Chunked && !headers.iter().any(|(n, _)| is(n, "content-length")) {
+                    headers.push((name, value));
+                }
+            }
+            _ => headers.push((name, value)),
+        }
+    }
+    headers
+}
+
 /// A `Cookie` header without the pairs named `ours`; nothing when none is left.
 fn without_cookie(out: &mut Vec<u8>, value: &[u8], ours: &str) {
     let Ok(value) = std::str::from_utf8(value) else { return lowercase_header(out, b"cookie", value) };
@@ -267,6 +321,23 @@ mod tests {
             https: false,
             upgrade: None,
         }
+    }
+
+    #[test]
+    fn the_ajp_container_gets_end_to_end_headers_without_our_cookie_or_framing() {
+        let raw = b"POST /a HTTP/1.1\r\nHost: shop\r\nConnection: keep-alive, x-hop\r\nX-Hop: 1\r\n\
+                    Cookie: BALANCERID=abc; JSESSIONID=1.t1\r\nCookie: BALANCERID=only\r\n\
+                    Transfer-Encoding: chunked\r\nExpect: 100-continue\r\nAccept: */*\r\n\r\n";
+        let mut s = head::storage();
+        let req = head::request(raw, &mut s, 65536).unwrap().unwrap();
+        let edits = RequestEdits { strip_cookie: Some("BALANCERID"), expect_handled: true, ..plain() };
+        let mut scratch = Vec::new();
+        let got: Vec<(String, String)> = ajp_headers(&req, &edits, &mut scratch)
+            .into_iter()
+            .map(|(n, v)| (String::from_utf8_lossy(n).into_owned(), String::from_utf8_lossy(v).into_owned()))
+            .collect();
+        let want = [("Host", "shop"), ("Cookie", "JSESSIONID=1.t1"), ("Accept", "*/*")];
+        assert_eq!(got, want.map(|(n, v)| (n.to_string(), v.to_string())));
     }
 
     #[test]

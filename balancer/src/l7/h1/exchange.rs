@@ -26,6 +26,8 @@ use super::{
     upstream::{self, Upstream},
     within, write_out,
 };
+mod ajp;
+
 use crate::{
     config::StickyMode,
     l7::{
@@ -139,7 +141,16 @@ fn plan<S: ClientStream>(
         expect_handled: req.expect_continue,
         upgrade: req.upgrade,
     };
-    edit::request(out, &req, &edits);
+    let chosen = &vip.pool.members()[member];
+    if let Some(connector) = &chosen.ajp {
+        if let Err(e) = ajp::forward(out, &req, &edits, (c, vip, chosen.route.as_deref(), connector)) {
+            debug!(peer = %c.peer, error = %e, "request cannot be forwarded by AJP");
+            let message = "the request head is too large for the backend's AJP packet (8 KiB)\n";
+            return Planned::Local { status: "431 Request Header Fields Too Large", message, keep: false, line };
+        }
+    } else {
+        edit::request(out, &req, &edits);
+    }
     let set_cookie = match (&vip.signer, &vip.pool.members()[member].route) {
         (Some(signer), Some(_)) if l7.sticky == StickyMode::Insert => {
             session::set_cookie(choice, &session, signer, secs)
@@ -158,7 +169,8 @@ fn plan<S: ClientStream>(
         idempotent: req.idempotent(),
         set_cookie,
         host_len: aux.len(),
-        upgrade: req.upgrade.is_some(),
+        // AJP carries no protocol switch: the container answers the request as it is.
+        upgrade: req.upgrade.is_some() && chosen.ajp.is_none(),
         moved: match (choice, session.route) {
             (Choice::Failover(_), Some(route)) if line.is_some() => Some(vip.pool.why_moved(route, exclude, ms)),
             _ => None,
@@ -298,6 +310,8 @@ enum Failure {
     Timeout,
     /// A response head that is not HTTP/1.x.
     Bad(head::BadResponse),
+    /// An AJP backend's bytes that are not AJP/1.3.
+    Ajp(crate::l7::ajp::AjpError),
 }
 
 /// Reads the backend's response head into `rbuf` (skipping interim 1xx responses).
@@ -517,6 +531,9 @@ pub(super) async fn serve<S: ClientStream>(
         // connection, not counted against the backend.
         let mut reuse = true;
         let mut rbuf = take_buffer();
+        // An AJP backend's response head, as HTTP/1.1, and the request body it asks for.
+        let mut ajp_head = Vec::new();
+        let mut ajp_body = None;
         // `send` appends a buffered body to the head; a second try starts from the head again.
         let head_out = out.len();
         let outcome = loop {
@@ -541,9 +558,23 @@ pub(super) async fn serve<S: ClientStream>(
             live.here().requests.fetch_add(1, Relaxed);
             let sent_at = std::time::Instant::now();
             let by = Instant::now() + Duration::from_millis(l7.response_timeout_ms);
-            let consumed = match send(c, &mut up.stream, &plan, &mut out, by).await {
-                Ok(n) => Ok(n),
-                Err(SendError::Client(status, message)) => {
+            let sent = if member.ajp.is_some() {
+                let mut body = ajp::Body::new(&plan);
+                let buffers = (&mut out, &mut rbuf, &mut ajp_head);
+                let r = ajp::request(c, &mut up.stream, &plan, &mut body, buffers, by).await;
+                ajp_body = Some(body);
+                r.map(|()| (0, 0))
+            } else {
+                send(c, &mut up.stream, &plan, &mut out, by).await.map_err(|e| match e {
+                    SendError::Client(status, message) => ajp::Step::Client(SendError::Client(status, message)),
+                    SendError::Backend(e) => {
+                        debug!(backend = %member.addr, error = %e, "sending the request failed");
+                        ajp::Step::Backend(Failure::Broken { nothing: true })
+                    }
+                })
+            };
+            let got = match sent {
+                Err(ajp::Step::Client(SendError::Client(status, message))) => {
                     live.here().inflight.fetch_sub(1, Relaxed);
                     debug!(peer = %c.peer, status, "the client's request body failed");
                     local(&mut out, status, message, true);
@@ -552,17 +583,13 @@ pub(super) async fn serve<S: ClientStream>(
                     give_buffer(rbuf);
                     break 'attempts Next::Close;
                 }
-                Err(SendError::Backend(e)) => {
-                    debug!(backend = %member.addr, error = %e, "sending the request failed");
-                    Err(Failure::Broken { nothing: true })
-                }
-            };
-            let got = match consumed {
+                Err(ajp::Step::Client(SendError::Backend(_))) => Err(Failure::Broken { nothing: true }),
+                Err(ajp::Step::Backend(f)) => Err(f),
+                Ok(n) if member.ajp.is_some() => Ok(n),
                 Ok(n) => {
                     let head = response_head(c, &mut up.stream, &mut rbuf, (plan.is_head, plan.upgrade), by).await;
                     head.map(|()| n)
                 }
-                Err(f) => Err(f),
             };
             live.here().inflight.fetch_sub(1, Relaxed);
             live.here().latency_us.fetch_add(sent_at.elapsed().as_micros() as u64, Relaxed);
@@ -620,6 +647,10 @@ pub(super) async fn serve<S: ClientStream>(
                         fail(&e.to_string());
                         ("502 Bad Gateway", "the backend's response was not valid HTTP\n")
                     }
+                    Failure::Ajp(e) => {
+                        fail(&e.to_string());
+                        ("502 Bad Gateway", "the backend's response was not valid AJP/1.3\n")
+                    }
                 };
                 local(&mut out, status, message, true);
                 (record.status, record.bytes_out) = (status_of(&out), out.len() as u64);
@@ -631,10 +662,17 @@ pub(super) async fn serve<S: ClientStream>(
         if !matches!(plan.choice, Choice::Sticky(_)) && l7.sticky != StickyMode::Hash {
             live.here().sessions.fetch_add(1, Relaxed);
         }
-        let (consumed, body_in) = consumed;
+        let (mut consumed, mut body_in) = consumed;
+        let responded = if let Some(body) = ajp_body {
+            let (responded, body) =
+                ajp::respond(c, &vip, &plan, (up, key), (ajp_head, rbuf, body), (&mut out, &mut aux), secs).await;
+            (consumed, body_in) = (body.used(), body.sent);
+            responded
+        } else {
+            respond(c, &vip, &plan, (up, key), rbuf, (&mut out, &mut aux), secs).await
+        };
         record.bytes_in = plan.head_len as u64 + body_in;
         live.here().bytes.fetch_add(body_in, Relaxed);
-        let responded = respond(c, &vip, &plan, (up, key), rbuf, (&mut out, &mut aux), secs).await;
         (record.status, record.bytes_out) = (responded.status, responded.bytes_out);
         if let Some(mut up) = responded.switched {
             // The request's head went to the backend; what the client sent after it is the new
@@ -672,6 +710,64 @@ fn head_len<S: ClientStream>(c: &Conn<S>) -> usize {
     head::request(&c.inbuf, &mut storage, usize::MAX).ok().flatten().map_or(c.inbuf.len(), |r| r.len)
 }
 
+/// What the response filter made of a backend's head.
+struct Filtered {
+    framing: Framing,
+    /// The backend closes its connection after this response.
+    backend_close: bool,
+    head_len: usize,
+    /// A chunked body goes to an HTTP/1.0 client as bare data.
+    dechunk: bool,
+    /// The client connection closes after this response.
+    close: bool,
+    status: u16,
+}
+
+/// The response filter: writes to `out` the head the client gets for the backend's head at
+/// the start of `rbuf` (the session cookie from `aux`, after the host the client asked for).
+fn filter_head<S: ClientStream>(
+    c: &Conn<S>,
+    vip: &Vip,
+    plan: &Plan,
+    rbuf: &[u8],
+    (out, aux): (&mut Vec<u8>, &mut Vec<u8>),
+    secs: u64,
+) -> Option<Filtered> {
+    let l7 = &vip.l7;
+    aux.truncate(plan.host_len);
+    let has_cookie = plan.set_cookie.is_some_and(|set| cookie_line(vip, plan.member, set, secs, aux));
+    let (host, cookie) = aux.split_at(plan.host_len);
+    let host = std::str::from_utf8(host).ok().filter(|h| !h.is_empty());
+    out.clear();
+    let mut storage = head::storage();
+    let Ok(Some(resp)) = head::response(rbuf, &mut storage, plan.is_head, MAX_RESPONSE_HEAD) else {
+        return None;
+    };
+    let dechunk = resp.framing == Framing::Chunked && plan.minor == 0;
+    let close = plan.client_close || resp.framing == Framing::UntilClose || dechunk;
+    let keep_alive_10 = plan.minor == 0 && !close;
+    let edits = edit::ResponseEdits {
+        backend_origin: &vip.targets[plan.member].origin,
+        host,
+        set_cookie: has_cookie.then_some(cookie),
+        nocache: l7.nocache,
+        via: l7.via,
+        dechunk,
+        close,
+        keep_alive_10,
+        https: c.tls.is_some(),
+    };
+    edit::response(out, &resp, &edits);
+    Some(Filtered {
+        framing: resp.framing,
+        backend_close: resp.close,
+        head_len: resp.len,
+        dechunk,
+        close,
+        status: resp.code,
+    })
+}
+
 /// What the response phase did.
 struct Responded {
     next: Next,
@@ -697,32 +793,10 @@ async fn respond<S: ClientStream>(
     let closed = |status| Responded { next: Next::Close, status, bytes_out: 0, switched: None };
     let member = &vip.pool.members()[plan.member];
     let l7 = &vip.l7;
-    aux.truncate(plan.host_len);
-    let has_cookie = plan.set_cookie.is_some_and(|set| cookie_line(vip, plan.member, set, secs, aux));
-    let (host, cookie) = aux.split_at(plan.host_len);
-    let host = std::str::from_utf8(host).ok().filter(|h| !h.is_empty());
-    out.clear();
-    let (framing, backend_close, head_len, dechunk, close, status) = {
-        let mut storage = head::storage();
-        let Ok(Some(resp)) = head::response(&rbuf, &mut storage, plan.is_head, MAX_RESPONSE_HEAD) else {
-            return closed(0);
-        };
-        let dechunk = resp.framing == Framing::Chunked && plan.minor == 0;
-        let close = plan.client_close || resp.framing == Framing::UntilClose || dechunk;
-        let keep_alive_10 = plan.minor == 0 && !close;
-        let edits = edit::ResponseEdits {
-            backend_origin: &vip.targets[plan.member].origin,
-            host,
-            set_cookie: has_cookie.then_some(cookie),
-            nocache: l7.nocache,
-            via: l7.via,
-            dechunk,
-            close,
-            keep_alive_10,
-            https: c.tls.is_some(),
-        };
-        edit::response(out, &resp, &edits);
-        (resp.framing, resp.close, resp.len, dechunk, close, resp.code)
+    let Some(Filtered { framing, backend_close, head_len, dechunk, close, status }) =
+        filter_head(c, vip, plan, &rbuf, (out, aux), secs)
+    else {
+        return closed(0);
     };
     let head_out = out.len() as u64;
     if status == 101 {
