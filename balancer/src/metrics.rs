@@ -20,6 +20,9 @@ struct VipLabels {
 struct BackendLabels {
     vip: String,
     protocol: String,
+    /// The VIP entry's `name` (empty without one): entries sharing an address are pools of
+    /// their own.
+    pool: String,
     backend: String,
 }
 
@@ -127,12 +130,19 @@ pub fn render(status: &Status) -> String {
         flow_entries.set(i64::try_from(n).unwrap_or(i64::MAX));
         registry.register("flow_table_entries", "Entries in the flow table (counted every 10 s)", flow_entries.clone());
     }
+    let mut counted = std::collections::HashSet::new();
     for v in &status.vips {
         let vl = VipLabels { vip: v.address.to_string(), protocol: format!("{:?}", v.protocol).to_lowercase() };
-        vip_packets.get_or_create(&vl).inc_by(v.packets);
-        vip_bytes.get_or_create(&vl).inc_by(v.bytes);
-        vip_flows.get_or_create(&vl).inc_by(v.new_flows);
-        if let Some(c) = &v.connections {
+        let pool = v.name.clone().unwrap_or_default();
+        // The address's own counters once, however many entries (pools) share it.
+        let first = counted.insert((v.address, v.protocol));
+        let connections = v.connections.as_ref().filter(|_| first);
+        if first {
+            vip_packets.get_or_create(&vl).inc_by(v.packets);
+            vip_bytes.get_or_create(&vl).inc_by(v.bytes);
+            vip_flows.get_or_create(&vl).inc_by(v.new_flows);
+        }
+        if let Some(c) = connections {
             l7_open.get_or_create(&vl).set(i64::try_from(c.open).unwrap_or(i64::MAX));
             l7_refused.get_or_create(&vl).inc_by(c.refused);
             l7_accept_errors.get_or_create(&vl).inc_by(c.accept_errors);
@@ -159,8 +169,12 @@ pub fn render(status: &Status) -> String {
             }
         }
         for b in &v.backends {
-            let bl =
-                BackendLabels { vip: vl.vip.clone(), protocol: vl.protocol.clone(), backend: b.address.to_string() };
+            let bl = BackendLabels {
+                vip: vl.vip.clone(),
+                protocol: vl.protocol.clone(),
+                pool: pool.clone(),
+                backend: b.address.to_string(),
+            };
             be_packets.get_or_create(&bl).inc_by(b.packets);
             be_bytes.get_or_create(&bl).inc_by(b.bytes);
             be_flows.get_or_create(&bl).inc_by(b.new_flows);
@@ -195,6 +209,8 @@ mod tests {
                 forwarding: Forwarding::Dsr,
                 ring_size: 65537,
                 sticky: None,
+                name: None,
+                takes: None,
                 packets: 7,
                 bytes: 700,
                 new_flows: 2,
@@ -226,7 +242,7 @@ mod tests {
         let text = render(&status);
         assert!(text.contains(r#"balancer_vip_packets_total{vip="10.0.0.1:80",protocol="tcp"} 7"#), "{text}");
         assert!(
-            text.contains(r#"balancer_backend_up{vip="10.0.0.1:80",protocol="tcp",backend="10.0.0.2"} 0"#),
+            text.contains(r#"balancer_backend_up{vip="10.0.0.1:80",protocol="tcp",pool="",backend="10.0.0.2"} 0"#),
             "{text}"
         );
         assert!(text.contains(r#"balancer_not_balanced_packets_total{reason="no_vip"} 3"#), "{text}");

@@ -318,6 +318,10 @@ impl JavaServer {
              for (int i = 0; i < n; i++) out.write('a' + i % 26); %>",
         )
         .expect("big.jsp");
+        // A directory: a request for `/sub` is redirected to `/sub/`.
+        std::fs::create_dir_all(root.join("sub")).expect("sub/");
+        std::fs::write(root.join("sub/index.jsp"), format!("<%@ page session=\"false\" %>{name} sub\n"))
+            .expect("sub/index.jsp");
     }
 
     /// The digest `echo.jsp` prints of a body.

@@ -55,7 +55,9 @@ fn l4_vip(v: &balancer::control::protocol::VipStatus, proto: &str) {
 }
 
 fn l7_vip(v: &balancer::control::protocol::VipStatus, proto: &str, mode: &str) {
-    println!("VIP {} {proto} L7, sticky {mode}", v.address);
+    let name = v.name.as_deref().map(|n| format!(" [{n}]")).unwrap_or_default();
+    let takes = v.takes.as_deref().map(|t| format!(", takes {t}")).unwrap_or_default();
+    println!("VIP {}{name} {proto} L7, sticky {mode}{takes}", v.address);
     println!(
         "  {:<26} {:<10} {:>6} {:<8} {:<9} {:>6} {:>9} {:>9} {:>7} {:>10}",
         "BACKEND", "ROUTE", "WEIGHT", "STATE", "HEALTH", "GROUP", "SESSIONS", "REQUESTS", "ERRORS", "LATENCY"

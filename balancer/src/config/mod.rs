@@ -133,9 +133,39 @@ pub struct Vip {
     /// TLS termination on an L7 VIP: its certificates (chosen by SNI), versions and ALPN.
     #[serde(default)]
     pub tls: Option<Tls>,
+    /// A name for this entry in status, metrics, the access log and the CLI (`--pool`); needed
+    /// where several L7 entries share one address.
+    pub name: Option<String>,
+    /// L7: which of the address's requests this entry takes, when several entries share it
+    /// (`[vip.match]`); none: every request no other entry takes more specifically.
+    #[serde(default, rename = "match")]
+    pub matches: Option<Match>,
     /// Real servers.
     #[serde(default, rename = "backend")]
     pub backends: Vec<Backend>,
+}
+
+/// The requests an L7 entry takes (`[vip.match]`), among the entries of its address; the most
+/// specific match wins (see README, "Routing by path and host").
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Match {
+    /// Host names (`Host` without its port, any case), or `*.name` for one label before
+    /// `.name`. Empty: any host.
+    #[serde(default)]
+    pub host: Vec<String>,
+    /// Paths: `/cart` (it and below it), `=/login` (exactly), `/*.jsp` (`*`: any characters,
+    /// as `JkMount` writes it). Empty: any path.
+    #[serde(default)]
+    pub path: Vec<String>,
+    /// Paths this entry does not take (`ProxyPass /x !`, `JkUnMount`): the next most specific
+    /// entry does, else the proxy answers 404.
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    /// What replaces the one prefix `path` before the backend gets it (`ProxyPass /app/
+    /// http://be/`: `path = ["/app/"]`, `rewrite = "/"`); `Location` headers and cookie paths
+    /// in responses are mapped back (`ProxyPassReverse`, `ProxyPassReverseCookiePath`).
+    pub rewrite: Option<String>,
 }
 
 /// Transport protocol of a VIP.

@@ -47,7 +47,7 @@ fn vips_check(config: &Config) -> Result<(), (usize, String)> {
         if let Some(why) = unusable(addr.ip()) {
             return Err((vip.address.span().start, format!("vip[{i}].address: {}: {why}", addr.ip())));
         }
-        if !seen.insert((addr, vip.protocol)) {
+        if !seen.insert((addr, vip.protocol)) && vip.l7.is_none() {
             return Err((
                 vip.address.span().start,
                 format!("vip[{i}].address: {addr} ({:?}) is already defined", vip.protocol),
@@ -119,6 +119,97 @@ fn vips_check(config: &Config) -> Result<(), (usize, String)> {
         backends += vip.backends.len();
         if backends > MAX_BACKENDS as usize {
             return Err((vip.address.span().start, format!("too many backends in total: at most {MAX_BACKENDS}")));
+        }
+    }
+    sites_check(config)
+}
+
+/// The entries that share an address: all L7, named, with one set of connection settings (the
+/// first entry's), and match rules that leave each entry something to take.
+fn sites_check(config: &Config) -> Result<(), (usize, String)> {
+    use crate::l7::router::{Rule, conflicts};
+    for (i, vip) in config.vips.iter().enumerate() {
+        let at = vip.address.span().start;
+        if vip.matches.is_some() && vip.l7.is_none() {
+            return Err((
+                at,
+                format!("vip[{i}].match: routing by path and host is done by the L7 proxy; add [vip.l7]"),
+            ));
+        }
+        if let Some(name) = &vip.name
+            && (name.is_empty() || name.contains(|c: char| c.is_whitespace() || c == '/'))
+        {
+            return Err((at, format!("vip[{i}].name: `{name}` must be non-empty, without spaces or `/`")));
+        }
+        if let Err(e) = Rule::new(vip.matches.as_ref()) {
+            return Err((at, format!("vip[{i}].match: {e}")));
+        }
+    }
+    let mut done = HashSet::new();
+    for (first, vip) in config.vips.iter().enumerate() {
+        let addr = (*vip.address.get_ref(), vip.protocol);
+        if !done.insert(addr) {
+            continue;
+        }
+        let group: Vec<usize> = (first..config.vips.len())
+            .filter(|&k| (*config.vips[k].address.get_ref(), config.vips[k].protocol) == addr)
+            .collect();
+        if group.len() == 1 {
+            continue;
+        }
+        let Some(head) = vip.l7.as_ref() else {
+            let k = group[1];
+            let at = config.vips[k].address.span().start;
+            return Err((at, format!("vip[{k}].address: {} ({:?}) is already defined", addr.0, addr.1)));
+        };
+        let mut names = HashSet::new();
+        for &k in &group {
+            let v = &config.vips[k];
+            let at = v.address.span().start;
+            let Some(l7) = &v.l7 else {
+                return Err((
+                    at,
+                    format!("vip[{k}].address: {} is also an L7 entry (vip[{first}]); add [vip.l7]", addr.0),
+                ));
+            };
+            let Some(name) = &v.name else {
+                return Err((at, format!("vip[{k}].name: entries sharing {} need a name each", addr.0)));
+            };
+            if !names.insert(name) {
+                return Err((at, format!("vip[{k}].name: `{name}` is used twice at {}", addr.0)));
+            }
+            if k != first && v.tls.is_some() {
+                return Err((
+                    at,
+                    format!("vip[{k}].tls: the first entry of {} (vip[{first}]) holds its TLS settings", addr.0),
+                ));
+            }
+            let differs = [
+                ("accept_proxy", l7.accept_proxy != head.accept_proxy),
+                ("header_timeout_ms", l7.header_timeout_ms != head.header_timeout_ms),
+                ("max_header_bytes", l7.max_header_bytes != head.max_header_bytes),
+                ("max_connections", l7.max_connections != head.max_connections),
+            ];
+            if let Some((field, _)) = differs.iter().find(|(_, d)| *d) {
+                return Err((
+                    at,
+                    format!(
+                        "vip[{k}].l7.{field}: a setting of the connection, which the address's first entry (vip[{first}]) sets"
+                    ),
+                ));
+            }
+        }
+        let rules: Vec<_> = group
+            .iter()
+            .map(|&k| {
+                (config.vips[k].matches.as_ref(), Rule::new(config.vips[k].matches.as_ref()).expect("checked above"))
+            })
+            .collect();
+        if let Some((a, b, why)) = conflicts(&rules) {
+            let (a, b) = (group[a], group[b]);
+            let at = config.vips[b].address.span().start;
+            let field = if a == b { format!("vip[{b}].match") } else { format!("vip[{b}].match (against vip[{a}])") };
+            return Err((at, format!("{field}: {why}")));
         }
     }
     Ok(())
@@ -341,6 +432,33 @@ mod tests {
             "{base}[vip.l7]\nsticky = \"route-suffix\"\n[[vip.backend]]\naddress = \"10.0.0.2\"\nroute = \"t1\"\nredirect = \"t9\"\n"
         ));
         assert!(e.contains("redirect: no backend has route `t9`"), "{e}");
+    }
+
+    #[test]
+    fn entries_sharing_an_address_are_named_l7_and_reachable() {
+        let vip = |name: &str, extra: &str| {
+            format!(
+                "[[vip]]\naddress = \"10.0.0.1:80\"\nname = \"{name}\"\n{extra}[vip.l7]\nsticky = \"hash\"\n[[vip.backend]]\naddress = \"10.0.0.2\"\n"
+            )
+        };
+        let base = "interfaces = [\"eth0\"]\n";
+        let ok = format!("{base}{}{}", vip("shop", ""), vip("cart", "[vip.match]\npath = [\"/cart\"]\n"));
+        Config::parse(&ok, Path::new("b.toml")).unwrap();
+        let e = err(&format!("{base}{}{}", vip("shop", ""), vip("shop", "[vip.match]\npath = [\"/cart\"]\n")));
+        assert!(e.contains("vip[1].name: `shop` is used twice"), "{e}");
+        let e = err(&format!("{base}{}{}", vip("shop", ""), vip("all", "")));
+        assert!(e.contains("vip[1].match (against vip[0])") && e.contains("unreachable"), "{e}");
+        let e = err(&format!("{base}{}{}", vip("shop", ""), vip("cart", "[vip.match]\npath = [\"cart\"]\n")));
+        assert!(e.contains("vip[1].match: `cart`: a path pattern starts with `/`"), "{e}");
+        let e = err(&format!(
+            "{base}{}{}",
+            vip("shop", ""),
+            vip("cart", "[vip.match]\npath = [\"/cart\"]\n")
+                .replace("sticky = \"hash\"\n", "sticky = \"hash\"\naccept_proxy = true\n")
+        ));
+        assert!(e.contains("vip[1].l7.accept_proxy"), "{e}");
+        let l4 = format!("{base}{}[[vip]]\naddress = \"10.0.0.1:80\"\n", vip("shop", ""));
+        assert!(err(&l4).contains("already defined"), "{}", err(&l4));
     }
 
     #[test]

@@ -156,6 +156,8 @@ impl Daemon {
                 forwarding: v.forwarding,
                 ring_size: if v.l7.is_some() { 0 } else { v.ring_size.get() },
                 sticky: v.l7.as_ref().map(|l| format!("{:?}", l.sticky).to_lowercase()),
+                name: v.name.clone(),
+                takes: v.matches.as_ref().map(describe_match),
                 packets: traffic.packets,
                 bytes: traffic.bytes,
                 new_flows: traffic.new_flows,
@@ -259,6 +261,8 @@ fn edit(config: &mut Config, change: Request) -> Result<(), String> {
                 health: None,
                 l7: None,
                 tls: None,
+                name: None,
+                matches: None,
                 backends: Vec::new(),
             });
         }
@@ -328,6 +332,20 @@ fn edit(config: &mut Config, change: Request) -> Result<(), String> {
         | Request::OverridesClear { .. } => unreachable!("not a change"),
     }
     Ok(())
+}
+
+/// `[vip.match]` in one line: `host a,b path /x,/*.jsp exclude /x/s rewrite /`.
+fn describe_match(m: &config::Match) -> String {
+    let mut parts = Vec::new();
+    for (word, list) in [("host", &m.host), ("path", &m.path), ("exclude", &m.exclude)] {
+        if !list.is_empty() {
+            parts.push(format!("{word} {}", list.join(",")));
+        }
+    }
+    if let Some(r) = &m.rewrite {
+        parts.push(format!("rewrite {r}"));
+    }
+    parts.join(" ")
 }
 
 #[cfg(test)]

@@ -224,6 +224,13 @@ pub struct VipStatus {
     /// `insert`, `route-suffix` or `hash` for an L7 VIP.
     #[serde(default)]
     pub sticky: Option<String>,
+    /// The entry's `name`, if it has one (entries sharing an address have one each).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// What the entry takes of its address's requests (`host … path … exclude …`), if it is
+    /// not everything.
+    #[serde(default)]
+    pub takes: Option<String>,
     /// Packets forwarded.
     pub packets: u64,
     /// Bytes forwarded.

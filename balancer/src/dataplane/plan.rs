@@ -149,7 +149,11 @@ pub fn plan(
             family: fam,
         };
         if vip.l7.is_some() {
-            // Terminated by the daemon: the data path only passes its packets up.
+            // Terminated by the daemon: the data path only passes its packets up (once per
+            // address, however many L7 entries share it).
+            if vips.iter().any(|p: &VipPlan| p.key == key) {
+                continue;
+            }
             let meta =
                 VipMeta { id: vip_id, ring_size: 0, ring_gen: 0, forward: forward::LOCAL, flags: 0, _pad: [0; 2] };
             vips.push(VipPlan { key, meta, ring: Vec::new() });

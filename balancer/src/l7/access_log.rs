@@ -83,6 +83,8 @@ pub struct Entry {
     pub backend: Option<SocketAddr>,
     /// Its route.
     pub route: Option<Box<str>>,
+    /// The `name` of the VIP entry (pool) that took the request, when it has one.
+    pub pool: Option<Box<str>>,
     /// How it was chosen.
     pub chosen: Chosen,
     /// Attempts after the first (another backend, after a failed connect or a broken one).
@@ -276,7 +278,11 @@ pub fn combined(out: &mut String, e: &Entry, query: bool) {
         e.status,
         e.bytes_out,
     );
-    let _ = write!(out, " client_port={} vip={} bytes_in={}", e.client.port(), e.vip, e.bytes_in);
+    let _ = write!(out, " client_port={} vip={}", e.client.port(), e.vip);
+    if let Some(pool) = &e.pool {
+        let _ = write!(out, " pool={}", printable(pool));
+    }
+    let _ = write!(out, " bytes_in={}", e.bytes_in);
     match e.backend {
         Some(b) => {
             let _ = write!(out, " backend={b}");
@@ -326,6 +332,7 @@ pub fn json(out: &mut String, e: &Entry, query: bool) {
         "client": e.client.ip().to_string(),
         "client_port": e.client.port(),
         "vip": e.vip.to_string(),
+        "pool": e.pool.as_deref(),
         "method": &*e.method,
         "path": target(e, query),
         "protocol": e.protocol,
@@ -362,6 +369,7 @@ mod tests {
             bytes_out: 1234,
             backend: Some("10.0.0.2:8080".parse().unwrap()),
             route: Some("t1".into()),
+            pool: None,
             chosen: Chosen::Failover("down"),
             retries: 1,
             connect_us: Some(250),

@@ -17,6 +17,7 @@ pub mod proxy;
 pub mod proxy_header;
 pub mod redirect;
 pub mod route;
+pub mod router;
 pub mod select;
 pub mod server;
 pub mod session;

@@ -31,13 +31,31 @@ use crate::config::{L7, StickyMode};
 /// Bodies the proxy sends either way.
 pub type Body = BoxBody<Bytes, hyper::Error>;
 
-/// One L7 VIP as requests see it; replaced whole (never mutated) when configuration or health
-/// changes.
+/// The L7 entries of one address as requests see them, and which entry a request goes to
+/// (one entry, taking everything, on most VIPs); replaced whole when configuration or health
+/// changes. Connection settings (TLS, PROXY header, limits) are the first entry's.
+pub struct Site {
+    /// The entries, in configuration order; never empty.
+    pub vips: Vec<Vip>,
+    /// Picks an entry by host and path.
+    pub router: super::router::Router,
+}
+
+impl Site {
+    /// The entry whose settings the connection uses.
+    pub fn first(&self) -> &Vip {
+        &self.vips[0]
+    }
+}
+
+/// One L7 entry (a VIP, or one of the routes sharing its address) as requests see it.
 pub struct Vip {
     /// Unique to this build of the VIP's state (caches keyed by it never see another's).
     pub id: u64,
     /// The VIP's address.
     pub address: SocketAddr,
+    /// Its `name`, if it has one (status, the access log).
+    pub name: Option<String>,
     /// Its settings.
     pub l7: L7,
     /// Its backends.
@@ -80,14 +98,15 @@ pub async fn serve_h2<S: super::stream::ClientStream>(
     stream: S,
     peer: SocketAddr,
     tls: Option<Box<super::tls::Session>>,
-    state: Arc<ArcSwap<Vip>>,
+    state: Arc<ArcSwap<Site>>,
     limits: super::h1::Limits,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
     use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
     let tls: Option<Arc<super::tls::Session>> = tls.map(|t| Arc::new(*t));
     let service = hyper::service::service_fn(move |req| {
-        let logged = super::access_log::enabled().then(|| Pending::of(&req, state.load().address, peer, tls.clone()));
+        let logged =
+            super::access_log::enabled().then(|| Pending::of(&req, state.load().first().address, peer, tls.clone()));
         let answer = handle(req, state.clone(), peer, tls.is_some());
         async move {
             let response = answer.await;
@@ -131,6 +150,7 @@ struct Pending {
 struct Served {
     backend: SocketAddr,
     route: Option<Box<str>>,
+    pool: Option<Box<str>>,
     chosen: super::access_log::Chosen,
     retries: u32,
 }
@@ -166,6 +186,7 @@ impl Pending {
             bytes_out: length.unwrap_or(0),
             backend: served.as_ref().map(|s| s.backend),
             route: served.as_ref().and_then(|s| s.route.clone()),
+            pool: served.as_ref().and_then(|s| s.pool.clone()),
             chosen: served.as_ref().map_or(super::access_log::Chosen::Local, |s| s.chosen),
             retries: served.as_ref().map_or(0, |s| s.retries),
             connect_us: None,
@@ -259,7 +280,7 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
 #[expect(clippy::too_many_lines, reason = "one request's phases; to be split by the L7 engine rework")]
 pub async fn handle(
     req: Request<Incoming>,
-    vip: Arc<ArcSwap<Vip>>,
+    site: Arc<ArcSwap<Site>>,
     client: SocketAddr,
     secure: bool,
 ) -> Result<Response<Body>, Infallible> {
@@ -272,7 +293,24 @@ pub async fn handle(
     if let Some(refusal) = framing_refusal(req.headers()) {
         return Ok(refusal);
     }
-    let v = vip.load_full();
+    let site = site.load_full();
+    let asked = req
+        .uri()
+        .authority()
+        .map(|a| a.as_str().as_bytes())
+        .or_else(|| req.headers().get(header::HOST).map(HeaderValue::as_bytes));
+    let target = req.uri().path_and_query().map_or("/", hyper::http::uri::PathAndQuery::as_str);
+    let entry = match site.router.route(asked, target) {
+        Ok(i) => i,
+        Err(super::router::Unroutable::DotSegments) => {
+            return Ok(text(StatusCode::BAD_REQUEST, "the path has . or .. segments"));
+        }
+        Err(super::router::Unroutable::NoMatch) => {
+            return Ok(text(StatusCode::NOT_FOUND, "nothing is served at this path"));
+        }
+    };
+    let rule = site.router.rule(entry);
+    let v = &site.vips[entry];
     let l7 = &v.l7;
     let t = now();
     let (secs, ms) = (t.as_secs(), t.as_millis() as u64);
@@ -329,7 +367,18 @@ pub async fn handle(
         && parts.headers.get(header::TRANSFER_ENCODING).is_none();
     let retryable = bodiless
         && matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::DELETE);
-    let path = parts.uri.path_and_query().cloned().unwrap_or_else(|| hyper::http::uri::PathAndQuery::from_static("/"));
+    let mut path =
+        parts.uri.path_and_query().cloned().unwrap_or_else(|| hyper::http::uri::PathAndQuery::from_static("/"));
+    // The route's path rewrite, the query kept.
+    if let Some(mut rewritten) = rule.rewrite(path.path()) {
+        if let Some(q) = path.query() {
+            rewritten.push('?');
+            rewritten.push_str(q);
+        }
+        if let Ok(p) = rewritten.parse() {
+            path = p;
+        }
+    }
 
     // Whether the client's body failed (malformed chunking, cut short) or is still arriving:
     // then a broken or late exchange with the backend is the client's doing, not the backend's.
@@ -423,6 +472,9 @@ pub async fn handle(
             rparts.headers.append(header::VIA, HeaderValue::from_static(VIA));
         }
         rewrite_location(&mut rparts.headers, member.addr, host.as_deref());
+        if let Some(map) = rule.reverse() {
+            reverse_paths(&mut rparts.headers, host.as_deref(), map);
+        }
         if let (Some((signer, affinity)), Some(r)) = (set_cookie, &member.route) {
             let session = session::Session {
                 affinity: affinity.map(|(issued, seen)| super::cookie::Affinity { route: r, issued, seen }),
@@ -450,11 +502,34 @@ pub async fn handle(
                 route.as_deref().map_or("unavailable", |r| v.pool.why_moved(r, &exclude, ms))
             });
             let route = member.route.as_deref().map(Into::into);
-            rparts.extensions.insert(Served { backend: member.addr, route, chosen, retries: attempt });
+            let pool = v.name.as_deref().map(Into::into);
+            rparts.extensions.insert(Served { backend: member.addr, route, pool, chosen, retries: attempt });
         }
         return Ok(Response::from_parts(rparts, counted(rbody.boxed(), live)));
     }
     Ok(text(StatusCode::BAD_GATEWAY, "no backend could be reached"))
+}
+
+/// `Location`, `Content-Location` and `Set-Cookie` paths of a rewritten route mapped back to
+/// the client's prefix (`map` = (backend prefix, client prefix)).
+fn reverse_paths(headers: &mut HeaderMap, host: Option<&str>, map: (&str, &str)) {
+    for name in [header::LOCATION, header::CONTENT_LOCATION] {
+        let mapped = headers.get(&name).and_then(|v| super::h1::edit::reverse_location(v.as_bytes(), host, map));
+        if let Some(v) = mapped.and_then(|m| HeaderValue::from_bytes(&m).ok()) {
+            headers.insert(name, v);
+        }
+    }
+    let cookies: Vec<HeaderValue> = headers
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .filter_map(|v| HeaderValue::from_bytes(&super::h1::edit::reverse_cookie_path(v.as_bytes(), map)).ok())
+        .collect();
+    if !cookies.is_empty() {
+        headers.remove(header::SET_COOKIE);
+        for c in cookies {
+            headers.append(header::SET_COOKIE, c);
+        }
+    }
 }
 
 /// How far a client's request body with content got: streaming, complete, or failed.

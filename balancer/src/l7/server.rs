@@ -24,8 +24,9 @@ use super::{
     access_log,
     cookie::{KeyError, Signer},
     h1,
-    proxy::{Body, Target, Vip},
+    proxy::{Body, Site, Target, Vip},
     proxy_header, redirect,
+    router::{Router, Rule},
     select::{Live, Member, Pool},
     tls::{self, CertInfo, Certs, TlsError, TlsLive},
 };
@@ -45,7 +46,7 @@ pub struct Runtime {
     clients: HashMap<SocketAddr, (u64, Client<HttpConnector, Body>)>,
     /// Insert-mode signers of the configuration in force, read when it was prepared: health
     /// flips rebuild the VIPs without reading key files again.
-    signers: HashMap<SocketAddr, Signer>,
+    signers: HashMap<(SocketAddr, Option<String>), Signer>,
     /// Sockets bound by `prepare` for VIPs that do not listen yet.
     pending: HashMap<SocketAddr, std::net::TcpListener>,
     /// Connections each VIP may hold, as `prepare` sized them.
@@ -116,7 +117,7 @@ pub enum L7Error {
 /// What a configuration's L7 VIPs need from the host, gathered by `Runtime::prepare` before
 /// anything changes, so a configuration is either wholly applied or not at all.
 pub struct Prepared {
-    signers: HashMap<SocketAddr, Signer>,
+    signers: HashMap<(SocketAddr, Option<String>), Signer>,
     listeners: HashMap<SocketAddr, std::net::TcpListener>,
     max_connections: HashMap<SocketAddr, usize>,
     tls: HashMap<SocketAddr, Certs>,
@@ -136,7 +137,7 @@ impl Drop for Runtime {
 }
 
 /// A VIP's state, and its accept loop on every worker.
-type Listening = (Arc<ArcSwap<Vip>>, Vec<JoinHandle<()>>);
+type Listening = (Arc<ArcSwap<Site>>, Vec<JoinHandle<()>>);
 
 /// The L7 worker threads. Each runs a single-threaded runtime: a connection's task never moves
 /// between threads, so its worker's backend connections and buffers need no lock, and nothing
@@ -217,9 +218,14 @@ impl Runtime {
         for v in &config.vips {
             let (Some(tls), Some(l7)) = (&v.tls, &v.l7) else { continue };
             let vip = *v.address.get_ref();
-            // The HTTP/2 path cannot send a PROXY header or speak AJP.
-            let h2 = l7.send_proxy.is_none()
-                && v.backends.iter().all(|b| b.send_proxy.is_none() && b.protocol(l7) == BackendProtocol::Http);
+            // The HTTP/2 path cannot send a PROXY header or speak AJP, for any entry of the address.
+            let _ = l7;
+            let h2 = config.vips.iter().filter(|o| *o.address.get_ref() == vip).all(|o| {
+                o.l7.as_ref().is_none_or(|l7| {
+                    l7.send_proxy.is_none()
+                        && o.backends.iter().all(|b| b.send_proxy.is_none() && b.protocol(l7) == BackendProtocol::Http)
+                })
+            });
             let certs = Certs::load(tls, h2, now).map_err(|source| L7Error::Tls { vip, source })?;
             prepared.tls.insert(vip, certs);
         }
@@ -229,9 +235,9 @@ impl Runtime {
             if let (StickyMode::Insert, Some(path)) = (l7.sticky, &l7.key_file) {
                 let signer = Signer::from_key_file(path, l7.max_life_s, l7.max_idle_s)
                     .map_err(|source| L7Error::Key { vip, source })?;
-                prepared.signers.insert(vip, signer);
+                prepared.signers.insert((vip, v.name.clone()), signer);
             }
-            if !self.vips.contains_key(&vip) {
+            if !self.vips.contains_key(&vip) && !prepared.listeners.contains_key(&vip) {
                 let socket = match self.inherited.get(&vip) {
                     Some(s) => s.try_clone().map_err(|source| L7Error::Listen { vip, source })?,
                     None => bind(vip)?,
@@ -305,54 +311,38 @@ impl Runtime {
         scale: impl Fn(usize, usize) -> f64,
         passed: impl Fn(usize, usize) -> Option<Arc<AtomicU64>>,
     ) {
-        let mut wanted = Vec::new();
+        // Each address's entries, in order, with their match rules.
+        let mut sites: Vec<(SocketAddr, Vec<Vip>, Vec<Rule>, &crate::config::L7)> = Vec::new();
         for (i, v) in config.vips.iter().enumerate() {
             let Some(l7) = &v.l7 else { continue };
             let address = *v.address.get_ref();
-            let signer = self.signers.get(&address).cloned();
-            let members = v
-                .backends
-                .iter()
-                .enumerate()
-                .map(|(j, b)| {
-                    let addr = b.target(address.port());
-                    let live = self.lives.entry((address, addr)).or_default().clone();
-                    Member {
-                        addr,
-                        route: b.route.clone(),
-                        domain: b.domain.clone(),
-                        redirect: b.redirect.clone(),
-                        weight: crate::dataplane::plan::scaled(b.weight, scale(i, j)),
-                        state: b.state,
-                        backup: b.backup,
-                        distance: b.distance,
-                        up: up(i, j),
-                        passed: passed(i, j),
-                        max: b.max,
-                        send_proxy: b.send_proxy.or(l7.send_proxy),
-                        ajp: (b.protocol(l7) == BackendProtocol::Ajp13)
-                            .then(|| crate::l7::ajp::Connector { secret: b.ajp_secret(l7).map(Into::into) }),
-                        live,
-                    }
-                })
-                .collect();
-            let pool = Pool::new(members, l7.lbmethod, l7.nofailover, l7.sticky == StickyMode::Hash);
-            let client = self.client(address, l7.connect_timeout_ms);
-            let targets = pool.members().iter().map(|m| Target::new(m.addr)).collect();
-            let id = NEXT_VIP_ID.fetch_add(1, Relaxed);
-            let tls = self.tls.get(&address).map(|c| c.config.clone());
-            let mut settings = l7.clone();
-            // A cookie set over HTTPS goes back over HTTPS only.
-            settings.secure |= tls.is_some();
-            let vip = Vip { id, address, l7: settings, pool, signer, client, targets, tls };
+            let vip = self.entry(i, v, l7, (&up, &scale, &passed));
+            let rule = match Rule::new(v.matches.as_ref()) {
+                Ok(r) => r,
+                Err(e) => {
+                    error!(vip = %address, error = %e, "L7 entry not routable (the configuration check should have said)");
+                    continue;
+                }
+            };
+            match sites.iter_mut().find(|(a, ..)| *a == address) {
+                Some((_, vips, rules, _)) => {
+                    vips.push(vip);
+                    rules.push(rule);
+                }
+                None => sites.push((address, vec![vip], vec![rule], l7)),
+            }
+        }
+        let mut wanted = Vec::new();
+        for (address, vips, rules, l7) in sites {
+            let site = Site { vips, router: Router::new(rules) };
             if let Some((state, _)) = self.vips.get(&address) {
-                state.store(Arc::new(vip));
+                state.store(Arc::new(site));
             } else {
                 let Some(socket) = self.pending.remove(&address) else {
                     error!(vip = %address, "L7 VIP has no listener: its configuration was not prepared");
                     continue;
                 };
-                let state = Arc::new(ArcSwap::from_pointee(vip));
+                let state = Arc::new(ArcSwap::from_pointee(site));
                 let limits = Limits {
                     max_connections: self.max_connections.get(&address).copied().unwrap_or(DEFAULT_MAX_CONNECTIONS),
                     header_timeout: Duration::from_millis(l7.header_timeout_ms),
@@ -403,6 +393,58 @@ impl Runtime {
         self.sockets.retain(|vip, _| wanted.contains(vip));
         self.inherited.clear();
         self.clients.retain(|vip, _| wanted.contains(vip));
+    }
+
+    /// The state of L7 entry `i` of the configuration (`v`, its `l7`), with health, slow-start
+    /// scale and last passing check per backend.
+    fn entry(
+        &mut self,
+        i: usize,
+        v: &crate::config::Vip,
+        l7: &crate::config::L7,
+        (up, scale, passed): (
+            &impl Fn(usize, usize) -> bool,
+            &impl Fn(usize, usize) -> f64,
+            &impl Fn(usize, usize) -> Option<Arc<AtomicU64>>,
+        ),
+    ) -> Vip {
+        let address = *v.address.get_ref();
+        let signer = self.signers.get(&(address, v.name.clone())).cloned();
+        let members = v
+            .backends
+            .iter()
+            .enumerate()
+            .map(|(j, b)| {
+                let addr = b.target(address.port());
+                let live = self.lives.entry((address, addr)).or_default().clone();
+                Member {
+                    addr,
+                    route: b.route.clone(),
+                    domain: b.domain.clone(),
+                    redirect: b.redirect.clone(),
+                    weight: crate::dataplane::plan::scaled(b.weight, scale(i, j)),
+                    state: b.state,
+                    backup: b.backup,
+                    distance: b.distance,
+                    up: up(i, j),
+                    passed: passed(i, j),
+                    max: b.max,
+                    send_proxy: b.send_proxy.or(l7.send_proxy),
+                    ajp: (b.protocol(l7) == BackendProtocol::Ajp13)
+                        .then(|| crate::l7::ajp::Connector { secret: b.ajp_secret(l7).map(Into::into) }),
+                    live,
+                }
+            })
+            .collect();
+        let pool = Pool::new(members, l7.lbmethod, l7.nofailover, l7.sticky == StickyMode::Hash);
+        let client = self.client(address, l7.connect_timeout_ms);
+        let targets = pool.members().iter().map(|m| Target::new(m.addr)).collect();
+        let id = NEXT_VIP_ID.fetch_add(1, Relaxed);
+        let tls = self.tls.get(&address).map(|c| c.config.clone());
+        let mut settings = l7.clone();
+        // A cookie set over HTTPS goes back over HTTPS only.
+        settings.secure |= tls.is_some();
+        Vip { id, address, name: v.name.clone(), l7: settings, pool, signer, client, targets, tls }
     }
 
     /// Starts the redirect ports `prepare` bound and stops those the configuration dropped.
@@ -568,7 +610,7 @@ fn listen(
     socket: &std::net::TcpListener,
     workers: &[Worker],
     limits: Limits,
-    state: &Arc<ArcSwap<Vip>>,
+    state: &Arc<ArcSwap<Site>>,
     live: &Arc<VipLive>,
     shutdown: &tokio::sync::watch::Receiver<bool>,
 ) -> std::io::Result<Vec<JoinHandle<()>>> {
@@ -596,7 +638,7 @@ fn listen(
 struct Shared {
     vip: SocketAddr,
     limits: Limits,
-    state: Arc<ArcSwap<Vip>>,
+    state: Arc<ArcSwap<Site>>,
     live: Arc<VipLive>,
     shutdown: tokio::sync::watch::Receiver<bool>,
 }
@@ -620,12 +662,10 @@ async fn connection(
 /// and serves the connection's requests.
 async fn serve_client(stream: tokio::net::TcpStream, peer: SocketAddr, shared: &Shared) {
     let (accept_proxy, tls, h2c) = {
-        let vip = shared.state.load();
-        (
-            vip.l7.accept_proxy,
-            vip.tls.clone(),
-            vip.pool.members().iter().all(|m| m.send_proxy.is_none() && m.ajp.is_none()),
-        )
+        let site = shared.state.load();
+        let vip = site.first();
+        let h2c = site.vips.iter().flat_map(|v| v.pool.members()).all(|m| m.send_proxy.is_none() && m.ajp.is_none());
+        (vip.l7.accept_proxy, vip.tls.clone(), h2c)
     };
     let limits = h1::Limits { header_timeout: shared.limits.header_timeout, max_head: shared.limits.max_head };
     let mut addr = peer;

@@ -72,6 +72,8 @@ pub struct RequestEdits<'a> {
     pub https: bool,
     /// The protocol the client asks to switch to, passed on with `Connection: upgrade`.
     pub upgrade: Option<&'a [u8]>,
+    /// The target the backend gets instead of the client's (a route's path rewrite).
+    pub target: Option<&'a str>,
 }
 
 /// Writes to `out` the head the backend gets for `req`: always HTTP/1.1 (so the backend
@@ -80,7 +82,7 @@ pub struct RequestEdits<'a> {
 pub fn request(out: &mut Vec<u8>, req: &head::Request<'_, '_>, edits: &RequestEdits<'_>) {
     out.extend_from_slice(req.method.as_bytes());
     out.push(b' ');
-    out.extend_from_slice(req.target.as_bytes());
+    out.extend_from_slice(edits.target.unwrap_or(req.target).as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
     if req.host.is_none()
         && let Some(h) = edits.host.or(edits.forwarded_host)
@@ -232,6 +234,9 @@ pub struct ResponseEdits<'a> {
     pub keep_alive_10: bool,
     /// The client came over TLS: a rewritten `Location` says `https`.
     pub https: bool,
+    /// The route's path rewrite, reversed: (backend prefix, client prefix) for `Location`
+    /// paths and `Set-Cookie` `Path` attributes.
+    pub path_map: Option<(&'a str, &'a str)>,
 }
 
 /// Writes to `out` the head the client gets for the backend's `resp`.
@@ -253,11 +258,26 @@ pub fn response(out: &mut Vec<u8>, resp: &head::Response<'_, '_>, edits: &Respon
                     out.extend_from_slice(name);
                     out.extend_from_slice(if edits.https { b": https://" } else { b": http://" });
                     out.extend_from_slice(host.as_bytes());
-                    out.extend_from_slice(rest);
+                    map_path(out, rest, edits.path_map);
                     out.extend_from_slice(b"\r\n");
                 }
-                _ => header(out, name, value),
+                _ => match (edits.path_map, path_of(value, edits.host)) {
+                    (Some(map), Some(at)) => {
+                        out.extend_from_slice(name);
+                        out.extend_from_slice(b": ");
+                        out.extend_from_slice(&value[..at]);
+                        map_path(out, &value[at..], Some(map));
+                        out.extend_from_slice(b"\r\n");
+                    }
+                    _ => header(out, name, value),
+                },
             },
+            10 if is("set-cookie") && edits.path_map.is_some() => {
+                out.extend_from_slice(name);
+                out.extend_from_slice(b": ");
+                map_cookie_path(out, value, edits.path_map.unwrap_or_default());
+                out.extend_from_slice(b"\r\n");
+            }
             _ => header(out, name, value),
         }
     }
@@ -283,6 +303,67 @@ pub fn response(out: &mut Vec<u8>, resp: &head::Response<'_, '_>, edits: &Respon
         out.extend_from_slice(b"connection: keep-alive\r\n");
     }
     out.extend_from_slice(b"\r\n");
+}
+
+/// Where the path starts in a `Location` value that names this site: an absolute path, or an
+/// absolute URL whose authority is `host` (what the client asked for, which a backend that got
+/// the client's `Host` writes).
+fn path_of(value: &[u8], host: Option<&str>) -> Option<usize> {
+    if value.first() == Some(&b'/') && value.get(1) != Some(&b'/') {
+        return Some(0);
+    }
+    let host = host?.as_bytes();
+    let rest = value.strip_prefix(b"http://").or_else(|| value.strip_prefix(b"https://"))?;
+    let after = rest.get(..host.len()).filter(|h| h.eq_ignore_ascii_case(host)).map(|_| &rest[host.len()..])?;
+    (after.first() == Some(&b'/')).then(|| value.len() - after.len())
+}
+
+/// A `Location` value that names this site (`host`, or an absolute path) with its path mapped
+/// back (`map` = (backend prefix, client prefix)); `None` when it is left as it is. For the
+/// HTTP/2 path, whose headers are a map.
+pub fn reverse_location(value: &[u8], host: Option<&str>, map: (&str, &str)) -> Option<Vec<u8>> {
+    let at = path_of(value, host)?;
+    value[at..].starts_with(map.0.as_bytes()).then(|| {
+        let mut out = value[..at].to_vec();
+        map_path(&mut out, &value[at..], Some(map));
+        out
+    })
+}
+
+/// A `Set-Cookie` value with its `Path` mapped back, for the HTTP/2 path.
+pub fn reverse_cookie_path(value: &[u8], map: (&str, &str)) -> Vec<u8> {
+    let mut out = Vec::with_capacity(value.len() + 8);
+    map_cookie_path(&mut out, value, map);
+    out
+}
+
+/// `path`, with the backend's prefix replaced by the client's (`map` = (backend, client)).
+fn map_path(out: &mut Vec<u8>, path: &[u8], map: Option<(&str, &str)>) {
+    match map.and_then(|(from, to)| Some((path.strip_prefix(from.as_bytes())?, to))) {
+        Some((rest, to)) => {
+            out.extend_from_slice(to.as_bytes());
+            out.extend_from_slice(rest);
+        }
+        None => out.extend_from_slice(path),
+    }
+}
+
+/// A `Set-Cookie` value with its `Path` attribute mapped (`ProxyPassReverseCookiePath`).
+fn map_cookie_path(out: &mut Vec<u8>, value: &[u8], map: (&str, &str)) {
+    for (i, attr) in value.split(|&b| b == b';').enumerate() {
+        if i > 0 {
+            out.push(b';');
+        }
+        let trimmed = attr.trim_ascii_start();
+        let lead = attr.len() - trimmed.len();
+        match trimmed.get(..5) {
+            Some(p) if i > 0 && p.eq_ignore_ascii_case(b"path=") => {
+                out.extend_from_slice(&attr[..lead + 5]);
+                map_path(out, trimmed[5..].trim_ascii_end(), Some(map));
+            }
+            _ => out.extend_from_slice(attr),
+        }
+    }
 }
 
 /// What follows the backend's own origin in a `Location` value, if it starts with it (and
@@ -320,6 +401,7 @@ mod tests {
             expect_handled: false,
             https: false,
             upgrade: None,
+            target: None,
         }
     }
 
@@ -419,7 +501,27 @@ mod tests {
             close: false,
             keep_alive_10: false,
             https: false,
+            path_map: None,
         }
+    }
+
+    #[test]
+    fn a_rewritten_route_maps_locations_and_cookie_paths_back() {
+        let edits = ResponseEdits { path_map: Some(("/inner/", "/app/")), ..keep() };
+        let raw = b"HTTP/1.1 302 Found\r\nLocation: http://10.0.0.2:8080/inner/login\r\n\
+                    Content-Location: /inner/x\r\nSet-Cookie: JSESSIONID=1.t1; Path=/inner/; HttpOnly\r\n\
+                    Set-Cookie: other=1; path=/elsewhere\r\nContent-Length: 0\r\n\r\n";
+        assert_eq!(
+            answer(raw, &edits),
+            "HTTP/1.1 302 Found\r\nLocation: http://shop.example/app/login\r\nContent-Location: /app/x\r\n\
+             Set-Cookie: JSESSIONID=1.t1; Path=/app/; HttpOnly\r\nSet-Cookie: other=1; path=/elsewhere\r\n\
+             Content-Length: 0\r\n\r\n"
+        );
+        // A backend that got the client's Host names it; another site's URL is left alone.
+        let raw = b"HTTP/1.1 302 Found\r\nLocation: https://SHOP.example/inner/a\r\nContent-Length: 0\r\n\r\n";
+        assert!(answer(raw, &edits).contains("Location: https://SHOP.example/app/a\r\n"));
+        let raw = b"HTTP/1.1 302 Found\r\nLocation: http://other.example/inner/a\r\nContent-Length: 0\r\n\r\n";
+        assert!(answer(raw, &edits).contains("Location: http://other.example/inner/a\r\n"));
     }
 
     #[test]

@@ -32,8 +32,9 @@ use crate::{
     config::StickyMode,
     l7::{
         access_log::{self, Chosen, Entry},
-        proxy::Vip,
+        proxy::{Site, Vip},
         proxy_header,
+        router::Unroutable,
         select::{Choice, Unavailable},
         server::VipLive,
         session::{self, SetCookie},
@@ -46,6 +47,8 @@ const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 /// What `plan` decided for a complete request head.
 #[expect(clippy::struct_excessive_bools, reason = "facts read off the head, each used once")]
 struct Plan {
+    /// The entry of the address that takes the request.
+    route: usize,
     member: usize,
     choice: Choice,
     head_len: usize,
@@ -75,7 +78,7 @@ enum Planned {
     /// Refused before anything reached a backend; the connection closes.
     Refused(head::Refusal),
     /// Answered by the proxy (no backend can take it).
-    Local { status: &'static str, message: &'static str, keep: bool, line: Option<Line> },
+    Local { status: &'static str, message: &'static str, keep: bool, line: Option<Line>, route: usize },
     /// To be sent; the upstream head is in `out`.
     Send(Plan),
 }
@@ -89,7 +92,7 @@ fn now() -> Duration {
 /// outlive it. `logging`: the access log is on, and wants the method and target.
 fn plan<S: ClientStream>(
     c: &Conn<S>,
-    vip: &Vip,
+    site: &Site,
     exclude: &[usize],
     (now, logging): ((u64, u64), bool),
     out: &mut Vec<u8>,
@@ -102,8 +105,14 @@ fn plan<S: ClientStream>(
         Ok(None) => return Planned::Partial,
         Err(refusal) => return Planned::Refused(refusal),
     };
-    let l7 = &vip.l7;
     let line = logging.then(|| (req.method.into(), req.target.into()));
+    let asked = req.authority.map(str::as_bytes).or(req.host);
+    let route = match site.router.route(asked, req.target) {
+        Ok(i) => i,
+        Err(why) => return unroutable(why, &req, line),
+    };
+    let vip = &site.vips[route];
+    let l7 = &vip.l7;
     let cookies = req
         .headers
         .iter()
@@ -121,16 +130,23 @@ fn plan<S: ClientStream>(
                 Unavailable::NoBackend if exclude.is_empty() => "no backend is available\n",
                 Unavailable::NoBackend => "no backend could be reached\n",
             };
-            return Planned::Local { status: "503 Service Unavailable", message, keep, line };
+            return Planned::Local { status: "503 Service Unavailable", message, keep, line, route };
         }
     };
     let member = choice.index();
     let target = &vip.targets[member];
-    let asked = req.authority.map(str::as_bytes).or(req.host);
     aux.clear();
     if let Some(h) = asked.filter(|h| std::str::from_utf8(h).is_ok()) {
         aux.extend_from_slice(h);
     }
+    // The route's path rewrite, the query kept.
+    let rewritten = site.router.rule(route).rewrite(req.path()).map(|mut path| {
+        if let Some((_, query)) = req.target.split_once('?') {
+            path.push('?');
+            path.push_str(query);
+        }
+        path
+    });
     let edits = edit::RequestEdits {
         host: if l7.preserve_host { req.authority.map(str::as_bytes) } else { Some(target.host.as_bytes()) },
         forwarded_host: asked,
@@ -140,13 +156,14 @@ fn plan<S: ClientStream>(
         via: l7.via,
         expect_handled: req.expect_continue,
         upgrade: req.upgrade,
+        target: rewritten.as_deref(),
     };
     let chosen = &vip.pool.members()[member];
     if let Some(connector) = &chosen.ajp {
         if let Err(e) = ajp::forward(out, &req, &edits, (c, vip, chosen.route.as_deref(), connector)) {
             debug!(peer = %c.peer, error = %e, "request cannot be forwarded by AJP");
             let message = "the request head is too large for the backend's AJP packet (8 KiB)\n";
-            return Planned::Local { status: "431 Request Header Fields Too Large", message, keep: false, line };
+            return Planned::Local { status: "431 Request Header Fields Too Large", message, keep: false, line, route };
         }
     } else {
         edit::request(out, &req, &edits);
@@ -158,6 +175,7 @@ fn plan<S: ClientStream>(
         _ => None,
     };
     Planned::Send(Plan {
+        route,
         member,
         choice,
         head_len: req.len,
@@ -177,6 +195,16 @@ fn plan<S: ClientStream>(
         },
         line,
     })
+}
+
+/// The proxy's answer to a request no entry of the address takes.
+fn unroutable(why: Unroutable, req: &head::Request<'_, '_>, line: Option<Line>) -> Planned {
+    let (status, message) = match why {
+        Unroutable::DotSegments => ("400 Bad Request", "the path has . or .. segments\n"),
+        Unroutable::NoMatch => ("404 Not Found", "nothing is served at this path\n"),
+    };
+    let keep = req.framing == Framing::None && !req.close;
+    Planned::Local { status, message, keep, line, route: 0 }
 }
 
 /// A whole response written by the proxy itself.
@@ -389,6 +417,8 @@ fn cookie_line(vip: &Vip, member: usize, set: SetCookie, secs: u64, line: &mut V
 
 /// What the access log needs of one exchange, gathered as it goes.
 struct Record {
+    /// The entry of the address that served it.
+    route: usize,
     /// When the exchange began, when the access log is on (the clock is read only then).
     start: Option<(std::time::Instant, SystemTime)>,
     line: Option<Line>,
@@ -406,6 +436,7 @@ struct Record {
 impl Record {
     fn new() -> Self {
         Self {
+            route: 0,
             start: access_log::enabled().then(|| (std::time::Instant::now(), SystemTime::now())),
             line: None,
             status: 0,
@@ -436,6 +467,7 @@ impl Record {
             bytes_out: self.bytes_out,
             backend: member.map(|m| m.addr),
             route: member.and_then(|m| m.route.as_deref()).map(Into::into),
+            pool: vip.name.as_deref().map(Into::into),
             chosen: self.chosen,
             retries: self.retries,
             connect_us: self.connect_us,
@@ -454,13 +486,9 @@ fn status_of(response: &[u8]) -> u16 {
 
 /// Serves the request at the start of `c.inbuf`.
 #[expect(clippy::too_many_lines, reason = "the phases of one exchange, each a call; the loop is the retry")]
-pub(super) async fn serve<S: ClientStream>(
-    c: &mut Conn<S>,
-    state: &ArcSwap<crate::l7::proxy::Vip>,
-    vlive: &VipLive,
-) -> Next {
+pub(super) async fn serve<S: ClientStream>(c: &mut Conn<S>, state: &ArcSwap<Site>, vlive: &VipLive) -> Next {
     let head_by = Instant::now() + c.limits.header_timeout;
-    let vip = match c.vip.take() {
+    let site = match c.vip.take() {
         Some(v) if Arc::ptr_eq(&v, &state.load()) => v,
         _ => state.load_full(),
     };
@@ -474,7 +502,7 @@ pub(super) async fn serve<S: ClientStream>(
     let next = 'attempts: loop {
         out.clear();
         let logging = record.start.is_some();
-        let plan = match plan(c, &vip, &exclude, ((secs, ms), logging), &mut out, &mut aux) {
+        let plan = match plan(c, &site, &exclude, ((secs, ms), logging), &mut out, &mut aux) {
             Planned::Send(p) => p,
             Planned::Partial => {
                 c.inbuf.reserve(super::BUFFER);
@@ -499,7 +527,8 @@ pub(super) async fn serve<S: ClientStream>(
                 let _ = within(&mut c.timer, head_by, write_out(&mut c.stream, refusal.response())).await;
                 break Next::Close;
             }
-            Planned::Local { status, message, keep, line } => {
+            Planned::Local { status, message, keep, line, route } => {
+                record.route = route;
                 local(&mut out, status, message, !keep);
                 (record.line, record.status, record.bytes_out) = (line, status_of(&out), out.len() as u64);
                 let sent = within(&mut c.timer, head_by, write_out(&mut c.stream, &out)).await;
@@ -511,9 +540,11 @@ pub(super) async fn serve<S: ClientStream>(
                 break Next::Close;
             }
         };
+        let vip = &site.vips[plan.route];
         let l7 = &vip.l7;
         let member = &vip.pool.members()[plan.member];
         let live = &member.live;
+        record.route = plan.route;
         record.minor = plan.minor;
         record.line.clone_from(&plan.line);
         record.member = Some(plan.member);
@@ -665,11 +696,12 @@ pub(super) async fn serve<S: ClientStream>(
         let (mut consumed, mut body_in) = consumed;
         let responded = if let Some(body) = ajp_body {
             let (responded, body) =
-                ajp::respond(c, &vip, &plan, (up, key), (ajp_head, rbuf, body), (&mut out, &mut aux), secs).await;
+                ajp::respond(c, (vip, &site), &plan, (up, key), (ajp_head, rbuf, body), (&mut out, &mut aux), secs)
+                    .await;
             (consumed, body_in) = (body.used(), body.sent);
             responded
         } else {
-            respond(c, &vip, &plan, (up, key), rbuf, (&mut out, &mut aux), secs).await
+            respond(c, (vip, &site), &plan, (up, key), rbuf, (&mut out, &mut aux), secs).await
         };
         record.bytes_in = plan.head_len as u64 + body_in;
         live.here().bytes.fetch_add(body_in, Relaxed);
@@ -697,10 +729,11 @@ pub(super) async fn serve<S: ClientStream>(
         c.inbuf.drain(..used);
         break responded.next;
     };
-    record.log(c, &vip);
+    let route = record.route;
+    record.log(c, &site.vips[route]);
     give_buffer(out);
     give_buffer(aux);
-    c.vip = Some(vip);
+    c.vip = Some(site);
     next
 }
 
@@ -727,7 +760,7 @@ struct Filtered {
 /// the start of `rbuf` (the session cookie from `aux`, after the host the client asked for).
 fn filter_head<S: ClientStream>(
     c: &Conn<S>,
-    vip: &Vip,
+    (vip, site): (&Vip, &Site),
     plan: &Plan,
     rbuf: &[u8],
     (out, aux): (&mut Vec<u8>, &mut Vec<u8>),
@@ -756,6 +789,7 @@ fn filter_head<S: ClientStream>(
         close,
         keep_alive_10,
         https: c.tls.is_some(),
+        path_map: site.router.rule(plan.route).reverse(),
     };
     edit::response(out, &resp, &edits);
     Some(Filtered {
@@ -783,7 +817,7 @@ struct Responded {
 /// the backend connection goes back to the free list when it can serve another request.
 async fn respond<S: ClientStream>(
     c: &mut Conn<S>,
-    vip: &Vip,
+    (vip, site): (&Vip, &Site),
     plan: &Plan,
     (mut up, key): (Upstream, upstream::Key),
     mut rbuf: Vec<u8>,
@@ -794,7 +828,7 @@ async fn respond<S: ClientStream>(
     let member = &vip.pool.members()[plan.member];
     let l7 = &vip.l7;
     let Some(Filtered { framing, backend_close, head_len, dechunk, close, status }) =
-        filter_head(c, vip, plan, &rbuf, (out, aux), secs)
+        filter_head(c, (vip, site), plan, &rbuf, (out, aux), secs)
     else {
         return closed(0);
     };

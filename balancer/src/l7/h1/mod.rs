@@ -27,7 +27,7 @@ use tokio::{
 };
 use tracing::debug;
 
-use super::{proxy::Vip, server::VipLive, stream::ClientStream, tls};
+use super::{proxy::Site, server::VipLive, stream::ClientStream, tls};
 
 /// Settings a VIP's connections read when they start.
 #[derive(Debug, Clone, Copy)]
@@ -76,7 +76,7 @@ struct Conn<S> {
     inbuf: Vec<u8>,
     /// The VIP's state as this connection last read it: taken again only when it changed, so
     /// requests do not all write one reference count.
-    vip: Option<Arc<Vip>>,
+    vip: Option<Arc<Site>>,
     /// The connection's one timer.
     timer: Pin<Box<Sleep>>,
     limits: Limits,
@@ -176,7 +176,7 @@ enum Woke {
 pub fn serve<S: ClientStream>(
     stream: S,
     client: Client,
-    state: Arc<ArcSwap<Vip>>,
+    state: Arc<ArcSwap<Site>>,
     limits: Limits,
     live: &VipLive,
     shutdown: tokio::sync::watch::Receiver<bool>,
@@ -201,7 +201,7 @@ pub fn serve<S: ClientStream>(
 async fn run<S: ClientStream>(
     mut c: Conn<S>,
     (h2, h2c): (bool, bool),
-    state: Arc<ArcSwap<Vip>>,
+    state: Arc<ArcSwap<Site>>,
     live: &VipLive,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> Option<S> {
@@ -306,9 +306,10 @@ mod tests {
         .unwrap();
         let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
             .build(hyper_util::client::legacy::connect::HttpConnector::new());
-        let vip = super::Vip {
+        let vip = crate::l7::proxy::Vip {
             id: 0,
             address: addr,
+            name: None,
             l7: config.vips[0].l7.clone().unwrap(),
             pool: crate::l7::select::Pool::new(vec![], crate::config::LbMethod::Byrequests, false, false),
             signer: None,
@@ -316,7 +317,8 @@ mod tests {
             targets: vec![],
             tls: None,
         };
-        let state = std::sync::Arc::new(arc_swap::ArcSwap::from_pointee(vip));
+        let site = crate::l7::proxy::Site { vips: vec![vip], router: crate::l7::router::Router::default() };
+        let state = std::sync::Arc::new(arc_swap::ArcSwap::from_pointee(site));
         let live = super::VipLive::default();
         let (_stop, shutdown) = tokio::sync::watch::channel(false);
         let limits = super::Limits { header_timeout: std::time::Duration::from_secs(1), max_head: 1000 };

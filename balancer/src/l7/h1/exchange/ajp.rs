@@ -28,7 +28,7 @@ use super::{
 };
 use crate::l7::{
     ajp::{self, AjpError, Connector, ForwardRequest, Message},
-    proxy::Vip,
+    proxy::{Site, Vip},
 };
 
 /// Appends the forward-request packet for `req` to `out`.
@@ -40,7 +40,8 @@ pub(super) fn forward<S: ClientStream>(
 ) -> Result<(), AjpError> {
     let mut scratch = Vec::new();
     let headers = edit::ajp_headers(req, edits, &mut scratch);
-    let (uri, query) = req.target.split_once('?').map_or((req.target, None), |(p, q)| (p, Some(q)));
+    let target = edits.target.unwrap_or(req.target);
+    let (uri, query) = target.split_once('?').map_or((target, None), |(p, q)| (p, Some(q)));
     let asked = edits.forwarded_host.and_then(|h| std::str::from_utf8(h).ok()).unwrap_or("");
     let forward = ForwardRequest {
         method: req.method,
@@ -271,7 +272,7 @@ fn http_head(
 /// body, which says how much of the client's buffer the request used.
 pub(super) async fn respond<S: ClientStream>(
     c: &mut Conn<S>,
-    vip: &Vip,
+    vip: (&Vip, &Site),
     plan: &Plan,
     (mut up, key): (Upstream, upstream::Key),
     (head, mut rbuf, mut body): (Vec<u8>, Vec<u8>, Body),
@@ -289,7 +290,7 @@ pub(super) async fn respond<S: ClientStream>(
 /// `respond`'s work; true with the response when the backend connection can serve another.
 async fn relay<S: ClientStream>(
     c: &mut Conn<S>,
-    vip: &Vip,
+    (vip, site): (&Vip, &Site),
     plan: &Plan,
     up: &mut TcpStream,
     (head, rbuf, body): (&[u8], &mut Vec<u8>, &mut Body),
@@ -297,7 +298,7 @@ async fn relay<S: ClientStream>(
     secs: u64,
 ) -> (Responded, bool) {
     let closed = |status| (Responded { next: Next::Close, status, bytes_out: 0, switched: None }, false);
-    let Some(filtered): Option<Filtered> = super::filter_head(c, vip, plan, head, (out, aux), secs) else {
+    let Some(filtered): Option<Filtered> = super::filter_head(c, (vip, site), plan, head, (out, aux), secs) else {
         return closed(0);
     };
     let status = filtered.status;
