@@ -238,6 +238,7 @@ mod tests {
             not_balanced: vec![("no_vip".into(), 3)],
             problems: Vec::new(),
             access_log: (0, 0),
+            admin: false,
         };
         let text = render(&status);
         assert!(text.contains(r#"balancer_vip_packets_total{vip="10.0.0.1:80",protocol="tcp"} 7"#), "{text}");

@@ -15,7 +15,7 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{BackendState, Config, Protocol};
+use crate::config::{BackendAddr, BackendRef, BackendState, Config, Protocol};
 
 /// Why the state file cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +47,19 @@ pub struct Field<T> {
     pub base: T,
 }
 
+/// What one `backend set` (or the status page) changes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Change {
+    /// New weight.
+    pub weight: Option<u32>,
+    /// New administrative state.
+    pub state: Option<BackendState>,
+    /// New backup flag.
+    pub backup: Option<bool>,
+    /// New route.
+    pub route: Option<String>,
+}
+
 /// The overrides of one backend.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Override {
@@ -54,8 +67,17 @@ pub struct Override {
     pub vip: SocketAddr,
     /// The VIP's protocol.
     pub protocol: Protocol,
+    /// The pool (entry `name`) where several share the VIP's address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool: Option<String>,
     /// The backend's address.
     pub backend: IpAddr,
+    /// Its port (state files older than ports have none: the address alone names it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// Route set at run time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub route: Option<Field<Option<String>>>,
     /// Weight set at run time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weight: Option<Field<u32>>,
@@ -108,34 +130,48 @@ impl Overrides {
         std::fs::rename(&tmp, path).map_err(io)
     }
 
-    /// Records a `backend set` of `backend` of VIP `vip`, with `file` the configuration as the
-    /// file has it. Backends the file does not list (added at run time) are not recorded: they
-    /// last until the next reload, like the rest of a runtime addition.
-    pub fn record(
-        &mut self,
-        file: &Config,
-        (vip, protocol, backend): (SocketAddr, Protocol, IpAddr),
-        weight: Option<u32>,
-        state: Option<BackendState>,
-        backup: Option<bool>,
-    ) {
-        let Some(b) = find(file, vip, protocol, backend) else { return };
-        let at = self.backends.iter().position(|o| o.vip == vip && o.protocol == protocol && o.backend == backend);
-        let i = at.unwrap_or_else(|| {
-            self.backends.push(Override { vip, protocol, backend, weight: None, state: None, backup: None });
+    /// Records a `backend set` of `target`, with `file` the configuration as the file has it.
+    /// Backends the file does not list (added at run time) are not recorded: they last until
+    /// the next reload, like the rest of a runtime addition.
+    pub fn record(&mut self, file: &Config, target: &BackendRef, change: &Change) {
+        let Ok((vi, bi)) = file.locate(target) else { return };
+        let v = &file.vips[vi];
+        let b = &v.backends[bi];
+        let key = Key {
+            vip: target.vip,
+            protocol: target.protocol,
+            pool: v.name.clone(),
+            backend: BackendAddr { ip: target.backend.ip, port: Some(b.target(target.vip.port()).port()) },
+        };
+        let at = self.backends.iter().position(|o| o.key() == key);
+        let at = at.unwrap_or_else(|| {
+            self.backends.push(Override {
+                vip: key.vip,
+                protocol: key.protocol,
+                pool: key.pool.clone(),
+                backend: key.backend.ip,
+                port: key.backend.port,
+                route: None,
+                weight: None,
+                state: None,
+                backup: None,
+            });
             self.backends.len() - 1
         });
-        let o = &mut self.backends[i];
-        if let Some(w) = weight {
+        let o = &mut self.backends[at];
+        if let Some(w) = change.weight {
             o.weight = field(w, b.weight);
         }
-        if let Some(s) = state {
+        if let Some(s) = change.state {
             o.state = field(s, b.state);
         }
-        if let Some(x) = backup {
+        if let Some(x) = change.backup {
             o.backup = field(x, b.backup);
         }
-        self.backends.retain(|o| o.weight.is_some() || o.state.is_some() || o.backup.is_some());
+        if let Some(r) = &change.route {
+            o.route = field(Some(r.clone()), b.route.clone());
+        }
+        self.backends.retain(Override::any);
     }
 
     /// Applies the overrides to `config` (as read from the file), dropping those the file has
@@ -143,11 +179,13 @@ impl Overrides {
     pub fn apply(&mut self, config: &mut Config) -> Vec<Dropped> {
         let mut dropped = Vec::new();
         self.backends.retain_mut(|o| {
-            let what = format!("{} {}", o.vip, o.backend);
-            let Some(b) = find_mut(config, o.vip, o.protocol, o.backend) else {
+            let key = o.key();
+            let what = format!("{} {}", o.vip, key.backend);
+            let Ok((i, j)) = config.locate(&key.as_ref()) else {
                 dropped.push(Dropped { what, why: "no longer in the configuration file".into() });
                 return false;
             };
+            let b = &mut config.vips[i].backends[j];
             let mut take = |name: &str, overtaken: bool| {
                 if overtaken {
                     dropped.push(Dropped { what: what.clone(), why: format!("the file changed its {name}") });
@@ -163,7 +201,13 @@ impl Overrides {
             if let Some(f) = o.backup {
                 if take("backup flag", b.backup != f.base) { b.backup = f.value } else { o.backup = None }
             }
-            o.weight.is_some() || o.state.is_some() || o.backup.is_some()
+            if let Some(f) = o.route.take()
+                && take("route", b.route != f.base)
+            {
+                b.route.clone_from(&f.value);
+                o.route = Some(f);
+            }
+            o.any()
         });
         dropped
     }
@@ -181,19 +225,34 @@ fn field<T: PartialEq>(value: T, base: T) -> Option<Field<T>> {
     (value != base).then_some(Field { value, base })
 }
 
-fn find(config: &Config, vip: SocketAddr, protocol: Protocol, backend: IpAddr) -> Option<&crate::config::Backend> {
-    let v = config.vips.iter().find(|v| *v.address.get_ref() == vip && v.protocol == protocol)?;
-    v.backends.iter().find(|b| *b.address.get_ref() == backend)
-}
-
-fn find_mut(
-    config: &mut Config,
+/// An override's backend, as `Config::locate` takes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Key {
     vip: SocketAddr,
     protocol: Protocol,
-    backend: IpAddr,
-) -> Option<&mut crate::config::Backend> {
-    let v = config.vips.iter_mut().find(|v| *v.address.get_ref() == vip && v.protocol == protocol)?;
-    v.backends.iter_mut().find(|b| *b.address.get_ref() == backend)
+    pool: Option<String>,
+    backend: BackendAddr,
+}
+
+impl Key {
+    fn as_ref(&self) -> BackendRef {
+        BackendRef { vip: self.vip, protocol: self.protocol, pool: self.pool.clone(), backend: self.backend }
+    }
+}
+
+impl Override {
+    fn key(&self) -> Key {
+        Key {
+            vip: self.vip,
+            protocol: self.protocol,
+            pool: self.pool.clone(),
+            backend: BackendAddr { ip: self.backend, port: self.port },
+        }
+    }
+
+    fn any(&self) -> bool {
+        self.weight.is_some() || self.state.is_some() || self.backup.is_some() || self.route.is_some()
+    }
 }
 
 #[cfg(test)]
@@ -208,14 +267,23 @@ mod tests {
         Config::parse(&text, Path::new("t.toml")).unwrap()
     }
 
-    fn key(b: u8) -> (SocketAddr, Protocol, IpAddr) {
-        ("10.0.0.1:80".parse().unwrap(), Protocol::Tcp, IpAddr::from([10, 0, 0, b]))
+    fn key(b: u8) -> BackendRef {
+        BackendRef {
+            vip: "10.0.0.1:80".parse().unwrap(),
+            protocol: Protocol::Tcp,
+            pool: None,
+            backend: BackendAddr { ip: IpAddr::from([10, 0, 0, b]), port: None },
+        }
+    }
+
+    fn change(weight: Option<u32>, state: Option<BackendState>, backup: Option<bool>) -> Change {
+        Change { weight, state, backup, route: None }
     }
 
     #[test]
     fn an_override_outlives_reloads_until_the_file_changes_the_same_field() {
         let mut o = Overrides::default();
-        o.record(&file(100, "active"), key(2), None, Some(BackendState::Drain), None);
+        o.record(&file(100, "active"), &key(2), &change(None, Some(BackendState::Drain), None));
         let mut c = file(100, "active");
         assert!(o.apply(&mut c).is_empty());
         assert_eq!(c.vips[0].backends[0].state, BackendState::Drain, "kept over the unchanged file");
@@ -235,11 +303,11 @@ mod tests {
     #[test]
     fn setting_a_field_back_to_the_files_value_ends_the_override_and_unknown_backends_are_not_kept() {
         let mut o = Overrides::default();
-        o.record(&file(100, "active"), key(2), Some(7), None, None);
+        o.record(&file(100, "active"), &key(2), &change(Some(7), None, None));
         assert_eq!(o.backends.len(), 1);
-        o.record(&file(100, "active"), key(2), Some(100), None, None);
+        o.record(&file(100, "active"), &key(2), &change(Some(100), None, None));
         assert!(o.backends.is_empty());
-        o.record(&file(100, "active"), key(9), Some(7), None, None);
+        o.record(&file(100, "active"), &key(9), &change(Some(7), None, None));
         assert!(o.backends.is_empty(), "a backend the file does not list");
     }
 
@@ -249,7 +317,7 @@ mod tests {
         let path = dir.join("state.json");
         assert_eq!(Overrides::load(&path).unwrap(), Overrides::default());
         let mut o = Overrides::default();
-        o.record(&file(100, "active"), key(3), Some(5), Some(BackendState::Drain), Some(true));
+        o.record(&file(100, "active"), &key(3), &change(Some(5), Some(BackendState::Drain), Some(true)));
         o.save(&path).unwrap();
         assert_eq!(Overrides::load(&path).unwrap(), o);
         std::fs::write(&path, "not json").unwrap();

@@ -189,29 +189,54 @@ pub enum BackendAction {
         /// `mod_jk` distance group.
         #[arg(long, default_value_t = 0)]
         distance: u32,
-        /// Port, route, domain, redirect, max.
+        /// Port, route, domain, redirect, max, protocol, secret.
         #[command(flatten)]
         more: balancer::control::protocol::NewBackend,
+        /// The pool (the entry's `name`) where several share the VIP's address.
+        #[arg(long)]
+        pool: Option<String>,
     },
     /// Remove a backend; its flows move to the others.
     Del {
         /// The VIP (address:port).
         vip: SocketAddr,
-        /// The backend's address.
-        address: IpAddr,
+        /// The backend: IP, or IP:port where two backends share the IP.
+        address: balancer::config::BackendAddr,
         /// The VIP's protocol.
         #[arg(long, value_enum, default_value = "tcp")]
         proto: Protocol,
+        /// The pool (the entry's `name`) where several share the VIP's address.
+        #[arg(long)]
+        pool: Option<String>,
     },
-    /// Change a backend: weight, state (drain keeps its flows), backup flag.
+    /// Run a backend's health check now (its result counts as any other).
+    Check {
+        /// The VIP (address:port).
+        vip: SocketAddr,
+        /// The backend: IP, or IP:port where two backends share the IP.
+        address: balancer::config::BackendAddr,
+        /// The VIP's protocol.
+        #[arg(long, value_enum, default_value = "tcp")]
+        proto: Protocol,
+        /// The pool (the entry's `name`) where several share the VIP's address.
+        #[arg(long)]
+        pool: Option<String>,
+    },
+    /// Change a backend: weight, state (drain keeps its flows), backup flag, route.
     Set {
         /// The VIP (address:port).
         vip: SocketAddr,
-        /// The backend's address.
-        address: IpAddr,
+        /// The backend: IP, or IP:port where two backends share the IP.
+        address: balancer::config::BackendAddr,
         /// The VIP's protocol.
         #[arg(long, value_enum, default_value = "tcp")]
         proto: Protocol,
+        /// The pool (the entry's `name`) where several share the VIP's address.
+        #[arg(long)]
+        pool: Option<String>,
+        /// New route (Tomcat `jvmRoute`), L7.
+        #[arg(long)]
+        route: Option<String>,
         /// New weight, 0 to 65535.
         #[arg(long, value_parser = weight)]
         weight: Option<u32>,

@@ -24,6 +24,25 @@ use args::{BackendAction, Cli, Command, DecapAction, OverridesAction, VipAction}
 /// Exit code for a configuration error, so scripts can tell it from a runtime failure.
 const EXIT_CONFIG: u8 = 2;
 
+/// The control request of a `balancer backend …` command.
+fn backend_request(action: BackendAction) -> Request {
+    let target = |vip, protocol, pool, backend| balancer::config::BackendRef { vip, protocol, pool, backend };
+    match action {
+        BackendAction::Add { vip, address, proto, weight, state, backup, distance, more, pool } => {
+            Request::BackendAdd { vip, protocol: proto, address, weight, state, backup, distance, more, pool }
+        }
+        BackendAction::Del { vip, address, proto, pool } => {
+            Request::BackendDel { target: target(vip, proto, pool, address) }
+        }
+        BackendAction::Check { vip, address, proto, pool } => {
+            Request::BackendCheck { target: target(vip, proto, pool, address) }
+        }
+        BackendAction::Set { vip, address, proto, pool, weight, state, backup, route } => {
+            Request::BackendSet { target: target(vip, proto, pool, address), weight, state, backup, route }
+        }
+    }
+}
+
 /// Runs a parsed command line.
 pub fn run(cli: Cli, log_level: u8) -> ExitCode {
     if !matches!(cli.command, Command::Run { .. }) {
@@ -77,18 +96,7 @@ pub fn run(cli: Cli, log_level: u8) -> ExitCode {
                 remote(&cli.socket, &Request::VipDel { address, protocol: proto }).map(|d| done(&d, cli.json))
             }
         },
-        Command::Backend { action } => {
-            let request = match action {
-                BackendAction::Add { vip, address, proto, weight, state, backup, distance, more } => {
-                    Request::BackendAdd { vip, protocol: proto, address, weight, state, backup, distance, more }
-                }
-                BackendAction::Del { vip, address, proto } => Request::BackendDel { vip, protocol: proto, address },
-                BackendAction::Set { vip, address, proto, weight, state, backup } => {
-                    Request::BackendSet { vip, protocol: proto, address, weight, state, backup }
-                }
-            };
-            remote(&cli.socket, &request).map(|d| done(&d, cli.json))
-        }
+        Command::Backend { action } => remote(&cli.socket, &backend_request(action)).map(|d| done(&d, cli.json)),
         Command::Flow { src, dst, proto } => remote(&cli.socket, &Request::Flow { src, dst, protocol: proto })
             .and_then(|d| {
                 show::<FlowAnswer>(d, cli.json, |f| {

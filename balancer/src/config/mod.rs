@@ -4,7 +4,10 @@
 //! rejected while parsing, so the error carries the line of the bad value. Checks across fields
 //! (a duplicate VIP, an IPv6 backend behind an IPv4 VIP) point at the line of the entry at fault.
 
+mod locate;
 mod validate;
+
+pub use locate::{BackendAddr, BackendRef};
 
 use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
@@ -61,6 +64,12 @@ pub struct Config {
     /// `/status.json`. Default `127.0.0.1:9090`.
     #[serde(default = "default_metrics_address")]
     pub metrics_address: SocketAddr,
+    /// Let the status page on `metrics_address` change a backend's state, weight and route
+    /// and run its health check now (as balancer-manager and the jk status worker do), with
+    /// the CLI's runtime changes. Each change needs the page's one-time nonce and an `Origin`
+    /// of the page itself. Default false: the page is read-only.
+    #[serde(default)]
+    pub admin: bool,
     /// Threads serving the control API, health checks and the admin page. Default: one per CPU
     /// the daemon may run on.
     pub worker_threads: Option<usize>,

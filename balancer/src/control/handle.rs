@@ -29,6 +29,18 @@ impl Daemon {
                 Err(e) => Response::err(e),
             },
             Request::Overrides => Response::ok(self.overrides()),
+            Request::BackendCheck { target } => match self.config().locate(&target) {
+                Ok((i, j)) => {
+                    let v = &self.config().vips[i];
+                    let key = (*v.address.get_ref(), v.protocol, v.backends[j].target(v.address.get_ref().port()));
+                    if self.recheck(&key) {
+                        Response::ok("health check started")
+                    } else {
+                        Response::err(format!("{} has no health check", target.backend))
+                    }
+                }
+                Err(e) => Response::err(e),
+            },
             Request::Handoff | Request::HandoffDone | Request::HandoffAborted => {
                 Response::err("a handoff is answered by the daemon's main loop")
             }
@@ -38,9 +50,15 @@ impl Daemon {
             },
             change => {
                 let set = match &change {
-                    Request::BackendSet { vip, protocol, address, weight, state, backup } => {
-                        Some(((*vip, *protocol, *address), *weight, *state, *backup))
-                    }
+                    Request::BackendSet { target, weight, state, backup, route } => Some((
+                        target.clone(),
+                        crate::overrides::Change {
+                            weight: *weight,
+                            state: *state,
+                            backup: *backup,
+                            route: route.clone(),
+                        },
+                    )),
                     _ => None,
                 };
                 let added = matches!(change, Request::BackendAdd { .. });
@@ -56,8 +74,8 @@ impl Daemon {
                     Ok(()) => {
                         // A `backend set` outlives reloads and restarts; adds and removals
                         // last until the next reload.
-                        if let Some((key, weight, state, backup)) = set {
-                            self.record_override(key, weight, state, backup);
+                        if let Some((target, change)) = set {
+                            self.record_override(&target, &change);
                         }
                         Response::ok("done")
                     }
@@ -182,6 +200,7 @@ impl Daemon {
             not_balanced,
             problems: self.problems(),
             access_log: (crate::l7::access_log::WRITTEN.load(Relaxed), crate::l7::access_log::DROPPED.load(Relaxed)),
+            admin: self.config().admin,
         })
     }
 
@@ -270,8 +289,8 @@ fn edit(config: &mut Config, change: Request) -> Result<(), String> {
             let i = find(config, address, protocol)?;
             config.vips.remove(i);
         }
-        Request::BackendAdd { vip, protocol, address, weight, state, backup, distance, more } => {
-            let i = find(config, vip, protocol)?;
+        Request::BackendAdd { vip, protocol, address, weight, state, backup, distance, more, pool } => {
+            let i = config.locate_vip(vip, protocol, pool.as_deref())?;
             let v = &mut config.vips[i];
             let target = SocketAddr::new(address, more.port.unwrap_or(vip.port()));
             if v.backends.iter().any(|b| b.target(vip.port()) == target) {
@@ -294,24 +313,13 @@ fn edit(config: &mut Config, change: Request) -> Result<(), String> {
                 secret: more.secret,
             });
         }
-        Request::BackendDel { vip, protocol, address } => {
-            let i = find(config, vip, protocol)?;
-            let v = &mut config.vips[i];
-            let j = v
-                .backends
-                .iter()
-                .position(|b| *b.address.get_ref() == address)
-                .ok_or_else(|| format!("{address} is not a backend of {vip}"))?;
-            v.backends.remove(j);
+        Request::BackendDel { target } => {
+            let (i, j) = config.locate(&target)?;
+            config.vips[i].backends.remove(j);
         }
-        Request::BackendSet { vip, protocol, address, weight, state, backup } => {
-            let i = find(config, vip, protocol)?;
-            let v = &mut config.vips[i];
-            let b = v
-                .backends
-                .iter_mut()
-                .find(|b| *b.address.get_ref() == address)
-                .ok_or_else(|| format!("{address} is not a backend of {vip}"))?;
+        Request::BackendSet { target, weight, state, backup, route } => {
+            let (i, j) = config.locate(&target)?;
+            let b = &mut config.vips[i].backends[j];
             if let Some(w) = weight {
                 b.weight = w;
             }
@@ -321,11 +329,15 @@ fn edit(config: &mut Config, change: Request) -> Result<(), String> {
             if let Some(x) = backup {
                 b.backup = x;
             }
+            if let Some(r) = route {
+                b.route = Some(r);
+            }
         }
         Request::Status
         | Request::Reload
         | Request::Flow { .. }
         | Request::Overrides
+        | Request::BackendCheck { .. }
         | Request::Handoff
         | Request::HandoffDone
         | Request::HandoffAborted
@@ -371,6 +383,7 @@ mod tests {
             backup: false,
             distance: 0,
             more,
+            pool: None,
         }
     }
 

@@ -53,30 +53,33 @@ pub enum Request {
         /// The rest of a backend's settings (L7 ones mostly).
         #[serde(default)]
         more: NewBackend,
+        /// The pool (entry `name`) where several share the VIP's address.
+        #[serde(default)]
+        pool: Option<String>,
     },
     /// Remove a backend: its flows move.
     BackendDel {
-        /// The VIP.
-        vip: SocketAddr,
-        /// Its protocol.
-        protocol: Protocol,
         /// The backend.
-        address: IpAddr,
+        target: crate::config::BackendRef,
     },
-    /// Change a backend's weight, state or backup flag.
+    /// Change a backend's weight, state, backup flag or route.
     BackendSet {
-        /// The VIP.
-        vip: SocketAddr,
-        /// Its protocol.
-        protocol: Protocol,
         /// The backend.
-        address: IpAddr,
+        target: crate::config::BackendRef,
         /// New weight.
         weight: Option<u32>,
         /// New administrative state.
         state: Option<BackendState>,
         /// New backup flag.
         backup: Option<bool>,
+        /// New route (jvmRoute), L7.
+        #[serde(default)]
+        route: Option<String>,
+    },
+    /// Run a backend's health check now instead of at its next interval.
+    BackendCheck {
+        /// The backend.
+        target: crate::config::BackendRef,
     },
     /// Which backend a 5-tuple goes to, and whether the flow table holds it.
     Flow {
@@ -343,6 +346,9 @@ pub struct Status {
     /// Access log lines written and dropped (the writer was behind) since the daemon started.
     #[serde(default)]
     pub access_log: (u64, u64),
+    /// The status page may change backends (`admin = true`).
+    #[serde(default)]
+    pub admin: bool,
 }
 
 /// Answer to `handoff`. The descriptors sent with it are, in order: the pin lock, the admin

@@ -497,6 +497,11 @@ impl Daemon {
         self.health.last_pass(&key).map(|p| p.load(Ordering::Relaxed))
     }
 
+    /// Runs `key`'s health check now; false when it has none.
+    pub fn recheck(&self, key: &BackendKey) -> bool {
+        self.health.recheck(key)
+    }
+
     /// `up`, `down`, or `unchecked` (no health check configured).
     pub fn health_of(&self, vip: &config::Vip, backend: &config::Backend) -> &'static str {
         let vaddr = *vip.address.get_ref();

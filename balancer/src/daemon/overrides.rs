@@ -11,15 +11,9 @@ use crate::{config, overrides::Overrides};
 
 impl Daemon {
     /// Records a `backend set` that was applied, in memory and in the state file.
-    pub fn record_override(
-        &mut self,
-        key: (std::net::SocketAddr, config::Protocol, IpAddr),
-        weight: Option<u32>,
-        state: Option<config::BackendState>,
-        backup: Option<bool>,
-    ) {
+    pub fn record_override(&mut self, target: &config::BackendRef, change: &crate::overrides::Change) {
         let mut o = self.overrides.clone();
-        o.record(&self.file, key, weight, state, backup);
+        o.record(&self.file, target, change);
         self.set_overrides(o);
     }
 

@@ -30,10 +30,19 @@ pub struct Flip {
     pub up: bool,
 }
 
+/// One running check: what it checks, its loop, when it last passed, and the bell that runs
+/// it at once.
+struct Task {
+    check: Check,
+    handle: JoinHandle<()>,
+    passed: Arc<AtomicU64>,
+    now: Arc<tokio::sync::Notify>,
+}
+
 /// Running checks, keyed by backend, with the check each runs.
 #[derive(Default)]
 pub struct Scheduler {
-    tasks: HashMap<BackendKey, (Check, JoinHandle<()>, Arc<AtomicU64>)>,
+    tasks: HashMap<BackendKey, Task>,
 }
 
 impl Scheduler {
@@ -56,10 +65,10 @@ impl Scheduler {
                 }
             }
         }
-        self.tasks.retain(|key, (check, task, _)| {
-            let keep = wanted.get(key) == Some(check);
+        self.tasks.retain(|key, t| {
+            let keep = wanted.get(key) == Some(&t.check);
             if !keep {
-                task.abort();
+                t.handle.abort();
             }
             keep
         });
@@ -68,19 +77,25 @@ impl Scheduler {
                 continue;
             }
             let passed = Arc::new(AtomicU64::new(0));
-            let task = tokio::spawn(run(key, check.clone(), tx.clone(), passed.clone()));
-            self.tasks.insert(key, (check, task, passed));
+            let now = Arc::new(tokio::sync::Notify::new());
+            let handle = tokio::spawn(run(key, check.clone(), tx.clone(), (passed.clone(), now.clone())));
+            self.tasks.insert(key, Task { check, handle, passed, now });
         }
     }
 
     /// The slow-start ramp of `key`'s check, if it has one.
     pub fn slowstart(&self, key: &BackendKey) -> Option<Duration> {
-        self.tasks.get(key).map(|(c, _, _)| c.health.slowstart_s).filter(|&s| s > 0).map(Duration::from_secs)
+        self.tasks.get(key).map(|t| t.check.health.slowstart_s).filter(|&s| s > 0).map(Duration::from_secs)
     }
 
     /// When `key`'s check last passed (Unix ms, 0 before the first pass), if it has one.
     pub fn last_pass(&self, key: &BackendKey) -> Option<Arc<AtomicU64>> {
-        self.tasks.get(key).map(|(_, _, passed)| passed.clone())
+        self.tasks.get(key).map(|t| t.passed.clone())
+    }
+
+    /// Runs `key`'s check now (its result counts as any other); false when it has none.
+    pub fn recheck(&self, key: &BackendKey) -> bool {
+        self.tasks.get(key).map(|t| t.now.notify_one()).is_some()
     }
 
     /// Whether `key` has a running check (else it counts as up).
@@ -91,20 +106,28 @@ impl Scheduler {
 
 impl Drop for Scheduler {
     fn drop(&mut self) {
-        for (_, task, _) in self.tasks.values() {
-            task.abort();
+        for t in self.tasks.values() {
+            t.handle.abort();
         }
     }
 }
 
-async fn run(key: BackendKey, check: Check, tx: mpsc::UnboundedSender<Flip>, passed: Arc<AtomicU64>) {
+async fn run(
+    key: BackendKey,
+    check: Check,
+    tx: mpsc::UnboundedSender<Flip>,
+    (passed, now): (Arc<AtomicU64>, Arc<tokio::sync::Notify>),
+) {
     let (vip, _, target) = key;
     let addr = SocketAddr::new(target.ip(), check.health.port.unwrap_or(target.port()));
     let mut tracker = Tracker::new(check.health.rise, check.health.fall);
     let mut tick = tokio::time::interval(Duration::from_millis(check.health.interval_ms));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tick.tick().await;
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = now.notified() => {}
+        }
         let result = probe::run(&check, addr).await;
         if result.is_ok() {
             let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
