@@ -12,6 +12,7 @@ pub mod dataplane;
 pub mod fdlimit;
 pub mod handoff;
 pub mod health;
+pub mod import;
 pub mod l7;
 pub mod lock;
 pub mod maglev;

@@ -54,6 +54,24 @@ pub enum Command {
         #[arg(long)]
         takeover: bool,
     },
+    /// Turn a `mod_jk`, Apache httpd (`mod_proxy_balancer`) or nginx configuration into ours:
+    /// annotated TOML on standard output, a note on standard error for every directive with no
+    /// equivalent or only approximated. Exit 0: imported cleanly; 3: imported with notes; 2: not
+    /// importable.
+    Import {
+        /// What to read.
+        #[command(subcommand)]
+        from: ImportFrom,
+        /// The VIP's address:port (default: 192.0.2.1 and the port the source listens on).
+        #[arg(long, global = true)]
+        vip: Option<SocketAddr>,
+        /// The interface the VIP's traffic arrives on.
+        #[arg(long, global = true, default_value = "eth0")]
+        interface: String,
+        /// Write the TOML here instead of standard output.
+        #[arg(short, long, global = true)]
+        output: Option<PathBuf>,
+    },
     /// Check a configuration file and exit: 0 when valid, 2 with the error otherwise.
     Check {
         /// Configuration file.
@@ -246,6 +264,31 @@ pub enum BackendAction {
         /// New backup flag.
         #[arg(long)]
         backup: Option<bool>,
+    },
+}
+
+/// The configurations `balancer import` reads.
+#[derive(Subcommand)]
+pub enum ImportFrom {
+    /// `workers.properties`, with the mounts (`uriworkermap.properties`, or a file of `JkMount`
+    /// lines).
+    #[command(name = "mod_jk")]
+    ModJk {
+        /// The workers file.
+        workers: PathBuf,
+        /// The mounts.
+        #[arg(long)]
+        mounts: Option<PathBuf>,
+    },
+    /// An httpd configuration with `<Proxy balancer://…>` and `ProxyPass`.
+    Httpd {
+        /// The file.
+        file: PathBuf,
+    },
+    /// An nginx configuration with `upstream` and `proxy_pass`.
+    Nginx {
+        /// The file.
+        file: PathBuf,
     },
 }
 

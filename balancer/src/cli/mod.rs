@@ -56,6 +56,7 @@ pub fn run(cli: Cli, log_level: u8) -> ExitCode {
     }
     let result = match cli.command {
         Command::Check { config } => return check(&config),
+        Command::Import { from, vip, interface, output } => return import(&from, vip, &interface, output.as_deref()),
         Command::Run { config, bpf_object, xdp_mode, detach_on_exit, takeover } => {
             let cfg = match Config::load(&config) {
                 Ok(c) => c,
@@ -137,6 +138,62 @@ pub fn run(cli: Cli, log_level: u8) -> ExitCode {
 }
 
 /// `balancer check`: parsing and validation, then every host-side check the daemon would make.
+/// Exit code of an import with notes (something had no equivalent or was approximated).
+const EXIT_NOTES: u8 = 3;
+
+fn import(
+    from: &args::ImportFrom,
+    vip: Option<std::net::SocketAddr>,
+    interface: &str,
+    output: Option<&Path>,
+) -> ExitCode {
+    use balancer::import::{self, Val, string};
+    let read = match from {
+        args::ImportFrom::ModJk { workers, mounts } => import::mod_jk::import(workers, mounts.as_deref()),
+        args::ImportFrom::Httpd { file } => import::httpd::import(file),
+        args::ImportFrom::Nginx { file } => import::nginx::import(file),
+    };
+    let mut imported = match read {
+        Ok(i) => i,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let default_vip = if let Some(v) = vip {
+        imported.vip = None;
+        imported.notes.retain(|n| !n.text.contains("192.0.2.1 stands for it"));
+        Val::chosen(string(&v.to_string()), "--vip")
+    } else {
+        if imported.vip.is_none() {
+            imported.note(None, "the VIP's address is not in the source: 192.0.2.1:80 stands for it (or give --vip)");
+        }
+        Val::chosen(string("192.0.2.1:80"), "stands for the VIP's address: replace it")
+    };
+    let interfaces = Val::chosen(format!("[{}]", string(interface)), "--interface: where the VIP's traffic arrives");
+    let text = import::render(&imported, &default_vip, &interfaces);
+    let name = output.map_or_else(|| std::path::PathBuf::from("imported.toml"), Path::to_path_buf);
+    if let Err(e) = Config::parse(&text, &name) {
+        imported.note(None, format!("the result does not pass `balancer check`: {e}"));
+    }
+    match output {
+        Some(path) => {
+            if let Err(e) = std::fs::write(path, &text) {
+                eprintln!("error: {}: {e}", path.display());
+                return ExitCode::from(EXIT_CONFIG);
+            }
+        }
+        None => print!("{text}"),
+    }
+    let notes = import::notes(&imported);
+    for n in &notes {
+        eprintln!("note: {n}");
+    }
+    let members: usize = imported.pools.iter().map(|p| p.members.len()).sum();
+    eprintln!("imported {} pools with {members} backends; {} notes", imported.pools.len(), notes.len());
+    if notes.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(EXIT_NOTES) }
+}
+
 fn check(path: &Path) -> ExitCode {
     let config = match Config::load(path) {
         Ok(c) => c,

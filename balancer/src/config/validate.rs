@@ -279,10 +279,19 @@ fn l7_check(i: usize, vip: &super::Vip, l7: &super::L7) -> Result<(), (usize, St
     for (j, b) in vip.backends.iter().enumerate() {
         let bat = b.address.span().start;
         match &b.route {
-            Some(r) if r.is_empty() || r.contains(['.', ';', ',', ' ']) => {
+            Some(r) if r.is_empty() || r.contains([';', ',', ' ', '"', '=']) => {
                 return Err((
                     bat,
-                    format!("vip[{i}].backend[{j}].route: `{r}` must be non-empty, without . ; , or spaces"),
+                    format!("vip[{i}].backend[{j}].route: `{r}` must be non-empty, without ; , = \" or spaces"),
+                ));
+            }
+            // Our cookie's fields are separated by dots.
+            Some(r) if r.contains('.') && l7.sticky == StickyMode::Insert => {
+                return Err((
+                    bat,
+                    format!(
+                        "vip[{i}].backend[{j}].route: `{r}`: insert mode's routes have no dot (route-suffix ones may)"
+                    ),
                 ));
             }
             Some(r) if !routes.insert(r.clone()) => {

@@ -44,9 +44,10 @@ fn path_param<'a>(path: &'a str, names: &[String]) -> Option<&'a str> {
     None
 }
 
-/// What follows the last dot of a session id, if anything does.
-fn route_of(session_id: &str) -> Option<&str> {
-    session_id.rsplit_once('.').map(|(_, r)| r).filter(|r| !r.is_empty())
+/// What follows the first dot of a session id, if anything does: the id itself has none, and a
+/// route may (`mod_jk` and `mod_proxy_balancer` read it so too: `tomcat-6.0.26-1` is a route).
+pub fn route_of(session_id: &str) -> Option<&str> {
+    session_id.split_once('.').map(|(_, r)| r).filter(|r| !r.is_empty())
 }
 
 #[cfg(test)]
@@ -64,9 +65,12 @@ mod tests {
     }
 
     #[test]
-    fn route_is_after_the_last_dot_and_quotes_are_dropped() {
-        let h = ["JSESSIONID=\"abc.def.node-3\""];
+    fn route_is_after_the_first_dot_as_mod_jk_reads_it_and_quotes_are_dropped() {
+        let h = ["JSESSIONID=\"abc.node-3\""];
         assert_eq!(find(&h, "/", &names()), Some("node-3"));
+        // mod_jk's worker names (and so Tomcat's jvmRoute) may hold dots.
+        let h = ["JSESSIONID=8F3A2C.tomcat-6.0.26-1"];
+        assert_eq!(find(&h, "/", &names()), Some("tomcat-6.0.26-1"));
     }
 
     #[test]

@@ -56,7 +56,7 @@ where
             // The id's hash picks the replacement when the route's backend is gone: the same on
             // every node, so a session does not bounce while the application moves it.
             let id = route::session_id(&cookies, path, &l7.session_cookies);
-            let route = id.and_then(|id| id.rsplit_once('.').map(|(_, r)| r));
+            let route = id.and_then(route::route_of);
             Session { affinity: None, route, hash: id.map(|id| fnv1a(id.as_bytes())) }
         }
         StickyMode::Hash => {
