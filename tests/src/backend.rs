@@ -318,6 +318,19 @@ impl JavaServer {
              for (int i = 0; i < n; i++) out.write('a' + i % 26); %>",
         )
         .expect("big.jsp");
+        // A page without a session that reads no body (the benchmark's).
+        std::fs::write(
+            root.join("hello.jsp"),
+            format!("<%@ page session=\"false\" contentType=\"text/plain\" %>{name} hello\n"),
+        )
+        .expect("hello.jsp");
+        // A response that streams: a line, a flush, 1.5 s, another line.
+        std::fs::write(
+            root.join("slow.jsp"),
+            "<%@ page session=\"false\" contentType=\"text/plain\" %><% out.print(\"first\\n\"); out.flush(); \
+             Thread.sleep(1500); out.print(\"second\\n\"); %>",
+        )
+        .expect("slow.jsp");
         // A directory: a request for `/sub` is redirected to `/sub/`.
         std::fs::create_dir_all(root.join("sub")).expect("sub/");
         std::fs::write(root.join("sub/index.jsp"), format!("<%@ page session=\"false\" %>{name} sub\n"))

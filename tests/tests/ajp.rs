@@ -235,6 +235,24 @@ fn ajp13_backends_keep_sessions_carry_bodies_both_ways_and_fail_over() {
     assert_eq!(two.matches("remote=198.18.0.1").count(), 2, "{two}");
     assert!(two.contains("[1]") && two.contains("[0]"), "the second request reused the connection: {two}");
 
+    // A response the application flushes as it goes reaches the client as it goes.
+    let timed = client.run(&[
+        "curl",
+        "-sf",
+        "--max-time",
+        "5",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{time_starttransfer} %{time_total} %{size_download}",
+        &format!("http://{VIP}/slow.jsp"),
+    ]);
+    let t: Vec<f64> = timed.split_whitespace().filter_map(|v| v.parse().ok()).collect();
+    assert!(
+        t.len() == 3 && t[0] < 1.0 && t[1] >= 1.4 && (t[2] - 13.0).abs() < 0.5,
+        "first byte before the pause: {timed}"
+    );
+
     // The container holding a session stops: the session moves to the other one, which opens
     // a session of its own; a connect failure is not the client's error.
     let b = Browser::new(client, "moving");

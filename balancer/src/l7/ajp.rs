@@ -218,7 +218,18 @@ pub fn forward_request(req: &ForwardRequest<'_>, out: &mut Vec<u8>) -> Result<()
     }
     out.push(attr::REQ_ATTRIBUTE);
     string(out, b"AJP_REMOTE_PORT");
-    string(out, req.remote_port.to_string().as_bytes());
+    let mut digits = [0u8; 5];
+    let mut at = digits.len();
+    let mut port = req.remote_port;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (port % 10) as u8;
+        port /= 10;
+        if port == 0 {
+            break;
+        }
+    }
+    string(out, &digits[at..]);
     out.push(attr::ARE_DONE);
     finish(out, start)
 }

@@ -563,7 +563,7 @@ pub(super) async fn serve<S: ClientStream>(c: &mut Conn<S>, state: &ArcSwap<Site
         let mut reuse = true;
         let mut rbuf = take_buffer();
         // An AJP backend's response head, as HTTP/1.1, and the request body it asks for.
-        let mut ajp_head = Vec::new();
+        let mut ajp_head = if member.ajp.is_some() { take_buffer() } else { Vec::new() };
         let mut ajp_body = None;
         // `send` appends a buffered body to the head; a second try starts from the head again.
         let head_out = out.len();

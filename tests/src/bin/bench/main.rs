@@ -15,11 +15,15 @@
 //! request), 16 KiB and 1 MiB responses, idle keep-alive connections' memory, and one worker on
 //! one core against two on two (`l7.rs` says how).
 //!
+//! Part 5 — the L7 edge (TLS, WebSocket) against `HAProxy`; part 6 — AJP/1.3 against HTTP/1.1
+//! to the same Tomcat (`ajp.rs`).
+//!
 //! Part 2 — end to end in namespaces: client → balancer → two backends (nginx), the same
 //! topology for every contender: the balancer's XDP program (DSR, IPIP), an nftables DNAT
 //! balancer in the same namespace, and the client straight to one backend. A bounded UDP flood
 //! counted at the backends' interfaces, and `wrk` through the VIP.
 
+mod ajp;
 mod e2e;
 mod edge;
 mod l7;
@@ -175,8 +179,8 @@ fn main() {
     let n: usize = std::env::var("BENCH_PACKETS").ok().and_then(|v| v.parse().ok()).unwrap_or(100_000);
     let mut report = String::new();
     let mut targets = Targets::default();
-    // `BENCH_PARTS=13` runs parts 1 and 3 only (all five by default).
-    let parts = std::env::var("BENCH_PARTS").unwrap_or_else(|_| "12345".into());
+    // `BENCH_PARTS=13` runs parts 1 and 3 only (all six by default).
+    let parts = std::env::var("BENCH_PARTS").unwrap_or_else(|_| "123456".into());
     if parts.contains('1') {
         xdp::part1(n, &mut report, &mut targets);
     }
@@ -191,6 +195,9 @@ fn main() {
     }
     if parts.contains('5') {
         edge::part5(&mut report, &mut targets);
+    }
+    if parts.contains('6') {
+        ajp::part6(&mut report, &mut targets);
     }
     let report = format!("### Summary: every target\n\n{}\n{report}", targets.table());
     print!("{report}");

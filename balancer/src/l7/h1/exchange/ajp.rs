@@ -31,6 +31,9 @@ use crate::l7::{
     proxy::{Site, Vip},
 };
 
+/// How long a response head waits for the first of its body before it goes out alone.
+const HEAD_WAIT: Duration = Duration::from_millis(2);
+
 /// Appends the forward-request packet for `req` to `out`.
 pub(super) fn forward<S: ClientStream>(
     out: &mut Vec<u8>,
@@ -239,7 +242,13 @@ fn http_head(
         return Err(Failure::Bad(head::BadResponse::Malformed));
     }
     head.clear();
-    head.extend_from_slice(format!("HTTP/1.1 {status} ").as_bytes());
+    head.extend_from_slice(b"HTTP/1.1 ");
+    head.extend_from_slice(&[
+        b'0' + (status / 100) as u8,
+        b'0' + (status / 10 % 10) as u8,
+        b'0' + (status % 10) as u8,
+        b' ',
+    ]);
     head.extend_from_slice(if reason.is_empty() { b"-" } else { reason });
     head.extend_from_slice(b"\r\n");
     let mut length = false;
@@ -281,6 +290,7 @@ pub(super) async fn respond<S: ClientStream>(
 ) -> (Responded, Body) {
     let (responded, reuse) = relay(c, vip, plan, &mut up.stream, (&head, &mut rbuf, &mut body), buffers, secs).await;
     super::super::give_buffer(rbuf);
+    super::super::give_buffer(head);
     if reuse {
         upstream::put(key, up.stream);
     }
@@ -310,6 +320,7 @@ async fn relay<S: ClientStream>(
     };
     // Body bytes from the container, and bytes written to the client.
     let (mut bytes, mut written) = (0u64, 0u64);
+    let mut waited = false;
     let mut packet = Vec::new();
     let reuse = loop {
         let mut at = 0;
@@ -326,7 +337,7 @@ async fn relay<S: ClientStream>(
                         return closed(status);
                     }
                     if framed {
-                        out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+                        let _ = std::io::Write::write_fmt(out, format_args!("{:x}\r\n", data.len()));
                     }
                     out.extend_from_slice(data);
                     if framed {
@@ -353,6 +364,18 @@ async fn relay<S: ClientStream>(
             break reuse && rbuf.is_empty();
         }
         if !out.is_empty() {
+            // A head alone: its body usually follows at once (Tomcat sends SEND_HEADERS when
+            // the response commits, the rest when it ends), so it waits a moment to go out in
+            // one write with it; a response that streams gets its head after that moment.
+            if written == 0 && bytes == 0 && !waited {
+                waited = true;
+                rbuf.reserve(super::super::BUFFER);
+                match within(&mut c.timer, Instant::now() + HEAD_WAIT, up.read_buf(rbuf)).await {
+                    Some(Ok(n)) if n > 0 => continue,
+                    Some(_) => return closed(status),
+                    None => {}
+                }
+            }
             // What the container flushed goes on before waiting for more.
             let by = Instant::now() + timeout;
             if !matches!(within(&mut c.timer, by, write_out(&mut c.stream, out)).await, Some(Ok(()))) {
