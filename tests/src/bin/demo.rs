@@ -140,6 +140,33 @@ fn main() {
     }
     println!("   (each keeps the backend its first response's signed BALANCERID cookie names)");
 
+    println!("\n== Routing by path on the same address: http://{L7_VIP}/static/logo.png goes to the `static` pool:");
+    let statics: Vec<String> = (0..4)
+        .map(|_| {
+            let out =
+                lan.hosts[0].ns.output(&["curl", "-s", "--max-time", "3", &format!("http://{L7_VIP}/static/logo.png")]);
+            String::from_utf8_lossy(&out.stdout).trim().to_owned()
+        })
+        .collect();
+    println!("   {}", statics.join(" "));
+
+    println!(
+        "\n== `balancer import httpd` of an Apache mod_proxy_balancer site (tests/fixtures/import/seed004-httpd.conf):\n"
+    );
+    let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/import/seed004-httpd.conf");
+    let out = lan.hosts[1].ns.output(&[
+        balancer_tests::daemon::balancer_bin().to_str().unwrap_or("balancer"),
+        "import",
+        "httpd",
+        fixture,
+    ]);
+    for line in String::from_utf8_lossy(&out.stdout).lines().filter(|l| !l.starts_with('#')).take(14) {
+        println!("     {line}");
+    }
+    for line in String::from_utf8_lossy(&out.stderr).lines() {
+        println!("   {line}");
+    }
+
     println!("\n== The same over HTTPS, https://shop.example/ on {L7_VIP}:443 (curl --http2, the demo's CA):");
     let jar = "/tmp/balancer-demo-tls.jar";
     let _ = std::fs::remove_file(jar);
