@@ -140,11 +140,10 @@ fn main() {
     }
     println!("   (each keeps the backend its first response's signed BALANCERID cookie names)");
 
-    println!("\n== Routing by path on the same address: http://{L7_VIP}/static/logo.png goes to the `static` pool:");
+    println!("\n== Routing by path on the same address: http://{L7_VIP}/static/ goes to the `static` pool (be3's /):");
     let statics: Vec<String> = (0..4)
         .map(|_| {
-            let out =
-                lan.hosts[0].ns.output(&["curl", "-s", "--max-time", "3", &format!("http://{L7_VIP}/static/logo.png")]);
+            let out = lan.hosts[0].ns.output(&["curl", "-s", "--max-time", "3", &format!("http://{L7_VIP}/static/")]);
             String::from_utf8_lossy(&out.stdout).trim().to_owned()
         })
         .collect();
