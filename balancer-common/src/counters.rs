@@ -24,6 +24,47 @@ impl Traffic {
     }
 }
 
+/// Value of the per-CPU `VIP_FLOWS` array: what tells an operator the flow table is failing a
+/// VIP. The best single signal of an L4 balancer is `misses`: a TCP packet past its SYN whose
+/// flow the table did not hold was steered by the ring alone, and goes elsewhere if the ring
+/// changed since.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowEvents {
+    /// TCP packets other than a SYN that missed the flow table.
+    pub misses: u64,
+    /// Flows pinned in the table.
+    pub inserts: u64,
+    /// Pins that took the slot of another flow (its set was full).
+    pub evictions: u64,
+    /// New flows not pinned because this CPU was over `flow_insert_limit` (a SYN flood): they
+    /// were steered by the ring and cost no established flow its slot.
+    pub guarded: u64,
+}
+const _: () = assert!(core::mem::size_of::<FlowEvents>() == 32);
+
+impl FlowEvents {
+    /// Adds another CPU's counters to these.
+    pub fn add(&mut self, other: &FlowEvents) {
+        self.misses += other.misses;
+        self.inserts += other.inserts;
+        self.evictions += other.evictions;
+        self.guarded += other.guarded;
+    }
+}
+
+/// Value of the one-entry per-CPU `INSERT_GUARD` array: this CPU's flow-table pins in the
+/// current window of 2^30 ns (1.07 s).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct InsertWindow {
+    /// `bpf_ktime_get_ns() >> 30` of the window.
+    pub window: u64,
+    /// Pins in it.
+    pub inserts: u64,
+}
+const _: () = assert!(core::mem::size_of::<InsertWindow>() == 16);
+
 /// Why the data path did not balance a packet: the index into the per-CPU `REASONS` array.
 ///
 /// Every packet that is not forwarded is counted under exactly one reason.
@@ -100,4 +141,4 @@ impl Reason {
     }
 }
 
-pod!(Traffic);
+pod!(Traffic, FlowEvents, InsertWindow);

@@ -24,10 +24,27 @@ pub const VIP_SLOTS: &str = "VIP_SLOTS";
 
 /// Balancer-wide settings: index 0 → `Settings` (array of one). Written by the daemon.
 pub const SETTINGS: &str = "SETTINGS";
+/// Flow-table events per VIP id (per-CPU array of `FlowEvents`). Written by the data path.
+pub const VIP_FLOWS: &str = "VIP_FLOWS";
+/// Each CPU's pins in the current window (per-CPU array of one `InsertWindow`). Written by the
+/// data path.
+pub const INSERT_GUARD: &str = "INSERT_GUARD";
 
 /// Every map the balancer program defines.
-pub const ALL: [&str; 10] =
-    [VIPS, VIP_INDEX, VIP_SLOTS, RINGS, BACKENDS, FLOWS, VIP_STATS, BACKEND_STATS, REASONS, SETTINGS];
+pub const ALL: [&str; 12] = [
+    VIPS,
+    VIP_INDEX,
+    VIP_SLOTS,
+    RINGS,
+    BACKENDS,
+    FLOWS,
+    VIP_STATS,
+    BACKEND_STATS,
+    REASONS,
+    SETTINGS,
+    VIP_FLOWS,
+    INSERT_GUARD,
+];
 
 /// Most VIPs one balancer serves.
 pub const MAX_VIPS: u32 = 64;

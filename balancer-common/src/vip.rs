@@ -31,6 +31,9 @@ pub mod forward {
 pub mod flags {
     /// Leave the source port out of the flow hash, so every packet of a client (UDP/QUIC) sticks.
     pub const IGNORE_SRC_PORT: u8 = 1 << 0;
+    /// No flow table: every packet is steered by the Maglev table alone (Katran's
+    /// `F_LRU_BYPASS`), for services whose backends change rarely and whose flows are too many.
+    pub const NO_FLOW_TABLE: u8 = 1 << 1;
 }
 
 /// Value of the `VIPS` map.
@@ -66,8 +69,12 @@ pub struct Settings {
     /// Outer IPv6 source of IPIP packets: bytes 0..12 are the /96 prefix, the data path fills
     /// bytes 12..16 from the flow.
     pub ipip_src_v6: [u8; 16],
+    /// Most flows one CPU pins in the flow table per window of 2^30 ns (1.07 s); beyond it new
+    /// flows are steered by the ring without a pin, so a SYN flood cannot evict established
+    /// flows. 0: no limit.
+    pub insert_limit: u32,
 }
-const _: () = assert!(core::mem::size_of::<Settings>() == 20);
+const _: () = assert!(core::mem::size_of::<Settings>() == 24);
 
 /// Value of the one-entry `VIP_INDEX` array: for each hash of (address, port, protocol), which
 /// `VIP_SLOTS` entry holds the VIP there. The data path reads one byte and one array entry (array

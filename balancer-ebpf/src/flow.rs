@@ -1,14 +1,14 @@
 //! The flow table: keeps an established connection on its backend when the ring changes.
 //! Layout and encoding are `balancer_common::flow`'s; this is the lookup and the insert.
 
-use aya_ebpf::helpers::bpf_jiffies64;
+use aya_ebpf::helpers::{bpf_jiffies64, bpf_ktime_get_ns};
 use balancer_common::{
     backend::{Backend, state},
     flow::{AGE_SHIFT, FLOW_WAYS, FlowKey, FlowSet, Place, slot_age, slot_backend, slot_idle},
     vip::{VipMeta, flags},
 };
 
-use crate::maps::{BACKENDS, FLOWS};
+use crate::maps::{BACKENDS, FLOWS, INSERT_GUARD, SETTINGS, VIP_FLOWS};
 
 /// The key a packet's flow is tracked and hashed under: the source port is left out when the VIP
 /// asks for it, so every packet of a client lands on the same backend.
@@ -80,15 +80,56 @@ pub fn lookup(hash: u64, vip: &VipMeta, syn: bool) -> Option<(u32, Backend)> {
     None
 }
 
-/// Pins a flow to a backend: into the flow's own slot if it has one (re-steered), else an empty
-/// slot, else the set's least recently used one.
+/// Whether this CPU may pin one more flow in the current window (`Settings::insert_limit`; 0 is
+/// no limit), counting it if so.
 #[inline(always)]
-pub fn insert(hash: u64, backend: u32) {
+fn under_limit() -> bool {
+    let limit = SETTINGS.get(0).map_or(0, |s| s.insert_limit);
+    if limit == 0 {
+        return true;
+    }
+    let Some(w) = INSERT_GUARD.get_ptr_mut(0) else { return true };
+    // SAFETY: per-CPU slot, only this program on this CPU writes it.
+    let w = unsafe { &mut *w };
+    // SAFETY: a helper without arguments or side effects.
+    let window = (unsafe { bpf_ktime_get_ns() }) >> 30;
+    if w.window != window {
+        w.window = window;
+        w.inserts = 0;
+    }
+    if w.inserts >= u64::from(limit) {
+        return false;
+    }
+    w.inserts += 1;
+    true
+}
+
+/// Pins a flow the table did not hold (`miss`: a TCP packet past its SYN, which it should have)
+/// to `backend`, unless this CPU is over its insert limit; counts what happened for VIP `vip`.
+#[inline(always)]
+pub fn pin(vip: u32, hash: u64, backend: u32, miss: bool) {
+    let Some(ev) = VIP_FLOWS.get_ptr_mut(vip) else { return };
+    // SAFETY: per-CPU slot, only this program on this CPU writes it.
+    let ev = unsafe { &mut *ev };
+    ev.misses += u64::from(miss);
+    if !under_limit() {
+        ev.guarded += 1;
+        return;
+    }
+    ev.inserts += 1;
+    ev.evictions += u64::from(insert(hash, backend));
+}
+
+/// Pins a flow to a backend: into the flow's own slot if it has one (re-steered), else an empty
+/// slot, else the set's least recently used one. True when that took another flow's slot.
+#[inline(always)]
+fn insert(hash: u64, backend: u32) -> bool {
     let place = Place::of(hash);
-    let Some(set) = set(&place) else { return };
+    let Some(set) = set(&place) else { return false };
     let now = now();
     let mut victim = 0;
     let mut victim_rank = 0u64;
+    let mut victim_slot = 0u64;
     for way in 0..FLOW_WAYS {
         let slot = load(set, way);
         // Own slot first, then empty, then the longest idle: ranks that cannot tie across kinds.
@@ -102,7 +143,9 @@ pub fn insert(hash: u64, backend: u32) {
         if rank > victim_rank || way == 0 {
             victim = way;
             victim_rank = rank;
+            victim_slot = slot;
         }
     }
     store(set, victim, place.slot(backend, now));
+    victim_slot != 0 && !place.owns(victim_slot)
 }

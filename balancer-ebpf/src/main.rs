@@ -32,7 +32,8 @@ use aya_log_ebpf::debug;
 use balancer_common::{
     counters::Reason,
     hash::{flow_hash64, maglev_hash},
-    vip::forward as fwd,
+    proto,
+    vip::{flags, forward as fwd},
 };
 
 #[xdp]
@@ -55,11 +56,15 @@ fn process(ctx: &XdpContext) -> Result<u32, Reason> {
     }
     let key = flow::key_for(&packet.key, &vip);
     let hash = flow_hash64(&key);
-    let (id, backend, new_flow) = match flow::lookup(hash, &vip, packet.syn) {
+    let tabled = vip.flags & flags::NO_FLOW_TABLE == 0;
+    let found = if tabled { flow::lookup(hash, &vip, packet.syn) } else { None };
+    let (id, backend, new_flow) = match found {
         Some((id, backend)) => (id, backend, false),
         None => {
             let (id, backend) = maglev::pick(&vip, maglev_hash(hash))?;
-            flow::insert(hash, id);
+            if tabled {
+                flow::pin(vip.id, hash, id, packet.key.proto == proto::TCP && !packet.syn);
+            }
             debug!(ctx, "new flow on vip {} to backend {}", vip.id, id);
             (id, backend, true)
         }

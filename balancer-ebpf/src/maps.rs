@@ -8,7 +8,7 @@ use aya_ebpf::{
 };
 use balancer_common::{
     backend::Backend,
-    counters::{Reason, Traffic},
+    counters::{FlowEvents, InsertWindow, Reason, Traffic},
     flow::FlowSet,
     maps::{FLOW_SETS, MAX_BACKENDS, MAX_VIPS, RING_ENTRIES},
     vip::{Settings, VipEntry, VipIndex, VipKey, VipMeta},
@@ -59,6 +59,15 @@ pub static BACKEND_STATS: PerCpuArray<Traffic> = PerCpuArray::with_max_entries(M
 #[map]
 pub static REASONS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Reason::COUNT, 0);
 
-/// Balancer-wide settings (IPIP outer source prefixes), at index 0. Daemon-written.
+/// Balancer-wide settings (IPIP outer source prefixes, the insert limit), at index 0.
+/// Daemon-written.
 #[map]
 pub static SETTINGS: Array<Settings> = Array::with_max_entries(1, 0);
+
+/// Flow-table events per VIP id. Written here.
+#[map]
+pub static VIP_FLOWS: PerCpuArray<FlowEvents> = PerCpuArray::with_max_entries(MAX_VIPS, 0);
+
+/// This CPU's pins in the current window, at index 0. Written here.
+#[map]
+pub static INSERT_GUARD: PerCpuArray<InsertWindow> = PerCpuArray::with_max_entries(1, 0);

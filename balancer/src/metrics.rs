@@ -130,6 +130,26 @@ pub fn render(status: &Status) -> String {
         flow_entries.set(i64::try_from(n).unwrap_or(i64::MAX));
         registry.register("flow_table_entries", "Entries in the flow table (counted every 10 s)", flow_entries.clone());
     }
+    let flow_misses = Family::<VipLabels, Counter>::default();
+    let flow_inserts = Family::<VipLabels, Counter>::default();
+    let flow_evictions = Family::<VipLabels, Counter>::default();
+    let flow_guarded = Family::<VipLabels, Counter>::default();
+    registry.register(
+        "vip_flow_misses",
+        "TCP packets past their SYN that the flow table did not hold (steered by the ring alone)",
+        flow_misses.clone(),
+    );
+    registry.register("vip_flow_inserts", "Flows pinned in the flow table", flow_inserts.clone());
+    registry.register(
+        "vip_flow_evictions",
+        "Pins that took another flow's slot (its set was full)",
+        flow_evictions.clone(),
+    );
+    registry.register(
+        "vip_flows_guarded",
+        "New flows not pinned: the CPU was over flow_insert_limit (a SYN flood)",
+        flow_guarded.clone(),
+    );
     let mut counted = std::collections::HashSet::new();
     for v in &status.vips {
         let vl = VipLabels { vip: v.address.to_string(), protocol: format!("{:?}", v.protocol).to_lowercase() };
@@ -137,6 +157,12 @@ pub fn render(status: &Status) -> String {
         // The address's own counters once, however many entries (pools) share it.
         let first = counted.insert((v.address, v.protocol));
         let connections = v.connections.as_ref().filter(|_| first);
+        if let Some(f) = &v.flows {
+            flow_misses.get_or_create(&vl).inc_by(f.misses);
+            flow_inserts.get_or_create(&vl).inc_by(f.inserts);
+            flow_evictions.get_or_create(&vl).inc_by(f.evictions);
+            flow_guarded.get_or_create(&vl).inc_by(f.guarded);
+        }
         if first {
             vip_packets.get_or_create(&vl).inc_by(v.packets);
             vip_bytes.get_or_create(&vl).inc_by(v.bytes);
@@ -211,6 +237,7 @@ mod tests {
                 sticky: None,
                 name: None,
                 takes: None,
+                flows: None,
                 packets: 7,
                 bytes: 700,
                 new_flows: 2,

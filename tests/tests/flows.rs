@@ -237,3 +237,101 @@ fn vips_that_share_an_index_byte_are_each_found_and_lookalikes_are_not() {
     assert_eq!(send(format!("198.51.100.32:{alone_lookalike}")).0, Verdict::Pass, "no VIP, on a VIP's own byte");
     assert_eq!(send("198.51.100.10:80".into()).0, Verdict::Tx, "the VIP on that byte");
 }
+
+/// The flow-table events of the fixture's first VIP.
+fn events(fx: &Fixture) -> balancer::dataplane::stats::FlowEventsView {
+    fx.stats().vips[0].flows
+}
+
+#[test]
+fn the_vip_counts_misses_pins_and_evictions_of_its_flow_table() {
+    require_root!();
+    let mut fx = Fixture::new(THREE);
+    let flows = nine_in_one_set();
+    for (c, p) in &flows[..8] {
+        fx.run(&packet(c, *p, tcp::SYN).build());
+    }
+    let e = events(&fx);
+    assert_eq!((e.inserts, e.evictions, e.misses, e.guarded), (8, 0, 0, 0), "{e:?}");
+    // An ACK the table holds is no miss; one of a flow it never saw is.
+    fx.run(&packet(&flows[0].0, flows[0].1, tcp::ACK).build());
+    fx.run(&packet("192.0.2.200", 5555, tcp::ACK).build());
+    let e = events(&fx);
+    assert_eq!((e.misses, e.inserts), (1, 9), "the unknown flow was a miss, and is pinned now: {e:?}");
+    // The ninth flow of a full set takes one of the eight's slots.
+    fx.run(&packet(&flows[8].0, flows[8].1, tcp::SYN).build());
+    assert_eq!(events(&fx).evictions, 1);
+    // A UDP packet of an unknown flow is not a miss: UDP has no connection start to tell.
+    fx.apply(&THREE.replace("address = \"198.51.100.10:80\"", "address = \"198.51.100.10:80\"\nprotocol = \"udp\""));
+    let before = events(&fx).misses;
+    fx.run(&Frame::udp("192.0.2.9:4000", "198.51.100.10:80").build());
+    assert_eq!(events(&fx).misses, before);
+}
+
+#[test]
+fn without_a_flow_table_every_packet_follows_the_ring() {
+    require_root!();
+    let config = THREE.replace("address = \"198.51.100.10:80\"", "address = \"198.51.100.10:80\"\nflow_table = false");
+    let mut fx = Fixture::new(&config);
+    let syn = packet("192.0.2.1", 40_000, tcp::SYN);
+    let first = backend_of(&fx.run(&syn.build()).1);
+    assert_eq!(fx.dp.flow_entry(&syn.flow_key(false)).unwrap(), None, "nothing pinned");
+    // Take the flow's backend out of the ring: its next packet goes where the ring now says
+    // (with a flow table it would stay; see the test above).
+    let moved = config.replacen(&format!("address = \"{first}\""), &format!("address = \"{first}\"\n  weight = 0"), 1);
+    fx.apply(&moved);
+    let ack = packet("192.0.2.1", 40_000, tcp::ACK);
+    let now = backend_of(&fx.run(&ack.build()).1);
+    assert_ne!(now, first);
+    assert_eq!(fixture::backend_ip(&fx.table_backend(0, &ack.flow_key(false))).to_string(), now, "the ring's choice");
+    let e = events(&fx);
+    assert_eq!((e.inserts, e.misses), (0, 0), "no table, no table events: {e:?}");
+}
+
+/// Waits, if need be, until the data path's insert window (2^30 ns of `CLOCK_MONOTONIC`) has at
+/// least `margin` left, so a test's packets all fall in one window.
+fn start_of_a_window(margin: std::time::Duration) {
+    let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: a valid clock id and a timespec to fill.
+    assert_eq!(unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &raw mut now) }, 0);
+    let ns = now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64;
+    let left = (1u64 << 30) - (ns & ((1 << 30) - 1));
+    if left < margin.as_nanos() as u64 {
+        std::thread::sleep(std::time::Duration::from_nanos(left + 1_000_000));
+    }
+}
+
+#[test]
+fn over_the_insert_limit_new_flows_are_steered_by_the_ring_without_evicting_established_ones() {
+    require_root!();
+    // The limit is per CPU: the packets must all run on one.
+    let mut one = nix::sched::CpuSet::new();
+    one.set(0).unwrap();
+    nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &one).unwrap();
+    let mut fx = Fixture::new(&format!("flow_insert_limit = 4\n{THREE}"));
+    let flows = nine_in_one_set();
+    start_of_a_window(std::time::Duration::from_millis(300));
+    // Four established flows of one set take the window's four pins.
+    let kept: Vec<&str> =
+        flows[..4].iter().map(|(c, p)| backend_of(&fx.run(&packet(c, *p, tcp::SYN).build()).1)).collect();
+    // A flood of SYNs into the same set: each is forwarded where the ring says, none is pinned,
+    // none takes an established flow's slot.
+    for port in 30_000..30_050u16 {
+        let syn = packet("203.0.113.7", port, tcp::SYN);
+        let went = backend_of(&fx.run(&syn.build()).1);
+        assert_eq!(fixture::backend_ip(&fx.table_backend(0, &syn.flow_key(false))).to_string(), went);
+    }
+    for (c, p) in &flows[4..] {
+        fx.run(&packet(c, *p, tcp::SYN).build());
+    }
+    let e = events(&fx);
+    assert_eq!((e.inserts, e.guarded, e.evictions), (4, 55, 0), "{e:?}");
+    let pinned = |(c, p): &(String, u16)| fx.dp.flow_entry(&packet(c, *p, tcp::SYN).flow_key(false)).unwrap().is_some();
+    assert!(flows[..4].iter().all(pinned), "the established flows keep their slots");
+    for gone in BACKENDS {
+        fx.apply(&format!("flow_insert_limit = 4\n{}", with(gone, "weight = 0")));
+        for ((c, p), b) in flows[..4].iter().zip(&kept) {
+            assert_eq!(backend_of(&fx.run(&packet(c, *p, tcp::ACK).build()).1), *b, "{c}:{p} with {gone} out");
+        }
+    }
+}

@@ -32,6 +32,13 @@ fn l4_vip(v: &balancer::control::protocol::VipStatus, proto: &str) {
         v.bytes,
         v.new_flows
     );
+    match &v.flows {
+        Some(f) => println!(
+            "  flow table: misses {}  pinned {}  evicted {}  not pinned (insert limit) {}",
+            f.misses, f.inserts, f.evictions, f.guarded
+        ),
+        None => println!("  flow table: off (every packet steered by the ring)"),
+    }
     println!(
         "  {:<26} {:>5} {:>6} {:<8} {:<9} {:>6} {:>7} {:>8} {:>10} {:>12} {:>9}",
         "BACKEND", "ID", "WEIGHT", "STATE", "HEALTH", "GROUP", "SHARE", "FLOWS", "PACKETS", "BYTES", "NEW"

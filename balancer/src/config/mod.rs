@@ -81,6 +81,11 @@ pub struct Config {
     /// Seed of the Maglev permutations; every node behind the same ECMP group must share it.
     #[serde(default = "default_seed")]
     pub maglev_seed: u64,
+    /// Most new flows one CPU pins in the flow table per second (2^30 ns); beyond it new flows
+    /// are steered by the Maglev table without a pin, so a SYN flood cannot evict established
+    /// flows (counted as `guarded`). 0: no limit. Default 125000 (Katran's figure per core).
+    #[serde(default = "default_insert_limit")]
+    pub flow_insert_limit: u32,
     /// Outer IPv4 source of IPIP packets: a /16, whose low 16 bits the data path fills from the
     /// flow so backends' NICs spread flows over their queues. Default `172.16.0.0/16`.
     #[serde(default = "default_ipip_v4", deserialize_with = "ipip_v4")]
@@ -132,6 +137,12 @@ pub struct Vip {
     /// Leave the source port out of the flow hash (UDP/QUIC clients that change ports).
     #[serde(default)]
     pub ignore_source_port: bool,
+    /// Keep established flows on their backend in the flow table (default true). `false`:
+    /// every packet is steered by the Maglev table alone (Katran's `F_LRU_BYPASS`), for a
+    /// service with many short flows and backends that rarely change; a change of backends then
+    /// moves the flows whose slots changed.
+    #[serde(default = "yes")]
+    pub flow_table: bool,
     /// Health check for this VIP's backends; none means they are always considered up.
     #[serde(default)]
     pub health: Option<HealthCheck>,
@@ -521,6 +532,10 @@ pub struct L7 {
     /// sides are closed (HAProxy's `timeout tunnel`). Default 3600.
     #[serde(default = "default_tunnel_timeout")]
     pub tunnel_timeout_s: u64,
+}
+
+fn default_insert_limit() -> u32 {
+    125_000
 }
 
 fn default_tunnel_timeout() -> u64 {

@@ -246,6 +246,14 @@ fn l7_check(i: usize, vip: &super::Vip, l7: &super::L7) -> Result<(), (usize, St
     if vip.protocol != super::Protocol::Tcp {
         return Err((at, format!("vip[{i}].l7: HTTP needs protocol = \"tcp\"")));
     }
+    if !vip.flow_table {
+        return Err((
+            at,
+            format!(
+                "vip[{i}].flow_table: an L7 VIP's packets go to the local stack; the flow table is the L4 data path's"
+            ),
+        ));
+    }
     if l7.sticky == StickyMode::Insert && l7.key_file.is_none() {
         return Err((
             at,

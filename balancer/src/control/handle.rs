@@ -116,6 +116,8 @@ impl Daemon {
             let vid = assigned.vips[i];
             let ring = last.vips.iter().find(|p| p.meta.id == vid).map_or(&[][..], |p| p.ring.as_slice());
             let traffic = snap.vips.iter().find(|s| s.id == vid).map(|s| s.traffic).unwrap_or_default();
+            let flows = (v.l7.is_none() && v.flow_table)
+                .then(|| snap.vips.iter().find(|s| s.id == vid).map(|s| s.flows).unwrap_or_default());
             let mut backends = Vec::new();
             for (j, b) in v.backends.iter().enumerate() {
                 let id = assigned.backends[i][j];
@@ -176,6 +178,7 @@ impl Daemon {
                 sticky: v.l7.as_ref().map(|l| format!("{:?}", l.sticky).to_lowercase()),
                 name: v.name.clone(),
                 takes: v.matches.as_ref().map(describe_match),
+                flows,
                 packets: traffic.packets,
                 bytes: traffic.bytes,
                 new_flows: traffic.new_flows,
@@ -282,6 +285,7 @@ fn edit(config: &mut Config, change: Request) -> Result<(), String> {
                 tls: None,
                 name: None,
                 matches: None,
+                flow_table: true,
                 backends: Vec::new(),
             });
         }

@@ -234,6 +234,9 @@ pub struct VipStatus {
     /// not everything.
     #[serde(default)]
     pub takes: Option<String>,
+    /// L4 VIPs with a flow table: its misses, pins, evictions and guarded new flows.
+    #[serde(default)]
+    pub flows: Option<crate::dataplane::stats::FlowEventsView>,
     /// Packets forwarded.
     pub packets: u64,
     /// Bytes forwarded.

@@ -186,21 +186,24 @@ pub fn plan(
                 Forwarding::Dsr => forward::DSR,
                 Forwarding::Ipip => forward::IPIP,
             },
-            flags: if vip.ignore_source_port { flags::IGNORE_SRC_PORT } else { 0 },
+            flags: (if vip.ignore_source_port { flags::IGNORE_SRC_PORT } else { 0 })
+                | (if vip.flow_table { 0 } else { flags::NO_FLOW_TABLE }),
             _pad: [0; 2],
         };
         vips.push(VipPlan { key, meta, ring });
     }
-    Plan { vips, backends, settings: settings(config.ipip_source_v4, config.ipip_source_v6) }
+    let mut settings = settings(config.ipip_source_v4, config.ipip_source_v6);
+    settings.insert_limit = config.flow_insert_limit;
+    Plan { vips, backends, settings }
 }
 
-/// `SETTINGS[0]` for these IPIP source prefixes (a /16 and a /96).
+/// `SETTINGS[0]` for these IPIP source prefixes (a /16 and a /96), without an insert limit.
 pub fn settings(v4: std::net::Ipv4Addr, v6: std::net::Ipv6Addr) -> Settings {
     let mut ipip_src_v4 = [0u8; 4];
     ipip_src_v4[..2].copy_from_slice(&v4.octets()[..2]);
     let mut ipip_src_v6 = [0u8; 16];
     ipip_src_v6[..12].copy_from_slice(&v6.octets()[..12]);
-    Settings { ipip_src_v4, ipip_src_v6 }
+    Settings { ipip_src_v4, ipip_src_v6, insert_limit: 0 }
 }
 
 #[cfg(test)]

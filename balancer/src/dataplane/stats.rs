@@ -6,7 +6,7 @@ use std::{net::IpAddr, path::Path};
 use aya::maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray};
 use balancer_common::{
     backend::{Backend, state},
-    counters::{Reason, Traffic},
+    counters::{FlowEvents, Reason, Traffic},
     maps,
     vip::{VipKey, VipMeta},
 };
@@ -26,6 +26,21 @@ pub struct VipStats {
     /// Its traffic.
     #[serde(flatten)]
     pub traffic: TrafficView,
+    /// Its flow-table events.
+    pub flows: FlowEventsView,
+}
+
+/// `FlowEvents`, serialisable: what tells the flow table is failing a VIP.
+#[derive(Debug, Default, Serialize, serde::Deserialize, Clone, Copy, PartialEq, Eq)]
+pub struct FlowEventsView {
+    /// TCP packets past their SYN that the flow table did not hold.
+    pub misses: u64,
+    /// Flows pinned.
+    pub inserts: u64,
+    /// Pins that took another flow's slot.
+    pub evictions: u64,
+    /// New flows not pinned: the CPU was over `flow_insert_limit`.
+    pub guarded: u64,
 }
 
 /// Counters of one backend.
@@ -120,6 +135,15 @@ impl Snapshot {
             PerCpuArray::try_from(open(maps::BACKEND_STATS)?).map_err(e(maps::BACKEND_STATS))?;
         let reasons: PerCpuArray<MapData, u64> =
             PerCpuArray::try_from(open(maps::REASONS)?).map_err(e(maps::REASONS))?;
+        let vip_flows: PerCpuArray<MapData, FlowEvents> =
+            PerCpuArray::try_from(open(maps::VIP_FLOWS)?).map_err(e(maps::VIP_FLOWS))?;
+        let flows_of = |i: u32| -> Result<FlowEventsView, StatsError> {
+            let mut f = FlowEvents::default();
+            for c in vip_flows.get(&i, 0).map_err(e(maps::VIP_FLOWS))?.iter() {
+                f.add(c);
+            }
+            Ok(FlowEventsView { misses: f.misses, inserts: f.inserts, evictions: f.evictions, guarded: f.guarded })
+        };
 
         let sum = |a: &PerCpuArray<MapData, Traffic>, i: u32, name: &str| -> Result<TrafficView, StatsError> {
             let mut t = Traffic::default();
@@ -135,7 +159,13 @@ impl Snapshot {
             let ip = ip_of(&k.addr, k.family);
             let vip = std::net::SocketAddr::new(ip, u16::from_be(k.port_be)).to_string();
             let protocol = if k.proto == balancer_common::proto::UDP { "udp" } else { "tcp" };
-            out.vips.push(VipStats { id: m.id, vip, protocol, traffic: sum(&vip_stats, m.id, maps::VIP_STATS)? });
+            out.vips.push(VipStats {
+                id: m.id,
+                vip,
+                protocol,
+                traffic: sum(&vip_stats, m.id, maps::VIP_STATS)?,
+                flows: flows_of(m.id)?,
+            });
         }
         for id in 0..backends.len() {
             let b = backends.get(&id, 0).map_err(e(maps::BACKENDS))?;
