@@ -12,26 +12,9 @@ pub struct Traffic {
     pub bytes: u64,
     /// Flows that were assigned a backend by the Maglev table rather than found in the flow table.
     pub new_flows: u64,
-}
-const _: () = assert!(core::mem::size_of::<Traffic>() == 24);
-
-impl Traffic {
-    /// Adds another CPU's counters to these.
-    pub fn add(&mut self, other: &Traffic) {
-        self.packets += other.packets;
-        self.bytes += other.bytes;
-        self.new_flows += other.new_flows;
-    }
-}
-
-/// Value of the per-CPU `VIP_FLOWS` array: what tells an operator the flow table is failing a
-/// VIP. The best single signal of an L4 balancer is `misses`: a TCP packet past its SYN whose
-/// flow the table did not hold was steered by the ring alone, and goes elsewhere if the ring
-/// changed since.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct FlowEvents {
-    /// TCP packets other than a SYN that missed the flow table.
+    /// VIPs only, the flow table's events (what tells an operator it is failing the VIP). TCP
+    /// packets other than a SYN that missed the table: steered by the ring alone, they go
+    /// elsewhere if the ring changed since; the best single signal of an L4 balancer.
     pub misses: u64,
     /// Flows pinned in the table.
     pub inserts: u64,
@@ -41,11 +24,14 @@ pub struct FlowEvents {
     /// were steered by the ring and cost no established flow its slot.
     pub guarded: u64,
 }
-const _: () = assert!(core::mem::size_of::<FlowEvents>() == 32);
+const _: () = assert!(core::mem::size_of::<Traffic>() == 56);
 
-impl FlowEvents {
+impl Traffic {
     /// Adds another CPU's counters to these.
-    pub fn add(&mut self, other: &FlowEvents) {
+    pub fn add(&mut self, other: &Traffic) {
+        self.packets += other.packets;
+        self.bytes += other.bytes;
+        self.new_flows += other.new_flows;
         self.misses += other.misses;
         self.inserts += other.inserts;
         self.evictions += other.evictions;
@@ -53,12 +39,26 @@ impl FlowEvents {
     }
 }
 
+/// What one packet did to its VIP's flow table (added to its `Traffic`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[expect(clippy::struct_excessive_bools, reason = "four independent facts, each added to one counter")]
+pub struct FlowEvents {
+    /// A TCP packet past its SYN that the table did not hold.
+    pub miss: bool,
+    /// It was pinned.
+    pub inserted: bool,
+    /// Its pin took another flow's slot.
+    pub evicted: bool,
+    /// It was not pinned: the CPU was over its insert limit.
+    pub guarded: bool,
+}
+
 /// Value of the one-entry per-CPU `INSERT_GUARD` array: this CPU's flow-table pins in the
-/// current window of 2^30 ns (1.07 s).
+/// current window (`flow::INSERT_WINDOW_SHIFT`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct InsertWindow {
-    /// `bpf_ktime_get_ns() >> 30` of the window.
+    /// `jiffies >> INSERT_WINDOW_SHIFT` of the window.
     pub window: u64,
     /// Pins in it.
     pub inserts: u64,
@@ -141,4 +141,4 @@ impl Reason {
     }
 }
 
-pod!(Traffic, FlowEvents, InsertWindow);
+pod!(Traffic, InsertWindow);

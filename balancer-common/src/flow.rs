@@ -36,6 +36,10 @@ pub struct FlowKey {
 }
 const _: () = assert!(core::mem::size_of::<FlowKey>() == 40);
 
+/// The insert limit's window: `2^INSERT_WINDOW_SHIFT` jiffies (1.02 s at HZ=250, 0.256 s at
+/// HZ=1000); the daemon scales `Settings::insert_limit` from per second to per window.
+pub const INSERT_WINDOW_SHIFT: u32 = 8;
+
 /// Slots per set: eight 8-byte words fill one cache line.
 pub const FLOW_WAYS: usize = 8;
 

@@ -9,7 +9,8 @@ pub const RINGS: &str = "RINGS";
 pub const BACKENDS: &str = "BACKENDS";
 /// Flow table: set index → `FlowSet` (mmap-able array; see `flow`). Written by the data path.
 pub const FLOWS: &str = "FLOWS";
-/// Traffic per VIP id (per-CPU array of `Traffic`). Written by the data path.
+/// Traffic and flow-table events per VIP id (per-CPU array of `Traffic`). Written by the data
+/// path.
 pub const VIP_STATS: &str = "VIP_STATS";
 /// Traffic per backend id (per-CPU array of `Traffic`). Written by the data path.
 pub const BACKEND_STATS: &str = "BACKEND_STATS";
@@ -24,27 +25,13 @@ pub const VIP_SLOTS: &str = "VIP_SLOTS";
 
 /// Balancer-wide settings: index 0 → `Settings` (array of one). Written by the daemon.
 pub const SETTINGS: &str = "SETTINGS";
-/// Flow-table events per VIP id (per-CPU array of `FlowEvents`). Written by the data path.
-pub const VIP_FLOWS: &str = "VIP_FLOWS";
 /// Each CPU's pins in the current window (per-CPU array of one `InsertWindow`). Written by the
 /// data path.
 pub const INSERT_GUARD: &str = "INSERT_GUARD";
 
 /// Every map the balancer program defines.
-pub const ALL: [&str; 12] = [
-    VIPS,
-    VIP_INDEX,
-    VIP_SLOTS,
-    RINGS,
-    BACKENDS,
-    FLOWS,
-    VIP_STATS,
-    BACKEND_STATS,
-    REASONS,
-    SETTINGS,
-    VIP_FLOWS,
-    INSERT_GUARD,
-];
+pub const ALL: [&str; 11] =
+    [VIPS, VIP_INDEX, VIP_SLOTS, RINGS, BACKENDS, FLOWS, VIP_STATS, BACKEND_STATS, REASONS, SETTINGS, INSERT_GUARD];
 
 /// Most VIPs one balancer serves.
 pub const MAX_VIPS: u32 = 64;

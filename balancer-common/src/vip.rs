@@ -69,9 +69,9 @@ pub struct Settings {
     /// Outer IPv6 source of IPIP packets: bytes 0..12 are the /96 prefix, the data path fills
     /// bytes 12..16 from the flow.
     pub ipip_src_v6: [u8; 16],
-    /// Most flows one CPU pins in the flow table per window of 2^30 ns (1.07 s); beyond it new
-    /// flows are steered by the ring without a pin, so a SYN flood cannot evict established
-    /// flows. 0: no limit.
+    /// Most flows one CPU pins in the flow table per window (`flow::INSERT_WINDOW_SHIFT`
+    /// jiffies); beyond it new flows are steered by the ring without a pin, so a SYN flood cannot
+    /// evict established flows. 0: no limit.
     pub insert_limit: u32,
 }
 const _: () = assert!(core::mem::size_of::<Settings>() == 24);

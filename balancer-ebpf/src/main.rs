@@ -30,7 +30,7 @@ mod wire;
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use aya_log_ebpf::debug;
 use balancer_common::{
-    counters::Reason,
+    counters::{FlowEvents, Reason},
     hash::{flow_hash64, maglev_hash},
     proto,
     vip::{flags, forward as fwd},
@@ -58,15 +58,14 @@ fn process(ctx: &XdpContext) -> Result<u32, Reason> {
     let hash = flow_hash64(&key);
     let tabled = vip.flags & flags::NO_FLOW_TABLE == 0;
     let found = if tabled { flow::lookup(hash, &vip, packet.syn) } else { None };
-    let (id, backend, new_flow) = match found {
-        Some((id, backend)) => (id, backend, false),
+    let (id, backend, events) = match found {
+        Some((id, backend)) => (id, backend, None),
         None => {
             let (id, backend) = maglev::pick(&vip, maglev_hash(hash))?;
-            if tabled {
-                flow::pin(vip.id, hash, id, packet.key.proto == proto::TCP && !packet.syn);
-            }
+            let miss = packet.key.proto == proto::TCP && !packet.syn;
+            let events = if tabled { flow::pin(hash, id, miss) } else { FlowEvents::default() };
             debug!(ctx, "new flow on vip {} to backend {}", vip.id, id);
-            (id, backend, true)
+            (id, backend, Some(events))
         }
     };
     let action = match vip.forward {
@@ -74,7 +73,7 @@ fn process(ctx: &XdpContext) -> Result<u32, Reason> {
         fwd::IPIP => forward::ipip(ctx, &packet, &backend)?,
         _ => return Err(Reason::Rewrite),
     };
-    stats::forwarded(vip.id, id, packet.len, new_flow);
+    stats::forwarded(vip.id, id, packet.len, events);
     Ok(action)
 }
 

@@ -8,7 +8,7 @@ use aya_ebpf::{
 };
 use balancer_common::{
     backend::Backend,
-    counters::{FlowEvents, InsertWindow, Reason, Traffic},
+    counters::{InsertWindow, Reason, Traffic},
     flow::FlowSet,
     maps::{FLOW_SETS, MAX_BACKENDS, MAX_VIPS, RING_ENTRIES},
     vip::{Settings, VipEntry, VipIndex, VipKey, VipMeta},
@@ -47,7 +47,7 @@ pub static BACKENDS: Array<Backend> = Array::with_max_entries(MAX_BACKENDS, 0);
 #[map]
 pub static FLOWS: Array<FlowSet> = Array::with_max_entries(FLOW_SETS, BPF_F_MMAPABLE);
 
-/// Traffic per VIP id. Written here.
+/// Traffic and flow-table events per VIP id. Written here.
 #[map]
 pub static VIP_STATS: PerCpuArray<Traffic> = PerCpuArray::with_max_entries(MAX_VIPS, 0);
 
@@ -63,10 +63,6 @@ pub static REASONS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Reason::COU
 /// Daemon-written.
 #[map]
 pub static SETTINGS: Array<Settings> = Array::with_max_entries(1, 0);
-
-/// Flow-table events per VIP id. Written here.
-#[map]
-pub static VIP_FLOWS: PerCpuArray<FlowEvents> = PerCpuArray::with_max_entries(MAX_VIPS, 0);
 
 /// This CPU's pins in the current window, at index 0. Written here.
 #[map]

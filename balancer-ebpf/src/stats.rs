@@ -1,6 +1,6 @@
 //! Counter updates. Per-CPU arrays need no atomics: each CPU owns its copy.
 
-use balancer_common::counters::{Reason, Traffic};
+use balancer_common::counters::{FlowEvents, Reason, Traffic};
 
 use crate::maps::{BACKEND_STATS, REASONS, VIP_STATS};
 
@@ -13,17 +13,28 @@ pub fn reason(reason: Reason) {
     }
 }
 
-/// Counts a forwarded packet for its VIP and its backend.
+/// Counts a forwarded packet for its VIP and its backend; `new_flow`: the flow-table events of a
+/// flow the ring steered (the VIP's counters only), none for one the table held.
 #[inline(always)]
-pub fn forwarded(vip: u32, backend: u32, bytes: u64, new_flow: bool) {
-    #[expect(clippy::manual_flatten, reason = "two plain branches; no iterator adaptor in the verifier's way")]
-    for t in [VIP_STATS.get_ptr_mut(vip), BACKEND_STATS.get_ptr_mut(backend)] {
-        if let Some(t) = t {
-            // SAFETY: per-CPU slot, only this program on this CPU writes it.
-            let t: &mut Traffic = unsafe { &mut *t };
-            t.packets += 1;
-            t.bytes += bytes;
-            t.new_flows += new_flow as u64;
+pub fn forwarded(vip: u32, backend: u32, bytes: u64, new_flow: Option<FlowEvents>) {
+    let add = |t: &mut Traffic| {
+        t.packets += 1;
+        t.bytes += bytes;
+        t.new_flows += u64::from(new_flow.is_some());
+    };
+    if let Some(t) = VIP_STATS.get_ptr_mut(vip) {
+        // SAFETY: per-CPU slot, only this program on this CPU writes it.
+        let t: &mut Traffic = unsafe { &mut *t };
+        add(t);
+        if let Some(e) = new_flow {
+            t.misses += u64::from(e.miss);
+            t.inserts += u64::from(e.inserted);
+            t.evictions += u64::from(e.evicted);
+            t.guarded += u64::from(e.guarded);
         }
+    }
+    if let Some(t) = BACKEND_STATS.get_ptr_mut(backend) {
+        // SAFETY: as above.
+        add(unsafe { &mut *t });
     }
 }

@@ -81,8 +81,9 @@ pub struct Config {
     /// Seed of the Maglev permutations; every node behind the same ECMP group must share it.
     #[serde(default = "default_seed")]
     pub maglev_seed: u64,
-    /// Most new flows one CPU pins in the flow table per second (2^30 ns); beyond it new flows
-    /// are steered by the Maglev table without a pin, so a SYN flood cannot evict established
+    /// Most new flows one CPU pins in the flow table per second (counted per window of 256
+    /// jiffies, scaled to the kernel's HZ); beyond it new flows are steered by the Maglev table
+    /// without a pin, so a SYN flood cannot evict established
     /// flows (counted as `guarded`). 0: no limit. Default 125000 (Katran's figure per core).
     #[serde(default = "default_insert_limit")]
     pub flow_insert_limit: u32,

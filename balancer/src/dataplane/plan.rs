@@ -193,8 +193,40 @@ pub fn plan(
         vips.push(VipPlan { key, meta, ring });
     }
     let mut settings = settings(config.ipip_source_v4, config.ipip_source_v6);
-    settings.insert_limit = config.flow_insert_limit;
+    settings.insert_limit = per_window(config.flow_insert_limit, kernel_hz());
     Plan { vips, backends, settings }
+}
+
+/// `per_second` new flows as a limit per insert window of `2^INSERT_WINDOW_SHIFT` jiffies at
+/// `hz` (at least 1 when there is a limit).
+fn per_window(per_second: u32, hz: u32) -> u32 {
+    if per_second == 0 {
+        return 0;
+    }
+    let window = u64::from(1u32 << balancer_common::flow::INSERT_WINDOW_SHIFT);
+    u32::try_from((u64::from(per_second) * window / u64::from(hz.max(1))).max(1)).unwrap_or(u32::MAX)
+}
+
+/// The kernel's tick rate (`CONFIG_HZ`), which the data path's insert window counts in:
+/// measured from `/proc/timer_list` over 100 ms and rounded to the nearest rate kernels are
+/// built with (100, 250, 300, 1000), else 250 (Debian's). Found once.
+pub fn kernel_hz() -> u32 {
+    static HZ: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *HZ.get_or_init(|| measured_hz().unwrap_or(250))
+}
+
+fn measured_hz() -> Option<u32> {
+    let jiffies = || {
+        let text = std::fs::read_to_string("/proc/timer_list").ok()?;
+        text.lines().find_map(|l| l.strip_prefix("jiffies:")).and_then(|v| v.trim().parse::<u64>().ok())
+    };
+    let (start, t0) = (jiffies()?, std::time::Instant::now());
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let (end, dt) = (jiffies()?, t0.elapsed().as_secs_f64());
+    let hz = (end - start) as f64 / dt;
+    [100u32, 250, 300, 1000]
+        .into_iter()
+        .min_by(|a, b| (f64::from(*a) - hz).abs().total_cmp(&(f64::from(*b) - hz).abs()))
 }
 
 /// `SETTINGS[0]` for these IPIP source prefixes (a /16 and a /96), without an insert limit.

@@ -6,7 +6,7 @@ use std::{net::IpAddr, path::Path};
 use aya::maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray};
 use balancer_common::{
     backend::{Backend, state},
-    counters::{FlowEvents, Reason, Traffic},
+    counters::{Reason, Traffic},
     maps,
     vip::{VipKey, VipMeta},
 };
@@ -30,7 +30,7 @@ pub struct VipStats {
     pub flows: FlowEventsView,
 }
 
-/// `FlowEvents`, serialisable: what tells the flow table is failing a VIP.
+/// A VIP's flow-table events (its `Traffic`'s), serialisable: what tells the flow table is failing it.
 #[derive(Debug, Default, Serialize, serde::Deserialize, Clone, Copy, PartialEq, Eq)]
 pub struct FlowEventsView {
     /// TCP packets past their SYN that the flow table did not hold.
@@ -135,22 +135,21 @@ impl Snapshot {
             PerCpuArray::try_from(open(maps::BACKEND_STATS)?).map_err(e(maps::BACKEND_STATS))?;
         let reasons: PerCpuArray<MapData, u64> =
             PerCpuArray::try_from(open(maps::REASONS)?).map_err(e(maps::REASONS))?;
-        let vip_flows: PerCpuArray<MapData, FlowEvents> =
-            PerCpuArray::try_from(open(maps::VIP_FLOWS)?).map_err(e(maps::VIP_FLOWS))?;
-        let flows_of = |i: u32| -> Result<FlowEventsView, StatsError> {
-            let mut f = FlowEvents::default();
-            for c in vip_flows.get(&i, 0).map_err(e(maps::VIP_FLOWS))?.iter() {
-                f.add(c);
-            }
-            Ok(FlowEventsView { misses: f.misses, inserts: f.inserts, evictions: f.evictions, guarded: f.guarded })
-        };
 
-        let sum = |a: &PerCpuArray<MapData, Traffic>, i: u32, name: &str| -> Result<TrafficView, StatsError> {
+        let total = |a: &PerCpuArray<MapData, Traffic>, i: u32, name: &str| -> Result<Traffic, StatsError> {
             let mut t = Traffic::default();
             for c in a.get(&i, 0).map_err(e(name))?.iter() {
                 t.add(c);
             }
+            Ok(t)
+        };
+        let sum = |a: &PerCpuArray<MapData, Traffic>, i: u32, name: &str| -> Result<TrafficView, StatsError> {
+            let t = total(a, i, name)?;
             Ok(TrafficView { packets: t.packets, bytes: t.bytes, new_flows: t.new_flows })
+        };
+        let flows_of = |i: u32| -> Result<FlowEventsView, StatsError> {
+            let t = total(&vip_stats, i, maps::VIP_STATS)?;
+            Ok(FlowEventsView { misses: t.misses, inserts: t.inserts, evictions: t.evictions, guarded: t.guarded })
         };
         let mut out = Snapshot { vips: Vec::new(), backends: Vec::new(), not_balanced: Vec::new() };
         let mut listed: Vec<(VipKey, VipMeta)> = vips.iter().filter_map(Result::ok).collect();
