@@ -96,11 +96,13 @@ pub enum Reason {
     /// The IP length field disagrees with the frame (shorter than its headers, longer than the
     /// frame, or an IPv6 jumbogram): passed.
     BadLength = 11,
+    /// From a source the VIP's `allow_sources` does not hold: dropped.
+    SourceFiltered = 12,
 }
 
 impl Reason {
     /// Number of reasons, the size of the `REASONS` array.
-    pub const COUNT: u32 = 12;
+    pub const COUNT: u32 = 13;
     /// All reasons, in index order.
     pub const ALL: [Reason; Self::COUNT as usize] = [
         Reason::NotIp,
@@ -115,6 +117,7 @@ impl Reason {
         Reason::NoBackend,
         Reason::Rewrite,
         Reason::BadLength,
+        Reason::SourceFiltered,
     ];
 
     /// The name used in metrics and the CLI.
@@ -132,12 +135,13 @@ impl Reason {
             Reason::NoBackend => "no_backend",
             Reason::Rewrite => "rewrite",
             Reason::BadLength => "bad_length",
+            Reason::SourceFiltered => "source_filtered",
         }
     }
 
     /// Whether packets counted under this reason are dropped rather than passed to the kernel.
     pub const fn drops(self) -> bool {
-        matches!(self, Reason::NoBackend | Reason::Rewrite)
+        matches!(self, Reason::NoBackend | Reason::Rewrite | Reason::SourceFiltered)
     }
 }
 

@@ -29,14 +29,32 @@ pub const SETTINGS: &str = "SETTINGS";
 /// data path.
 pub const INSERT_GUARD: &str = "INSERT_GUARD";
 
+/// Allowed source prefixes of VIPs with a source filter: `SourceKey` → 1 (LPM trie). Written
+/// by the daemon.
+pub const SOURCES: &str = "SOURCES";
+
 /// Every map the balancer program defines.
-pub const ALL: [&str; 11] =
-    [VIPS, VIP_INDEX, VIP_SLOTS, RINGS, BACKENDS, FLOWS, VIP_STATS, BACKEND_STATS, REASONS, SETTINGS, INSERT_GUARD];
+pub const ALL: [&str; 12] = [
+    VIPS,
+    VIP_INDEX,
+    VIP_SLOTS,
+    RINGS,
+    BACKENDS,
+    FLOWS,
+    VIP_STATS,
+    BACKEND_STATS,
+    REASONS,
+    SETTINGS,
+    INSERT_GUARD,
+    SOURCES,
+];
 
 /// Most VIPs one balancer serves.
 pub const MAX_VIPS: u32 = 64;
 /// Most backends across all VIPs; backend ids are `0..MAX_BACKENDS`.
 pub const MAX_BACKENDS: u32 = 4096;
+/// Allowed source prefixes, all VIPs together.
+pub const MAX_SOURCES: u32 = 16384;
 /// Largest Maglev table per VIP (the Maglev paper's 65537, a prime).
 pub const MAX_RING_SIZE: u32 = 65537;
 /// Flows the flow table can hold (all CPUs together): `FLOW_SETS` sets of `FLOW_WAYS`.

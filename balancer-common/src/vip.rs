@@ -34,6 +34,9 @@ pub mod flags {
     /// No flow table: every packet is steered by the Maglev table alone (Katran's
     /// `F_LRU_BYPASS`), for services whose backends change rarely and whose flows are too many.
     pub const NO_FLOW_TABLE: u8 = 1 << 1;
+    /// Only sources in the VIP's `SOURCES` prefixes are served; others are dropped
+    /// (`Reason::SourceFiltered`), as Cilium's `loadBalancerSourceRanges`.
+    pub const SOURCE_FILTER: u8 = 1 << 2;
 }
 
 /// Value of the `VIPS` map.
@@ -142,4 +145,20 @@ impl VipEntry {
     }
 }
 
-pod!(VipKey, VipMeta, Settings, VipIndex, VipEntry);
+/// The data of a `SOURCES` key (an LPM trie): the VIP id, big-endian so it is the first 32 bits
+/// a prefix matches, then the source address (IPv4 in bytes 0..4). An allowed prefix of `n` bits
+/// is stored with prefix length `32 + n`; a packet is looked up with all 160 bits.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct SourceKey {
+    /// The VIP id, big-endian.
+    pub vip_be: [u8; 4],
+    /// The source address, network byte order.
+    pub addr: [u8; 16],
+}
+const _: () = assert!(core::mem::size_of::<SourceKey>() == 20);
+
+/// The prefix length a packet's source is looked up with: VIP id and the whole address.
+pub const SOURCE_KEY_BITS: u32 = 32 + 128;
+
+pod!(VipKey, VipMeta, Settings, VipIndex, VipEntry, SourceKey);

@@ -51,6 +51,9 @@ pub fn balancer(ctx: XdpContext) -> u32 {
 fn process(ctx: &XdpContext) -> Result<u32, Reason> {
     let packet = parse::parse(ctx)?;
     let vip = vip::lookup(&packet.key)?;
+    if vip.flags & flags::SOURCE_FILTER != 0 && !vip::source_allowed(&packet.key, vip.id) {
+        return Err(Reason::SourceFiltered);
+    }
     if vip.forward == fwd::LOCAL {
         return Err(Reason::Local);
     }

@@ -4,14 +4,14 @@
 use aya_ebpf::{
     bindings::BPF_F_MMAPABLE,
     macros::map,
-    maps::{Array, HashMap, PerCpuArray},
+    maps::{Array, HashMap, LpmTrie, PerCpuArray},
 };
 use balancer_common::{
     backend::Backend,
     counters::{InsertWindow, Reason, Traffic},
     flow::FlowSet,
-    maps::{FLOW_SETS, MAX_BACKENDS, MAX_VIPS, RING_ENTRIES},
-    vip::{Settings, VipEntry, VipIndex, VipKey, VipMeta},
+    maps::{FLOW_SETS, MAX_BACKENDS, MAX_SOURCES, MAX_VIPS, RING_ENTRIES},
+    vip::{Settings, SourceKey, VipEntry, VipIndex, VipKey, VipMeta},
 };
 
 /// VIP (address, port, protocol) → its id, ring generation and forwarding mode, for the VIPs
@@ -67,3 +67,8 @@ pub static SETTINGS: Array<Settings> = Array::with_max_entries(1, 0);
 /// This CPU's pins in the current window, at index 0. Written here.
 #[map]
 pub static INSERT_GUARD: PerCpuArray<InsertWindow> = PerCpuArray::with_max_entries(1, 0);
+
+/// Allowed source prefixes per VIP (`SourceKey`), for VIPs with `flags::SOURCE_FILTER`.
+/// Daemon-written.
+#[map]
+pub static SOURCES: LpmTrie<SourceKey, u8> = LpmTrie::with_max_entries(MAX_SOURCES, 0);

@@ -6,7 +6,17 @@ use balancer_common::{
     vip::{NO_VIP, SHARED, VipKey, VipMeta, index_slot},
 };
 
-use crate::maps::{VIP_INDEX, VIP_SLOTS, VIPS};
+use aya_ebpf::maps::lpm_trie::Key;
+use balancer_common::vip::{SOURCE_KEY_BITS, SourceKey};
+
+use crate::maps::{SOURCES, VIP_INDEX, VIP_SLOTS, VIPS};
+
+/// Whether `key`'s source is in the allowed prefixes of VIP `vip` (`flags::SOURCE_FILTER`).
+#[inline(always)]
+pub fn source_allowed(key: &FlowKey, vip: u32) -> bool {
+    let k = Key::new(SOURCE_KEY_BITS, SourceKey { vip_be: vip.to_be_bytes(), addr: key.src });
+    SOURCES.get(&k).is_some()
+}
 
 /// The VIP a packet is addressed to, or `Reason::NoVip`. One byte of the index answers most
 /// packets for no VIP; a VIP alone on its byte is one array entry away; VIPs that share a byte

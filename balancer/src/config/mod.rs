@@ -138,6 +138,11 @@ pub struct Vip {
     /// Leave the source port out of the flow hash (UDP/QUIC clients that change ports).
     #[serde(default)]
     pub ignore_source_port: bool,
+    /// Serve only clients from these prefixes (`"10.0.0.0/8"`, `"2001:db8::/32"`, of the VIP's
+    /// family); packets from elsewhere are dropped by the data path and counted
+    /// (`source_filtered`), as Cilium's `loadBalancerSourceRanges`. Empty (default): everyone.
+    #[serde(default)]
+    pub allow_sources: Vec<Cidr>,
     /// Keep established flows on their backend in the flow table (default true). `false`:
     /// every packet is steered by the Maglev table alone (Katran's `F_LRU_BYPASS`), for a
     /// service with many short flows and backends that rarely change; a change of backends then
@@ -769,6 +774,48 @@ fn host_or_ip<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Spanned<IpAddr>,
     let text: Spanned<String> = Spanned::deserialize(d)?;
     let span = text.span();
     resolve(text.get_ref()).map(|ip| Spanned::new(span, ip)).map_err(serde::de::Error::custom)
+}
+
+/// An address prefix, `10.0.0.0/8` or `2001:db8::/32`, without host bits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    /// The prefix's address.
+    pub addr: IpAddr,
+    /// Its length in bits.
+    pub len: u8,
+}
+
+impl std::str::FromStr for Cidr {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let (a, l) = text.split_once('/').ok_or_else(|| format!("`{text}` is not ADDRESS/LENGTH"))?;
+        let addr: IpAddr = a.parse().map_err(|_| format!("`{a}` in `{text}` is not an IP address"))?;
+        let max: u8 = if addr.is_ipv4() { 32 } else { 128 };
+        let len: u8 =
+            l.parse().ok().filter(|&n| n <= max).ok_or_else(|| format!("`{l}` in `{text}` is not a length 0-{max}"))?;
+        let bits = match addr {
+            IpAddr::V4(v) => u128::from(u32::from(v)) << 96,
+            IpAddr::V6(v) => u128::from(v),
+        };
+        let host = bits.checked_shl(u32::from(len)).unwrap_or(0);
+        if host != 0 && len < max {
+            return Err(format!("`{text}` has host bits set after /{len}"));
+        }
+        Ok(Self { addr, len })
+    }
+}
+
+impl std::fmt::Display for Cidr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.addr, self.len)
+    }
+}
+
+impl<'de> Deserialize<'de> for Cidr {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
+    }
 }
 
 /// `name` as an address: itself when it is one, else what the system's resolver gives it

@@ -112,6 +112,7 @@ fn vips_check(config: &Config) -> Result<(), (usize, String)> {
                 ));
             }
         }
+        sources_check(i, vip)?;
         if let Some(l7) = &vip.l7 {
             l7_check(i, vip, l7)?;
         }
@@ -178,6 +179,15 @@ fn sites_check(config: &Config) -> Result<(), (usize, String)> {
             if !names.insert(name) {
                 return Err((at, format!("vip[{k}].name: `{name}` is used twice at {}", addr.0)));
             }
+            if k != first && !v.allow_sources.is_empty() {
+                return Err((
+                    at,
+                    format!(
+                        "vip[{k}].allow_sources: the first entry of {} (vip[{first}]) holds the address's source filter",
+                        addr.0
+                    ),
+                ));
+            }
             if k != first && v.tls.is_some() {
                 return Err((
                     at,
@@ -211,6 +221,18 @@ fn sites_check(config: &Config) -> Result<(), (usize, String)> {
             let field = if a == b { format!("vip[{b}].match") } else { format!("vip[{b}].match (against vip[{a}])") };
             return Err((at, format!("{field}: {why}")));
         }
+    }
+    Ok(())
+}
+
+/// A VIP's allowed sources: of its family, at most 1024.
+fn sources_check(i: usize, vip: &super::Vip) -> Result<(), (usize, String)> {
+    let (at, addr) = (vip.address.span().start, vip.address.get_ref());
+    if let Some(c) = vip.allow_sources.iter().find(|c| c.addr.is_ipv4() != addr.is_ipv4()) {
+        return Err((at, format!("vip[{i}].allow_sources: {c} is not of the VIP's IP family")));
+    }
+    if vip.allow_sources.len() > 1024 {
+        return Err((at, format!("vip[{i}].allow_sources: at most 1024 prefixes per VIP")));
     }
     Ok(())
 }

@@ -286,6 +286,7 @@ fn edit(config: &mut Config, change: Request) -> Result<(), String> {
                 name: None,
                 matches: None,
                 flow_table: true,
+                allow_sources: Vec::new(),
                 backends: Vec::new(),
             });
         }

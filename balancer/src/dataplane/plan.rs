@@ -6,7 +6,7 @@ use std::{collections::HashMap, net::IpAddr};
 use balancer_common::{
     backend::{Backend, state},
     family, proto,
-    vip::{Settings, VipKey, VipMeta, flags, forward},
+    vip::{Settings, SourceKey, VipKey, VipMeta, flags, forward},
 };
 
 use super::ids::Assigned;
@@ -33,6 +33,8 @@ pub struct VipPlan {
     pub meta: VipMeta,
     /// Backend id per ring slot; empty when no backend takes new flows.
     pub ring: Vec<u32>,
+    /// `SOURCES` entries (prefix length, key) of its source filter; empty: none.
+    pub sources: Vec<(u32, SourceKey)>,
 }
 
 /// Everything the maps should hold.
@@ -154,9 +156,10 @@ pub fn plan(
             if vips.iter().any(|p: &VipPlan| p.key == key) {
                 continue;
             }
-            let meta =
-                VipMeta { id: vip_id, ring_size: 0, ring_gen: 0, forward: forward::LOCAL, flags: 0, _pad: [0; 2] };
-            vips.push(VipPlan { key, meta, ring: Vec::new() });
+            let sources = sources_of(vip_id, &vip.allow_sources);
+            let flags = if sources.is_empty() { 0 } else { flags::SOURCE_FILTER };
+            let meta = VipMeta { id: vip_id, ring_size: 0, ring_gen: 0, forward: forward::LOCAL, flags, _pad: [0; 2] };
+            vips.push(VipPlan { key, meta, ring: Vec::new(), sources });
             continue;
         }
         let mut members = Vec::new();
@@ -187,14 +190,23 @@ pub fn plan(
                 Forwarding::Ipip => forward::IPIP,
             },
             flags: (if vip.ignore_source_port { flags::IGNORE_SRC_PORT } else { 0 })
-                | (if vip.flow_table { 0 } else { flags::NO_FLOW_TABLE }),
+                | (if vip.flow_table { 0 } else { flags::NO_FLOW_TABLE })
+                | (if vip.allow_sources.is_empty() { 0 } else { flags::SOURCE_FILTER }),
             _pad: [0; 2],
         };
-        vips.push(VipPlan { key, meta, ring });
+        vips.push(VipPlan { key, meta, ring, sources: sources_of(vip_id, &vip.allow_sources) });
     }
     let mut settings = settings(config.ipip_source_v4, config.ipip_source_v6);
     settings.insert_limit = per_window(config.flow_insert_limit, kernel_hz());
     Plan { vips, backends, settings }
+}
+
+/// The `SOURCES` entries of VIP `id`'s allowed prefixes.
+fn sources_of(id: u32, cidrs: &[crate::config::Cidr]) -> Vec<(u32, SourceKey)> {
+    cidrs
+        .iter()
+        .map(|c| (32 + u32::from(c.len), SourceKey { vip_be: id.to_be_bytes(), addr: addr_bytes(c.addr).0 }))
+        .collect()
 }
 
 /// `per_second` new flows as a limit per insert window of `2^INSERT_WINDOW_SHIFT` jiffies at

@@ -15,11 +15,14 @@
 //! that go through the index keep the other entry, and with it the previous table, which stays
 //! whole. VIPs removed in step 4 are already gone from the index.
 
-use aya::maps::{Array, HashMap, MapData, MapError};
+use aya::maps::{
+    Array, HashMap, MapData, MapError,
+    lpm_trie::{Key, LpmTrie},
+};
 use balancer_common::{
     backend::{Backend, state},
     maps::{self, MAX_BACKENDS},
-    vip::{Settings, VipEntry, VipIndex, VipKey, VipMeta},
+    vip::{Settings, SourceKey, VipEntry, VipIndex, VipKey, VipMeta},
 };
 use std::sync::atomic::Ordering;
 
@@ -65,9 +68,24 @@ pub struct Report {
 pub fn apply(dp: &mut Dataplane, plan: &Plan, previous: Option<&Plan>) -> Result<Report, SyncError> {
     let mut report = Report::default();
     let (ebpf, memory) = dp.maps_and_rings();
-    let [vips, backends, settings, index, entries] = ebpf
-        .maps_disjoint_mut([maps::VIPS, maps::BACKENDS, maps::SETTINGS, maps::VIP_INDEX, maps::VIP_SLOTS])
+    let [vips, backends, settings, index, entries, sources] = ebpf
+        .maps_disjoint_mut([
+            maps::VIPS,
+            maps::BACKENDS,
+            maps::SETTINGS,
+            maps::VIP_INDEX,
+            maps::VIP_SLOTS,
+            maps::SOURCES,
+        ])
         .map(|m| m.expect("checked at load"));
+    // Source prefixes go in before a VIP's filter flag turns on (below), and leave after it is
+    // off (at the end): a reader never sees the flag without its prefixes.
+    let mut sources: LpmTrie<&mut MapData, SourceKey, u8> = LpmTrie::try_from(sources).map_err(err(maps::SOURCES))?;
+    let wanted: Vec<Key<SourceKey>> =
+        plan.vips.iter().flat_map(|v| v.sources.iter().map(|(len, k)| Key::new(*len, *k))).collect();
+    for k in &wanted {
+        sources.insert(k, 1, 0).map_err(err(maps::SOURCES))?;
+    }
     Array::<&mut MapData, Settings>::try_from(settings)
         .and_then(|mut s| s.set(0, plan.settings, 0))
         .map_err(err(maps::SETTINGS))?;
@@ -125,6 +143,10 @@ pub fn apply(dp: &mut Dataplane, plan: &Plan, previous: Option<&Plan>) -> Result
     for k in stale {
         vips.remove(&k).map_err(err(maps::VIPS))?;
         debug!(?k, "vip removed");
+    }
+    let held: Vec<Key<SourceKey>> = sources.keys().filter_map(Result::ok).collect();
+    for k in held.iter().filter(|k| !wanted.iter().any(|w| w.prefix_len() == k.prefix_len() && w.data() == k.data())) {
+        sources.remove(k).map_err(err(maps::SOURCES))?;
     }
     // Clear the slots of backends that left (or, state unknown, any left by an earlier run), so
     // their flows are re-steered.
