@@ -54,6 +54,27 @@ const _: () = assert!(core::mem::size_of::<FlowSet>() == 64);
 
 pod!(FlowKey, FlowSet);
 
+impl FlowKey {
+    /// The key this packet's flow is hashed and tracked under on a VIP with `vip_flags`
+    /// (`vip::flags`): the whole 5-tuple, or without the source port (`IGNORE_SRC_PORT`),
+    /// only the two ports (`HASH_PORTS`), or only the destination port (`HASH_DST_PORT`).
+    /// The one definition the data path, the daemon's `balancer flow` and the tests share.
+    #[inline(always)]
+    #[must_use]
+    pub fn for_vip(&self, vip_flags: u8) -> FlowKey {
+        use crate::vip::flags;
+        let mut key = *self;
+        if vip_flags & (flags::IGNORE_SRC_PORT | flags::HASH_DST_PORT) != 0 {
+            key.sport_be = 0;
+        }
+        if vip_flags & (flags::HASH_DST_PORT | flags::HASH_PORTS) != 0 {
+            key.src = [0; 16];
+            key.dst = [0; 16];
+        }
+        key
+    }
+}
+
 impl FlowSet {
     /// The backend id this set pins the flow at `place` to, if it holds the flow.
     pub fn find(&self, place: &Place) -> Option<u32> {

@@ -37,6 +37,15 @@ pub mod flags {
     /// Only sources in the VIP's `SOURCES` prefixes are served; others are dropped
     /// (`Reason::SourceFiltered`), as Cilium's `loadBalancerSourceRanges`.
     pub const SOURCE_FILTER: u8 = 1 << 2;
+    /// Hash on the destination port alone (Katran's `F_HASH_DPORT_ONLY`): every client of a
+    /// port goes to one backend.
+    pub const HASH_DST_PORT: u8 = 1 << 3;
+    /// Hash on the source and destination ports, not the addresses (Katran's
+    /// `F_HASH_SRC_DST_PORT`).
+    pub const HASH_PORTS: u8 = 1 << 4;
+    /// The flags under which a flow entry is an affinity rather than one connection: a SYN then
+    /// uses it (another connection of the same key belongs where the last one went).
+    pub const AFFINITY: u8 = IGNORE_SRC_PORT | HASH_DST_PORT | HASH_PORTS;
 }
 
 /// Value of the `VIPS` map.

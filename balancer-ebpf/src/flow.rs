@@ -4,24 +4,13 @@
 use aya_ebpf::helpers::bpf_jiffies64;
 use balancer_common::{
     backend::{Backend, state},
-    flow::{AGE_SHIFT, FLOW_WAYS, FlowKey, FlowSet, INSERT_WINDOW_SHIFT, Place, slot_age, slot_backend, slot_idle},
+    flow::{AGE_SHIFT, FLOW_WAYS, FlowSet, INSERT_WINDOW_SHIFT, Place, slot_age, slot_backend, slot_idle},
     vip::{VipMeta, flags},
 };
 
 use balancer_common::counters::FlowEvents;
 
 use crate::maps::{BACKENDS, FLOWS, INSERT_GUARD, SETTINGS};
-
-/// The key a packet's flow is tracked and hashed under: the source port is left out when the VIP
-/// asks for it, so every packet of a client lands on the same backend.
-#[inline(always)]
-pub fn key_for(packet_key: &FlowKey, vip: &VipMeta) -> FlowKey {
-    let mut key = *packet_key;
-    if vip.flags & flags::IGNORE_SRC_PORT != 0 {
-        key.sport_be = 0;
-    }
-    key
-}
 
 /// The slot's time unit. `bpf_jiffies64` is inlined by the verifier into one load.
 #[inline(always)]
@@ -55,11 +44,12 @@ fn store(set: *mut FlowSet, way: usize, slot: u64) {
 /// slot's time (a store only when the time unit changed, so the line stays clean between).
 ///
 /// A TCP SYN starts a connection, so it skips the table (as Katran does): an entry for its
-/// 5-tuple is a previous connection's, and a draining backend must not get it. Where the source
-/// port is ignored the entry is the client's affinity rather than a connection, so SYNs use it.
+/// 5-tuple is a previous connection's, and a draining backend must not get it. Where the key is
+/// not the whole 5-tuple (`flags::AFFINITY`) the entry is an affinity rather than a connection,
+/// so SYNs use it.
 #[inline(always)]
 pub fn lookup(hash: u64, vip: &VipMeta, syn: bool) -> Option<(u32, Backend)> {
-    if syn && vip.flags & flags::IGNORE_SRC_PORT == 0 {
+    if syn && vip.flags & flags::AFFINITY == 0 {
         return None;
     }
     let place = Place::of(hash);

@@ -57,7 +57,7 @@ fn process(ctx: &XdpContext) -> Result<u32, Reason> {
     if vip.forward == fwd::LOCAL {
         return Err(Reason::Local);
     }
-    let key = flow::key_for(&packet.key, &vip);
+    let key = packet.key.for_vip(vip.flags);
     let hash = flow_hash64(&key);
     let tabled = vip.flags & flags::NO_FLOW_TABLE == 0;
     let found = if tabled { flow::lookup(hash, &vip, packet.syn) } else { None };

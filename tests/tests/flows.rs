@@ -342,3 +342,42 @@ fn over_the_insert_limit_new_flows_are_steered_by_the_ring_without_evicting_esta
         }
     }
 }
+
+/// `THREE` with the VIP's `hash` set to `mode`.
+fn hashed(mode: &str) -> String {
+    THREE.replace("address = \"198.51.100.10:80\"", &format!("address = \"198.51.100.10:80\"\nhash = \"{mode}\""))
+}
+
+#[test]
+fn hash_modes_choose_what_a_flow_s_backend_depends_on() {
+    require_root!();
+    let clients: Vec<String> = (1..=24).map(|i| format!("192.0.2.{i}")).collect();
+    let spread = |fx: &Fixture, flows: &[(String, u16)]| -> std::collections::HashSet<&'static str> {
+        flows.iter().map(|(c, p)| backend_of(&fx.run(&packet(c, *p, tcp::SYN).build()).1)).collect()
+    };
+    // The whole 5-tuple: one source port from many addresses spreads.
+    let fx = Fixture::new(THREE);
+    let same_port: Vec<(String, u16)> = clients.iter().map(|c| (c.clone(), 40_000)).collect();
+    assert!(spread(&fx, &same_port).len() > 1);
+    // Ports: the addresses do not count; another source port may go elsewhere.
+    let fx = Fixture::new(&hashed("ports"));
+    assert_eq!(spread(&fx, &same_port).len(), 1, "one pair of ports, one backend");
+    let ports: Vec<(String, u16)> = (0..24u16).map(|i| ("192.0.2.1".to_owned(), 41_000 + i)).collect();
+    assert!(spread(&fx, &ports).len() > 1, "source ports spread");
+    // Destination port: every client of the port to one backend, and the table agrees with the
+    // ring under the shared key definition.
+    let mut fx = Fixture::new(&hashed("destination-port"));
+    let everyone: Vec<(String, u16)> = clients.iter().zip(42_000..).map(|(c, p)| (c.clone(), p)).collect();
+    let one = spread(&fx, &everyone);
+    assert_eq!(one.len(), 1, "{one:?}");
+    let key = packet("192.0.2.99", 1234, tcp::SYN).flow_key(false).for_vip(balancer_common::vip::flags::HASH_DST_PORT);
+    assert_eq!(fixture::backend_ip(&fx.table_backend(0, &key)).to_string(), *one.iter().next().unwrap());
+    // The entry is the port's affinity: a new connection (SYN) follows it through a ring change.
+    let pinned = *one.iter().next().unwrap();
+    fx.apply(&hashed("destination-port").replacen(
+        &format!("address = \"{}\"", BACKENDS.iter().find(|b| **b != pinned).unwrap()),
+        &format!("address = \"{}\"\n  weight = 0", BACKENDS.iter().find(|b| **b != pinned).unwrap()),
+        1,
+    ));
+    assert_eq!(backend_of(&fx.run(&packet("198.18.99.1", 5000, tcp::SYN).build()).1), pinned);
+}

@@ -138,6 +138,11 @@ pub struct Vip {
     /// Leave the source port out of the flow hash (UDP/QUIC clients that change ports).
     #[serde(default)]
     pub ignore_source_port: bool,
+    /// What the flow hash (and the flow table's key) covers: `"5-tuple"` (default),
+    /// `"ports"` (source and destination ports, not the addresses) or `"destination-port"`
+    /// (every client of a port to one backend).
+    #[serde(default)]
+    pub hash: HashMode,
     /// Serve only clients from these prefixes (`"10.0.0.0/8"`, `"2001:db8::/32"`, of the VIP's
     /// family); packets from elsewhere are dropped by the data path and counted
     /// (`source_filtered`), as Cilium's `loadBalancerSourceRanges`. Empty (default): everyone.
@@ -774,6 +779,21 @@ fn host_or_ip<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Spanned<IpAddr>,
     let text: Spanned<String> = Spanned::deserialize(d)?;
     let span = text.span();
     resolve(text.get_ref()).map(|ip| Spanned::new(span, ip)).map_err(serde::de::Error::custom)
+}
+
+/// What an L4 VIP's flow hash covers.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+pub enum HashMode {
+    /// Addresses, ports and protocol.
+    #[default]
+    #[serde(rename = "5-tuple")]
+    FiveTuple,
+    /// Source and destination ports.
+    #[serde(rename = "ports")]
+    Ports,
+    /// The destination port alone.
+    #[serde(rename = "destination-port")]
+    DestinationPort,
 }
 
 /// An address prefix, `10.0.0.0/8` or `2001:db8::/32`, without host bits.

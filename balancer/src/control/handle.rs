@@ -222,7 +222,7 @@ impl Daemon {
         let vid = assigned.vips[i];
         let (saddr, fam) = plan::addr_bytes(src.ip());
         let (daddr, _) = plan::addr_bytes(dst.ip());
-        let mut key = FlowKey {
+        let key = FlowKey {
             src: saddr,
             dst: daddr,
             sport_be: src.port().to_be(),
@@ -230,10 +230,8 @@ impl Daemon {
             proto: if protocol == Protocol::Udp { proto::UDP } else { proto::TCP },
             family: fam,
             _pad: [0; 2],
-        };
-        if vip.ignore_source_port {
-            key.sport_be = 0;
         }
+        .for_vip(plan::vip_flags(vip));
         let by_id = |id: u32| last.backends.iter().find(|(b, _)| *b == id).map(|(_, b)| plan::ip_of(&b.addr, b.family));
         let table_backend = last
             .vips
@@ -287,6 +285,7 @@ fn edit(config: &mut Config, change: Request) -> Result<(), String> {
                 matches: None,
                 flow_table: true,
                 allow_sources: Vec::new(),
+                hash: config::HashMode::default(),
                 backends: Vec::new(),
             });
         }

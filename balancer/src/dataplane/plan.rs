@@ -189,9 +189,7 @@ pub fn plan(
                 Forwarding::Dsr => forward::DSR,
                 Forwarding::Ipip => forward::IPIP,
             },
-            flags: (if vip.ignore_source_port { flags::IGNORE_SRC_PORT } else { 0 })
-                | (if vip.flow_table { 0 } else { flags::NO_FLOW_TABLE })
-                | (if vip.allow_sources.is_empty() { 0 } else { flags::SOURCE_FILTER }),
+            flags: vip_flags(vip),
             _pad: [0; 2],
         };
         vips.push(VipPlan { key, meta, ring, sources: sources_of(vip_id, &vip.allow_sources) });
@@ -199,6 +197,19 @@ pub fn plan(
     let mut settings = settings(config.ipip_source_v4, config.ipip_source_v6);
     settings.insert_limit = per_window(config.flow_insert_limit, kernel_hz());
     Plan { vips, backends, settings }
+}
+
+/// The data path's `flags` of an L4 VIP.
+pub fn vip_flags(vip: &crate::config::Vip) -> u8 {
+    use crate::config::HashMode;
+    let hash = match vip.hash {
+        HashMode::FiveTuple => 0,
+        HashMode::Ports => flags::HASH_PORTS,
+        HashMode::DestinationPort => flags::HASH_DST_PORT,
+    };
+    hash | (if vip.ignore_source_port { flags::IGNORE_SRC_PORT } else { 0 })
+        | (if vip.flow_table { 0 } else { flags::NO_FLOW_TABLE })
+        | (if vip.allow_sources.is_empty() { 0 } else { flags::SOURCE_FILTER })
 }
 
 /// The `SOURCES` entries of VIP `id`'s allowed prefixes.
