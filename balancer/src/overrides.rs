@@ -137,7 +137,7 @@ impl Overrides {
         let Ok((vi, bi)) = file.locate(target) else { return };
         let v = &file.vips[vi];
         let b = &v.backends[bi];
-        let key = Key {
+        let key = BackendRef {
             vip: target.vip,
             protocol: target.protocol,
             pool: v.name.clone(),
@@ -181,7 +181,7 @@ impl Overrides {
         self.backends.retain_mut(|o| {
             let key = o.key();
             let what = format!("{} {}", o.vip, key.backend);
-            let Ok((i, j)) = config.locate(&key.as_ref()) else {
+            let Ok((i, j)) = config.locate(&key) else {
                 dropped.push(Dropped { what, why: "no longer in the configuration file".into() });
                 return false;
             };
@@ -225,24 +225,10 @@ fn field<T: PartialEq>(value: T, base: T) -> Option<Field<T>> {
     (value != base).then_some(Field { value, base })
 }
 
-/// An override's backend, as `Config::locate` takes it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Key {
-    vip: SocketAddr,
-    protocol: Protocol,
-    pool: Option<String>,
-    backend: BackendAddr,
-}
-
-impl Key {
-    fn as_ref(&self) -> BackendRef {
-        BackendRef { vip: self.vip, protocol: self.protocol, pool: self.pool.clone(), backend: self.backend }
-    }
-}
-
 impl Override {
-    fn key(&self) -> Key {
-        Key {
+    /// Its backend, as `Config::locate` takes it.
+    fn key(&self) -> BackendRef {
+        BackendRef {
             vip: self.vip,
             protocol: self.protocol,
             pool: self.pool.clone(),

@@ -50,8 +50,7 @@ pub fn setup_on(port: u16, l7: &str, vip_extra: &str, be3_extra: &str) -> Setup 
     let apps = (2..5)
         .map(|h| Some(AppServer::start(&lan.hosts[h], &format!("be{}", h - 1), &format!("r{}", h - 1), 8080)))
         .collect();
-    lan.hosts[1].ns.run(&["ip", "addr", "add", &format!("{VIP}/32"), "dev", "lo"]);
-    lan.hosts[0].ns.run(&["ip", "route", "add", &format!("{VIP}/32"), "via", "198.18.0.2"]);
+    vip_on_lb(&lan);
     let key = std::env::temp_dir().join(format!("{}-cookie.key", lan.hosts[1].ns.name()));
     std::fs::write(&key, "k3y-for-the-l7-tests-0123456789").unwrap();
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
@@ -64,6 +63,29 @@ pub fn setup_on(port: u16, l7: &str, vip_extra: &str, be3_extra: &str) -> Setup 
     );
     let daemon = Daemon::start(&lan.hosts[1].ns, &config, "info");
     Setup { lan, apps, daemon, key, config }
+}
+
+/// Puts `VIP` on the lb host (`lan.hosts[1]`, 198.18.0.2) and routes the client
+/// (`lan.hosts[0]`) to it there.
+pub fn vip_on_lb(lan: &Lan) {
+    lan.hosts[1].ns.run(&["ip", "addr", "add", &format!("{VIP}/32"), "dev", "lo"]);
+    lan.hosts[0].ns.run(&["ip", "route", "add", &format!("{VIP}/32"), "via", "198.18.0.2"]);
+}
+
+/// `browsers` new clients in `ns` (jars named `name0`, `name1`, …), each asking `/` once and
+/// then `again` more times: every answer must come from the backend of its first (the session
+/// stays). Returns the backends the sessions went to.
+pub fn sessions_stay(ns: &Netns, name: &str, browsers: usize, again: usize) -> std::collections::HashSet<String> {
+    let mut seen = std::collections::HashSet::new();
+    for i in 0..browsers {
+        let b = Browser::new(ns, &format!("{name}{i}"));
+        let first = b.who("/");
+        for _ in 0..again {
+            assert_eq!(b.who("/"), first, "browser {name}{i} keeps its session on {first}");
+        }
+        seen.insert(first);
+    }
+    seen
 }
 
 /// A client with its own cookie jar.

@@ -12,7 +12,7 @@ use balancer::l7::ajp::{self, ForwardRequest, Message};
 use balancer_tests::{
     backend::JavaServer,
     daemon::Daemon,
-    l7::{Browser, VIP},
+    l7::{Browser, VIP, sessions_stay, vip_on_lb},
     netns::Lan,
     require_root,
 };
@@ -153,8 +153,7 @@ fn the_ajp_codec_speaks_to_tomcat_with_a_secret() {
 /// The balancer in front of two Tomcats over AJP/1.3 on `lan` (client, lb, tc1, tc2), with
 /// `secret` as the VIP's `ajp_secret` and the `http` health check sent over AJP.
 fn ajp_vip(lan: &Lan, secret: &str) -> Daemon {
-    lan.hosts[1].ns.run(&["ip", "addr", "add", &format!("{VIP}/32"), "dev", "lo"]);
-    lan.hosts[0].ns.run(&["ip", "route", "add", &format!("{VIP}/32"), "via", "198.18.0.2"]);
+    vip_on_lb(lan);
     let config = format!(
         "interfaces = [\"eth0\"]\n[[vip]]\naddress = \"{VIP}:80\"\n[vip.l7]\nsticky = \"route-suffix\"\n\
          backend_protocol = \"ajp13\"\najp_secret = \"{secret}\"\n\
@@ -185,15 +184,7 @@ fn ajp13_backends_keep_sessions_carry_bodies_both_ways_and_fail_over() {
     let client = &lan.hosts[0].ns;
 
     // Sessions the containers open stay on them (JSESSIONID=<id>.<jvmRoute>), over AJP.
-    let mut seen = std::collections::HashSet::new();
-    for i in 0..4 {
-        let b = Browser::new(client, &format!("a{i}"));
-        let first = b.who("/");
-        for _ in 0..5 {
-            assert_eq!(b.who("/"), first, "browser {i} keeps its session");
-        }
-        seen.insert(first);
-    }
+    let seen = sessions_stay(client, "a", 4, 5);
     assert_eq!(seen.len(), 2, "new sessions go to both: {seen:?}");
 
     // What the container sees of the request: the client's address and port, the host asked

@@ -10,7 +10,7 @@ use std::{path::PathBuf, process::Output};
 use balancer_tests::{
     backend::JavaServer,
     daemon::{Daemon, balancer_bin},
-    l7::{Browser, VIP},
+    l7::{Browser, VIP, sessions_stay, vip_on_lb},
     netns::{Lan, Netns},
     require_root,
 };
@@ -209,8 +209,7 @@ fn the_seed_configurations_import_with_every_value_traced_and_every_gap_noted() 
 
 /// client, lb, tc1, tc2 with the VIP on lb; the daemon runs `toml`.
 fn serve_imported(lan: &Lan, toml: &str) -> Daemon {
-    lan.hosts[1].ns.run(&["ip", "addr", "add", &format!("{VIP}/32"), "dev", "lo"]);
-    lan.hosts[0].ns.run(&["ip", "route", "add", &format!("{VIP}/32"), "via", "198.18.0.2"]);
+    vip_on_lb(lan);
     Daemon::start(&lan.hosts[1].ns, toml, "info")
 }
 
@@ -241,15 +240,7 @@ fn an_imported_mod_jk_site_keeps_sessions_on_real_tomcats_over_ajp() {
     assert_eq!(out.status.code(), Some(3), "{stderr}");
     let _daemon = serve_imported(&lan, &toml);
     let client = &lan.hosts[0].ns;
-    let mut seen = std::collections::HashSet::new();
-    for i in 0..4 {
-        let b = Browser::new(client, &format!("jk{i}"));
-        let first = b.who("/");
-        for _ in 0..4 {
-            assert_eq!(b.who("/"), first, "JSESSIONID=….{first} keeps the session");
-        }
-        seen.insert(first);
-    }
+    let seen = sessions_stay(client, "jk", 4, 4);
     assert_eq!(seen, ["TomcatA".to_owned(), "TomcatB".to_owned()].into());
     let _ = std::fs::remove_dir_all(&dir);
 }

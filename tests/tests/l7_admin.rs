@@ -6,7 +6,7 @@ use balancer_tests::{
     backend::AppServer,
     browser,
     daemon::Daemon,
-    l7::{Browser, VIP},
+    l7::{Browser, VIP, vip_on_lb},
     netns::{Lan, Netns},
     require_root,
 };
@@ -17,8 +17,7 @@ fn two_on_one_host(admin: bool) -> (Lan, [AppServer; 2], Daemon) {
     let lan = Lan::new(&["client", "lb", "be"]);
     let apps =
         [AppServer::start(&lan.hosts[2], "be-a", "r1", 8080), AppServer::start(&lan.hosts[2], "be-b", "r2", 8081)];
-    lan.hosts[1].ns.run(&["ip", "addr", "add", &format!("{VIP}/32"), "dev", "lo"]);
-    lan.hosts[0].ns.run(&["ip", "route", "add", &format!("{VIP}/32"), "via", "198.18.0.2"]);
+    vip_on_lb(&lan);
     let config = format!(
         "interfaces = [\"eth0\"]\nadmin = {admin}\n[[vip]]\naddress = \"{VIP}:80\"\n[vip.l7]\nsticky = \"route-suffix\"\n\
          [vip.health]\nkind = \"tcp\"\ninterval_ms = 500\nrise = 1\nfall = 1\n\

@@ -6,7 +6,7 @@
 use balancer_tests::{
     backend::{AppServer, JavaServer},
     daemon::Daemon,
-    l7::VIP,
+    l7::{VIP, vip_on_lb},
     netns::{Lan, Netns},
     require_root,
 };
@@ -30,8 +30,7 @@ fn path_and_host_pick_the_pool_exclusions_fall_through_and_rewrites_are_mapped_b
     let _web = AppServer::start(&lan.hosts[2], "web", "-", 8080);
     let _api = AppServer::start(&lan.hosts[3], "api", "-", 8080);
     let _tomcat = JavaServer::tomcat(&lan.hosts[4], "t1", 8080);
-    lan.hosts[1].ns.run(&["ip", "addr", "add", &format!("{VIP}/32"), "dev", "lo"]);
-    lan.hosts[0].ns.run(&["ip", "route", "add", &format!("{VIP}/32"), "via", "198.18.0.2"]);
+    vip_on_lb(&lan);
     let log = std::env::temp_dir().join(format!("{}-access.log", lan.hosts[1].ns.name()));
     let _ = std::fs::remove_file(&log);
     let entry = |name: &str, matches: &str, sticky: &str, backend: &str| {
@@ -113,8 +112,7 @@ fn without_a_default_entry_an_unrouted_path_gets_404_from_the_proxy() {
     require_root!();
     let lan = Lan::new(&["client", "lb", "web"]);
     let _web = AppServer::start(&lan.hosts[2], "web", "-", 8080);
-    lan.hosts[1].ns.run(&["ip", "addr", "add", &format!("{VIP}/32"), "dev", "lo"]);
-    lan.hosts[0].ns.run(&["ip", "route", "add", &format!("{VIP}/32"), "via", "198.18.0.2"]);
+    vip_on_lb(&lan);
     let config = format!(
         "interfaces = [\"eth0\"]\n[[vip]]\naddress = \"{VIP}:80\"\nname = \"shop\"\n[vip.match]\npath = [\"/shop\"]\n\
          exclude = [\"/shop/admin\"]\n[vip.l7]\nsticky = \"hash\"\n[[vip.backend]]\naddress = \"198.18.0.3\"\nport = 8080\n"

@@ -216,42 +216,21 @@ pub enum BackendAction {
     },
     /// Remove a backend; its flows move to the others.
     Del {
-        /// The VIP (address:port).
-        vip: SocketAddr,
-        /// The backend: IP, or IP:port where two backends share the IP.
-        address: balancer::config::BackendAddr,
-        /// The VIP's protocol.
-        #[arg(long, value_enum, default_value = "tcp")]
-        proto: Protocol,
-        /// The pool (the entry's `name`) where several share the VIP's address.
-        #[arg(long)]
-        pool: Option<String>,
+        /// Which backend.
+        #[command(flatten)]
+        target: BackendTarget,
     },
     /// Run a backend's health check now (its result counts as any other).
     Check {
-        /// The VIP (address:port).
-        vip: SocketAddr,
-        /// The backend: IP, or IP:port where two backends share the IP.
-        address: balancer::config::BackendAddr,
-        /// The VIP's protocol.
-        #[arg(long, value_enum, default_value = "tcp")]
-        proto: Protocol,
-        /// The pool (the entry's `name`) where several share the VIP's address.
-        #[arg(long)]
-        pool: Option<String>,
+        /// Which backend.
+        #[command(flatten)]
+        target: BackendTarget,
     },
     /// Change a backend: weight, state (drain keeps its flows), backup flag, route.
     Set {
-        /// The VIP (address:port).
-        vip: SocketAddr,
-        /// The backend: IP, or IP:port where two backends share the IP.
-        address: balancer::config::BackendAddr,
-        /// The VIP's protocol.
-        #[arg(long, value_enum, default_value = "tcp")]
-        proto: Protocol,
-        /// The pool (the entry's `name`) where several share the VIP's address.
-        #[arg(long)]
-        pool: Option<String>,
+        /// Which backend.
+        #[command(flatten)]
+        target: BackendTarget,
         /// New route (Tomcat `jvmRoute`), L7.
         #[arg(long)]
         route: Option<String>,
@@ -265,6 +244,27 @@ pub enum BackendAction {
         #[arg(long)]
         backup: Option<bool>,
     },
+}
+
+/// How `backend del`, `check` and `set` name a backend.
+#[derive(clap::Args)]
+pub struct BackendTarget {
+    /// The VIP (address:port).
+    pub vip: SocketAddr,
+    /// The backend: IP, or IP:port where two backends share the IP.
+    pub address: balancer::config::BackendAddr,
+    /// The VIP's protocol.
+    #[arg(long, value_enum, default_value = "tcp")]
+    pub proto: Protocol,
+    /// The pool (the entry's `name`) where several share the VIP's address.
+    #[arg(long)]
+    pub pool: Option<String>,
+}
+
+impl From<BackendTarget> for balancer::config::BackendRef {
+    fn from(t: BackendTarget) -> Self {
+        Self { vip: t.vip, protocol: t.proto, pool: t.pool, backend: t.address }
+    }
 }
 
 /// The configurations `balancer import` reads.

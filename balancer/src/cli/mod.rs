@@ -26,19 +26,14 @@ const EXIT_CONFIG: u8 = 2;
 
 /// The control request of a `balancer backend …` command.
 fn backend_request(action: BackendAction) -> Request {
-    let target = |vip, protocol, pool, backend| balancer::config::BackendRef { vip, protocol, pool, backend };
     match action {
         BackendAction::Add { vip, address, proto, weight, state, backup, distance, more, pool } => {
             Request::BackendAdd { vip, protocol: proto, address, weight, state, backup, distance, more, pool }
         }
-        BackendAction::Del { vip, address, proto, pool } => {
-            Request::BackendDel { target: target(vip, proto, pool, address) }
-        }
-        BackendAction::Check { vip, address, proto, pool } => {
-            Request::BackendCheck { target: target(vip, proto, pool, address) }
-        }
-        BackendAction::Set { vip, address, proto, pool, weight, state, backup, route } => {
-            Request::BackendSet { target: target(vip, proto, pool, address), weight, state, backup, route }
+        BackendAction::Del { target } => Request::BackendDel { target: target.into() },
+        BackendAction::Check { target } => Request::BackendCheck { target: target.into() },
+        BackendAction::Set { target, weight, state, backup, route } => {
+            Request::BackendSet { target: target.into(), weight, state, backup, route }
         }
     }
 }

@@ -39,9 +39,18 @@ pub struct Site {
     pub vips: Vec<Vip>,
     /// Picks an entry by host and path.
     pub router: super::router::Router,
+    /// HTTP/2 with prior knowledge may be served: no entry's backend gets a PROXY header or
+    /// speaks AJP, which the HTTP/2 path cannot do. Found once per build of the state.
+    pub h2c: bool,
 }
 
 impl Site {
+    /// The entries at one address and their router.
+    pub fn new(vips: Vec<Vip>, router: super::router::Router) -> Self {
+        let h2c = vips.iter().flat_map(|v| v.pool.members()).all(|m| m.send_proxy.is_none() && m.ajp.is_none());
+        Self { vips, router, h2c }
+    }
+
     /// The entry whose settings the connection uses.
     pub fn first(&self) -> &Vip {
         &self.vips[0]

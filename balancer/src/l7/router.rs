@@ -239,12 +239,18 @@ impl Router {
 
 /// `host` lowercase, without its port.
 fn host_only(host: &str) -> String {
-    let host = host.trim();
-    let name = match host.rfind(':') {
-        Some(i) if !host.starts_with('[') || host[..i].ends_with(']') => &host[..i],
+    without_port(host.trim()).trim_end_matches('.').to_ascii_lowercase()
+}
+
+/// `host` (a `Host` header's value) without its port (`[::1]:8080` → `[::1]`, `shop:80` →
+/// `shop`); the AJP forward request's server name too.
+pub fn without_port(host: &str) -> &str {
+    match host.rfind(':') {
+        Some(i) if !host[i + 1..].is_empty() && host[i + 1..].bytes().all(|b| b.is_ascii_digit()) => {
+            if host.starts_with('[') && !host[..i].ends_with(']') { host } else { &host[..i] }
+        }
         _ => host,
-    };
-    name.trim_end_matches('.').to_ascii_lowercase()
+    }
 }
 
 fn has_dot_segment(path: &str) -> bool {
@@ -300,6 +306,15 @@ mod tests {
 
     fn router(entries: &[Option<Match>]) -> Router {
         Router::new(entries.iter().map(|e| Rule::new(e.as_ref()).unwrap()).collect())
+    }
+
+    #[test]
+    fn the_host_loses_its_port_only() {
+        assert_eq!(without_port("shop.example:8080"), "shop.example");
+        assert_eq!(without_port("shop.example"), "shop.example");
+        assert_eq!(without_port("[2001:db8::1]:443"), "[2001:db8::1]");
+        assert_eq!(without_port("[2001:db8::1]"), "[2001:db8::1]");
+        assert_eq!(without_port("shop:"), "shop:");
     }
 
     #[test]

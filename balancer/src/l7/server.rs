@@ -334,7 +334,7 @@ impl Runtime {
         }
         let mut wanted = Vec::new();
         for (address, vips, rules, l7) in sites {
-            let site = Site { vips, router: Router::new(rules) };
+            let site = Site::new(vips, Router::new(rules));
             if let Some((state, _)) = self.vips.get(&address) {
                 state.store(Arc::new(site));
             } else {
@@ -664,8 +664,7 @@ async fn serve_client(stream: tokio::net::TcpStream, peer: SocketAddr, shared: &
     let (accept_proxy, tls, h2c) = {
         let site = shared.state.load();
         let vip = site.first();
-        let h2c = site.vips.iter().flat_map(|v| v.pool.members()).all(|m| m.send_proxy.is_none() && m.ajp.is_none());
-        (vip.l7.accept_proxy, vip.tls.clone(), h2c)
+        (vip.l7.accept_proxy, vip.tls.clone(), site.h2c)
     };
     let limits = h1::Limits { header_timeout: shared.limits.header_timeout, max_head: shared.limits.max_head };
     let mut addr = peer;

@@ -302,6 +302,23 @@ async fn send<S: ClientStream>(
     }
 }
 
+/// How an attempt ended before a response head: the client's fault (the answer it gets), or
+/// the backend's. A backend connection that broke while the request went out is `Broken`
+/// without a byte of answer.
+enum Step {
+    Client(&'static str, &'static str),
+    Backend(Failure),
+}
+
+impl From<SendError> for Step {
+    fn from(e: SendError) -> Self {
+        match e {
+            SendError::Client(status, message) => Step::Client(status, message),
+            SendError::Backend(_) => Step::Backend(Failure::Broken { nothing: true }),
+        }
+    }
+}
+
 fn malformed() -> SendError {
     SendError::Client("400 Bad Request", "the request body is malformed or incomplete\n")
 }
@@ -596,16 +613,15 @@ pub(super) async fn serve<S: ClientStream>(c: &mut Conn<S>, state: &ArcSwap<Site
                 ajp_body = Some(body);
                 r.map(|()| (0, 0))
             } else {
-                send(c, &mut up.stream, &plan, &mut out, by).await.map_err(|e| match e {
-                    SendError::Client(status, message) => ajp::Step::Client(SendError::Client(status, message)),
-                    SendError::Backend(e) => {
+                send(c, &mut up.stream, &plan, &mut out, by).await.map_err(|e| {
+                    if let SendError::Backend(e) = &e {
                         debug!(backend = %member.addr, error = %e, "sending the request failed");
-                        ajp::Step::Backend(Failure::Broken { nothing: true })
                     }
+                    Step::from(e)
                 })
             };
             let got = match sent {
-                Err(ajp::Step::Client(SendError::Client(status, message))) => {
+                Err(Step::Client(status, message)) => {
                     live.here().inflight.fetch_sub(1, Relaxed);
                     debug!(peer = %c.peer, status, "the client's request body failed");
                     local(&mut out, status, message, true);
@@ -614,8 +630,7 @@ pub(super) async fn serve<S: ClientStream>(c: &mut Conn<S>, state: &ArcSwap<Site
                     give_buffer(rbuf);
                     break 'attempts Next::Close;
                 }
-                Err(ajp::Step::Client(SendError::Backend(_))) => Err(Failure::Broken { nothing: true }),
-                Err(ajp::Step::Backend(f)) => Err(f),
+                Err(Step::Backend(f)) => Err(f),
                 Ok(n) if member.ajp.is_some() => Ok(n),
                 Ok(n) => {
                     let head = response_head(c, &mut up.stream, &mut rbuf, (plan.is_head, plan.upgrade), by).await;

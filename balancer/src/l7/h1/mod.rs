@@ -317,7 +317,7 @@ mod tests {
             targets: vec![],
             tls: None,
         };
-        let site = crate::l7::proxy::Site { vips: vec![vip], router: crate::l7::router::Router::default() };
+        let site = crate::l7::proxy::Site::new(vec![vip], crate::l7::router::Router::default());
         let state = std::sync::Arc::new(arc_swap::ArcSwap::from_pointee(site));
         let live = super::VipLive::default();
         let (_stop, shutdown) = tokio::sync::watch::channel(false);

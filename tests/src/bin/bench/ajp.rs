@@ -11,12 +11,7 @@ use std::fmt::Write as _;
 
 use balancer_tests::{backend::JavaServer, daemon::Daemon, netns::Lan};
 
-use crate::{Targets, Wrk, cpu_seconds, pin, wrk_with};
-
-fn median(mut runs: Vec<(Wrk, f64)>) -> (Wrk, f64) {
-    runs.sort_by(|a, b| a.0.rps.total_cmp(&b.0.rps));
-    runs[runs.len() / 2]
-}
+use crate::{Targets, cpu_seconds, edge::median, pin, wrk_with};
 
 pub fn part6(report: &mut String, targets: &mut Targets) {
     let secs: u32 = std::env::var("BENCH_L7_SECONDS").ok().and_then(|v| v.parse().ok()).unwrap_or(8);

@@ -80,7 +80,8 @@ fn measure(ns: &balancer_tests::netns::Netns, pid: u32, url: &str, secs: u32, ex
     (w, (cpu_seconds(pid) - before) * 1e6 / (w.rps * f64::from(secs)).max(1.0))
 }
 
-fn median(mut runs: Vec<(Wrk, f64)>) -> (Wrk, f64) {
+/// The run with the median requests/s, with its CPU figure.
+pub fn median(mut runs: Vec<(Wrk, f64)>) -> (Wrk, f64) {
     runs.sort_by(|a, b| a.0.rps.total_cmp(&b.0.rps));
     runs[runs.len() / 2]
 }

@@ -24,11 +24,13 @@ use super::{
         upstream::{self, Upstream},
         within, write_out,
     },
-    Failure, Filtered, MAX_RESPONSE_HEAD, Plan, Responded, SendError, continue_if_expected, malformed, read_client,
+    Failure, Filtered, MAX_RESPONSE_HEAD, Plan, Responded, SendError, Step, continue_if_expected, malformed,
+    read_client,
 };
 use crate::l7::{
     ajp::{self, AjpError, Connector, ForwardRequest, Message},
     proxy::{Site, Vip},
+    router::without_port,
 };
 
 /// How long a response head waits for the first of its body before it goes out alone.
@@ -53,7 +55,7 @@ pub(super) fn forward<S: ClientStream>(
         query,
         remote_addr: &c.client_ip,
         remote_port: c.peer.port(),
-        server_name: host_name(asked),
+        server_name: without_port(asked),
         server_port: vip.address.port(),
         is_ssl: c.tls.is_some(),
         headers: &headers,
@@ -61,16 +63,6 @@ pub(super) fn forward<S: ClientStream>(
         secret: connector.secret.as_deref(),
     };
     ajp::forward_request(&forward, out)
-}
-
-/// `host` without its port (`[::1]:8080` → `[::1]`, `shop:80` → `shop`).
-fn host_name(host: &str) -> &str {
-    match host.rfind(':') {
-        Some(i) if !host[i + 1..].is_empty() && host[i + 1..].bytes().all(|b| b.is_ascii_digit()) => {
-            if host.starts_with('[') && !host[..i].ends_with(']') { host } else { &host[..i] }
-        }
-        _ => host,
-    }
 }
 
 /// The request body, handed to the container a packet at a time as it asks.
@@ -165,12 +157,6 @@ impl Body {
     }
 }
 
-/// Why an AJP step failed: the client's fault, or the backend's.
-pub(super) enum Step {
-    Client(SendError),
-    Backend(Failure),
-}
-
 /// Sends the forward request in `out` (with the first body packet, which the container expects
 /// unasked when the length is known) and reads the container's messages, answering its
 /// `GET_BODY_CHUNK`s, until its `SEND_HEADERS`. Then `head` holds the response head as HTTP/1.1
@@ -188,7 +174,7 @@ pub(super) async fn request<S: ClientStream>(
         _ => Err(Step::Backend(Failure::Broken { nothing: true })),
     };
     if matches!(plan.framing, Framing::Length(n) if n > 0) {
-        body.next(c, plan, ajp::MAX_CHUNK, out, by).await.map_err(Step::Client)?;
+        body.next(c, plan, ajp::MAX_CHUNK, out, by).await.map_err(Step::from)?;
     }
     written(within(&mut c.timer, by, up.write_all(out)).await)?;
     let mut heard = false;
@@ -199,7 +185,7 @@ pub(super) async fn request<S: ClientStream>(
             match message {
                 Message::GetBodyChunk(n) => {
                     out.clear();
-                    body.next(c, plan, usize::from(n), out, by).await.map_err(Step::Client)?;
+                    body.next(c, plan, usize::from(n), out, by).await.map_err(Step::from)?;
                     written(within(&mut c.timer, by, up.write_all(out)).await)?;
                 }
                 Message::SendHeaders { status, reason, headers } => {
@@ -410,15 +396,6 @@ async fn relay<S: ClientStream>(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_host_loses_its_port_only() {
-        assert_eq!(host_name("shop.example:8080"), "shop.example");
-        assert_eq!(host_name("shop.example"), "shop.example");
-        assert_eq!(host_name("[2001:db8::1]:443"), "[2001:db8::1]");
-        assert_eq!(host_name("[2001:db8::1]"), "[2001:db8::1]");
-        assert_eq!(host_name("shop:"), "shop:");
-    }
 
     #[test]
     fn a_container_head_becomes_http_with_chunking_where_no_length_is_given() {
