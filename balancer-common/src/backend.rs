@@ -34,16 +34,21 @@ pub struct Backend {
     pub state: u8,
     /// Interface to send on; 0 means the one the packet arrived on (`XDP_TX`).
     pub ifindex: u32,
-    /// Id of the VIP this backend serves: not read by the data path, it makes the map
-    /// self-describing for `balancer stats` and for re-adopting pinned maps after a restart.
-    pub vip: u32,
+    /// Id of the VIP this backend serves (below `maps::MAX_VIPS`): the data path checks a flow's
+    /// or a slot's backend still belongs to the packet's VIP (ids are reused), and it makes the
+    /// map self-describing for `balancer stats` and for re-adopting pinned maps after a restart.
+    pub vip: u16,
+    /// MTU of the interface packets to this backend leave by (0: unknown, never checked). An
+    /// IPIP packet whose outer datagram would exceed it is answered with ICMP "too big".
+    pub mtu: u16,
 }
 const _: () = assert!(core::mem::size_of::<Backend>() == 32);
+const _: () = assert!(crate::maps::MAX_VIPS <= u16::MAX as u32);
 
 impl Backend {
     /// An unused slot.
     pub const EMPTY: Backend =
-        Backend { addr: [0; 16], mac: [0; 6], family: 0, state: state::EMPTY, ifindex: 0, vip: 0 };
+        Backend { addr: [0; 16], mac: [0; 6], family: 0, state: state::EMPTY, ifindex: 0, vip: 0, mtu: 0 };
 }
 
 pod!(Backend);

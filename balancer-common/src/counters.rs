@@ -98,11 +98,15 @@ pub enum Reason {
     BadLength = 11,
     /// From a source the VIP's `allow_sources` does not hold: dropped.
     SourceFiltered = 12,
+    /// An IPv4 packet without don't-fragment that would exceed the egress MTU once
+    /// encapsulated: dropped, since XDP cannot fragment it and the link would drop it anyway
+    /// (with don't-fragment set the client is sent "fragmentation needed" instead).
+    TooBig = 13,
 }
 
 impl Reason {
     /// Number of reasons, the size of the `REASONS` array.
-    pub const COUNT: u32 = 13;
+    pub const COUNT: u32 = 14;
     /// All reasons, in index order.
     pub const ALL: [Reason; Self::COUNT as usize] = [
         Reason::NotIp,
@@ -118,6 +122,7 @@ impl Reason {
         Reason::Rewrite,
         Reason::BadLength,
         Reason::SourceFiltered,
+        Reason::TooBig,
     ];
 
     /// The name used in metrics and the CLI.
@@ -136,12 +141,44 @@ impl Reason {
             Reason::Rewrite => "rewrite",
             Reason::BadLength => "bad_length",
             Reason::SourceFiltered => "source_filtered",
+            Reason::TooBig => "too_big",
         }
     }
 
     /// Whether packets counted under this reason are dropped rather than passed to the kernel.
     pub const fn drops(self) -> bool {
-        matches!(self, Reason::NoBackend | Reason::Rewrite | Reason::SourceFiltered)
+        matches!(self, Reason::NoBackend | Reason::Rewrite | Reason::SourceFiltered | Reason::TooBig)
+    }
+}
+
+/// ICMP the data path handled itself: the index into the per-CPU `ICMP_STATS` array.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IcmpEvent {
+    /// An ICMP error about a VIP's flow (destination unreachable, fragmentation needed, packet
+    /// too big) forwarded to the flow's backend, so it learns the path MTU.
+    Relayed = 0,
+    /// "Fragmentation needed" or "packet too big" sent to a client whose packet would have
+    /// exceeded the egress MTU once encapsulated.
+    TooBigSent = 1,
+    /// An echo request to a VIP address answered.
+    EchoReplied = 2,
+}
+
+impl IcmpEvent {
+    /// Number of events, the size of the `ICMP_STATS` array.
+    pub const COUNT: u32 = 3;
+    /// All events, in index order.
+    pub const ALL: [IcmpEvent; Self::COUNT as usize] =
+        [IcmpEvent::Relayed, IcmpEvent::TooBigSent, IcmpEvent::EchoReplied];
+
+    /// The name used in metrics and the CLI.
+    pub const fn name(self) -> &'static str {
+        match self {
+            IcmpEvent::Relayed => "relayed",
+            IcmpEvent::TooBigSent => "too_big_sent",
+            IcmpEvent::EchoReplied => "echo_replied",
+        }
     }
 }
 

@@ -109,11 +109,22 @@ pub struct Place {
 }
 
 impl Place {
-    /// The set comes from the hash's low bits, the fingerprint from the top 40, so the two are
+    /// The place of a flow with `flow_hash64` `hash` in the table of an instance whose secret
+    /// is `secret` (`Settings::flow_secret`). The hash is public (the Maglev pick and every
+    /// node share it), so it is first mixed with the secret through xxHash64's avalanche: its
+    /// multiplies carry high bits into low ones, so which flows share a set cannot be told
+    /// without the secret (a plain XOR would keep any two hashes' low bits equal). The set
+    /// comes from the mixed value's low bits, the fingerprint from its top 40, so the two are
     /// independent (the set count is at most 2^24).
     #[inline(always)]
-    pub const fn of(hash: u64) -> Self {
-        Self { set: (hash as u32) & (crate::maps::FLOW_SETS - 1), fingerprint: hash >> FP_SHIFT << FP_SHIFT }
+    pub const fn of(hash: u64, secret: u64) -> Self {
+        let mut h = hash ^ secret;
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xc2b2_ae3d_27d4_eb4f);
+        h ^= h >> 29;
+        h = h.wrapping_mul(0x1656_67b1_9e37_79f9);
+        h ^= h >> 32;
+        Self { set: (h as u32) & (crate::maps::FLOW_SETS - 1), fingerprint: h >> FP_SHIFT << FP_SHIFT }
     }
 
     /// Whether an encoded slot belongs to this flow.

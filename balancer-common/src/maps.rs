@@ -33,8 +33,15 @@ pub const INSERT_GUARD: &str = "INSERT_GUARD";
 /// by the daemon.
 pub const SOURCES: &str = "SOURCES";
 
+/// VIP addresses whose ICMP echo requests the data path answers: `EchoKey` → 1 (hash).
+/// Written by the daemon.
+pub const ECHO_ADDRS: &str = "ECHO_ADDRS";
+/// ICMP the data path relayed or sent, per `IcmpEvent` (per-CPU array of `u64`). Written by
+/// the data path.
+pub const ICMP_STATS: &str = "ICMP_STATS";
+
 /// Every map the balancer program defines.
-pub const ALL: [&str; 12] = [
+pub const ALL: [&str; 14] = [
     VIPS,
     VIP_INDEX,
     VIP_SLOTS,
@@ -47,12 +54,16 @@ pub const ALL: [&str; 12] = [
     SETTINGS,
     INSERT_GUARD,
     SOURCES,
+    ECHO_ADDRS,
+    ICMP_STATS,
 ];
 
 /// Most VIPs one balancer serves.
 pub const MAX_VIPS: u32 = 64;
 /// Most backends across all VIPs; backend ids are `0..MAX_BACKENDS`.
 pub const MAX_BACKENDS: u32 = 4096;
+/// VIP addresses that answer echo requests.
+pub const MAX_ECHO_ADDRS: u32 = MAX_VIPS;
 /// Allowed source prefixes, all VIPs together.
 pub const MAX_SOURCES: u32 = 16384;
 /// Largest Maglev table per VIP (the Maglev paper's 65537, a prime).

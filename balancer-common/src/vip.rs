@@ -2,7 +2,9 @@
 
 use crate::pod;
 
-/// Key of the `VIPS` map: a packet's destination as it appears on the wire.
+/// Key of the `VIPS` map: a packet's destination as it appears on the wire. Port 0 is a
+/// wildcard: the VIP takes every port of its address and protocol that no VIP of its own names
+/// (`WILDCARD_PORT`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct VipKey {
@@ -16,6 +18,22 @@ pub struct VipKey {
     pub family: u8,
 }
 const _: () = assert!(core::mem::size_of::<VipKey>() == 20);
+
+/// `VipKey::port_be` of a VIP that takes every port of its address.
+pub const WILDCARD_PORT: u16 = 0;
+
+/// Key of the `ECHO_ADDRS` map: a VIP address whose ICMP echo requests the data path answers.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct EchoKey {
+    /// The address, network byte order; IPv4 uses bytes 0..4.
+    pub addr: [u8; 16],
+    /// `family::V4` or `family::V6`.
+    pub family: u8,
+    /// Explicit padding; always zero.
+    pub _pad: [u8; 3],
+}
+const _: () = assert!(core::mem::size_of::<EchoKey>() == 20);
 
 /// How packets for a VIP leave the balancer.
 pub mod forward {
@@ -85,8 +103,13 @@ pub struct Settings {
     /// jiffies); beyond it new flows are steered by the ring without a pin, so a SYN flood cannot
     /// evict established flows. 0: no limit.
     pub insert_limit: u32,
+    /// This instance's secret in the flow table's placement (`flow::Place::of`), so a client
+    /// cannot compute which flows share a set and fill one to evict the others. Chosen at random
+    /// when the flow table is created and kept with it (a restart that re-adopts the pinned table
+    /// reads it back); the Maglev hash does not use it, so nodes still agree on backends.
+    pub flow_secret: u64,
 }
-const _: () = assert!(core::mem::size_of::<Settings>() == 24);
+const _: () = assert!(core::mem::size_of::<Settings>() == 32);
 
 /// Value of the one-entry `VIP_INDEX` array: for each hash of (address, port, protocol), which
 /// `VIP_SLOTS` entry holds the VIP there. The data path reads one byte and one array entry (array
@@ -170,4 +193,4 @@ const _: () = assert!(core::mem::size_of::<SourceKey>() == 20);
 /// The prefix length a packet's source is looked up with: VIP id and the whole address.
 pub const SOURCE_KEY_BITS: u32 = 32 + 128;
 
-pod!(VipKey, VipMeta, Settings, VipIndex, VipEntry, SourceKey);
+pod!(VipKey, VipMeta, Settings, VipIndex, VipEntry, SourceKey, EchoKey);

@@ -2,12 +2,12 @@
 //! local stack sees the client's packet to the VIP (which the backend holds on loopback). Needed
 //! because kernels without the ipip module would otherwise drop these packets.
 
-use aya_ebpf::{bindings::xdp_action, helpers::bpf_xdp_adjust_head, programs::XdpContext};
+use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
 use balancer_common::counters::Reason;
 
 use crate::{
     maps::SETTINGS,
-    packet::{read, write},
+    packet::{adjust_head, read, write},
     wire::{ETH_LEN, ETH_P_8021Q, ETH_P_IP, ETH_P_IPV6, IPPROTO_IPIP, IPPROTO_IPV6, IPV4_LEN, IPV6_LEN, VLAN_ETH_LEN},
 };
 
@@ -48,19 +48,12 @@ pub fn decap(ctx: &XdpContext) -> Result<u32, Reason> {
     }
     if l3_off == VLAN_ETH_LEN {
         let l2 = read::<[u8; VLAN_ETH_LEN]>(ctx, 0)?;
-        shrink(ctx, outer_len)?;
+        adjust_head(ctx, outer_len as i32)?;
         write(ctx, 0, l2)?;
     } else {
         let l2 = read::<[u8; ETH_LEN]>(ctx, 0)?;
-        shrink(ctx, outer_len)?;
+        adjust_head(ctx, outer_len as i32)?;
         write(ctx, 0, l2)?;
     }
     Ok(xdp_action::XDP_PASS)
-}
-
-#[inline(always)]
-fn shrink(ctx: &XdpContext, by: usize) -> Result<(), Reason> {
-    // SAFETY: plain helper call on our own context; packet pointers are re-derived afterwards.
-    let rc = unsafe { bpf_xdp_adjust_head(ctx.ctx, by as i32) };
-    if rc != 0 { Err(Reason::Rewrite) } else { Ok(()) }
 }

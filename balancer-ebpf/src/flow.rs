@@ -5,12 +5,12 @@ use aya_ebpf::helpers::bpf_jiffies64;
 use balancer_common::{
     backend::{Backend, state},
     flow::{AGE_SHIFT, FLOW_WAYS, FlowSet, INSERT_WINDOW_SHIFT, Place, slot_age, slot_backend, slot_idle},
-    vip::{VipMeta, flags},
+    vip::{Settings, VipMeta, flags},
 };
 
 use balancer_common::counters::FlowEvents;
 
-use crate::maps::{BACKENDS, FLOWS, INSERT_GUARD, SETTINGS};
+use crate::maps::{BACKENDS, FLOWS, INSERT_GUARD};
 
 /// The slot's time unit. `bpf_jiffies64` is inlined by the verifier into one load.
 #[inline(always)]
@@ -48,18 +48,17 @@ fn store(set: *mut FlowSet, way: usize, slot: u64) {
 /// not the whole 5-tuple (`flags::AFFINITY`) the entry is an affinity rather than a connection,
 /// so SYNs use it.
 #[inline(always)]
-pub fn lookup(hash: u64, vip: &VipMeta, syn: bool) -> Option<(u32, Backend)> {
+pub fn lookup(place: &Place, vip: &VipMeta, syn: bool) -> Option<(u32, Backend)> {
     if syn && vip.flags & flags::AFFINITY == 0 {
         return None;
     }
-    let place = Place::of(hash);
-    let set = set(&place)?;
+    let set = set(place)?;
     for way in 0..FLOW_WAYS {
         let slot = load(set, way);
         if place.owns(slot) {
             let id = slot_backend(slot)?;
             let backend = *BACKENDS.get(id)?;
-            if !(state::keeps_flows(backend.state) && backend.vip == vip.id) {
+            if !(state::keeps_flows(backend.state) && u32::from(backend.vip) == vip.id) {
                 return None;
             }
             let now = now();
@@ -73,10 +72,9 @@ pub fn lookup(hash: u64, vip: &VipMeta, syn: bool) -> Option<(u32, Backend)> {
 }
 
 /// Whether this CPU may pin one more flow in the current window of `2^INSERT_WINDOW_SHIFT`
-/// jiffies (`Settings::insert_limit`; 0 is no limit), counting it if so.
+/// jiffies (`limit`, `Settings::insert_limit`; 0 is no limit), counting it if so.
 #[inline(always)]
-fn under_limit() -> bool {
-    let limit = SETTINGS.get(0).map_or(0, |s| s.insert_limit);
+fn under_limit(limit: u32) -> bool {
     if limit == 0 {
         return true;
     }
@@ -101,19 +99,18 @@ fn under_limit() -> bool {
 /// to `backend`, unless this CPU is over its insert limit; what happened goes to the VIP's
 /// counters with the packet's traffic.
 #[inline(always)]
-pub fn pin(hash: u64, backend: u32, miss: bool) -> FlowEvents {
-    if !under_limit() {
+pub fn pin(place: &Place, settings: &Settings, backend: u32, miss: bool) -> FlowEvents {
+    if !under_limit(settings.insert_limit) {
         return FlowEvents { miss, guarded: true, ..FlowEvents::default() };
     }
-    FlowEvents { miss, inserted: true, evicted: insert(hash, backend), guarded: false }
+    FlowEvents { miss, inserted: true, evicted: insert(place, backend), guarded: false }
 }
 
 /// Pins a flow to a backend: into the flow's own slot if it has one (re-steered), else an empty
 /// slot, else the set's least recently used one. True when that took another flow's slot.
 #[inline(always)]
-fn insert(hash: u64, backend: u32) -> bool {
-    let place = Place::of(hash);
-    let Some(set) = set(&place) else { return false };
+fn insert(place: &Place, backend: u32) -> bool {
+    let Some(set) = set(place) else { return false };
     let now = now();
     let mut victim = 0;
     let mut victim_rank = 0u64;

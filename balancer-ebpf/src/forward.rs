@@ -1,16 +1,11 @@
 //! Sending a balanced packet on to its backend: direct server return, or IP-in-IP.
 
-use aya_ebpf::{
-    bindings::xdp_action,
-    helpers::{bpf_redirect, bpf_xdp_adjust_head},
-    programs::XdpContext,
-};
-use balancer_common::{backend::Backend, counters::Reason, family, hash::encap_entropy};
+use aya_ebpf::{bindings::xdp_action, helpers::bpf_redirect, programs::XdpContext};
+use balancer_common::{backend::Backend, counters::Reason, family, hash::encap_entropy, vip::Settings};
 
 use crate::{
     csum,
-    maps::SETTINGS,
-    packet::{read, write},
+    packet::{adjust_head, read, write},
     parse::Packet,
     wire::{ETH_LEN, IPPROTO_IPIP, IPPROTO_IPV6, IPV4_LEN, IPV6_LEN, VLAN_ETH_LEN},
 };
@@ -30,8 +25,7 @@ pub fn dsr(ctx: &XdpContext, backend: &Backend) -> Result<u32, Reason> {
 /// between the L2 header (kept, VLAN tag included) and the packet. The outer source varies with
 /// the client's address and port, so the backend's NIC spreads flows over its queues.
 #[inline(always)]
-pub fn ipip(ctx: &XdpContext, packet: &Packet, backend: &Backend) -> Result<u32, Reason> {
-    let settings = SETTINGS.get(0).ok_or(Reason::Rewrite)?;
+pub fn ipip(ctx: &XdpContext, settings: &Settings, packet: &Packet, backend: &Backend) -> Result<u32, Reason> {
     let e = encap_entropy(&packet.key);
     if packet.key.family == family::V4 {
         // The parser checked the inner total length against the frame, so this cannot wrap.
@@ -102,9 +96,17 @@ fn push_outer_after<const L2: usize, const N: usize>(
     let mut l2 = read::<[u8; L2]>(ctx, 0)?;
     let macs = read::<[u8; 12]>(ctx, 0)?;
     l2[..12].copy_from_slice(&rewritten_macs(&macs, backend));
-    grow(ctx, N)?;
+    adjust_head(ctx, -(N as i32))?;
     write(ctx, 0, l2)?;
     write(ctx, L2, outer)
+}
+
+/// Whether `packet`, encapsulated for `backend`, would exceed the MTU of the interface it
+/// leaves by (one compare on the hot path; `mtu` 0 is unknown).
+#[inline(always)]
+pub fn too_big(packet: &Packet, backend: &Backend) -> bool {
+    let outer = if packet.key.family == family::V4 { IPV4_LEN } else { IPV6_LEN };
+    backend.mtu != 0 && packet.len as usize - packet.l3_off + outer > usize::from(backend.mtu)
 }
 
 /// Destination: the backend's next hop; source: the MAC the frame was sent to (ours).
@@ -114,14 +116,6 @@ fn rewritten_macs(macs: &[u8; 12], backend: &Backend) -> [u8; 12] {
     out[..6].copy_from_slice(&backend.mac);
     out[6..].copy_from_slice(&macs[..6]);
     out
-}
-
-#[inline(always)]
-fn grow(ctx: &XdpContext, by: usize) -> Result<(), Reason> {
-    // SAFETY: plain helper call on our own context; every packet pointer is re-derived from
-    // `ctx` afterwards (`packet::ptr_at`).
-    let rc = unsafe { bpf_xdp_adjust_head(ctx.ctx, -(by as i32)) };
-    if rc != 0 { Err(Reason::Rewrite) } else { Ok(()) }
 }
 
 /// `XDP_TX` back out of the ingress interface, or a redirect to the backend's interface.

@@ -19,7 +19,7 @@ pub fn pick(vip: &VipMeta, hash: u32) -> Result<(u32, Backend), Reason> {
     let slot = hash % size;
     let id = *RINGS.get(ring_index(vip.id, vip.ring_gen, slot)).ok_or(Reason::NoBackend)?;
     let backend = *BACKENDS.get(id).ok_or(Reason::NoBackend)?;
-    if backend.state != state::ACTIVE || backend.vip != vip.id {
+    if backend.state != state::ACTIVE || u32::from(backend.vip) != vip.id {
         return Err(Reason::NoBackend);
     }
     Ok((id, backend))

@@ -2,7 +2,9 @@
 //!
 //! `balancer` is the L4 data path. It reads top to bottom: parse, find the VIP, look up the flow,
 //! pick a backend, rewrite, return. Every packet it does not forward is passed (or, for a VIP
-//! with nowhere to send it, dropped) and counted under exactly one `Reason`.
+//! with nowhere to send it, dropped) and counted under exactly one `Reason`. ICMP takes its own
+//! branch (`icmp`): errors about a VIP's flows go to the flow's backend, echo requests to a VIP
+//! are answered.
 //!
 //! `decap` runs on backends of IPIP VIPs: it strips the outer header so the local stack gets
 //! the client's packet.
@@ -19,6 +21,7 @@ mod csum;
 mod decap;
 mod flow;
 mod forward;
+mod icmp;
 mod maglev;
 mod maps;
 mod packet;
@@ -30,15 +33,35 @@ mod wire;
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use aya_log_ebpf::debug;
 use balancer_common::{
+    backend::Backend,
     counters::{FlowEvents, Reason},
+    flow::Place,
     hash::{flow_hash64, maglev_hash},
     proto,
-    vip::{flags, forward as fwd},
+    vip::{Settings, VipMeta, flags, forward as fwd},
 };
+
+use crate::{maps::SETTINGS, parse::Packet};
+
+/// What `process` decided for a packet it did not refuse.
+enum Next {
+    /// This XDP action, the packet rewritten for it.
+    Action(u32),
+    /// Too big for the egress MTU (this one) once encapsulated: `icmp::too_big` answers it.
+    TooBig(u16),
+}
 
 #[xdp]
 pub fn balancer(ctx: XdpContext) -> u32 {
-    match process(&ctx) {
+    // The ICMP branches are called from here rather than from `process`: the verifier adds up
+    // the stack frames of a call chain (at most 512 bytes), and `process`'s alone is most of it.
+    let result = match process(&ctx) {
+        Ok(Next::Action(action)) => Ok(action),
+        Ok(Next::TooBig(mtu)) => icmp::too_big(&ctx, mtu),
+        Err(Reason::Icmp) => icmp::handle(&ctx),
+        Err(reason) => Err(reason),
+    };
+    match result {
         Ok(action) => action,
         Err(reason) => {
             stats::reason(reason);
@@ -47,8 +70,9 @@ pub fn balancer(ctx: XdpContext) -> u32 {
     }
 }
 
-#[inline(always)]
-fn process(ctx: &XdpContext) -> Result<u32, Reason> {
+/// The TCP/UDP path. A function of its own (see `balancer`).
+#[inline(never)]
+fn process(ctx: &XdpContext) -> Result<Next, Reason> {
     let packet = parse::parse(ctx)?;
     let vip = vip::lookup(&packet.key)?;
     if vip.flags & flags::SOURCE_FILTER != 0 && !vip::source_allowed(&packet.key, vip.id) {
@@ -57,27 +81,51 @@ fn process(ctx: &XdpContext) -> Result<u32, Reason> {
     if vip.forward == fwd::LOCAL {
         return Err(Reason::Local);
     }
-    let key = packet.key.for_vip(vip.flags);
-    let hash = flow_hash64(&key);
-    let tabled = vip.flags & flags::NO_FLOW_TABLE == 0;
-    let found = if tabled { flow::lookup(hash, &vip, packet.syn) } else { None };
-    let (id, backend, events) = match found {
-        Some((id, backend)) => (id, backend, None),
-        None => {
-            let (id, backend) = maglev::pick(&vip, maglev_hash(hash))?;
-            let miss = packet.key.proto == proto::TCP && !packet.syn;
-            let events = if tabled { flow::pin(hash, id, miss) } else { FlowEvents::default() };
-            debug!(ctx, "new flow on vip {} to backend {}", vip.id, id);
-            (id, backend, Some(events))
-        }
+    let settings = SETTINGS.get(0).ok_or(Reason::Rewrite)?;
+    let hash = flow_hash64(&packet.key.for_vip(vip.flags));
+    let place = Place::of(hash, settings.flow_secret);
+    let (id, backend, found) = steer(&vip, hash, &place, packet.syn)?;
+    let events = if found {
+        None
+    } else {
+        let miss = packet.key.proto == proto::TCP && !packet.syn;
+        let tabled = vip.flags & flags::NO_FLOW_TABLE == 0;
+        debug!(ctx, "new flow on vip {} to backend {}", vip.id, id);
+        Some(if tabled { flow::pin(&place, settings, id, miss) } else { FlowEvents::default() })
     };
-    let action = match vip.forward {
-        fwd::DSR => forward::dsr(ctx, &backend)?,
-        fwd::IPIP => forward::ipip(ctx, &packet, &backend)?,
-        _ => return Err(Reason::Rewrite),
-    };
+    if vip.forward == fwd::IPIP && forward::too_big(&packet, &backend) {
+        return Ok(Next::TooBig(backend.mtu));
+    }
+    let action = send(ctx, &vip, settings, &packet, &backend)?;
     stats::forwarded(vip.id, id, packet.len, events);
-    Ok(action)
+    Ok(Next::Action(action))
+}
+
+/// Where a flow of `vip` goes: the backend its flow-table entry names (`true`), unless the VIP
+/// keeps none, else the one the VIP's Maglev table picks (`false`).
+#[inline(always)]
+fn steer(vip: &VipMeta, hash: u64, place: &Place, syn: bool) -> Result<(u32, Backend, bool), Reason> {
+    let found = if vip.flags & flags::NO_FLOW_TABLE == 0 { flow::lookup(place, vip, syn) } else { None };
+    match found {
+        Some((id, backend)) => Ok((id, backend, true)),
+        None => maglev::pick(vip, maglev_hash(hash)).map(|(id, backend)| (id, backend, false)),
+    }
+}
+
+/// Sends `packet` on to `backend` with the VIP's forwarding mode.
+#[inline(always)]
+fn send(
+    ctx: &XdpContext,
+    vip: &VipMeta,
+    settings: &Settings,
+    packet: &Packet,
+    backend: &Backend,
+) -> Result<u32, Reason> {
+    match vip.forward {
+        fwd::DSR => forward::dsr(ctx, backend),
+        fwd::IPIP => forward::ipip(ctx, settings, packet, backend),
+        _ => Err(Reason::Rewrite),
+    }
 }
 
 #[xdp]

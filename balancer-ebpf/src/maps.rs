@@ -8,10 +8,10 @@ use aya_ebpf::{
 };
 use balancer_common::{
     backend::Backend,
-    counters::{InsertWindow, Reason, Traffic},
+    counters::{IcmpEvent, InsertWindow, Reason, Traffic},
     flow::FlowSet,
-    maps::{FLOW_SETS, MAX_BACKENDS, MAX_SOURCES, MAX_VIPS, RING_ENTRIES},
-    vip::{Settings, SourceKey, VipEntry, VipIndex, VipKey, VipMeta},
+    maps::{FLOW_SETS, MAX_BACKENDS, MAX_ECHO_ADDRS, MAX_SOURCES, MAX_VIPS, RING_ENTRIES},
+    vip::{EchoKey, Settings, SourceKey, VipEntry, VipIndex, VipKey, VipMeta},
 };
 
 /// VIP (address, port, protocol) → its id, ring generation and forwarding mode, for the VIPs
@@ -72,3 +72,11 @@ pub static INSERT_GUARD: PerCpuArray<InsertWindow> = PerCpuArray::with_max_entri
 /// Daemon-written.
 #[map]
 pub static SOURCES: LpmTrie<SourceKey, u8> = LpmTrie::with_max_entries(MAX_SOURCES, 0);
+
+/// VIP addresses whose echo requests are answered here (`answer_ping`). Daemon-written.
+#[map]
+pub static ECHO_ADDRS: HashMap<EchoKey, u8> = HashMap::with_max_entries(MAX_ECHO_ADDRS, 0);
+
+/// ICMP relayed or sent, per `IcmpEvent`. Written here.
+#[map]
+pub static ICMP_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(IcmpEvent::COUNT, 0);

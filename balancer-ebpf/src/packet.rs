@@ -1,7 +1,10 @@
 //! Bounds-checked access to packet memory: the only place that turns packet offsets into
 //! pointers.
 
-use aya_ebpf::programs::XdpContext;
+use aya_ebpf::{
+    helpers::{bpf_xdp_adjust_head, bpf_xdp_adjust_tail},
+    programs::XdpContext,
+};
 use balancer_common::counters::Reason;
 
 /// A pointer to a `T` at `offset` bytes into the packet, or `Reason::Truncated` when the packet
@@ -31,4 +34,21 @@ pub fn write<T: Copy>(ctx: &XdpContext, offset: usize, value: T) -> Result<(), R
     // SAFETY: `ptr_at` checked that `size_of::<T>()` bytes at `p` lie inside the packet.
     unsafe { p.write_unaligned(value) };
     Ok(())
+}
+
+/// Moves the frame's start by `delta` bytes (negative grows it at the front). Every packet
+/// pointer must be re-derived afterwards, which `ptr_at` does from `ctx` each time.
+#[inline(always)]
+pub fn adjust_head(ctx: &XdpContext, delta: i32) -> Result<(), Reason> {
+    // SAFETY: plain helper call on our own context.
+    let rc = unsafe { bpf_xdp_adjust_head(ctx.ctx, delta) };
+    if rc != 0 { Err(Reason::Rewrite) } else { Ok(()) }
+}
+
+/// Moves the frame's end by `delta` bytes (negative shortens it).
+#[inline(always)]
+pub fn adjust_tail(ctx: &XdpContext, delta: i32) -> Result<(), Reason> {
+    // SAFETY: plain helper call on our own context.
+    let rc = unsafe { bpf_xdp_adjust_tail(ctx.ctx, delta) };
+    if rc != 0 { Err(Reason::Rewrite) } else { Ok(()) }
 }

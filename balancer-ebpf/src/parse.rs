@@ -21,11 +21,40 @@ pub struct Packet {
     pub syn: bool,
 }
 
+/// Where a frame's IP header and its payload are, with the addresses, IP protocol (as on the
+/// wire) and family in `key` (ports zero).
+pub struct Ip {
+    /// Offset of the IP header (after Ethernet and any VLAN tag).
+    pub l3_off: usize,
+    /// Offset of the transport (or ICMP) header.
+    pub l4_off: usize,
+    /// Where the datagram ends by its own length field; may be past the frame's end.
+    pub ip_end: usize,
+    /// Addresses, protocol and family.
+    pub key: FlowKey,
+}
+
 /// Parses the headers the balancer acts on. Anything else is an `Err` with the reason the packet
-/// is passed to the kernel untouched.
+/// is passed to the kernel untouched (`Reason::Icmp` for ICMP, which `icmp` looks at again).
 #[inline(always)]
 pub fn parse(ctx: &XdpContext) -> Result<Packet, Reason> {
     let len = (ctx.data_end() - ctx.data()) as u64;
+    let Ip { l3_off, l4_off, ip_end, mut key } = ip(ctx)?;
+    transport(key.proto, if key.family == family::V4 { IPPROTO_ICMP } else { IPPROTO_ICMPV6 })?;
+    // The datagram, by its own length field, must hold its transport header and fit in the
+    // frame (which may be longer: Ethernet pads short frames). Otherwise the ports would be
+    // read from padding.
+    let l4_len = if key.proto == proto::TCP { TCP_LEN } else { UDP_LEN };
+    if ip_end < l4_off + l4_len || ip_end > len as usize {
+        return Err(Reason::BadLength);
+    }
+    let syn = ports(ctx, l4_off, &mut key)?;
+    Ok(Packet { l3_off, key, len, syn })
+}
+
+/// Parses Ethernet (one 802.1Q tag) and the IP header, IPv6 extension headers skipped.
+#[inline(always)]
+pub fn ip(ctx: &XdpContext) -> Result<Ip, Reason> {
     let mut l3_off = ETH_LEN;
     let mut ethertype = u16::from_be_bytes(read::<[u8; 2]>(ctx, 12)?);
     if ethertype == ETH_P_8021Q {
@@ -38,15 +67,7 @@ pub fn parse(ctx: &XdpContext) -> Result<Packet, Reason> {
         ETH_P_IPV6 => ipv6(ctx, l3_off, &mut key)?,
         _ => return Err(Reason::NotIp),
     };
-    // The datagram, by its own length field, must hold its transport header and fit in the
-    // frame (which may be longer: Ethernet pads short frames). Otherwise the ports would be
-    // read from padding.
-    let l4_len = if key.proto == proto::TCP { TCP_LEN } else { UDP_LEN };
-    if ip_end < l4_off + l4_len || ip_end > len as usize {
-        return Err(Reason::BadLength);
-    }
-    let syn = ports(ctx, l4_off, &mut key)?;
-    Ok(Packet { l3_off, key, len, syn })
+    Ok(Ip { l3_off, l4_off, ip_end, key })
 }
 
 /// Fills addresses and protocol from an IPv4 header; returns the transport header's offset and
@@ -65,7 +86,7 @@ fn ipv4(ctx: &XdpContext, off: usize, key: &mut FlowKey) -> Result<(usize, usize
     if u16::from_be_bytes([h[6], h[7]]) & 0x3fff != 0 {
         return Err(Reason::Fragment);
     }
-    key.proto = transport(h[9], IPPROTO_ICMP)?;
+    key.proto = h[9];
     key.family = family::V4;
     key.src[..4].copy_from_slice(&h[12..16]);
     key.dst[..4].copy_from_slice(&h[16..20]);
@@ -104,16 +125,16 @@ fn ipv6(ctx: &XdpContext, off: usize, key: &mut FlowKey) -> Result<(usize, usize
     key.proto = match next {
         IPV6_FRAGMENT => return Err(Reason::Fragment),
         IPV6_HOPOPTS | IPV6_ROUTING | IPV6_DSTOPTS => return Err(Reason::Ipv6ExtHeader),
-        p => transport(p, IPPROTO_ICMPV6)?,
+        p => p,
     };
     Ok((l4_off, off + IPV6_LEN + payload))
 }
 
 /// Accepts TCP and UDP; sorts everything else into a pass reason.
 #[inline(always)]
-fn transport(p: u8, icmp: u8) -> Result<u8, Reason> {
+fn transport(p: u8, icmp: u8) -> Result<(), Reason> {
     match p {
-        proto::TCP | proto::UDP => Ok(p),
+        proto::TCP | proto::UDP => Ok(()),
         p if p == icmp => Err(Reason::Icmp),
         _ => Err(Reason::OtherProto),
     }

@@ -1,13 +1,22 @@
 //! Counter updates. Per-CPU arrays need no atomics: each CPU owns its copy.
 
-use balancer_common::counters::{FlowEvents, Reason, Traffic};
+use balancer_common::counters::{FlowEvents, IcmpEvent, Reason, Traffic};
 
-use crate::maps::{BACKEND_STATS, REASONS, VIP_STATS};
+use crate::maps::{BACKEND_STATS, ICMP_STATS, REASONS, VIP_STATS};
 
 /// Counts a packet that was passed or dropped instead of balanced.
 #[inline(always)]
 pub fn reason(reason: Reason) {
     if let Some(c) = REASONS.get_ptr_mut(reason as u32) {
+        // SAFETY: per-CPU slot, only this program on this CPU writes it.
+        unsafe { *c += 1 };
+    }
+}
+
+/// Counts an ICMP message the data path relayed or sent.
+#[inline(always)]
+pub fn icmp(event: IcmpEvent) {
+    if let Some(c) = ICMP_STATS.get_ptr_mut(event as u32) {
         // SAFETY: per-CPU slot, only this program on this CPU writes it.
         unsafe { *c += 1 };
     }

@@ -3,7 +3,7 @@
 use balancer_common::{
     counters::Reason,
     flow::FlowKey,
-    vip::{NO_VIP, SHARED, VipKey, VipMeta, index_slot},
+    vip::{NO_VIP, SHARED, VipKey, VipMeta, WILDCARD_PORT, index_slot},
 };
 
 use aya_ebpf::maps::lpm_trie::Key;
@@ -18,21 +18,31 @@ pub fn source_allowed(key: &FlowKey, vip: u32) -> bool {
     SOURCES.get(&k).is_some()
 }
 
-/// The VIP a packet is addressed to, or `Reason::NoVip`. One byte of the index answers most
-/// packets for no VIP; a VIP alone on its byte is one array entry away; VIPs that share a byte
-/// take the hash lookup.
+/// The VIP a packet is addressed to, or `Reason::NoVip`: the VIP of its port, else the
+/// address's wildcard VIP (`WILDCARD_PORT`), if any.
 #[inline(always)]
 pub fn lookup(key: &FlowKey) -> Result<VipMeta, Reason> {
-    let slot = index_slot(&key.dst, key.dport_be, key.proto, key.family);
-    let entry = *VIP_INDEX.get(0).and_then(|i| i.slots.get(slot as usize)).ok_or(Reason::NoVip)?;
-    let vip = VipKey { addr: key.dst, port_be: key.dport_be, proto: key.proto, family: key.family };
+    match find(&key.dst, key.dport_be, key.proto, key.family) {
+        Some(meta) => Ok(meta),
+        None => find(&key.dst, WILDCARD_PORT, key.proto, key.family).ok_or(Reason::NoVip),
+    }
+}
+
+/// The VIP at (address, port, protocol). One byte of the index answers most packets for no
+/// VIP; a VIP alone on its byte is one array entry away; VIPs that share a byte take the hash
+/// lookup.
+#[inline(always)]
+fn find(addr: &[u8; 16], port_be: u16, proto: u8, family: u8) -> Option<VipMeta> {
+    let slot = index_slot(addr, port_be, proto, family);
+    let entry = *VIP_INDEX.get(0).and_then(|i| i.slots.get(slot as usize))?;
+    let vip = VipKey { addr: *addr, port_be, proto, family };
     match entry {
-        NO_VIP => Err(Reason::NoVip),
+        NO_VIP => None,
         // SAFETY: the value is copied out before any other map operation can free it.
-        SHARED => unsafe { VIPS.get(vip) }.copied().ok_or(Reason::NoVip),
+        SHARED => unsafe { VIPS.get(vip) }.copied(),
         e => match VIP_SLOTS.get(u32::from(e) - 1) {
-            Some(v) if v.key == vip => Ok(v.meta),
-            _ => Err(Reason::NoVip),
+            Some(v) if v.key == vip => Some(v.meta),
+            _ => None,
         },
     }
 }

@@ -32,6 +32,11 @@ struct ReasonLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EventLabels {
+    event: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TlsLabels {
     vip: String,
     /// A failure's reason, a version or an ALPN protocol.
@@ -212,6 +217,15 @@ pub fn render(status: &Status) -> String {
     for (reason, n) in &status.not_balanced {
         passed.get_or_create(&ReasonLabels { reason: reason.clone() }).inc_by(*n);
     }
+    let icmp = Family::<EventLabels, Counter>::default();
+    registry.register(
+        "icmp_messages",
+        "ICMP the data path handled: errors relayed to a flow's backend, too-big sent to clients, echo replies",
+        icmp.clone(),
+    );
+    for (event, n) in &status.icmp {
+        icmp.get_or_create(&EventLabels { event: event.clone() }).inc_by(*n);
+    }
     let mut out = String::new();
     encode(&mut out, &registry).expect("writing to a String cannot fail");
     out
@@ -263,6 +277,7 @@ mod tests {
             }],
             flow_table_entries: Some(12),
             not_balanced: vec![("no_vip".into(), 3)],
+            icmp: vec![("relayed".into(), 4)],
             problems: Vec::new(),
             access_log: (0, 0),
             admin: false,
@@ -274,6 +289,7 @@ mod tests {
             "{text}"
         );
         assert!(text.contains(r#"balancer_not_balanced_packets_total{reason="no_vip"} 3"#), "{text}");
+        assert!(text.contains(r#"balancer_icmp_messages_total{event="relayed"} 4"#), "{text}");
         assert!(text.contains("balancer_flow_table_entries 12"), "{text}");
         assert!(text.ends_with("# EOF\n"));
     }

@@ -50,6 +50,8 @@ pub struct Interface {
     pub index: u32,
     /// Its MAC address.
     pub mac: [u8; 6],
+    /// Its MTU (0 when the kernel did not say).
+    pub mtu: u32,
 }
 
 /// A route-netlink connection.
@@ -89,7 +91,15 @@ impl Netlink {
                 _ => None,
             })
             .ok_or_else(|| NetlinkError::NoMac(name.to_owned()))?;
-        Ok(Interface { name: name.to_owned(), index: msg.header.index, mac })
+        let mtu = msg
+            .attributes
+            .iter()
+            .find_map(|a| match a {
+                LinkAttribute::Mtu(m) => Some(*m),
+                _ => None,
+            })
+            .unwrap_or(0);
+        Ok(Interface { name: name.to_owned(), index: msg.header.index, mac, mtu })
     }
 
     /// Where the kernel would send a packet for `addr`: the gateway of its route (or `addr`

@@ -86,11 +86,13 @@ impl Fixture {
 
     fn write(dp: &mut Dataplane, ids: &mut Ids, config: &str, previous: Option<&Plan>) -> Plan {
         let cfg = Config::parse(config, Path::new("fixture.toml")).expect("fixture config is valid");
+        // Every backend is behind the first interface, with its `interface_mtu` if any.
+        let mtu = cfg.interfaces.first().and_then(|i| cfg.interface_mtu.get(i)).copied().unwrap_or(0);
         let hops: HashMap<IpAddr, NextHop> = cfg
             .vips
             .iter()
             .flat_map(|v| v.backends.iter().map(|b| *b.address.get_ref()))
-            .map(|ip| (ip, NextHop { mac: backend_mac(ip), ifindex: 0 }))
+            .map(|ip| (ip, NextHop { mac: backend_mac(ip), ifindex: 0, mtu }))
             .collect();
         let plan = plan::plan(&cfg, &hops, &ids.assign(&cfg), |_, _| true, |_, _| 1.0);
         sync::apply(dp, &plan, previous).expect("write maps");

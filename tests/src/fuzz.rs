@@ -111,6 +111,40 @@ fn be16(f: &[u8], at: usize) -> Option<u16> {
 /// hop-by-hop/routing/destination-options headers and a non-zero payload length; the whole
 /// transport header inside both the datagram and the frame).
 fn read(f: &[u8]) -> Option<Reading> {
+    let (l3, l4, ip_end, mut key) = ip_header(f)?;
+    if !matches!(key.proto, 6 | 17) {
+        return None;
+    }
+    let l4_len = if key.proto == 6 { 20 } else { 8 };
+    if ip_end < l4 + l4_len || ip_end > f.len() || f.len() < l4 + l4_len {
+        return None;
+    }
+    key.sport_be = u16::from_ne_bytes([f[l4], f[l4 + 1]]);
+    key.dport_be = u16::from_ne_bytes([f[l4 + 2], f[l4 + 3]]);
+    Some(Reading { l3, ip_end, key })
+}
+
+/// The design's reading of `f` as an echo request it answers (`answer_ping`, on by default):
+/// to the address of a VIP, its ICMP header inside both the datagram and the frame. The IP
+/// header's offset, the ICMP header's, and where the datagram ends.
+fn echo_request(f: &[u8]) -> Option<(usize, usize, usize)> {
+    let (l3, l4, ip_end, key) = ip_header(f)?;
+    let (icmp, request) = if key.family == 4 { (1, 8) } else { (58, 128) };
+    let vip_address = VIPS.iter().any(|(a, _, _)| {
+        let mut dst = [0u8; 16];
+        match a.parse::<SocketAddr>().unwrap().ip() {
+            IpAddr::V4(v4) => dst[..4].copy_from_slice(&v4.octets()),
+            IpAddr::V6(v6) => dst = v6.octets(),
+        }
+        dst == key.dst
+    });
+    let whole = ip_end >= l4 + 8 && ip_end <= f.len();
+    (key.proto == icmp && vip_address && whole && f[l4] == request).then_some((l3, l4, ip_end))
+}
+
+/// The IP header as the parser reads it: the IP header's and the transport's offsets, where
+/// the datagram ends, addresses, protocol and family.
+fn ip_header(f: &[u8]) -> Option<(usize, usize, usize, FlowKey)> {
     let mut l3 = 14;
     let mut et = be16(f, 12)?;
     if et == 0x8100 {
@@ -121,7 +155,7 @@ fn read(f: &[u8]) -> Option<Reading> {
     let (l4, ip_end) = match et {
         0x0800 => {
             let h = f.get(l3..l3 + 20)?;
-            if h[0] != 0x45 || be16(h, 6)? & 0x3fff != 0 || !matches!(h[9], 6 | 17) {
+            if h[0] != 0x45 || be16(h, 6)? & 0x3fff != 0 {
                 return None;
             }
             key.proto = h[9];
@@ -147,7 +181,7 @@ fn read(f: &[u8]) -> Option<Reading> {
                 next = *f.get(off)?;
                 off += (usize::from(*f.get(off + 1)?) + 1) * 8;
             }
-            if !matches!(next, 6 | 17) {
+            if matches!(next, 0 | 43 | 60 | 44) {
                 return None;
             }
             key.proto = next;
@@ -155,13 +189,48 @@ fn read(f: &[u8]) -> Option<Reading> {
         }
         _ => return None,
     };
-    let l4_len = if key.proto == 6 { 20 } else { 8 };
-    if ip_end < l4 + l4_len || ip_end > f.len() || f.len() < l4 + l4_len {
-        return None;
+    Some((l3, l4, ip_end, key))
+}
+
+/// Whether `out` is the design's answer to the echo request `f`: MACs and addresses swapped, a
+/// fresh TTL (and IPv4 header checksum), the reply type, everything else as it was, and a valid
+/// ICMP checksum where the request's was.
+fn check_echo(f: &[u8], out: &[u8], (l3, l4, ip_end): (usize, usize, usize)) -> Result<(), String> {
+    let v4 = f[l3] >> 4 == 4;
+    let (alen, at) = if v4 { (4, l3 + 12) } else { (16, l3 + 8) };
+    let mut want = f.to_vec();
+    want[..6].copy_from_slice(&f[6..12]);
+    want[6..12].copy_from_slice(&f[..6]);
+    want[at..at + alen].copy_from_slice(&f[at + alen..at + 2 * alen]);
+    want[at + alen..at + 2 * alen].copy_from_slice(&f[at..at + alen]);
+    want[if v4 { l3 + 8 } else { l3 + 7 }] = 64;
+    want[l4] = if v4 { 0 } else { 129 };
+    if v4 {
+        want[l3 + 10..l3 + 12].copy_from_slice(&[0, 0]);
+        let c = checksum(&want[l3..l3 + 20], 0);
+        want[l3 + 10..l3 + 12].copy_from_slice(&c.to_be_bytes());
     }
-    key.sport_be = u16::from_ne_bytes([f[l4], f[l4 + 1]]);
-    key.dport_be = u16::from_ne_bytes([f[l4 + 2], f[l4 + 3]]);
-    Some(Reading { l3, ip_end, key })
+    let icmp_ok = |frame: &[u8]| {
+        let (s, d) = (&frame[l3 + if v4 { 12 } else { 8 }..], &frame[at + alen..]);
+        let pseudo = if v4 {
+            0
+        } else {
+            let (s, d) = (<[u8; 16]>::try_from(&s[..16]).unwrap(), <[u8; 16]>::try_from(&d[..16]).unwrap());
+            crate::packet::pseudo_header_sum(IpAddr::from(s), IpAddr::from(d), 58, ip_end - l4)
+        };
+        checksum(&frame[l4..ip_end], pseudo) == 0
+    };
+    // The checksum is updated for the type alone; compare everything else byte for byte.
+    let (mut a, mut b) = (out.to_vec(), want);
+    a[l4 + 2..l4 + 4].copy_from_slice(&[0, 0]);
+    b[l4 + 2..l4 + 4].copy_from_slice(&[0, 0]);
+    if a != b {
+        return Err("echo reply is not the request with addresses swapped".into());
+    }
+    if icmp_ok(f) && !icmp_ok(out) {
+        return Err("echo reply has a bad ICMP checksum".into());
+    }
+    Ok(())
 }
 
 /// The VIP (index into `VIPS`) a 5-tuple is for.
@@ -278,6 +347,14 @@ pub struct Outcome {
 }
 
 fn check(fx: &Fixture, f: &[u8], verdict: Verdict, out: &[u8]) -> Result<(), String> {
+    if let Some(echo) = echo_request(f) {
+        return match verdict {
+            Verdict::Tx => check_echo(f, out, echo),
+            // As below: the program sees only the linear part.
+            Verdict::Pass if out == f && f.len() > LINEAR_MAX => Ok(()),
+            v => Err(format!("an echo request to a VIP address got {v:?}")),
+        };
+    }
     let reading = read(f).and_then(|r| vip_of(&r.key).map(|v| (r, v)));
     let Some((r, vip)) = reading else {
         return match verdict {
@@ -360,10 +437,12 @@ pub fn run(frames: u64, seed: u64) -> Outcome {
             }
         }
     }
-    // The counters: every frame is either forwarded for a VIP or passed/dropped for a reason.
+    // The counters: every frame is either forwarded for a VIP, passed/dropped for a reason, or
+    // an echo request answered.
     let s = fx.stats();
-    let counted: u64 =
-        s.vips.iter().map(|v| v.traffic.packets).sum::<u64>() + s.not_balanced.iter().map(|(_, n)| n).sum::<u64>();
+    let counted: u64 = s.vips.iter().map(|v| v.traffic.packets).sum::<u64>()
+        + s.not_balanced.iter().map(|(_, n)| n).sum::<u64>()
+        + s.icmp.iter().filter(|(e, _)| *e == "echo_replied").map(|(_, n)| n).sum::<u64>();
     if counted != o.frames {
         o.wrong.push(format!("counters add up to {counted}, {} frames were run", o.frames));
         o.misroutes += 1;

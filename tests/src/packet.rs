@@ -12,6 +12,9 @@ pub enum L4 {
     Udp,
     /// ICMP echo request (`ICMPv6` for v6).
     IcmpEcho,
+    /// Any ICMP (`ICMPv6` for v6) message: type, code and the header's last four bytes; the
+    /// payload follows (for an error, the datagram it quotes).
+    Icmp { ty: u8, code: u8, rest: [u8; 4] },
     /// Another IP protocol, with the payload as its header.
     Other(u8),
 }
@@ -45,6 +48,8 @@ pub struct Frame {
     pub ipv4_options: Vec<u8>,
     /// IPv4 fragment field (flags and offset), e.g. `0x2000` for more-fragments.
     pub ipv4_frag: u16,
+    /// IPv4 identification. Default `0x1234`.
+    pub ipv4_id: u16,
     /// IPv4 type of service / IPv6 traffic class.
     pub tos: u8,
     /// IPv6 extension headers to insert before the transport: (type, body). Bodies are padded to
@@ -81,6 +86,7 @@ impl Frame {
             l4,
             ipv4_options: Vec::new(),
             ipv4_frag: 0,
+            ipv4_id: 0x1234,
             tos: 0,
             ipv6_ext: Vec::new(),
             payload: b"balancer".to_vec(),
@@ -139,7 +145,7 @@ impl Frame {
                 let total = ihl * 4 + l4.len();
                 let mut h = vec![(4 << 4) | ihl as u8, self.tos];
                 h.extend_from_slice(&(total as u16).to_be_bytes());
-                h.extend_from_slice(&0x1234u16.to_be_bytes());
+                h.extend_from_slice(&self.ipv4_id.to_be_bytes());
                 h.extend_from_slice(&self.ipv4_frag.to_be_bytes());
                 h.extend_from_slice(&[64, self.proto(), 0, 0]);
                 h.extend_from_slice(&s.octets());
@@ -179,8 +185,8 @@ impl Frame {
         match self.l4 {
             L4::Tcp { .. } => 6,
             L4::Udp => 17,
-            L4::IcmpEcho if self.src.is_ipv4() => 1,
-            L4::IcmpEcho => 58,
+            L4::IcmpEcho | L4::Icmp { .. } if self.src.is_ipv4() => 1,
+            L4::IcmpEcho | L4::Icmp { .. } => 58,
             L4::Other(p) => p,
         }
     }
@@ -211,17 +217,18 @@ impl Frame {
                 let t = if self.src.is_ipv4() { 8 } else { 128 };
                 vec![t, 0, 0, 0, 0, 1, 0, 1]
             }
+            L4::Icmp { ty, code, rest } => vec![ty, code, 0, 0, rest[0], rest[1], rest[2], rest[3]],
             L4::Other(_) => Vec::new(),
         };
         h.extend_from_slice(&self.payload);
         let csum_at = match self.l4 {
             L4::Tcp { .. } => Some(16),
             L4::Udp => Some(6),
-            L4::IcmpEcho => Some(2),
+            L4::IcmpEcho | L4::Icmp { .. } => Some(2),
             L4::Other(_) => None,
         };
         if let Some(at) = csum_at {
-            let pseudo = if matches!(self.l4, L4::IcmpEcho) && self.src.is_ipv4() {
+            let pseudo = if matches!(self.l4, L4::IcmpEcho | L4::Icmp { .. }) && self.src.is_ipv4() {
                 0
             } else {
                 pseudo_header_sum(self.src.ip(), self.dst.ip(), self.proto(), h.len())

@@ -37,13 +37,14 @@ fn with(backend: &str, line: &str) -> String {
     THREE.replacen(&format!("address = \"{backend}\""), &format!("address = \"{backend}\"\n  {line}"), 1)
 }
 
-/// Nine client ports (from one of four client addresses) whose flows fall in the same set.
-fn nine_in_one_set() -> Vec<(String, u16)> {
+/// Nine client ports (from one of four client addresses) whose flows fall in the same set of
+/// a table with secret `secret`.
+fn nine_in_one_set(secret: u64) -> Vec<(String, u16)> {
     let mut sets: HashMap<u32, Vec<(String, u16)>> = HashMap::new();
     for client in ["192.0.2.1", "192.0.2.2", "192.0.2.3", "192.0.2.4"] {
         for port in 1024..=u16::MAX {
             let key = packet(client, port, tcp::SYN).flow_key(false);
-            let members = sets.entry(Place::of(flow_hash64(&key)).set).or_default();
+            let members = sets.entry(Place::of(flow_hash64(&key), secret).set).or_default();
             members.push((client.to_owned(), port));
             if members.len() == 9 {
                 return members.clone();
@@ -57,7 +58,7 @@ fn nine_in_one_set() -> Vec<(String, u16)> {
 fn eight_flows_of_one_set_each_keep_their_own_backend_and_a_ninth_evicts_one() {
     require_root!();
     let mut fx = Fixture::new(THREE);
-    let flows = nine_in_one_set();
+    let flows = nine_in_one_set(fx.dp.flow_secret());
     let (eight, ninth) = flows.split_at(8);
     let first: Vec<&str> = eight.iter().map(|(c, p)| backend_of(&fx.run(&packet(c, *p, tcp::SYN).build()).1)).collect();
     assert!(first.iter().any(|b| *b != first[0]), "the eight flows use more than one backend: {first:?}");
@@ -88,7 +89,7 @@ fn eight_flows_of_one_set_each_keep_their_own_backend_and_a_ninth_evicts_one() {
 fn a_full_set_gives_up_its_idle_flow_and_keeps_the_busy_ones() {
     require_root!();
     let mut fx = Fixture::new(THREE);
-    let flows = nine_in_one_set();
+    let flows = nine_in_one_set(fx.dp.flow_secret());
     let (eight, ninth) = flows.split_at(8);
     let first: Vec<&str> = eight.iter().map(|(c, p)| backend_of(&fx.run(&packet(c, *p, tcp::SYN).build()).1)).collect();
     // Slot times count in units of 256 jiffies (2.56 s at the lowest HZ, 100): after that long,
@@ -112,6 +113,39 @@ fn a_full_set_gives_up_its_idle_flow_and_keeps_the_busy_ones() {
                 "{c}:{p} with {gone} out of the ring"
             );
         }
+    }
+}
+
+/// Issue 14: the set a flow fell in was the low bits of the public flow hash, so a client could
+/// pick 5-tuples that share one set and evict the flows there. Now the placement is keyed with
+/// each table's own secret.
+#[test]
+fn flows_that_share_a_set_by_the_public_hash_do_not_share_one_in_the_table() {
+    require_root!();
+    let fx = Fixture::new(THREE);
+    let other = Fixture::new(THREE);
+    assert_ne!(fx.dp.flow_secret(), other.dp.flow_secret(), "each table has its own secret");
+    // What an attacker who knows the hash (it is in the source, and every node shares it) sends:
+    // sixteen flows whose hashes' low bits agree, twice a set's eight ways.
+    let mut by_set: HashMap<u32, Vec<(String, u16)>> = HashMap::new();
+    let clients: Vec<String> = (1..=32).map(|i| format!("192.0.2.{i}")).collect();
+    let attack = clients
+        .iter()
+        .flat_map(|c| (1024..=u16::MAX).map(move |p| (c.clone(), p)))
+        .find_map(|(c, p)| {
+            let key = packet(&c, p, tcp::SYN).flow_key(false);
+            let set = by_set.entry(flow_hash64(&key) as u32 & (balancer_common::maps::FLOW_SETS - 1)).or_default();
+            set.push((c, p));
+            (set.len() == 16).then(|| set.clone())
+        })
+        .expect("sixteen flows of one set among two million");
+    for (c, p) in &attack {
+        fx.run(&packet(c, *p, tcp::SYN).build());
+    }
+    let flows = fx.stats().vips[0].flows;
+    assert_eq!((flows.inserts, flows.evictions), (16, 0), "no flow evicted another");
+    for (c, p) in &attack {
+        assert!(fx.dp.flow_entry(&packet(c, *p, tcp::SYN).flow_key(false)).unwrap().is_some(), "{c}:{p} pinned");
     }
 }
 
@@ -247,7 +281,7 @@ fn events(fx: &Fixture) -> balancer::dataplane::stats::FlowEventsView {
 fn the_vip_counts_misses_pins_and_evictions_of_its_flow_table() {
     require_root!();
     let mut fx = Fixture::new(THREE);
-    let flows = nine_in_one_set();
+    let flows = nine_in_one_set(fx.dp.flow_secret());
     for (c, p) in &flows[..8] {
         fx.run(&packet(c, *p, tcp::SYN).build());
     }
@@ -314,7 +348,7 @@ fn over_the_insert_limit_new_flows_are_steered_by_the_ring_without_evicting_esta
     let hz = balancer::dataplane::plan::kernel_hz();
     let per_window = (4 * 256 / u64::from(hz)).max(1);
     let mut fx = Fixture::new(&format!("flow_insert_limit = 4\n{THREE}"));
-    let flows = nine_in_one_set();
+    let flows = nine_in_one_set(fx.dp.flow_secret());
     start_of_a_window();
     // Established flows of one set take the window's pins (four at HZ=250).
     let n = usize::try_from(per_window).unwrap().min(4);

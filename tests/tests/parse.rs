@@ -64,7 +64,12 @@ fn frames_the_balancer_does_not_handle_pass_untouched_and_are_counted() {
         ("IPv4 with options", to_vip(|f| f.ipv4_options = vec![1, 1, 1, 0]), "ipv4_options"),
         ("IPv4 first fragment", to_vip(|f| f.ipv4_frag = 0x2000), "fragment"),
         ("IPv4 later fragment", to_vip(|f| f.ipv4_frag = 0x0010), "fragment"),
-        ("ICMP echo to the VIP address", to_vip(|f| f.l4 = L4::IcmpEcho), "icmp"),
+        // (Echo requests to a VIP address are answered: tests/icmp.rs.)
+        (
+            "ICMP echo reply to the VIP address",
+            to_vip(|f| f.l4 = L4::Icmp { ty: 0, code: 0, rest: [0, 1, 0, 1] }),
+            "icmp",
+        ),
         ("GRE to the VIP address", to_vip(|f| f.l4 = L4::Other(47)), "other_proto"),
         ("TCP to another address", to_vip(|f| f.dst = "198.51.100.99:80".parse().unwrap()), "no_vip"),
         ("TCP to the VIP address, another port", to_vip(|f| f.dst.set_port(81)), "no_vip"),
@@ -74,7 +79,11 @@ fn frames_the_balancer_does_not_handle_pass_untouched_and_are_counted() {
         ("IPv4 total length beyond the frame", set_u16(to_vip(|_| {}), 14 + 2, 1400), "bad_length"),
         ("IPv6 payload length 0 (jumbogram)", set_u16(to_vip6(|_| {}), 14 + 4, 0), "bad_length"),
         ("IPv6 payload length beyond the frame", set_u16(to_vip6(|_| {}), 14 + 4, 1400), "bad_length"),
-        ("ICMPv6 to the VIP address", to_vip6(|f| f.l4 = L4::IcmpEcho), "icmp"),
+        (
+            "ICMPv6 echo reply to the VIP address",
+            to_vip6(|f| f.l4 = L4::Icmp { ty: 129, code: 0, rest: [0, 1, 0, 1] }),
+            "icmp",
+        ),
         (
             "IPv6 with more extension headers than are skipped",
             to_vip6(|f| f.ipv6_ext = vec![(0, vec![]), (60, vec![]), (60, vec![]), (60, vec![])]),

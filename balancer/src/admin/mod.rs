@@ -313,10 +313,12 @@ pub fn html(s: &Status, nonce: Option<&str>, message: Option<&str>) -> String {
     }
     let passed: Vec<String> =
         s.not_balanced.iter().filter(|(_, n)| *n > 0).map(|(r, n)| format!("{} {n}", esc(r))).collect();
+    let icmp: Vec<String> = s.icmp.iter().filter(|(_, n)| *n > 0).map(|(r, n)| format!("{} {n}", esc(r))).collect();
     let _ = write!(
         h,
-        "<h2>Not balanced</h2><p>{}</p><p><a href=\"/status.json\">JSON</a> · <a href=\"/metrics\">metrics</a></p></body></html>",
-        if passed.is_empty() { "nothing".into() } else { passed.join(", ") }
+        "<h2>Not balanced</h2><p>{}</p><h2>ICMP</h2><p>{}</p><p><a href=\"/status.json\">JSON</a> · <a href=\"/metrics\">metrics</a></p></body></html>",
+        if passed.is_empty() { "nothing".into() } else { passed.join(", ") },
+        if icmp.is_empty() { "nothing".into() } else { icmp.join(", ") }
     );
     h
 }

@@ -16,6 +16,8 @@ pub fn status(s: &Status) {
     }
     let passed: Vec<String> = s.not_balanced.iter().filter(|(_, n)| *n > 0).map(|(r, n)| format!("{r}={n}")).collect();
     println!("not balanced: {}", if passed.is_empty() { "none".into() } else { passed.join(" ") });
+    let icmp: Vec<String> = s.icmp.iter().filter(|(_, n)| *n > 0).map(|(r, n)| format!("{r}={n}")).collect();
+    println!("icmp: {}", if icmp.is_empty() { "none".into() } else { icmp.join(" ") });
 }
 
 fn group(b: &balancer::control::protocol::BackendStatus) -> String {
@@ -197,6 +199,7 @@ pub fn stats(s: &Snapshot, rates: Option<&Rates>) {
     }
     println!();
     println!("not balanced: {}", s.not_balanced.iter().map(|(r, n)| format!("{r}={n}")).collect::<Vec<_>>().join(" "));
+    println!("icmp: {}", s.icmp.iter().map(|(r, n)| format!("{r}={n}")).collect::<Vec<_>>().join(" "));
 }
 
 /// `balancer overrides`: one line per overridden field, with the file's value beside it.

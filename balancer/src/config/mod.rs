@@ -87,6 +87,17 @@ pub struct Config {
     /// flows (counted as `guarded`). 0: no limit. Default 125000 (Katran's figure per core).
     #[serde(default = "default_insert_limit")]
     pub flow_insert_limit: u32,
+    /// Answer ICMP echo requests ("ping") to the addresses of L4 VIPs in the data path, since
+    /// no host in front of the backends owns them (L7 VIP addresses are this host's, whose
+    /// stack answers). Default true.
+    #[serde(default = "yes")]
+    pub answer_ping: bool,
+    /// MTU per attached interface (`interface_mtu = { eth0 = 1500 }`), where the kernel's is
+    /// not the one that counts (a path behind the interface with a smaller one). Default: each
+    /// interface's own. IPIP packets that would exceed it once encapsulated are answered with
+    /// ICMP "fragmentation needed" / "packet too big".
+    #[serde(default)]
+    pub interface_mtu: std::collections::BTreeMap<String, u16>,
     /// Outer IPv4 source of IPIP packets: a /16, whose low 16 bits the data path fills from the
     /// flow so backends' NICs spread flows over their queues. Default `172.16.0.0/16`.
     #[serde(default = "default_ipip_v4", deserialize_with = "ipip_v4")]

@@ -29,6 +29,29 @@ fn globals(config: &Config) -> Result<(), (usize, String)> {
     Ok(())
 }
 
+/// A VIP on port 0 takes every port of its address (`vip::WILDCARD_PORT`): L4 only, and its
+/// health checks need a port of their own.
+fn wildcard_check(i: usize, vip: &super::Vip) -> Result<(), (usize, String)> {
+    let at = vip.address.span().start;
+    let addr = vip.address.get_ref();
+    if vip.l7.is_some() {
+        return Err((
+            at,
+            format!("vip[{i}].address: {addr}: port 0 (every port) is for L4 VIPs; an L7 VIP listens on one port"),
+        ));
+    }
+    let unported = std::iter::once(("health".to_owned(), &vip.health))
+        .chain(vip.backends.iter().enumerate().map(|(j, b)| (format!("backend[{j}].health"), &b.health)))
+        .find(|(_, h)| h.as_ref().is_some_and(|h| h.port.is_none()));
+    if let Some((field, _)) = unported {
+        return Err((
+            at,
+            format!("vip[{i}].{field}.port: the VIP takes every port (port 0), so its health check needs a port"),
+        ));
+    }
+    Ok(())
+}
+
 fn vips_check(config: &Config) -> Result<(), (usize, String)> {
     if config.vips.len() > MAX_VIPS as usize {
         let at = config.vips[MAX_VIPS as usize].address.span().start;
@@ -39,10 +62,7 @@ fn vips_check(config: &Config) -> Result<(), (usize, String)> {
     for (i, vip) in config.vips.iter().enumerate() {
         let addr = *vip.address.get_ref();
         if addr.port() == 0 {
-            return Err((
-                vip.address.span().start,
-                format!("vip[{i}].address: {addr}: port 0 is not a port clients can reach"),
-            ));
+            wildcard_check(i, vip)?;
         }
         if let Some(why) = unusable(addr.ip()) {
             return Err((vip.address.span().start, format!("vip[{i}].address: {}: {why}", addr.ip())));
@@ -533,8 +553,16 @@ mod tests {
                 "interfaces = [\"eth0\"]\n[[vip]]\naddress = \"{addr}\"\n[[vip.backend]]\naddress = \"10.0.0.2\"\n{backend}"
             )
         };
-        let e = err(&vip("10.0.0.1:0", ""));
-        assert!(e.starts_with("b.toml:3:") && e.contains("vip[0].address") && e.contains("port 0"), "{e}");
+        // Port 0 is every port (a wildcard VIP), which has no port to health-check or to listen on.
+        let e = err(&vip("10.0.0.1:0", "[vip.backend.health]\n"));
+        assert!(
+            e.starts_with("b.toml:3:") && e.contains("vip[0].backend[0].health.port") && e.contains("port 0"),
+            "{e}"
+        );
+        let e = err("interfaces = [\"eth0\"]\n[[vip]]\naddress = \"127.0.0.1:0\"\n[vip.l7]\nsticky = \"hash\"\n");
+        assert!(e.contains("vip[0].address") && e.contains("L4"), "{e}");
+        Config::parse(&vip("10.0.0.1:0", "[vip.backend.health]\nport = 22\n"), std::path::Path::new("b.toml"))
+            .expect("a wildcard VIP with a health-check port");
         let e = err(&vip("0.0.0.0:80", ""));
         assert!(e.contains("vip[0].address") && e.contains("0.0.0.0"), "{e}");
         let e = err(&vip("[::]:80", "").replace("10.0.0.2", "::2"));

@@ -196,11 +196,13 @@ impl Daemon {
             });
         }
         let not_balanced = snap.not_balanced.iter().map(|(r, n)| ((*r).to_owned(), *n)).collect();
+        let icmp = snap.icmp.iter().map(|(r, n)| ((*r).to_owned(), *n)).collect();
         Ok(Status {
             pin_dir: self.config().pin_dir.clone(),
             vips,
             flow_table_entries: self.flow_table_entries(),
             not_balanced,
+            icmp,
             problems: self.problems(),
             access_log: (crate::l7::access_log::WRITTEN.load(Relaxed), crate::l7::access_log::DROPPED.load(Relaxed)),
             admin: self.config().admin,

@@ -343,6 +343,9 @@ pub struct Status {
     pub flow_table_entries: Option<u64>,
     /// Packets not balanced, by reason.
     pub not_balanced: Vec<(String, u64)>,
+    /// ICMP the data path relayed or sent, by event (`relayed`, `too_big_sent`, `echo_replied`).
+    #[serde(default)]
+    pub icmp: Vec<(String, u64)>,
     /// What keeps the daemon from doing its work (its pinned data path removed under it).
     #[serde(default)]
     pub problems: Vec<String>,

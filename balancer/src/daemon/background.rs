@@ -40,7 +40,7 @@ pub(super) async fn resolve(
                 continue;
             }
             if let Some(hop) = known.get(&ip) {
-                hops.insert(ip, *hop);
+                hops.insert(ip, NextHop { mtu: mtu_of(config, ifaces, hop.ifindex), ..*hop });
                 continue;
             }
             let at = || format!("backend {ip} of VIP {}", vip.address.get_ref());
@@ -49,10 +49,18 @@ pub(super) async fn resolve(
             if hop_ip != ip {
                 info!(backend = %ip, gateway = %hop_ip, iface = %iface.name, "backend reached through a gateway");
             }
-            hops.insert(ip, NextHop { mac, ifindex: iface.index });
+            hops.insert(ip, NextHop { mac, ifindex: iface.index, mtu: mtu_of(config, ifaces, iface.index) });
         }
     }
     Ok(hops)
+}
+
+/// The MTU packets leave interface `ifindex` with: `interface_mtu`'s, else the kernel's (read
+/// at start and on reload), 0 when unknown.
+fn mtu_of(config: &Config, ifaces: &[Interface], ifindex: u32) -> u16 {
+    ifaces.iter().find(|i| i.index == ifindex).map_or(0, |i| {
+        config.interface_mtu.get(&i.name).copied().unwrap_or_else(|| u16::try_from(i.mtu).unwrap_or(u16::MAX))
+    })
 }
 
 /// Forwards the program's aya-log records to `tracing` (through the `log` bridge).

@@ -59,6 +59,9 @@ pub enum LoadError {
         /// The name looked for.
         name: &'static str,
     },
+    /// No random bytes for the flow table's secret.
+    #[error("reading /dev/urandom for the flow table's secret")]
+    Random(#[source] std::io::Error),
     /// Verifier or kernel error on a program.
     #[error("program `{name}`")]
     Program {
@@ -107,11 +110,34 @@ fn check_pinned(dir: &Path, object: &[u8]) -> Result<(), LoadError> {
     Ok(())
 }
 
+/// The flow table's secret: the one `SETTINGS` holds when the maps were pinned by an earlier
+/// run (its flows stay findable), else a new random one, written at once so that it is kept
+/// with the table.
+fn adopt_flow_secret(ebpf: &mut Ebpf) -> Result<u64, LoadError> {
+    use aya::maps::{Array, MapData};
+    use balancer_common::vip::Settings;
+    let map = ebpf.map_mut(maps::SETTINGS).ok_or(LoadError::Missing { kind: "map", name: maps::SETTINGS })?;
+    let mut settings: Array<&mut MapData, Settings> = Array::try_from(map).map_err(aya::EbpfError::from)?;
+    let held = settings.get(&0, 0).map_err(aya::EbpfError::from)?;
+    if held.flow_secret != 0 {
+        return Ok(held.flow_secret);
+    }
+    let mut bytes = [0u8; 8];
+    std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom").map_err(LoadError::Random)?, &mut bytes)
+        .map_err(LoadError::Random)?;
+    // Never 0, which means "not chosen yet".
+    let flow_secret = u64::from_ne_bytes(bytes) | 1;
+    settings.set(0, Settings { flow_secret, ..held }, 0).map_err(aya::EbpfError::from)?;
+    Ok(flow_secret)
+}
+
 /// The loaded object: its programs (loaded into the kernel) and maps.
 pub struct Dataplane {
     ebpf: Ebpf,
     /// `RINGS`, mapped; absent for `load_helpers`, whose maps are single entries.
     rings: Option<super::ring_memory::RingMemory>,
+    /// `Settings::flow_secret` of the flow table these maps hold.
+    flow_secret: u64,
 }
 
 impl Dataplane {
@@ -193,7 +219,8 @@ impl Dataplane {
             })?;
             Some(mem)
         };
-        Ok(Self { ebpf, rings })
+        let flow_secret = if tiny { 0 } else { adopt_flow_secret(&mut ebpf)? };
+        Ok(Self { ebpf, rings, flow_secret })
     }
 
     /// The Maglev tables as memory.
@@ -209,12 +236,18 @@ impl Dataplane {
         &self.ebpf
     }
 
+    /// The secret of this flow table's placement (`Settings::flow_secret`), which every write
+    /// of `SETTINGS` keeps.
+    pub fn flow_secret(&self) -> u64 {
+        self.flow_secret
+    }
+
     /// The backend id the flow table pins `key` to, if it has an entry.
     ///
     /// # Errors
     /// When the map cannot be read.
     pub fn flow_entry(&self, key: &balancer_common::flow::FlowKey) -> Result<Option<u32>, aya::maps::MapError> {
-        let place = balancer_common::flow::Place::of(balancer_common::hash::flow_hash64(key));
+        let place = balancer_common::flow::Place::of(balancer_common::hash::flow_hash64(key), self.flow_secret);
         let map = self.ebpf.map(maps::FLOWS).expect("checked at load");
         let sets: aya::maps::Array<&aya::maps::MapData, balancer_common::flow::FlowSet> =
             aya::maps::Array::try_from(map)?;

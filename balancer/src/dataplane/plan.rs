@@ -6,7 +6,7 @@ use std::{collections::HashMap, net::IpAddr};
 use balancer_common::{
     backend::{Backend, state},
     family, proto,
-    vip::{Settings, SourceKey, VipKey, VipMeta, flags, forward},
+    vip::{EchoKey, Settings, SourceKey, VipKey, VipMeta, flags, forward},
 };
 
 use super::ids::Assigned;
@@ -22,6 +22,8 @@ pub struct NextHop {
     pub mac: [u8; 6],
     /// The interface it is reachable on.
     pub ifindex: u32,
+    /// That interface's MTU (`interface_mtu`, else the kernel's); 0: unknown.
+    pub mtu: u16,
 }
 
 /// One VIP's map entries.
@@ -44,8 +46,10 @@ pub struct Plan {
     pub vips: Vec<VipPlan>,
     /// `(backend id, entry)`, VIP by VIP in config order.
     pub backends: Vec<(u32, Backend)>,
-    /// `SETTINGS[0]`.
+    /// `SETTINGS[0]`, without the flow secret (the loaded table's, `sync` adds it).
     pub settings: Settings,
+    /// `ECHO_ADDRS` keys: L4 VIP addresses whose echo requests the data path answers.
+    pub echo: Vec<EchoKey>,
 }
 
 /// The address bytes and family tag as the maps store them.
@@ -172,7 +176,15 @@ pub fn plan(
             let id = ids.backends[i][j];
             backends.push((
                 id,
-                Backend { addr: baddr, mac: hop.mac, family: bfam, state: st, ifindex: hop.ifindex, vip: vip_id },
+                Backend {
+                    addr: baddr,
+                    mac: hop.mac,
+                    family: bfam,
+                    state: st,
+                    ifindex: hop.ifindex,
+                    vip: u16::try_from(vip_id).expect("VIP ids are below MAX_VIPS"),
+                    mtu: hop.mtu,
+                },
             ));
             let mut identity = baddr.to_vec();
             identity.push(bfam);
@@ -196,7 +208,19 @@ pub fn plan(
     }
     let mut settings = settings(config.ipip_source_v4, config.ipip_source_v6);
     settings.insert_limit = per_window(config.flow_insert_limit, kernel_hz());
-    Plan { vips, backends, settings }
+    Plan { echo: if config.answer_ping { echo_addresses(&vips) } else { Vec::new() }, vips, backends, settings }
+}
+
+/// The addresses of the L4 VIPs, once each: L7 addresses are the host's, whose stack answers.
+fn echo_addresses(vips: &[VipPlan]) -> Vec<EchoKey> {
+    let mut out: Vec<EchoKey> = Vec::new();
+    for v in vips.iter().filter(|v| v.meta.forward != forward::LOCAL) {
+        let k = EchoKey { addr: v.key.addr, family: v.key.family, _pad: [0; 3] };
+        if !out.contains(&k) {
+            out.push(k);
+        }
+    }
+    out
 }
 
 /// The data path's `flags` of an L4 VIP.
@@ -258,7 +282,7 @@ pub fn settings(v4: std::net::Ipv4Addr, v6: std::net::Ipv6Addr) -> Settings {
     ipip_src_v4[..2].copy_from_slice(&v4.octets()[..2]);
     let mut ipip_src_v6 = [0u8; 16];
     ipip_src_v6[..12].copy_from_slice(&v6.octets()[..12]);
-    Settings { ipip_src_v4, ipip_src_v6, insert_limit: 0 }
+    Settings { ipip_src_v4, ipip_src_v6, insert_limit: 0, flow_secret: 0 }
 }
 
 #[cfg(test)]
@@ -331,7 +355,7 @@ mod tests {
     fn hops(ips: &[&str]) -> HashMap<IpAddr, NextHop> {
         ips.iter()
             .enumerate()
-            .map(|(i, ip)| (ip.parse().unwrap(), NextHop { mac: [2, 0, 0, 0, 0, i as u8], ifindex: 7 }))
+            .map(|(i, ip)| (ip.parse().unwrap(), NextHop { mac: [2, 0, 0, 0, 0, i as u8], ifindex: 7, mtu: 1500 }))
             .collect()
     }
 

@@ -6,7 +6,7 @@ use std::{net::IpAddr, path::Path};
 use aya::maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray};
 use balancer_common::{
     backend::{Backend, state},
-    counters::{Reason, Traffic},
+    counters::{IcmpEvent, Reason, Traffic},
     maps,
     vip::{VipKey, VipMeta},
 };
@@ -77,6 +77,8 @@ pub struct Snapshot {
     pub backends: Vec<BackendStats>,
     /// Packets not balanced, by reason.
     pub not_balanced: Vec<(&'static str, u64)>,
+    /// ICMP the data path relayed or sent, by `IcmpEvent`.
+    pub icmp: Vec<(&'static str, u64)>,
 }
 
 /// A counter map that could not be read.
@@ -151,7 +153,9 @@ impl Snapshot {
             let t = total(&vip_stats, i, maps::VIP_STATS)?;
             Ok(FlowEventsView { misses: t.misses, inserts: t.inserts, evictions: t.evictions, guarded: t.guarded })
         };
-        let mut out = Snapshot { vips: Vec::new(), backends: Vec::new(), not_balanced: Vec::new() };
+        let icmp: PerCpuArray<MapData, u64> =
+            PerCpuArray::try_from(open(maps::ICMP_STATS)?).map_err(e(maps::ICMP_STATS))?;
+        let mut out = Snapshot { vips: Vec::new(), backends: Vec::new(), not_balanced: Vec::new(), icmp: Vec::new() };
         let mut listed: Vec<(VipKey, VipMeta)> = vips.iter().filter_map(Result::ok).collect();
         listed.sort_by_key(|(_, m)| m.id);
         for (k, m) in listed {
@@ -184,6 +188,10 @@ impl Snapshot {
         for r in Reason::ALL {
             let n: u64 = reasons.get(&(r as u32), 0).map_err(e(maps::REASONS))?.iter().sum();
             out.not_balanced.push((r.name(), n));
+        }
+        for ev in IcmpEvent::ALL {
+            let n: u64 = icmp.get(&(ev as u32), 0).map_err(e(maps::ICMP_STATS))?.iter().sum();
+            out.icmp.push((ev.name(), n));
         }
         Ok(out)
     }

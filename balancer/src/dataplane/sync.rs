@@ -22,7 +22,7 @@ use aya::maps::{
 use balancer_common::{
     backend::{Backend, state},
     maps::{self, MAX_BACKENDS},
-    vip::{Settings, SourceKey, VipEntry, VipIndex, VipKey, VipMeta},
+    vip::{EchoKey, Settings, SourceKey, VipEntry, VipIndex, VipKey, VipMeta},
 };
 use std::sync::atomic::Ordering;
 
@@ -67,8 +67,9 @@ pub struct Report {
 /// instead, one syscall per slot.
 pub fn apply(dp: &mut Dataplane, plan: &Plan, previous: Option<&Plan>) -> Result<Report, SyncError> {
     let mut report = Report::default();
+    let flow_secret = dp.flow_secret();
     let (ebpf, memory) = dp.maps_and_rings();
-    let [vips, backends, settings, index, entries, sources] = ebpf
+    let [vips, backends, settings, index, entries, sources, echo] = ebpf
         .maps_disjoint_mut([
             maps::VIPS,
             maps::BACKENDS,
@@ -76,8 +77,10 @@ pub fn apply(dp: &mut Dataplane, plan: &Plan, previous: Option<&Plan>) -> Result
             maps::VIP_INDEX,
             maps::VIP_SLOTS,
             maps::SOURCES,
+            maps::ECHO_ADDRS,
         ])
         .map(|m| m.expect("checked at load"));
+    write_echo(echo, &plan.echo)?;
     // Source prefixes go in before a VIP's filter flag turns on (below), and leave after it is
     // off (at the end): a reader never sees the flag without its prefixes.
     let mut sources: LpmTrie<&mut MapData, SourceKey, u8> = LpmTrie::try_from(sources).map_err(err(maps::SOURCES))?;
@@ -87,7 +90,7 @@ pub fn apply(dp: &mut Dataplane, plan: &Plan, previous: Option<&Plan>) -> Result
         sources.insert(k, 1, 0).map_err(err(maps::SOURCES))?;
     }
     Array::<&mut MapData, Settings>::try_from(settings)
-        .and_then(|mut s| s.set(0, plan.settings, 0))
+        .and_then(|mut s| s.set(0, Settings { flow_secret, ..plan.settings }, 0))
         .map_err(err(maps::SETTINGS))?;
     let mut index_map: Array<&mut MapData, VipIndex> = Array::try_from(index).map_err(err(maps::VIP_INDEX))?;
     let mut entries: Array<&mut MapData, VipEntry> = Array::try_from(entries).map_err(err(maps::VIP_SLOTS))?;
@@ -167,6 +170,19 @@ pub fn apply(dp: &mut Dataplane, plan: &Plan, previous: Option<&Plan>) -> Result
     Ok(report)
 }
 
+/// Makes `ECHO_ADDRS` hold exactly `wanted`.
+fn write_echo(map: &mut aya::maps::Map, wanted: &[EchoKey]) -> Result<(), SyncError> {
+    let mut echo: HashMap<&mut MapData, EchoKey, u8> = HashMap::try_from(map).map_err(err(maps::ECHO_ADDRS))?;
+    for k in wanted {
+        echo.insert(k, 1, 0).map_err(err(maps::ECHO_ADDRS))?;
+    }
+    let stale: Vec<EchoKey> = echo.keys().filter_map(Result::ok).filter(|k| !wanted.contains(k)).collect();
+    for k in stale {
+        echo.remove(&k).map_err(err(maps::ECHO_ADDRS))?;
+    }
+    Ok(())
+}
+
 /// Writes only `SETTINGS` (for `balancer decap attach`, whose program reads the IPIP source
 /// prefixes and nothing else).
 ///
@@ -206,8 +222,8 @@ pub fn read_ids(dp: &Dataplane) -> Result<Ids, SyncError> {
     let mut b = Vec::new();
     for id in 0..MAX_BACKENDS {
         let e = backends.get(&id, 0).map_err(err(maps::BACKENDS))?;
-        if let (true, Some(&port)) = (e.state != state::EMPTY, port_of.get(&e.vip)) {
-            b.push(((e.vip, std::net::SocketAddr::new(plan::ip_of(&e.addr, e.family), port)), id));
+        if let (true, Some(&port)) = (e.state != state::EMPTY, port_of.get(&u32::from(e.vip))) {
+            b.push(((u32::from(e.vip), std::net::SocketAddr::new(plan::ip_of(&e.addr, e.family), port)), id));
         }
     }
     Ok(Ids::adopt(v, b))
