@@ -124,8 +124,13 @@ const _: () = assert!(core::mem::size_of::<Settings>() == 32);
 pub struct VipIndex {
     /// `INDEX_SLOTS` bytes, indexed by `index_slot`.
     pub slots: [u8; INDEX_SLOTS as usize],
+    /// Non-zero when some VIP is on `WILDCARD_PORT`: only then does a packet whose port has no
+    /// VIP take a second look, for its address's wildcard, so the others pay one load.
+    pub wildcards: u8,
+    /// Explicit padding; always zero.
+    pub _pad: [u8; 7],
 }
-const _: () = assert!(core::mem::size_of::<VipIndex>() == 4096);
+const _: () = assert!(core::mem::size_of::<VipIndex>() == 4104);
 
 /// Bytes in `VipIndex`; a power of two (`index_slot` takes the top 12 bits of a 32-bit product).
 pub const INDEX_SLOTS: u32 = 4096;
@@ -137,13 +142,16 @@ const _: () = assert!(2 * crate::maps::MAX_VIPS < SHARED as u32);
 
 impl VipIndex {
     /// No VIP anywhere.
-    pub const EMPTY: Self = Self { slots: [NO_VIP; INDEX_SLOTS as usize] };
+    pub const EMPTY: Self = Self { slots: [NO_VIP; INDEX_SLOTS as usize], wildcards: 0, _pad: [0; 7] };
 
     /// Points the slot of `key` at `VIP_SLOTS` entry `entry`, or marks it `SHARED` if another
     /// VIP is there already.
     pub fn insert(&mut self, key: &VipKey, entry: u32) {
         let s = &mut self.slots[index_slot(&key.addr, key.port_be, key.proto, key.family) as usize];
         *s = if *s == NO_VIP { entry as u8 + 1 } else { SHARED };
+        if key.port_be == WILDCARD_PORT {
+            self.wildcards = 1;
+        }
     }
 }
 

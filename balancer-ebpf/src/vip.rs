@@ -3,7 +3,7 @@
 use balancer_common::{
     counters::Reason,
     flow::FlowKey,
-    vip::{NO_VIP, SHARED, VipKey, VipMeta, WILDCARD_PORT, index_slot},
+    vip::{NO_VIP, SHARED, VipIndex, VipKey, VipMeta, WILDCARD_PORT, index_slot},
 };
 
 use aya_ebpf::maps::lpm_trie::Key;
@@ -22,19 +22,22 @@ pub fn source_allowed(key: &FlowKey, vip: u32) -> bool {
 /// address's wildcard VIP (`WILDCARD_PORT`), if any.
 #[inline(always)]
 pub fn lookup(key: &FlowKey) -> Result<VipMeta, Reason> {
-    match find(&key.dst, key.dport_be, key.proto, key.family) {
-        Some(meta) => Ok(meta),
-        None => find(&key.dst, WILDCARD_PORT, key.proto, key.family).ok_or(Reason::NoVip),
+    let index = VIP_INDEX.get(0).ok_or(Reason::NoVip)?;
+    if let Some(meta) = find(index, &key.dst, key.dport_be, key.proto, key.family) {
+        return Ok(meta);
     }
+    if index.wildcards == 0 {
+        return Err(Reason::NoVip);
+    }
+    find(index, &key.dst, WILDCARD_PORT, key.proto, key.family).ok_or(Reason::NoVip)
 }
 
 /// The VIP at (address, port, protocol). One byte of the index answers most packets for no
 /// VIP; a VIP alone on its byte is one array entry away; VIPs that share a byte take the hash
 /// lookup.
 #[inline(always)]
-fn find(addr: &[u8; 16], port_be: u16, proto: u8, family: u8) -> Option<VipMeta> {
-    let slot = index_slot(addr, port_be, proto, family);
-    let entry = *VIP_INDEX.get(0).and_then(|i| i.slots.get(slot as usize))?;
+fn find(index: &VipIndex, addr: &[u8; 16], port_be: u16, proto: u8, family: u8) -> Option<VipMeta> {
+    let entry = *index.slots.get(index_slot(addr, port_be, proto, family) as usize)?;
     let vip = VipKey { addr: *addr, port_be, proto, family };
     match entry {
         NO_VIP => None,
