@@ -1,0 +1,73 @@
+//! Path MTU through the balancer: a backend behind IPIP answers a client whose last hop has a
+//! smaller MTU than the backend's link. The router before that hop sends "fragmentation
+//! needed" to the VIP, which only the balancer receives; it must reach the backend, or the
+//! backend resends full-size segments until the client gives up.
+
+use std::time::Duration;
+
+use balancer_tests::{backend::HttpBackend, daemon::Daemon, netns::Lan, require_root};
+
+const VIP: &str = "198.51.100.10";
+
+#[test]
+fn a_backend_behind_ipip_learns_a_smaller_path_mtu_from_the_relayed_icmp() {
+    require_root!();
+    let mut lan = Lan::new(&["lb", "be", "router"]);
+    let (lb, be, router) = (0, 1, 2);
+    let server = HttpBackend::start(&lan.hosts[be], "be", VIP.parse().unwrap(), 80);
+    let www = std::env::temp_dir().join(format!("{}-www", lan.hosts[be].ns.name()));
+    let body: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(www.join("big.bin"), &body).expect("write the file");
+    lan.decap_on(be);
+    lan.accept_xdp_frames_from(lb);
+
+    // The client sits behind the router; the router's side of that link has MTU 1300, the
+    // client's 1500, so the client announces an MSS the path cannot carry.
+    let client = balancer_tests::netns::Netns::new("client");
+    let r = &lan.hosts[router].ns;
+    r.run(&["ip", "link", "add", "tail", "type", "veth", "peer", "name", "eth0", "netns", client.name()]);
+    r.run(&["ip", "addr", "add", "192.0.2.1/24", "dev", "tail"]);
+    r.run(&["ip", "link", "set", "tail", "mtu", "1300", "up"]);
+    r.run(&["ethtool", "-K", "tail", "rx", "off", "tx", "off"]);
+    r.run(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+    r.run(&["ip", "route", "add", &format!("{VIP}/32"), "via", &lan.hosts[lb].ip.to_string()]);
+    client.run(&["ip", "addr", "add", "192.0.2.2/24", "dev", "eth0"]);
+    client.run(&["ip", "link", "set", "eth0", "up"]);
+    client.run(&["ethtool", "-K", "eth0", "rx", "off", "tx", "off"]);
+    client.run(&["ip", "route", "add", "default", "via", "192.0.2.1"]);
+    lan.hosts[be].ns.run(&["ip", "route", "add", "192.0.2.0/24", "via", &lan.hosts[router].ip.to_string()]);
+    // The backend's segments leave with don't-fragment (path-MTU discovery), as Linux's do.
+    lan.hosts[be].ns.run(&["sysctl", "-qw", "net.ipv4.ip_no_pmtu_disc=0"]);
+
+    let mut args: Vec<String> = Vec::new();
+    if let Some(object) = std::env::var_os("BALANCER_BPF_OBJECT") {
+        args = vec!["--bpf-object".into(), object.to_string_lossy().into_owned()];
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let daemon = Daemon::start_with_args(
+        &lan.hosts[lb].ns,
+        &format!(
+            "interfaces = [\"eth0\"]\nxdp_mode = \"native\"\n[[vip]]\naddress = \"{VIP}:80\"\nforwarding = \"ipip\"\n\
+             [[vip.backend]]\naddress = \"{}\"\n",
+            lan.hosts[be].ip
+        ),
+        &args,
+    );
+
+    let url = format!("http://{VIP}/big.bin");
+    let out = client.output(&["curl", "-s", "--max-time", "10", "-o", "-", &url]);
+    assert!(
+        out.status.success() && out.stdout == body,
+        "the 300 KB response arrived whole: curl {:?}, {} bytes (backend: {})",
+        out.status,
+        out.stdout.len(),
+        server.proc.log()
+    );
+    let cache = lan.hosts[be].ns.run(&["ip", "route", "get", "192.0.2.2", "from", VIP]);
+    assert!(cache.contains("mtu 1300"), "the backend learned the path MTU: {cache}");
+    let stats = daemon.stats(&lan.hosts[lb].ns);
+    let relayed = stats["icmp"].as_array().and_then(|a| a.iter().find(|e| e[0] == "relayed")).map(|e| e[1].clone());
+    assert!(relayed.and_then(|n| n.as_u64()).is_some_and(|n| n >= 1), "counted as relayed: {stats}");
+    drop(client);
+    std::thread::sleep(Duration::from_millis(10));
+}
