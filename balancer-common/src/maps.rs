@@ -3,7 +3,8 @@
 
 /// VIP table: `VipKey` → `VipMeta` (hash). Written by the daemon.
 pub const VIPS: &str = "VIPS";
-/// Maglev tables: `u32` index (`ring_index`) → backend id (array). Written by the daemon.
+/// Maglev tables: `u32` index (`VipMeta::ring_base` + slot) → backend id (array). Written by the
+/// daemon.
 pub const RINGS: &str = "RINGS";
 /// Backends: backend id → `Backend` (array). Written by the daemon.
 pub const BACKENDS: &str = "BACKENDS";
@@ -66,18 +67,31 @@ pub const MAX_BACKENDS: u32 = 4096;
 pub const MAX_ECHO_ADDRS: u32 = MAX_VIPS;
 /// Allowed source prefixes, all VIPs together.
 pub const MAX_SOURCES: u32 = 16384;
-/// Largest Maglev table per VIP (the Maglev paper's 65537, a prime).
-pub const MAX_RING_SIZE: u32 = 65537;
+/// Largest Maglev table per VIP, a prime: at 1000 backends, removing one moves about 1.0/N of
+/// the slots, where the default 65537 moves 6.9/N.
+pub const MAX_RING_SIZE: u32 = 1_000_003;
 /// Flows the flow table can hold (all CPUs together): `FLOW_SETS` sets of `FLOW_WAYS`.
 pub const MAX_FLOWS: u32 = 1 << 20;
 /// Sets in the flow table; a power of two, so a set index is the hash's low bits.
 pub const FLOW_SETS: u32 = MAX_FLOWS / crate::flow::FLOW_WAYS as u32;
 const _: () = assert!(FLOW_SETS.is_power_of_two() && FLOW_SETS <= 1 << 24);
-/// Ring entries: two halves (live and staging) of `MAX_RING_SIZE` slots for every VIP.
-pub const RING_ENTRIES: u32 = MAX_VIPS * 2 * MAX_RING_SIZE;
+/// `RINGS` is allotted in units of this many entries: the two halves (live and staging) of a
+/// table of the default 65537 slots. A VIP's region is `ring_units` consecutive units, whose
+/// first and second halves hold its two generations.
+pub const RING_UNIT: u32 = 2 * 65537;
+/// Ring entries: one unit per VIP, which larger tables borrow from (a 1,000,003-slot table
+/// takes 16 units, 16 MiB, since the kernel stores each 4-byte slot in 8 bytes).
+pub const RING_ENTRIES: u32 = MAX_VIPS * RING_UNIT;
 
-/// Index in `RINGS` of `slot` in generation `ring_gen` of VIP `vip_id`.
+/// Units a table of `size` slots takes: room for two halves of `size`.
 #[inline(always)]
-pub const fn ring_index(vip_id: u32, ring_gen: u32, slot: u32) -> u32 {
-    (vip_id * 2 + (ring_gen & 1)) * MAX_RING_SIZE + slot
+pub const fn ring_units(size: u32) -> u32 {
+    (2 * size).div_ceil(RING_UNIT)
+}
+
+/// Index in `RINGS` of the first slot of half `ring_gen` (its parity) of the region of
+/// `units` units from unit `unit`.
+#[inline(always)]
+pub const fn ring_half(unit: u32, units: u32, ring_gen: u8) -> u32 {
+    unit * RING_UNIT + (ring_gen as u32 & 1) * units * (RING_UNIT / 2)
 }

@@ -69,23 +69,27 @@ pub mod flags {
 /// Value of the `VIPS` map.
 ///
 /// The whole value is replaced in one map update (a hash-map update is atomic for readers), which
-/// is how a new Maglev table goes live: it is written into the half of the VIP's ring area that
-/// `ring_gen` does not point at, then a new `VipMeta` flips `ring_gen`.
+/// is how a new Maglev table goes live: it is written into the half of the VIP's ring region
+/// that is not live, then a new `VipMeta` points `ring_base` at it and flips `ring_gen`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct VipMeta {
-    /// Index of this VIP in `VIP_STATS` and in the ring area (`maps::ring_index`).
+    /// Index of this VIP in `VIP_STATS`.
     pub id: u32,
     /// Number of live slots in the VIP's Maglev table (a prime, at most `maps::MAX_RING_SIZE`).
     pub ring_size: u32,
-    /// Which of the VIP's two ring halves is live: 0 or 1.
-    pub ring_gen: u32,
+    /// Index in `RINGS` of slot 0 of the live table (`maps::ring_half`): the data path reads
+    /// `RINGS[ring_base + hash % ring_size]`.
+    pub ring_base: u32,
     /// One of the `forward` constants.
     pub forward: u8,
     /// `flags::*` bits.
     pub flags: u8,
-    /// Explicit padding; always zero.
-    pub _pad: [u8; 2],
+    /// Which half of the VIP's ring region is live (its parity). Daemon bookkeeping, with
+    /// `ring_units`: they locate the region when a restarted daemon re-adopts the maps.
+    pub ring_gen: u8,
+    /// Size of the VIP's ring region in `maps::RING_UNIT`s; 0 for a VIP without one (L7).
+    pub ring_units: u8,
 }
 const _: () = assert!(core::mem::size_of::<VipMeta>() == 16);
 
@@ -180,8 +184,8 @@ const _: () = assert!(core::mem::size_of::<VipEntry>() == 36);
 impl VipEntry {
     /// The `VIP_SLOTS` index of VIP `id` at generation `ring_gen`.
     #[inline(always)]
-    pub const fn slot_of(id: u32, ring_gen: u32) -> u32 {
-        id * 2 + (ring_gen & 1)
+    pub const fn slot_of(id: u32, ring_gen: u8) -> u32 {
+        id * 2 + (ring_gen as u32 & 1)
     }
 }
 

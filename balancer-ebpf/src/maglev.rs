@@ -3,7 +3,7 @@
 use balancer_common::{
     backend::{Backend, state},
     counters::Reason,
-    maps::{MAX_RING_SIZE, ring_index},
+    maps::MAX_RING_SIZE,
     vip::VipMeta,
 };
 
@@ -17,7 +17,7 @@ pub fn pick(vip: &VipMeta, hash: u32) -> Result<(u32, Backend), Reason> {
         return Err(Reason::NoBackend);
     }
     let slot = hash % size;
-    let id = *RINGS.get(ring_index(vip.id, vip.ring_gen, slot)).ok_or(Reason::NoBackend)?;
+    let id = *RINGS.get(vip.ring_base + slot).ok_or(Reason::NoBackend)?;
     let backend = *BACKENDS.get(id).ok_or(Reason::NoBackend)?;
     if backend.state != state::ACTIVE || u32::from(backend.vip) != vip.id {
         return Err(Reason::NoBackend);

@@ -28,9 +28,9 @@ pub static VIP_INDEX: Array<VipIndex> = Array::with_max_entries(1, 0);
 #[map]
 pub static VIP_SLOTS: Array<VipEntry> = Array::with_max_entries(2 * MAX_VIPS, 0);
 
-/// Two Maglev tables per VIP (live and staging), flattened: `maps::ring_index` → backend id.
-/// Daemon-written, through an mmap of the array; a table goes live when the VIP's `ring_gen`
-/// flips.
+/// Two Maglev tables per VIP (live and staging) in its region: `VipMeta::ring_base` + slot →
+/// backend id. Daemon-written, through an mmap of the array; a table goes live when the VIP's
+/// `ring_base` moves to it.
 #[map]
 pub static RINGS: Array<u32> = Array::with_max_entries(RING_ENTRIES, BPF_F_MMAPABLE);
 

@@ -1,7 +1,10 @@
 //! The program and user space agree: for any 5-tuple, the XDP program sends a new flow to exactly
 //! the backend the user-space Maglev table names; and the per-VIP source-port flag works.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::{
+    fmt::Write as _,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+};
 
 use balancer_common::vip::flags;
 use balancer_tests::{
@@ -106,4 +109,61 @@ fn udp_with_source_port_hashing_on_spreads_one_client() {
         .map(|p| fx.run(&Frame::udp("192.0.2.1:1", "198.51.100.10:443").sport(p).build()).1[..6].to_vec())
         .collect();
     assert_eq!(macs.len(), 3, "one client's ports spread over all backends");
+}
+
+/// Issue 14: tables beyond 65537 slots, in regions of the ring map that other VIPs' tables do
+/// not use, through resizes and a restart that re-adopts the pinned maps.
+#[test]
+fn large_tables_pick_what_user_space_names_through_resizes_and_a_restart() {
+    require_root!();
+    let config = |big: u32| {
+        let mut c = String::from("interfaces = [\"eth0\"]\n");
+        for (vip, size) in [("198.51.100.20", big), ("198.51.100.21", 65537), ("198.51.100.22", big)] {
+            writeln!(c, "[[vip]]\naddress = \"{vip}:80\"\nring_size = {size}").unwrap();
+            for b in 1..=5 {
+                writeln!(c, "[[vip.backend]]\naddress = \"198.18.{}.{b}\"", vip.rsplit('.').next().unwrap()).unwrap();
+            }
+        }
+        c
+    };
+    let check = |fx: &Fixture, what: &str| {
+        let mut rng = Rng(0xb16);
+        for i in 0..3000 {
+            let vip = i % 3;
+            let f = Frame::tcp(
+                &format!("{}:{}", Ipv4Addr::from(rng.bits() as u32), 1024 + rng.bits() % 60000),
+                &format!("198.51.100.{}:80", 20 + vip),
+                tcp::SYN,
+            );
+            let (verdict, out) = fx.run(&f.build());
+            let want = fx.table_backend(vip, &f.flow_key(false));
+            assert_eq!(verdict, Verdict::Tx, "{what}");
+            assert_eq!(out[..6], backend_mac(backend_ip(&want)), "{what}: flow {i} to VIP {vip}");
+        }
+    };
+    let pins = balancer_tests::daemon::PinDir::new(&format!("bt-bigring-{}", std::process::id()));
+    let mut fx = Fixture::with_pins(&pins.0, &config(1_000_003));
+    check(&fx, "two tables of 1000003 beside one of 65537");
+    fx.apply(&config(262_147));
+    check(&fx, "resized to 262147");
+    drop(fx);
+    // A restarted daemon reads the regions back from the pinned VIP entries.
+    let mut fx = Fixture::with_pins(&pins.0, &config(262_147));
+    check(&fx, "after a restart");
+    fx.apply(&config(1_000_003));
+    check(&fx, "resized back to 1000003 after the restart");
+    fx.apply(&config(4093));
+    check(&fx, "small again");
+
+    let too_many = (0..5).fold(String::new(), |mut c, i| {
+        writeln!(c, "[[vip]]\naddress = \"198.51.100.{}:80\"\nring_size = 1000003", 30 + i).unwrap();
+        c
+    });
+    let e = balancer::config::Config::parse(
+        &format!("interfaces = [\"eth0\"]\n{too_many}"),
+        std::path::Path::new("big.toml"),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("vip[4].ring_size") && e.contains("80 of the 64 units"), "{e}");
 }

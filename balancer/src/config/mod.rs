@@ -143,7 +143,10 @@ pub struct Vip {
     /// How packets reach backends: `dsr` (default).
     #[serde(default)]
     pub forwarding: Forwarding,
-    /// Maglev table size, a prime ≤ 65537. Default 65537.
+    /// Maglev table size, a prime from 97 to 1000003. Default 65537. Tables above 65537 slots
+    /// take more of the ring map (a unit per 65537 slots, 1 MiB each; 64 units for all VIPs):
+    /// for fleets of hundreds of backends, where one leaving should move little more than its
+    /// own share.
     #[serde(default, deserialize_with = "ring_size")]
     pub ring_size: RingSize,
     /// Leave the source port out of the flow hash (UDP/QUIC clients that change ports).

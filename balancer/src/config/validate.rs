@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 
-use balancer_common::maps::{MAX_BACKENDS, MAX_VIPS};
+use balancer_common::maps::{MAX_BACKENDS, MAX_VIPS, ring_units};
 
 use super::{Config, MAX_WEIGHT};
 
@@ -142,7 +142,27 @@ fn vips_check(config: &Config) -> Result<(), (usize, String)> {
             return Err((vip.address.span().start, format!("too many backends in total: at most {MAX_BACKENDS}")));
         }
     }
+    ring_memory_check(config)?;
     sites_check(config)
+}
+
+/// The L4 VIPs' Maglev tables fit the ring map's `MAX_VIPS` units.
+fn ring_memory_check(config: &Config) -> Result<(), (usize, String)> {
+    let mut units = 0u32;
+    for (i, vip) in config.vips.iter().enumerate().filter(|(_, v)| v.l7.is_none()) {
+        units += ring_units(vip.ring_size.get());
+        if units > MAX_VIPS {
+            return Err((
+                vip.address.span().start,
+                format!(
+                    "vip[{i}].ring_size: the L4 VIPs' Maglev tables up to this one need {units} of the {MAX_VIPS} \
+                     units of ring memory (a table of up to 65537 slots takes one, of 1000003 sixteen): \
+                     make some ring_size smaller"
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The entries that share an address: all L7, named, with one set of connection settings (the

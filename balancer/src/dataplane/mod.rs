@@ -8,6 +8,7 @@ pub mod loader;
 pub mod mmap;
 pub mod plan;
 pub mod ring_memory;
+pub mod ring_regions;
 pub mod stats;
 pub mod sync;
 

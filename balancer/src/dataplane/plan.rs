@@ -31,7 +31,7 @@ pub struct NextHop {
 pub struct VipPlan {
     /// `VIPS` key.
     pub key: VipKey,
-    /// `VIPS` value, with `ring_gen` left for `sync` to choose.
+    /// `VIPS` value, with `ring_base` and `ring_gen` left for `sync` to choose.
     pub meta: VipMeta,
     /// Backend id per ring slot; empty when no backend takes new flows.
     pub ring: Vec<u32>,
@@ -162,7 +162,15 @@ pub fn plan(
             }
             let sources = sources_of(vip_id, &vip.allow_sources);
             let flags = if sources.is_empty() { 0 } else { flags::SOURCE_FILTER };
-            let meta = VipMeta { id: vip_id, ring_size: 0, ring_gen: 0, forward: forward::LOCAL, flags, _pad: [0; 2] };
+            let meta = VipMeta {
+                id: vip_id,
+                ring_size: 0,
+                ring_base: 0,
+                forward: forward::LOCAL,
+                flags,
+                ring_gen: 0,
+                ring_units: 0,
+            };
             vips.push(VipPlan { key, meta, ring: Vec::new(), sources });
             continue;
         }
@@ -196,13 +204,14 @@ pub fn plan(
         let meta = VipMeta {
             id: vip_id,
             ring_size: if ring.is_empty() { 0 } else { vip.ring_size.get() },
-            ring_gen: 0,
+            ring_base: 0,
             forward: match vip.forwarding {
                 Forwarding::Dsr => forward::DSR,
                 Forwarding::Ipip => forward::IPIP,
             },
             flags: vip_flags(vip),
-            _pad: [0; 2],
+            ring_gen: 0,
+            ring_units: u8::try_from(balancer_common::maps::ring_units(vip.ring_size.get())).expect("at most 16 units"),
         };
         vips.push(VipPlan { key, meta, ring, sources: sources_of(vip_id, &vip.allow_sources) });
     }

@@ -5,7 +5,7 @@
 use std::{io, sync::atomic::AtomicU64};
 
 use aya::maps::MapData;
-use balancer_common::maps::{MAX_RING_SIZE, RING_ENTRIES, ring_index};
+use balancer_common::maps::RING_ENTRIES;
 
 use super::mmap::Mapping;
 
@@ -30,19 +30,19 @@ impl RingMemory {
         Mapping::new(rings, RING_ENTRIES as usize * STRIDE, true).map(Self)
     }
 
-    /// The `MAX_RING_SIZE` slots of generation `ring_gen` of VIP `vip_id`, one 64-bit element
-    /// each whose value is the backend id (the upper half is padding, stored as zero).
+    /// The `len` slots from index `start` (a table's half, `maps::ring_half`), one 64-bit
+    /// element each whose value is the backend id (the upper half is padding, stored as zero).
     ///
     /// # Panics
-    /// If `vip_id` is not below `MAX_VIPS`.
-    pub fn half(&self, vip_id: u32, ring_gen: u32) -> &[AtomicU64] {
-        let start = ring_index(vip_id, ring_gen, 0) as usize;
-        assert!(start + MAX_RING_SIZE as usize <= RING_ENTRIES as usize, "VIP id {vip_id} out of range");
+    /// If they are not inside the map.
+    pub fn slots(&self, start: u32, len: usize) -> &[AtomicU64] {
+        let start = start as usize;
+        assert!(start + len <= RING_ENTRIES as usize, "ring slots {start}+{len} out of range");
         // SAFETY: in bounds of the mapping (checked above), which lives as long as `self`;
         // AtomicU64 has the size and alignment of one 8-byte array element.
         #[expect(clippy::cast_ptr_alignment, reason = "the kernel maps array maps page-aligned")]
         let base = self.0.as_ptr().cast::<AtomicU64>();
         // SAFETY: as above.
-        unsafe { std::slice::from_raw_parts(base.add(start), MAX_RING_SIZE as usize) }
+        unsafe { std::slice::from_raw_parts(base.add(start), len) }
     }
 }

@@ -3,8 +3,9 @@
 //! Order matters:
 //! 1. backends that become more available (new, or active again), so a ring never points at an
 //!    unwritten or unusable backend;
-//! 2. each VIP's table into the half its `ring_gen` does not point at, then the VIP entry that
-//!    flips `ring_gen` (one hash-map update, atomic for readers);
+//! 2. each VIP's table into the half of its ring region that is not live (`ring_regions`; a new
+//!    region when its size changed), then the VIP entry that points `ring_base` at it and flips
+//!    `ring_gen` (one hash-map update, atomic for readers);
 //! 3. backends that become less available (drain, stopped), now that no live table sends new
 //!    flows to them: written earlier, the old table would still pick them and the data path
 //!    would drop those packets;
@@ -21,7 +22,7 @@ use aya::maps::{
 };
 use balancer_common::{
     backend::{Backend, state},
-    maps::{self, MAX_BACKENDS},
+    maps::{self, MAX_BACKENDS, MAX_VIPS},
     vip::{EchoKey, Settings, SourceKey, VipEntry, VipIndex, VipKey, VipMeta},
 };
 use std::sync::atomic::Ordering;
@@ -32,20 +33,38 @@ use super::{
     Dataplane,
     ids::Ids,
     plan::{self, Plan},
+    ring_regions::{Region, Regions},
 };
 
-/// A failed map write, naming the map.
+/// Why a plan could not be written.
 #[derive(Debug, thiserror::Error)]
-#[error("writing map {map}")]
-pub struct SyncError {
-    /// The map.
-    pub map: &'static str,
-    /// The kernel's answer.
-    pub source: MapError,
+pub enum SyncError {
+    /// A map write failed.
+    #[error("writing map {map}")]
+    Write {
+        /// The map.
+        map: &'static str,
+        /// The kernel's answer.
+        source: MapError,
+    },
+    /// No run of free ring units is long enough for a VIP's tables (a larger `ring_size` while
+    /// other VIPs hold the units around its own).
+    #[error(
+        "VIP {vip}'s Maglev tables need {units} consecutive ring units and no run that long is free \
+         ({free} of {MAX_VIPS} free): make other VIPs' ring_size smaller, or remove the VIP and add it again"
+    )]
+    RingMemory {
+        /// The VIP.
+        vip: String,
+        /// Units it needs.
+        units: u32,
+        /// Units free in all.
+        free: u32,
+    },
 }
 
 fn err(map: &'static str) -> impl FnOnce(MapError) -> SyncError {
-    move |source| SyncError { map, source }
+    move |source| SyncError::Write { map, source }
 }
 
 /// What one `apply` did, for the log.
@@ -117,19 +136,14 @@ pub fn apply(dp: &mut Dataplane, plan: &Plan, previous: Option<&Plan>) -> Result
             backends.set(*id, b, 0).map_err(err(maps::BACKENDS))?;
         }
     }
+    // Every region the maps hold is taken, those of VIPs about to leave included: their live
+    // tables are read until step 4 removes them.
+    let mut regions = Regions::new(vips.iter().filter_map(Result::ok).filter_map(|(_, m)| Region::of(&m)));
     for vip in &plan.vips {
         let old = vips.get(&vip.key, 0).ok().filter(|m| m.id == vip.meta.id);
-        let ring_gen = old.map_or(0, |m| m.ring_gen ^ 1);
-        let moved = old.filter(|m| m.ring_size as usize == vip.ring.len()).map(|m| {
-            let live = memory.half(vip.meta.id, m.ring_gen);
-            vip.ring.iter().zip(live).filter(|(new, cur)| u64::from(**new) != cur.load(Ordering::Relaxed)).count()
-        });
-        let staging = memory.half(vip.meta.id, ring_gen);
-        for (slot, id) in staging.iter().zip(&vip.ring) {
-            slot.store(u64::from(*id), Ordering::Relaxed);
-        }
-        // The map update below is a syscall, which orders these stores before the flip.
-        let meta = VipMeta { ring_gen, ..vip.meta };
+        let (meta, moved) = stage_table(vip, old, &mut regions, memory)?;
+        let ring_gen = meta.ring_gen;
+        // The map update below is a syscall, which orders the table's stores before the flip.
         let entry = VipEntry::slot_of(vip.meta.id, ring_gen);
         entries.set(entry, VipEntry { key: vip.key, meta }, 0).map_err(err(maps::VIP_SLOTS))?;
         vips.insert(vip.key, meta, 0).map_err(err(maps::VIPS))?;
@@ -168,6 +182,40 @@ pub fn apply(dp: &mut Dataplane, plan: &Plan, previous: Option<&Plan>) -> Result
         }
     }
     Ok(report)
+}
+
+/// Step 2's first half for one VIP: writes its new table into the half of its ring region that
+/// `old` (its entry in the maps, if any) does not use, claiming a region when it has none of
+/// the right size; returns the entry that makes the table live, and how many slots now name
+/// another backend than the live table did.
+fn stage_table(
+    vip: &plan::VipPlan,
+    old: Option<VipMeta>,
+    regions: &mut Regions,
+    memory: &super::ring_memory::RingMemory,
+) -> Result<(VipMeta, Option<usize>), SyncError> {
+    let ring_gen = old.map_or(0, |m| m.ring_gen ^ 1);
+    let units = u32::from(vip.meta.ring_units);
+    let region = match old.and_then(|m| Region::of(&m)).filter(|r| r.units == units) {
+        Some(r) => Some(r),
+        None if units == 0 => None,
+        None => Some(regions.claim(units, vip.meta.id).ok_or_else(|| SyncError::RingMemory {
+            vip: plan::vip_identity(&vip.key).map_or_else(|| format!("id {}", vip.meta.id), |(a, _)| a.to_string()),
+            units,
+            free: regions.free(),
+        })?),
+    };
+    let ring_base = region.map_or(0, |r| r.half(ring_gen));
+    let moved = old.filter(|m| m.ring_units > 0 && m.ring_size as usize == vip.ring.len()).map(|m| {
+        let live = memory.slots(m.ring_base, vip.ring.len());
+        vip.ring.iter().zip(live).filter(|(new, cur)| u64::from(**new) != cur.load(Ordering::Relaxed)).count()
+    });
+    if region.is_some() {
+        for (slot, id) in memory.slots(ring_base, vip.ring.len()).iter().zip(&vip.ring) {
+            slot.store(u64::from(*id), Ordering::Relaxed);
+        }
+    }
+    Ok((VipMeta { ring_base, ring_gen, ..vip.meta }, moved))
 }
 
 /// Makes `ECHO_ADDRS` hold exactly `wanted`.
