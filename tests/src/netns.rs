@@ -277,6 +277,11 @@ impl Lan {
         self.helper(Some(host), &["decap", "attach", "--iface", "eth0"]);
     }
 
+    /// Detaches it again (`balancer decap detach`).
+    pub fn decap_off(&mut self, host: usize) {
+        self.helper(Some(host), &["decap", "detach", "--iface", "eth0"]);
+    }
+
     /// Runs a `balancer` helper command in `host`'s namespace (the fabric's when `None`), with
     /// its pinned link in this LAN's pin directory, removed on drop.
     fn helper(&mut self, host: Option<usize>, args: &[&str]) {

@@ -137,7 +137,7 @@ fn the_ajp_codec_speaks_to_tomcat_with_a_secret() {
         fall: 3,
         slowstart_s: 0,
     };
-    let check = balancer::health::probe::Check { health, ajp: None };
+    let check = balancer::health::probe::Check { health, ajp: None, tunnel: None };
     let http = SocketAddr::new(lan.hosts[1].ip.into(), 8080);
     let (up, not_ajp) = lan.hosts[0].ns.in_thread(|| {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();

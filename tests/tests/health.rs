@@ -158,3 +158,64 @@ fn a_backend_back_from_down_ramps_up_over_its_slow_start() {
     let full = share_of_be2(&lan, &daemon);
     assert!((full - 50.0).abs() < 1.0, "its full weight after the ramp: {full}%");
 }
+
+/// The health of backend `i` of the first VIP, from `balancer status --json`.
+fn health_of(lan: &Lan, daemon: &Daemon, lb: usize, i: usize) -> String {
+    let out = daemon.ctl(&lan.hosts[lb].ns, &["--json", "status"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status JSON");
+    v["vips"][0]["backends"][i]["health"].as_str().expect("health").to_owned()
+}
+
+/// Polls `health_of` until it is `want` (bounded: 5 s).
+fn until_health(lan: &Lan, daemon: &Daemon, i: usize, want: &str) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while health_of(lan, daemon, 0, i) != want {
+        assert!(Instant::now() < deadline, "backend {i} never became {want}: {}", daemon.proc.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Issue 14: a `tunnel` check sends its SYN to the VIP inside the backend's IPIP tunnel, so a
+/// backend that lost the VIP from its loopback, or its decap program, is taken out, where a
+/// check of its own address (which it still answers) keeps it in.
+#[test]
+fn a_tunnel_check_takes_out_a_backend_that_lost_its_vip_or_its_decap() {
+    require_root!();
+    let mut lan = Lan::new(&["lb", "be1", "be2"]);
+    let vip: IpAddr = VIP.parse().unwrap();
+    let _servers: Vec<HttpBackend> =
+        (1..3).map(|h| HttpBackend::start(&lan.hosts[h], &format!("be{h}"), vip, 80)).collect();
+    lan.decap_on(1);
+    lan.decap_on(2);
+    lan.accept_xdp_frames_from(0);
+    // be1 is checked at its own address (tcp), be2 through the tunnel.
+    let check = |kind: &str| {
+        format!("[vip.backend.health]\nkind = \"{kind}\"\ninterval_ms = 200\ntimeout_ms = 150\nrise = 1\nfall = 1\n")
+    };
+    let config = format!(
+        "interfaces = [\"eth0\"]\n[[vip]]\naddress = \"{VIP}:80\"\nforwarding = \"ipip\"\n\
+         [[vip.backend]]\naddress = \"198.18.0.2\"\n{}[[vip.backend]]\naddress = \"198.18.0.3\"\n{}",
+        check("tcp"),
+        check("tunnel")
+    );
+    let daemon = Daemon::start(&lan.hosts[0].ns, &config, "info");
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!((health_of(&lan, &daemon, 0, 0), health_of(&lan, &daemon, 0, 1)), ("up".into(), "up".into()));
+
+    // Both lose the VIP; their own addresses still answer on port 80.
+    for h in [1, 2] {
+        lan.hosts[h].ns.run(&["ip", "addr", "del", &format!("{VIP}/32"), "dev", "lo"]);
+    }
+    until_health(&lan, &daemon, 1, "down");
+    assert!(daemon.proc.log().contains("through the tunnel"), "the log says why: {}", daemon.proc.log());
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(health_of(&lan, &daemon, 0, 0), "up", "the tcp check does not see it");
+
+    // The VIP back: up again. Then be2 loses its decap program: down.
+    for h in [1, 2] {
+        lan.hosts[h].ns.run(&["ip", "addr", "add", &format!("{VIP}/32"), "dev", "lo"]);
+    }
+    until_health(&lan, &daemon, 1, "up");
+    lan.decap_off(2);
+    until_health(&lan, &daemon, 1, "down");
+}

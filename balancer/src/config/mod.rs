@@ -667,6 +667,10 @@ pub enum CheckKind {
     /// An AJP/1.3 connector answers `CPING` with `CPONG` (`mod_jk`'s `ping_mode`).
     #[serde(rename = "ajp-cping")]
     AjpCping,
+    /// A TCP SYN to the VIP inside the backend's IPIP tunnel, as the data path sends a client's,
+    /// is answered with SYN-ACK: proves the backend still decapsulates and holds the VIP (IPv4
+    /// IPIP VIPs).
+    Tunnel,
 }
 
 fn default_path() -> String {

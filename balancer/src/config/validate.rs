@@ -85,6 +85,15 @@ fn vips_check(config: &Config) -> Result<(), (usize, String)> {
             if c.rise == 0 || c.fall == 0 {
                 return Err((at, format!("{field}: rise and fall must be at least 1")));
             }
+            let tunnelled = vip.l7.is_none() && vip.forwarding == super::Forwarding::Ipip && addr.is_ipv4();
+            if c.kind == super::CheckKind::Tunnel && !tunnelled {
+                return Err((
+                    at,
+                    format!(
+                        "{field}.kind: \"tunnel\" checks through the IPIP tunnel of an IPv4 L4 VIP with forwarding = \"ipip\""
+                    ),
+                ));
+            }
         }
         let mut mine = HashSet::new();
         for (j, b) in vip.backends.iter().enumerate() {

@@ -6,6 +6,7 @@
 
 pub mod probe;
 pub mod scheduler;
+pub mod tunnel;
 
 /// Consecutive results needed to change state, and the state they produce.
 ///

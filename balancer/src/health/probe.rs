@@ -21,21 +21,29 @@ pub struct Check {
     /// Set when the backend speaks AJP: an `http` check goes as an AJP request, with the
     /// connector's secret, so a wrong secret shows as a failed check.
     pub ajp: Option<Connector>,
+    /// Set for `kind = "tunnel"`: the VIP and outer source the SYN goes with.
+    pub tunnel: Option<super::tunnel::Tunnel>,
 }
 
 /// Runs `check` against `addr`; `Err` says why it failed, for the log line of a flip.
 pub async fn run(check: &Check, addr: SocketAddr) -> Result<(), String> {
     let limit = Duration::from_millis(check.health.timeout_ms());
+    if let (Some(t), std::net::IpAddr::V4(backend)) = (check.tunnel, addr.ip()) {
+        // Keeps its own deadline, so its failure can say what did not answer.
+        return tokio::task::spawn_blocking(move || super::tunnel::probe(t, backend, limit))
+            .await
+            .map_err(|e| format!("tunnel check task: {e}"))?;
+    }
     match timeout(limit, attempt(check, addr)).await {
         Ok(r) => r,
         Err(_) => Err(format!("no answer within {} ms", check.health.timeout_ms())),
     }
 }
 
-async fn attempt(Check { health: check, ajp }: &Check, addr: SocketAddr) -> Result<(), String> {
+async fn attempt(Check { health: check, ajp, .. }: &Check, addr: SocketAddr) -> Result<(), String> {
     let mut stream = TcpStream::connect(addr).await.map_err(|e| format!("connect: {e}"))?;
     match (check.kind, ajp) {
-        (CheckKind::Tcp, _) => return Ok(()),
+        (CheckKind::Tcp | CheckKind::Tunnel, _) => return Ok(()),
         (CheckKind::AjpCping, _) => return cping(&mut stream).await,
         (CheckKind::Http, Some(connector)) => return ajp_get(&mut stream, check, connector, addr).await,
         (CheckKind::Http, None) => {}

@@ -61,7 +61,14 @@ impl Scheduler {
                         .as_ref()
                         .filter(|l7| b.protocol(l7) == BackendProtocol::Ajp13)
                         .map(|l7| crate::l7::ajp::Connector { secret: b.ajp_secret(l7).map(Into::into) });
-                    wanted.insert((vaddr, vip.protocol, b.target(vaddr.port())), Check { health, ajp });
+                    let tunnel = match (health.kind, vaddr) {
+                        (crate::config::CheckKind::Tunnel, SocketAddr::V4(v)) => Some(super::tunnel::Tunnel {
+                            vip: std::net::SocketAddrV4::new(*v.ip(), health.port.unwrap_or(v.port())),
+                            outer_prefix: config.ipip_source_v4,
+                        }),
+                        _ => None,
+                    };
+                    wanted.insert((vaddr, vip.protocol, b.target(vaddr.port())), Check { health, ajp, tunnel });
                 }
             }
         }
