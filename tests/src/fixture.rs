@@ -69,11 +69,20 @@ impl Fixture {
         Self::load(Some(pin_dir), config)
     }
 
+    /// Loads the object file `object` (another build of the program) and writes `config`.
+    pub fn with_object(object: &Path, config: &str) -> Self {
+        Self::load_object(Some(object), None, config)
+    }
+
     fn load(pin_dir: Option<&Path>, config: &str) -> Self {
         // `BALANCER_BPF_OBJECT` swaps in another build of the program (as `--bpf-object` does
         // for the daemon), so a data-path experiment needs no relink of the tests.
         let object = std::env::var_os("BALANCER_BPF_OBJECT").map(std::path::PathBuf::from);
-        let mut dp = Dataplane::load(object.as_deref(), pin_dir, 0).expect("load the XDP object");
+        Self::load_object(object.as_deref(), pin_dir, config)
+    }
+
+    fn load_object(object: Option<&Path>, pin_dir: Option<&Path>, config: &str) -> Self {
+        let mut dp = Dataplane::load(object, pin_dir, 0).expect("load the XDP object");
         let mut ids = sync::read_ids(&dp).expect("read ids");
         let plan = Self::write(&mut dp, &mut ids, config, None);
         Self { dp, plan, ids }

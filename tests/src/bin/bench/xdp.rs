@@ -216,6 +216,23 @@ pub fn part1(n: usize, report: &mut String, targets: &mut Targets) {
         );
     }
 
+    // `BENCH_BPF_OBJECT_B`: another build of the program, measured in the same rounds on the
+    // balancer's own cases (rows "B: …"), for an A/B comparison that run-to-run drift cannot
+    // blur.
+    let fx_b = std::env::var_os("BENCH_BPF_OBJECT_B").map(|p| Fixture::with_object(std::path::Path::new(&p), CONFIG));
+    if let Some(fx_b) = &fx_b {
+        let b: &Xdp = fx_b.dp.ebpf().program(BALANCER_PROGRAM).unwrap().try_into().unwrap();
+        let mine: Vec<(String, u32, Option<f64>)> =
+            cases.iter().filter(|c| std::ptr::eq(c.prog, lb)).map(|c| (c.name.clone(), c.expect, c.target)).collect();
+        for (name, expect, target) in mine {
+            let frame = {
+                let a = cases.iter().find(|c| c.name == name).expect("case");
+                let frames: Vec<Vec<u8>> = (0..n).map(|i| (a.frame)(i)).collect();
+                Box::new(move |i: usize| frames[i].clone()) as Box<dyn Fn(usize) -> Vec<u8>>
+            };
+            cases.push(Case { name: format!("B: {name}"), prog: b, expect, frame, target });
+        }
+    }
     let per_round = n / ROUNDS;
     let mut samples: Vec<Vec<u64>> = cases.iter().map(|_| Vec::with_capacity(n)).collect();
     for round in 0..ROUNDS {
