@@ -7,7 +7,7 @@
 #   Debian's rustc (`/usr/bin/rustc -vV`): bpf-linker must link the LLVM that rustc emits for.
 # - Debian's clippy (rust-web-clippy), which `cargo xtask lint` runs on the eBPF crate, and
 #   cargo-deny $CARGO_DENY_VERSION (licenses, duplicate versions, sources, advisories).
-# - The tools the tests and the demo run: iproute2, bpftool, ethtool, curl, python3, nsenter,
+# - The tools the tests and the demo run: iproute2, bpftool, ethtool, curl, ping, python3, nsenter,
 #   openssl (TLS certificates and s_client), python3-websockets (a WebSocket client), chromium
 #   (a browser loading a page over a TLS VIP), and
 #   Tomcat 10 and Jetty 9, the application servers the L7 tests balance.
@@ -28,7 +28,7 @@ export PATH="$HOME/.cargo/bin:$PATH"
 
 apt_packages=(rustc-web cargo-web rust-web-src libstd-rust-web-dev-bpf rust-web-clippy
               iproute2 bpftool ethtool curl python3 util-linux procps tomcat10 jetty9
-              openssl python3-websockets chromium)
+              openssl python3-websockets chromium iputils-ping)
 if [ "${1:-}" = "--bench" ]; then
   apt_packages+=(haproxy nginx-light wrk nftables)
 fi

@@ -115,6 +115,14 @@ fn main() {
     }
     println!("   answers: {after:?} (be1 is drained: it keeps its connections, takes no new ones)");
 
+    println!("\n== `ping -c 3 {VIP}` from the client: no host owns the VIP, the XDP program answers (answer_ping):");
+    let out = lan.hosts[0].ns.output(&["ping", "-c", "3", "-i", "0.2", "-W", "1", VIP]);
+    for line in
+        String::from_utf8_lossy(&out.stdout).lines().filter(|l| l.contains("bytes from") || l.contains("packet loss"))
+    {
+        println!("   {line}");
+    }
+
     println!("\n== L7 VIP http://{L7_VIP}/ (insert mode): two clients with cookie jars, 8 requests each:");
     for client in ["A", "B"] {
         let jar = format!("/tmp/balancer-demo-{client}.jar");

@@ -1,7 +1,11 @@
+//! ICMP end to end, in namespaces with real stacks.
+//!
 //! Path MTU through the balancer: a backend behind IPIP answers a client whose last hop has a
 //! smaller MTU than the backend's link. The router before that hop sends "fragmentation
 //! needed" to the VIP, which only the balancer receives; it must reach the backend, or the
 //! backend resends full-size segments until the client gives up.
+//!
+//! `ping VIP`: no host owns an L4 VIP, so the data path answers.
 
 use std::time::Duration;
 
@@ -70,4 +74,34 @@ fn a_backend_behind_ipip_learns_a_smaller_path_mtu_from_the_relayed_icmp() {
     assert!(relayed.and_then(|n| n.as_u64()).is_some_and(|n| n >= 1), "counted as relayed: {stats}");
     drop(client);
     std::thread::sleep(Duration::from_millis(10));
+}
+
+#[test]
+fn ping_to_an_l4_vip_is_answered_by_the_data_path() {
+    require_root!();
+    let mut lan = Lan::new(&["client", "lb", "be"]);
+    let _server = HttpBackend::start(&lan.hosts[2], "be", VIP.parse().unwrap(), 80);
+    lan.hosts[0].ns.run(&["ip", "route", "add", &format!("{VIP}/32"), "via", &lan.hosts[1].ip.to_string()]);
+    lan.accept_xdp_frames_from(1);
+    let config = |answer: bool| {
+        format!(
+            "interfaces = [\"eth0\"]\nxdp_mode = \"native\"\nanswer_ping = {answer}\n[[vip]]\naddress = \"{VIP}:80\"\n\
+             [[vip.backend]]\naddress = \"{}\"\n",
+            lan.hosts[2].ip
+        )
+    };
+    let daemon = Daemon::start(&lan.hosts[1].ns, &config(true), "info");
+    let out = lan.hosts[0].ns.output(&["ping", "-c", "3", "-i", "0.2", "-W", "1", VIP]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && text.contains("3 received"), "ping answered: {text}");
+    let stats = daemon.stats(&lan.hosts[1].ns);
+    let replied =
+        stats["icmp"].as_array().and_then(|a| a.iter().find(|e| e[0] == "echo_replied")).map(|e| e[1].clone());
+    assert_eq!(replied.and_then(|n| n.as_u64()), Some(3), "counted: {stats}");
+
+    daemon.write_config(&config(false));
+    let out = daemon.ctl(&lan.hosts[1].ns, &["reload"]);
+    assert!(out.status.success(), "reload: {}", String::from_utf8_lossy(&out.stderr));
+    let out = lan.hosts[0].ns.output(&["ping", "-c", "2", "-i", "0.2", "-W", "1", VIP]);
+    assert!(!out.status.success(), "answer_ping = false: nobody answers ({})", String::from_utf8_lossy(&out.stdout));
 }
