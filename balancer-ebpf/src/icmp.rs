@@ -184,10 +184,10 @@ pub fn too_big(ctx: &XdpContext, mtu: u16) -> Result<u32, Reason> {
     }
     // The L2 length must be a constant for the verifier: one instance per length.
     match (packet.key.family, packet.l3_off) {
-        (family::V4, VLAN_ETH_LEN) => frag_needed::<VLAN_ETH_LEN>(ctx, mtu - IPV4_LEN as u16),
-        (family::V4, _) => frag_needed::<ETH_LEN>(ctx, mtu - IPV4_LEN as u16),
-        (_, VLAN_ETH_LEN) => packet_too_big::<VLAN_ETH_LEN>(ctx, mtu - IPV6_LEN as u16),
-        _ => packet_too_big::<ETH_LEN>(ctx, mtu - IPV6_LEN as u16),
+        (family::V4, VLAN_ETH_LEN) => frag_needed::<VLAN_ETH_LEN>(ctx, mtu.saturating_sub(IPV4_LEN as u16)),
+        (family::V4, _) => frag_needed::<ETH_LEN>(ctx, mtu.saturating_sub(IPV4_LEN as u16)),
+        (_, VLAN_ETH_LEN) => packet_too_big::<VLAN_ETH_LEN>(ctx, mtu.saturating_sub(IPV6_LEN as u16)),
+        _ => packet_too_big::<ETH_LEN>(ctx, mtu.saturating_sub(IPV6_LEN as u16)),
     }?;
     stats::icmp(IcmpEvent::TooBigSent);
     Ok(xdp_action::XDP_TX)

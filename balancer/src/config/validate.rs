@@ -26,6 +26,17 @@ fn globals(config: &Config) -> Result<(), (usize, String)> {
     if config.access_log.as_ref().is_some_and(|a| a.buffer == 0) {
         return Err((0, "`access_log.buffer`: at least 1 line".into()));
     }
+    for (name, &mtu) in &config.interface_mtu {
+        if !config.interfaces.contains(name) {
+            return Err((0, format!("`interface_mtu.{name}`: {name} is not one of `interfaces`")));
+        }
+        if mtu < 576 {
+            return Err((
+                0,
+                format!("`interface_mtu.{name}`: {mtu} is below 576, the smallest datagram IPv4 hosts accept"),
+            ));
+        }
+    }
     Ok(())
 }
 
@@ -572,6 +583,14 @@ mod tests {
         Config::parse(ok, Path::new("b.toml")).unwrap();
         let e = err(&ok.replace("8081", "8080"));
         assert!(e.contains("10.0.0.2:8080 is listed twice"), "{e}");
+    }
+
+    #[test]
+    fn interface_mtu_names_an_attached_interface_and_a_usable_size() {
+        let e = err("interfaces = [\"eth0\"]\ninterface_mtu = { eth1 = 1500 }\n");
+        assert!(e.contains("interface_mtu.eth1") && e.contains("not one of `interfaces`"), "{e}");
+        let e = err("interfaces = [\"eth0\"]\ninterface_mtu = { eth0 = 100 }\n");
+        assert!(e.contains("interface_mtu.eth0") && e.contains("576"), "{e}");
     }
 
     /// Issue 10, defect 7: each of these was accepted and failed later, or never.
