@@ -53,17 +53,31 @@ pub struct FlowEvents {
     pub guarded: bool,
 }
 
-/// Value of the one-entry per-CPU `INSERT_GUARD` array: this CPU's flow-table pins in the
-/// current window (`flow::INSERT_WINDOW_SHIFT`).
+/// Value of the per-CPU `INSERT_GUARD` array: what this CPU spent of one of its budgets
+/// (`budget`) in the current window (`flow::INSERT_WINDOW_SHIFT`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct InsertWindow {
     /// `jiffies >> INSERT_WINDOW_SHIFT` of the window.
     pub window: u64,
-    /// Pins in it.
+    /// Spent in it.
     pub inserts: u64,
 }
 const _: () = assert!(core::mem::size_of::<InsertWindow>() == 16);
+
+/// The per-CPU budgets of `INSERT_GUARD`, by index.
+pub mod budget {
+    /// Flow-table pins (`Settings::insert_limit`).
+    pub const INSERTS: u32 = 0;
+    /// ICMP "too big" sent to clients: at most `TOO_BIG_PER_WINDOW`, as the kernel limits the
+    /// ICMP errors it sends, so large packets from forged sources do not make the balancer a
+    /// reflector at line rate (those over it are dropped, counted as `too_big`).
+    pub const TOO_BIG: u32 = 1;
+    /// Budgets.
+    pub const COUNT: u32 = 2;
+    /// "Too big" messages one CPU sends per window (about a second at HZ=250).
+    pub const TOO_BIG_PER_WINDOW: u64 = 1000;
+}
 
 /// Why the data path did not balance a packet: the index into the per-CPU `REASONS` array.
 ///
@@ -98,9 +112,9 @@ pub enum Reason {
     BadLength = 11,
     /// From a source the VIP's `allow_sources` does not hold: dropped.
     SourceFiltered = 12,
-    /// An IPv4 packet without don't-fragment that would exceed the egress MTU once
-    /// encapsulated: dropped, since XDP cannot fragment it and the link would drop it anyway
-    /// (with don't-fragment set the client is sent "fragmentation needed" instead).
+    /// A packet that would exceed the egress MTU once encapsulated and gets no "too big": IPv4
+    /// without don't-fragment (XDP cannot fragment it, and the link would drop it anyway), or
+    /// this CPU has sent its `budget::TOO_BIG_PER_WINDOW`. Dropped.
     TooBig = 13,
 }
 

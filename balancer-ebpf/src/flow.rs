@@ -8,7 +8,7 @@ use balancer_common::{
     vip::{Settings, VipMeta, flags},
 };
 
-use balancer_common::counters::FlowEvents;
+use balancer_common::counters::{FlowEvents, budget};
 
 use crate::maps::{BACKENDS, FLOWS, INSERT_GUARD};
 
@@ -71,14 +71,15 @@ pub fn lookup(place: &Place, vip: &VipMeta, syn: bool) -> Option<(u32, Backend)>
     None
 }
 
-/// Whether this CPU may pin one more flow in the current window of `2^INSERT_WINDOW_SHIFT`
-/// jiffies (`limit`, `Settings::insert_limit`; 0 is no limit), counting it if so.
+/// Whether this CPU may spend one more of budget `which` (`counters::budget`) in the current
+/// window of `2^INSERT_WINDOW_SHIFT` jiffies (`limit` a window; 0 is no limit), counting it if
+/// so.
 #[inline(always)]
-fn under_limit(limit: u32) -> bool {
+pub fn under_limit(which: u32, limit: u64) -> bool {
     if limit == 0 {
         return true;
     }
-    let Some(w) = INSERT_GUARD.get_ptr_mut(0) else { return true };
+    let Some(w) = INSERT_GUARD.get_ptr_mut(which) else { return true };
     // SAFETY: per-CPU slot, only this program on this CPU writes it.
     let w = unsafe { &mut *w };
     // SAFETY: a helper without arguments or side effects. Jiffies, which the verifier inlines
@@ -88,7 +89,7 @@ fn under_limit(limit: u32) -> bool {
         w.window = window;
         w.inserts = 0;
     }
-    if w.inserts >= u64::from(limit) {
+    if w.inserts >= limit {
         return false;
     }
     w.inserts += 1;
@@ -100,7 +101,7 @@ fn under_limit(limit: u32) -> bool {
 /// counters with the packet's traffic.
 #[inline(always)]
 pub fn pin(place: &Place, settings: &Settings, backend: u32, miss: bool) -> FlowEvents {
-    if !under_limit(settings.insert_limit) {
+    if !under_limit(budget::INSERTS, u64::from(settings.insert_limit)) {
         return FlowEvents { miss, guarded: true, ..FlowEvents::default() };
     }
     FlowEvents { miss, inserted: true, evicted: insert(place, backend), guarded: false }

@@ -9,7 +9,7 @@
 
 use aya_ebpf::{bindings::xdp_action, helpers::bpf_csum_diff, programs::XdpContext};
 use balancer_common::{
-    counters::{IcmpEvent, Reason},
+    counters::{IcmpEvent, Reason, budget},
     family,
     flow::{FlowKey, Place},
     hash::flow_hash64,
@@ -181,6 +181,9 @@ pub fn too_big(ctx: &XdpContext, mtu: u16) -> Result<u32, Reason> {
         if h[6] & 0x40 == 0 {
             return Err(Reason::TooBig);
         }
+    }
+    if !crate::flow::under_limit(budget::TOO_BIG, budget::TOO_BIG_PER_WINDOW) {
+        return Err(Reason::TooBig);
     }
     // The L2 length must be a constant for the verifier: one instance per length.
     match (packet.key.family, packet.l3_off) {

@@ -8,7 +8,7 @@ use aya_ebpf::{
 };
 use balancer_common::{
     backend::Backend,
-    counters::{IcmpEvent, InsertWindow, Reason, Traffic},
+    counters::{IcmpEvent, InsertWindow, Reason, Traffic, budget},
     flow::FlowSet,
     maps::{FLOW_SETS, MAX_BACKENDS, MAX_ECHO_ADDRS, MAX_SOURCES, MAX_VIPS, RING_ENTRIES},
     vip::{EchoKey, Settings, SourceKey, VipEntry, VipIndex, VipKey, VipMeta},
@@ -64,9 +64,9 @@ pub static REASONS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Reason::COU
 #[map]
 pub static SETTINGS: Array<Settings> = Array::with_max_entries(1, 0);
 
-/// This CPU's pins in the current window, at index 0. Written here.
+/// This CPU's budgets in the current window (`counters::budget`). Written here.
 #[map]
-pub static INSERT_GUARD: PerCpuArray<InsertWindow> = PerCpuArray::with_max_entries(1, 0);
+pub static INSERT_GUARD: PerCpuArray<InsertWindow> = PerCpuArray::with_max_entries(budget::COUNT, 0);
 
 /// Allowed source prefixes per VIP (`SourceKey`), for VIPs with `flags::SOURCE_FILTER`.
 /// Daemon-written.

@@ -240,3 +240,25 @@ fn an_ipv6_packet_that_would_not_fit_once_encapsulated_gets_packet_too_big() {
     let (verdict, _) = fx.run(&big(CLIENT_V4, "198.51.100.20:80", 1460).build());
     assert_eq!(verdict, Verdict::Tx);
 }
+
+/// Large packets with forged sources must not turn the balancer into an ICMP reflector: like the
+/// kernel with its own ICMP errors, each CPU sends at most 1000 "too big" a window (about a
+/// second) and drops the rest.
+#[test]
+fn too_big_messages_are_limited_per_cpu() {
+    require_root!();
+    let fx = Fixture::new(CONFIG);
+    let input = big(CLIENT_V4, "198.51.100.10:80", 1441).build();
+    let (mut sent, mut dropped) = (0, 0);
+    for _ in 0..4100 {
+        match fx.run(&input).0 {
+            Verdict::Tx => sent += 1,
+            Verdict::Drop => dropped += 1,
+            v => panic!("{v:?}"),
+        }
+    }
+    // Two CPUs, and the run may straddle a window: at most 4000 sent.
+    assert!((1000..=4000).contains(&sent) && dropped >= 100, "sent {sent}, dropped {dropped}");
+    assert_eq!(fx.reason("too_big"), dropped);
+    assert_eq!(fx.stats().icmp[1], ("too_big_sent", sent));
+}
