@@ -166,10 +166,15 @@ fn health_of(lan: &Lan, daemon: &Daemon, lb: usize, i: usize) -> String {
     v["vips"][0]["backends"][i]["health"].as_str().expect("health").to_owned()
 }
 
-/// Polls `health_of` until it is `want` (bounded: 5 s).
+/// Polls `health_of` until it is `want` (bounded: 5 s), the daemon in host 0.
 fn until_health(lan: &Lan, daemon: &Daemon, i: usize, want: &str) {
+    until_health_at(lan, daemon, 0, i, want);
+}
+
+/// As `until_health`, the daemon in host `lb`.
+fn until_health_at(lan: &Lan, daemon: &Daemon, lb: usize, i: usize, want: &str) {
     let deadline = Instant::now() + Duration::from_secs(5);
-    while health_of(lan, daemon, 0, i) != want {
+    while health_of(lan, daemon, lb, i) != want {
         assert!(Instant::now() < deadline, "backend {i} never became {want}: {}", daemon.proc.log());
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -218,4 +223,33 @@ fn a_tunnel_check_takes_out_a_backend_that_lost_its_vip_or_its_decap() {
     until_health(&lan, &daemon, 1, "up");
     lan.decap_off(2);
     until_health(&lan, &daemon, 1, "down");
+}
+
+/// Found in issue 14's work: a reload that changed the check of a backend the old check had
+/// taken down started the new check from "up", so when the new check passed there was no flip
+/// and the daemon kept the backend down for good. The new check now goes on from down, and the
+/// backend comes back after `rise` passes.
+#[test]
+fn a_backend_taken_down_by_a_check_a_reload_fixes_comes_back() {
+    require_root!();
+    let mut lan = Lan::new(&["client", "lb", "be1", "be2"]);
+    let vip: IpAddr = VIP.parse().unwrap();
+    let _servers: Vec<HttpBackend> =
+        (2..4).map(|h| HttpBackend::start(&lan.hosts[h], &format!("be{}", h - 1), vip, 80)).collect();
+    lan.accept_xdp_frames_from(1);
+    let config = |path: &str| {
+        format!(
+            "interfaces = [\"eth0\"]\n[[vip]]\naddress = \"{VIP}:80\"\n[[vip.backend]]\naddress = \"198.18.0.3\"\n\
+             [[vip.backend]]\naddress = \"198.18.0.4\"\n[vip.backend.health]\nkind = \"http\"\npath = \"{path}\"\n\
+             interval_ms = 200\ntimeout_ms = 150\nrise = 2\nfall = 1\n"
+        )
+    };
+    // be2's check asks for a page it does not have: 404, down.
+    let daemon = Daemon::start(&lan.hosts[1].ns, &config("/missing"), "info");
+    until_health_at(&lan, &daemon, 1, 1, "down");
+    daemon.write_config(&config("/"));
+    let out = daemon.ctl(&lan.hosts[1].ns, &["reload"]);
+    assert!(out.status.success(), "reload: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(health_of(&lan, &daemon, 1, 1), "down", "still down until the new check has passed `rise` times");
+    until_health_at(&lan, &daemon, 1, 1, "up");
 }

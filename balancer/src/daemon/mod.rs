@@ -236,7 +236,7 @@ impl Daemon {
         let previous = std::mem::replace(&mut self.config, config);
         let previous_hops = std::mem::replace(&mut self.hops, hops);
         self.l7.commit(l7);
-        self.health.sync(&self.config, &self.flips_tx);
+        self.health.sync(&self.config, &self.flips_tx, &self.down);
         let health = &self.health;
         self.down.retain(|k| health.checks(k));
         self.ramps.retain(|k, _| health.checks(k));
@@ -247,7 +247,7 @@ impl Daemon {
             if let Ok(l7) = self.l7.prepare(&self.config) {
                 self.l7.commit(l7);
             }
-            self.health.sync(&self.config, &self.flips_tx);
+            self.health.sync(&self.config, &self.flips_tx, &self.down);
             if let Err(e) = self.write("rollback") {
                 error!("putting the previous configuration back failed too: {e:#}");
             }

@@ -23,7 +23,13 @@ pub struct Tracker {
 impl Tracker {
     /// A tracker for a backend believed up.
     pub fn new(rise: u32, fall: u32) -> Self {
-        Self { up: true, streak: 0, rise: rise.max(1), fall: fall.max(1) }
+        Self::starting(true, rise, fall)
+    }
+
+    /// A tracker for a backend believed `up` or down: a check that replaces another goes on
+    /// from where the old one left the backend.
+    pub fn starting(up: bool, rise: u32, fall: u32) -> Self {
+        Self { up, streak: 0, rise: rise.max(1), fall: fall.max(1) }
     }
 
     /// Whether the backend is up.

@@ -1,7 +1,7 @@
 //! The check loops: one task per checked backend, reporting only state flips.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     net::SocketAddr,
     sync::{
         Arc,
@@ -46,9 +46,11 @@ pub struct Scheduler {
 }
 
 impl Scheduler {
-    /// Makes the running checks match `config`: starts new ones, stops removed or changed ones
-    /// (a changed check restarts with the backend considered up). Flips go to `tx`.
-    pub fn sync(&mut self, config: &Config, tx: &mpsc::UnboundedSender<Flip>) {
+    /// Makes the running checks match `config`: starts new ones, stops removed or changed ones.
+    /// A new check starts with its backend up, unless it is in `down` (a changed check of a
+    /// backend the old one took down): it then goes on from down, so the backend comes back
+    /// after `rise` passes of the new check. Flips go to `tx`.
+    pub fn sync(&mut self, config: &Config, tx: &mpsc::UnboundedSender<Flip>, down: &HashSet<BackendKey>) {
         let mut wanted = HashMap::new();
         for vip in &config.vips {
             let vaddr = *vip.address.get_ref();
@@ -85,7 +87,8 @@ impl Scheduler {
             }
             let passed = Arc::new(AtomicU64::new(0));
             let now = Arc::new(tokio::sync::Notify::new());
-            let handle = tokio::spawn(run(key, check.clone(), tx.clone(), (passed.clone(), now.clone())));
+            let up = !down.contains(&key);
+            let handle = tokio::spawn(run(key, check.clone(), up, tx.clone(), (passed.clone(), now.clone())));
             self.tasks.insert(key, Task { check, handle, passed, now });
         }
     }
@@ -122,12 +125,13 @@ impl Drop for Scheduler {
 async fn run(
     key: BackendKey,
     check: Check,
+    up: bool,
     tx: mpsc::UnboundedSender<Flip>,
     (passed, now): (Arc<AtomicU64>, Arc<tokio::sync::Notify>),
 ) {
     let (vip, _, target) = key;
     let addr = SocketAddr::new(target.ip(), check.health.port.unwrap_or(target.port()));
-    let mut tracker = Tracker::new(check.health.rise, check.health.fall);
+    let mut tracker = Tracker::starting(up, check.health.rise, check.health.fall);
     let mut tick = tokio::time::interval(Duration::from_millis(check.health.interval_ms));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
