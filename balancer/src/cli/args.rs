@@ -147,8 +147,13 @@ pub enum Command {
         /// bash, zsh, fish, elvish or powershell.
         shell: clap_complete::Shell,
     },
-    /// Print the man page (roff).
-    Man,
+    /// Print the man page (roff), or with --dir write every page: one per subcommand
+    /// (balancer-run.1, balancer-backend-set.1, …) and balancer.toml.5.
+    Man {
+        /// Directory to write the pages into (created if missing); their paths are printed.
+        #[arg(long)]
+        dir: Option<std::path::PathBuf>,
+    },
 }
 
 /// `balancer vip …`

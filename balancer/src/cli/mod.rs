@@ -3,6 +3,7 @@
 
 pub mod args;
 mod local;
+mod man;
 mod output;
 
 use std::{path::Path, process::ExitCode};
@@ -119,9 +120,7 @@ pub fn run(cli: Cli, log_level: u8) -> ExitCode {
             clap_complete::generate(shell, &mut Cli::command(), "balancer", &mut std::io::stdout());
             Ok(())
         }
-        Command::Man => {
-            clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout()).context("writing the man page")
-        }
+        Command::Man { dir } => man::man(dir.as_deref()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
