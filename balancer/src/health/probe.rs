@@ -43,30 +43,30 @@ pub async fn run(check: &Check, addr: SocketAddr) -> Result<(), String> {
 async fn attempt(Check { health: check, ajp, .. }: &Check, addr: SocketAddr) -> Result<(), String> {
     let mut stream = TcpStream::connect(addr).await.map_err(|e| format!("connect: {e}"))?;
     match (check.kind, ajp) {
-        (CheckKind::Tcp | CheckKind::Tunnel, _) => return Ok(()),
-        (CheckKind::AjpCping, _) => return cping(&mut stream).await,
-        (CheckKind::Http, Some(connector)) => return ajp_get(&mut stream, check, connector, addr).await,
-        (CheckKind::Http, None) => {}
+        (CheckKind::Tcp | CheckKind::Tunnel, _) => Ok(()),
+        (CheckKind::AjpCping, _) => cping(&mut stream).await,
+        (CheckKind::Http, Some(connector)) => ajp_get(&mut stream, check, connector, addr).await,
+        (CheckKind::Http, None) => http_get(stream, check, addr).await,
     }
-    let host = addr.ip();
-    let request = format!("GET {} HTTP/1.0\r\nHost: {host}\r\nUser-Agent: balancer-health\r\n\r\n", check.path);
-    stream.write_all(request.as_bytes()).await.map_err(|e| format!("send: {e}"))?;
-    let mut head = [0u8; 32];
-    let mut n = 0;
-    // The status line's first 12 bytes ("HTTP/1.1 200") are all that is needed.
-    while n < 12 {
-        let got = stream.read(&mut head[n..]).await.map_err(|e| format!("receive: {e}"))?;
-        if got == 0 {
-            return Err("connection closed before a status line".into());
-        }
-        n += got;
-    }
-    let line = String::from_utf8_lossy(&head[..n]);
-    let status: u16 = line
-        .strip_prefix("HTTP/1.")
-        .and_then(|r| r.get(2..5))
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| format!("not an HTTP status line: {line:?}"))?;
+}
+
+/// `GET path` over HTTP/1.1 with hyper's client connection (a whole, parsed response head,
+/// however the bytes arrive); its status must be in `expect`. The body is not read: the
+/// connection is dropped with the response.
+async fn http_get(stream: TcpStream, check: &HealthCheck, addr: SocketAddr) -> Result<(), String> {
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+        .await
+        .map_err(|e| format!("HTTP handshake: {e}"))?;
+    let driver = tokio::spawn(conn);
+    let request = hyper::Request::get(&check.path)
+        .header(hyper::header::HOST, addr.ip().to_string())
+        .header(hyper::header::USER_AGENT, "balancer-health")
+        .header(hyper::header::CONNECTION, "close")
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .map_err(|e| format!("health check path {:?}: {e}", check.path))?;
+    let response = sender.send_request(request).await;
+    driver.abort();
+    let status = response.map_err(|e| format!("HTTP: {e}"))?.status().as_u16();
     let (lo, hi) = check.expect;
     if (lo..=hi).contains(&status) { Ok(()) } else { Err(format!("HTTP status {status}, expected {lo}-{hi}")) }
 }
@@ -135,5 +135,59 @@ async fn cping(stream: &mut TcpStream) -> Result<(), String> {
         Ok(Some((ajp::Message::CPong, _))) => Ok(()),
         Ok(other) => Err(format!("answered CPING with {other:?}, not CPONG")),
         Err(e) => Err(format!("not an AJP connector: {e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::{io::AsyncWriteExt as _, net::TcpListener};
+
+    use super::*;
+
+    /// A server that answers one connection with `chunks`, written one at a time.
+    async fn answering(chunks: Vec<&'static [u8]>) -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut head = [0u8; 1024];
+            let _ = s.read(&mut head).await;
+            for c in chunks {
+                let _ = s.write_all(c).await;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        });
+        addr
+    }
+
+    fn http(path: &str) -> Check {
+        let health = HealthCheck {
+            kind: CheckKind::Http,
+            port: None,
+            path: path.into(),
+            expect: (200, 399),
+            interval_ms: 1000,
+            timeout_ms: Some(1000),
+            rise: 1,
+            fall: 1,
+            slowstart_s: 0,
+        };
+        Check { health, ajp: None, tunnel: None }
+    }
+
+    /// Issue 15: the HTTP check read the first 12 bytes by hand, so a backend that sent a
+    /// status line and then a broken head passed. It is hyper's client now: the whole head is
+    /// parsed, however it arrives.
+    #[tokio::test]
+    async fn the_status_of_a_whole_response_head_decides() {
+        let ok = answering(vec![b"HTTP/1.1 2", b"04 No Content\r\n", b"\r\n"]).await;
+        assert_eq!(run(&http("/"), ok).await, Ok(()), "a head split across writes");
+        let busy = answering(vec![b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n"]).await;
+        assert_eq!(run(&http("/"), busy).await, Err("HTTP status 503, expected 200-399".into()));
+        let broken = answering(vec![b"HTTP/1.1 200 OK\r\nContent-Length: ten\r\n\r\n"]).await;
+        let e = run(&http("/"), broken).await.unwrap_err();
+        assert!(e.starts_with("HTTP:"), "a broken head fails: {e}");
+        let garbage = answering(vec![b"SSH-2.0-OpenSSH_9.2\r\n"]).await;
+        assert!(run(&http("/"), garbage).await.is_err(), "not HTTP at all");
     }
 }
