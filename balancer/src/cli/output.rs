@@ -1,6 +1,28 @@
-//! Tables for people; `--json` prints the same data for scripts.
+//! Tables for people; `--json` prints the same data for scripts. Columns are as wide as their
+//! widest cell (an IPv6 backend does not push the rest of its row out of line).
 
 use balancer::{control::protocol::Status, dataplane::stats::Snapshot};
+use comfy_table::{CellAlignment, ContentArrangement, Table, presets::NOTHING};
+
+/// A borderless table with `headers`; columns whose header is in `right` (numbers) are
+/// right-aligned.
+fn table(headers: &[&str], right: &[&str]) -> Table {
+    let mut t = Table::new();
+    t.load_preset(NOTHING).set_content_arrangement(ContentArrangement::Disabled).set_header(headers.to_vec());
+    for (i, h) in headers.iter().enumerate() {
+        if let (true, Some(c)) = (right.contains(h), t.column_mut(i)) {
+            c.set_cell_alignment(CellAlignment::Right);
+        }
+    }
+    t
+}
+
+/// Prints `t` with every line indented by `indent`.
+fn print_table(t: &Table, indent: &str) {
+    for line in t.lines() {
+        println!("{indent}{}", line.trim_end());
+    }
+}
 
 /// `balancer status`.
 pub fn status(s: &Status) {
@@ -41,52 +63,54 @@ fn l4_vip(v: &balancer::control::protocol::VipStatus, proto: &str) {
         ),
         None => println!("  flow table: off (every packet steered by the ring)"),
     }
-    println!(
-        "  {:<26} {:>5} {:>6} {:<8} {:<9} {:>6} {:>7} {:>8} {:>10} {:>12} {:>9}",
-        "BACKEND", "ID", "WEIGHT", "STATE", "HEALTH", "GROUP", "SHARE", "FLOWS", "PACKETS", "BYTES", "NEW"
-    );
+    print_table(&l4_backends(v), "  ");
+}
+
+/// The backend table of an L4 VIP.
+fn l4_backends(v: &balancer::control::protocol::VipStatus) -> Table {
+    let headers = ["BACKEND", "ID", "WEIGHT", "STATE", "HEALTH", "GROUP", "SHARE", "FLOWS", "PACKETS", "BYTES", "NEW"];
+    let mut t = table(&headers, &["ID", "WEIGHT", "GROUP", "SHARE", "FLOWS", "PACKETS", "BYTES", "NEW"]);
     for b in &v.backends {
-        println!(
-            "  {:<26} {:>5} {:>6} {:<8} {:<9} {:>6} {:>6.2}% {:>8} {:>10} {:>12} {:>9}",
-            b.address,
-            b.id,
-            b.weight,
+        t.add_row(vec![
+            b.address.to_string(),
+            b.id.to_string(),
+            b.weight.to_string(),
             format!("{:?}", b.state).to_lowercase(),
-            b.health,
+            b.health.clone(),
             group(b),
-            b.share,
+            format!("{:.2}%", b.share),
             b.flows.map_or("-".to_owned(), |f| f.to_string()),
-            b.packets,
-            b.bytes,
-            b.new_flows
-        );
+            b.packets.to_string(),
+            b.bytes.to_string(),
+            b.new_flows.to_string(),
+        ]);
     }
+    t
 }
 
 fn l7_vip(v: &balancer::control::protocol::VipStatus, proto: &str, mode: &str) {
     let name = v.name.as_deref().map(|n| format!(" [{n}]")).unwrap_or_default();
     let takes = v.takes.as_deref().map(|t| format!(", takes {t}")).unwrap_or_default();
     println!("VIP {}{name} {proto} L7, sticky {mode}{takes}", v.address);
-    println!(
-        "  {:<26} {:<10} {:>6} {:<8} {:<9} {:>6} {:>9} {:>9} {:>7} {:>10}",
-        "BACKEND", "ROUTE", "WEIGHT", "STATE", "HEALTH", "GROUP", "SESSIONS", "REQUESTS", "ERRORS", "LATENCY"
-    );
+    let headers =
+        ["BACKEND", "ROUTE", "WEIGHT", "STATE", "HEALTH", "GROUP", "SESSIONS", "REQUESTS", "ERRORS", "LATENCY"];
+    let mut t = table(&headers, &["WEIGHT", "GROUP", "SESSIONS", "REQUESTS", "ERRORS", "LATENCY"]);
     for b in &v.backends {
         let l = b.l7.as_ref();
-        println!(
-            "  {:<26} {:<10} {:>6} {:<8} {:<9} {:>6} {:>9} {:>9} {:>7} {:>8.1}ms",
+        t.add_row(vec![
             l.map_or(b.address.to_string(), |l| l.target.to_string()),
-            b.route.as_deref().unwrap_or("-"),
-            b.weight,
+            b.route.clone().unwrap_or_else(|| "-".into()),
+            b.weight.to_string(),
             format!("{:?}", b.state).to_lowercase(),
-            b.health,
+            b.health.clone(),
             group(b),
-            l.map_or(0, |l| l.sessions),
-            l.map_or(0, |l| l.requests),
-            l.map_or(0, |l| l.errors),
-            l.map_or(0.0, |l| l.mean_latency_ms)
-        );
+            l.map_or(0, |l| l.sessions).to_string(),
+            l.map_or(0, |l| l.requests).to_string(),
+            l.map_or(0, |l| l.errors).to_string(),
+            format!("{:.1}ms", l.map_or(0.0, |l| l.mean_latency_ms)),
+        ]);
     }
+    print_table(&t, "  ");
     let Some(c) = &v.connections else { return };
     println!(
         "  connections: {} open, {} refused, {} head timeouts, {} without a PROXY header, {} WebSocket tunnels ({} upgrades)",
@@ -111,17 +135,17 @@ fn l7_vip(v: &balancer::control::protocol::VipStatus, proto: &str, mode: &str) {
 
 /// `balancer vip list`.
 pub fn vips(s: &Status) {
-    println!("{:<30} {:<5} {:<5} {:>6} {:>9}", "VIP", "PROTO", "MODE", "RING", "BACKENDS");
+    let mut t = table(&["VIP", "PROTO", "MODE", "RING", "BACKENDS"], &["RING", "BACKENDS"]);
     for v in &s.vips {
-        println!(
-            "{:<30} {:<5} {:<5} {:>6} {:>9}",
+        t.add_row(vec![
             v.address.to_string(),
             format!("{:?}", v.protocol).to_lowercase(),
             format!("{:?}", v.forwarding).to_lowercase(),
-            v.ring_size,
-            v.backends.len()
-        );
+            v.ring_size.to_string(),
+            v.backends.len().to_string(),
+        ]);
     }
+    print_table(&t, "");
 }
 
 /// Per-second rates between two snapshots, keyed like the snapshot's rows.
@@ -174,29 +198,28 @@ pub fn stats(s: &Snapshot, rates: Option<&Rates>) {
     let brate =
         |id: u32| rates.and_then(|r| r.backends.iter().find(|b| b.0 == id)).map(|r| (rate(r.1), rate(r.2), rate(r.3)));
     let dash = || ("-".to_owned(), "-".to_owned(), "-".to_owned());
-    println!(
-        "{:<28} {:>5} {:>8} {:>8} {:>8} {:>12} {:>14} {:>10}",
-        "VIP", "PROTO", "PPS", "BPS", "FLOWS/S", "PACKETS", "BYTES", "NEW FLOWS"
-    );
+    let numbers = ["PPS", "BPS", "FLOWS/S", "PACKETS", "BYTES", "NEW FLOWS"];
+    let totals = |t: &balancer::dataplane::stats::TrafficView| {
+        [t.packets.to_string(), t.bytes.to_string(), t.new_flows.to_string()]
+    };
+    let mut vips = table(&["VIP", "PROTO", "PPS", "BPS", "FLOWS/S", "PACKETS", "BYTES", "NEW FLOWS"], &numbers);
     for (i, v) in s.vips.iter().enumerate() {
-        let (p, b, f) = vrate(i).unwrap_or_else(dash);
-        println!(
-            "{:<28} {:>5} {:>8} {:>8} {:>8} {:>12} {:>14} {:>10}",
-            v.vip, v.protocol, p, b, f, v.traffic.packets, v.traffic.bytes, v.traffic.new_flows
-        );
+        let (pps, bps, fps) = vrate(i).unwrap_or_else(dash);
+        let mut row = vec![v.vip.clone(), v.protocol.to_owned(), pps, bps, fps];
+        row.extend(totals(&v.traffic));
+        vips.add_row(row);
     }
+    print_table(&vips, "");
     println!();
-    println!(
-        "{:<6} {:<28} {:<8} {:>8} {:>8} {:>8} {:>12} {:>14} {:>10}",
-        "ID", "BACKEND", "STATE", "PPS", "BPS", "FLOWS/S", "PACKETS", "BYTES", "NEW FLOWS"
-    );
+    let mut backends =
+        table(&["ID", "BACKEND", "STATE", "PPS", "BPS", "FLOWS/S", "PACKETS", "BYTES", "NEW FLOWS"], &numbers);
     for b in &s.backends {
-        let (p, bps, f) = brate(b.id).unwrap_or_else(dash);
-        println!(
-            "{:<6} {:<28} {:<8} {:>8} {:>8} {:>8} {:>12} {:>14} {:>10}",
-            b.id, b.address, b.state, p, bps, f, b.traffic.packets, b.traffic.bytes, b.traffic.new_flows
-        );
+        let (pps, bps, fps) = brate(b.id).unwrap_or_else(dash);
+        let mut row = vec![b.id.to_string(), b.address.to_string(), b.state.to_owned(), pps, bps, fps];
+        row.extend(totals(&b.traffic));
+        backends.add_row(row);
     }
+    print_table(&backends, "");
     println!();
     println!("not balanced: {}", s.not_balanced.iter().map(|(r, n)| format!("{r}={n}")).collect::<Vec<_>>().join(" "));
     println!("icmp: {}", s.icmp.iter().map(|(r, n)| format!("{r}={n}")).collect::<Vec<_>>().join(" "));
@@ -227,5 +250,64 @@ fn state_word(s: balancer::config::BackendState) -> &'static str {
         balancer::config::BackendState::Active => "active",
         balancer::config::BackendState::Drain => "drain",
         balancer::config::BackendState::Stopped => "stopped",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use balancer::{
+        config::{BackendState, Forwarding, Protocol},
+        control::protocol::{BackendStatus, VipStatus},
+    };
+
+    use super::*;
+
+    fn backend(address: &str, id: u32) -> BackendStatus {
+        BackendStatus {
+            address: address.parse().unwrap(),
+            id,
+            weight: 100,
+            state: BackendState::Active,
+            backup: false,
+            distance: 0,
+            health: "up".into(),
+            route: None,
+            domain: None,
+            slots: 0,
+            share: 50.0,
+            packets: 123_456_789,
+            bytes: 1,
+            new_flows: 2,
+            flows: Some(3),
+            l7: None,
+        }
+    }
+
+    /// Issue 15: the backend column was 26 characters wide, so a longer IPv6 address pushed the
+    /// rest of its row out of line with the header.
+    #[test]
+    fn columns_fit_their_widest_cell() {
+        let v = VipStatus {
+            address: "[2001:db8::10]:80".parse().unwrap(),
+            protocol: Protocol::Tcp,
+            forwarding: Forwarding::Ipip,
+            ring_size: 65537,
+            sticky: None,
+            name: None,
+            takes: None,
+            flows: None,
+            packets: 0,
+            bytes: 0,
+            new_flows: 0,
+            connections: None,
+            backends: vec![backend("2001:db8:ffff:ffff:ffff:ffff:ffff:1234", 7), backend("10.0.0.2", 12)],
+        };
+        let lines: Vec<String> = l4_backends(&v).lines().collect();
+        // The ID column ends at the same offset on every line (right-aligned numbers).
+        let end = |l: &str, word: &str| l.find(word).map(|i| i + word.len());
+        let header = end(&lines[0], "ID").expect("header");
+        assert_eq!(end(&lines[1], " 7 "), Some(header + 1), "{lines:#?}");
+        assert_eq!(end(&lines[2], " 12 "), Some(header + 1), "{lines:#?}");
+        assert!(lines[1].contains("2001:db8:ffff:ffff:ffff:ffff:ffff:1234"));
     }
 }
