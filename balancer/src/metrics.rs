@@ -157,7 +157,7 @@ pub fn render(status: &Status) -> String {
     );
     let mut counted = std::collections::HashSet::new();
     for v in &status.vips {
-        let vl = VipLabels { vip: v.address.to_string(), protocol: format!("{:?}", v.protocol).to_lowercase() };
+        let vl = VipLabels { vip: v.address.to_string(), protocol: v.protocol.to_string() };
         let pool = v.name.clone().unwrap_or_default();
         // The address's own counters once, however many entries (pools) share it.
         let first = counted.insert((v.address, v.protocol));

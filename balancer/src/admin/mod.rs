@@ -197,7 +197,7 @@ fn esc(s: &str) -> String {
 /// A backend's row form: state, weight, route (L7), apply, and run the health check now.
 fn form(v: &crate::control::protocol::VipStatus, b: &crate::control::protocol::BackendStatus, nonce: &str) -> String {
     let target = b.l7.as_ref().map_or(SocketAddr::new(b.address, v.address.port()), |l| l.target);
-    let state = format!("{:?}", b.state).to_lowercase();
+    let state = b.state.to_string();
     let options: String = ["active", "drain", "stopped"].iter().fold(String::new(), |mut o, s| {
         let _ = write!(o, "<option{}>{s}</option>", if *s == state { " selected" } else { "" });
         o
@@ -215,7 +215,7 @@ fn form(v: &crate::control::protocol::VipStatus, b: &crate::control::protocol::B
          <input name=\"weight\" value=\"{}\">{route} <button name=\"action\" value=\"set\">apply</button> \
          <button name=\"action\" value=\"check\">check now</button></form></td>",
         v.address,
-        format!("{:?}", v.protocol).to_lowercase(),
+        v.protocol,
         esc(v.name.as_deref().unwrap_or("")),
         b.weight,
     )
@@ -243,10 +243,10 @@ pub fn html(s: &Status, nonce: Option<&str>, message: Option<&str>) -> String {
         let _ = write!(h, "<p class=\"done\" id=\"done\">{}</p>", esc(m));
     }
     for v in &s.vips {
-        let proto = format!("{:?}", v.protocol).to_lowercase();
+        let proto = v.protocol.to_string();
         let mode = match &v.sticky {
             Some(m) => format!("L7, sticky {m}"),
-            None => format!("L4 {}, Maglev {}", format!("{:?}", v.forwarding).to_lowercase(), v.ring_size),
+            None => format!("L4 {}, Maglev {}", v.forwarding, v.ring_size),
         };
         let traffic = if v.sticky.is_some() {
             let requests: u64 = v.backends.iter().filter_map(|b| b.l7.as_ref()).map(|l| l.requests).sum();
@@ -278,7 +278,7 @@ pub fn html(s: &Status, nonce: Option<&str>, message: Option<&str>) -> String {
             if nonce.is_some() { "<th>change</th>" } else { "" }
         );
         for b in &v.backends {
-            let state = format!("{:?}", b.state).to_lowercase();
+            let state = b.state.to_string();
             let group = if b.backup { format!("backup {}", b.distance) } else { b.distance.to_string() };
             let (share, packets) = if v.sticky.is_some() {
                 ("-".to_owned(), "-".to_owned())

@@ -30,9 +30,9 @@ pub fn status(s: &Status) {
         println!("PROBLEM: {p}");
     }
     for v in &s.vips {
-        let proto = format!("{:?}", v.protocol).to_lowercase();
+        let proto = v.protocol.to_string();
         match &v.sticky {
-            Some(mode) => l7_vip(v, &proto, mode),
+            Some(mode) => l7_vip(v, &proto, *mode),
             None => l4_vip(v, &proto),
         }
     }
@@ -49,12 +49,7 @@ fn group(b: &balancer::control::protocol::BackendStatus) -> String {
 fn l4_vip(v: &balancer::control::protocol::VipStatus, proto: &str) {
     println!(
         "VIP {} {proto} {}  ring {}  packets {}  bytes {}  new flows {}",
-        v.address,
-        format!("{:?}", v.forwarding).to_lowercase(),
-        v.ring_size,
-        v.packets,
-        v.bytes,
-        v.new_flows
+        v.address, v.forwarding, v.ring_size, v.packets, v.bytes, v.new_flows
     );
     match &v.flows {
         Some(f) => println!(
@@ -75,7 +70,7 @@ fn l4_backends(v: &balancer::control::protocol::VipStatus) -> Table {
             b.address.to_string(),
             b.id.to_string(),
             b.weight.to_string(),
-            format!("{:?}", b.state).to_lowercase(),
+            b.state.to_string(),
             b.health.clone(),
             group(b),
             format!("{:.2}%", b.share),
@@ -88,7 +83,7 @@ fn l4_backends(v: &balancer::control::protocol::VipStatus) -> Table {
     t
 }
 
-fn l7_vip(v: &balancer::control::protocol::VipStatus, proto: &str, mode: &str) {
+fn l7_vip(v: &balancer::control::protocol::VipStatus, proto: &str, mode: balancer::config::StickyMode) {
     let name = v.name.as_deref().map(|n| format!(" [{n}]")).unwrap_or_default();
     let takes = v.takes.as_deref().map(|t| format!(", takes {t}")).unwrap_or_default();
     println!("VIP {}{name} {proto} L7, sticky {mode}{takes}", v.address);
@@ -101,7 +96,7 @@ fn l7_vip(v: &balancer::control::protocol::VipStatus, proto: &str, mode: &str) {
             l.map_or(b.address.to_string(), |l| l.target.to_string()),
             b.route.clone().unwrap_or_else(|| "-".into()),
             b.weight.to_string(),
-            format!("{:?}", b.state).to_lowercase(),
+            b.state.to_string(),
             b.health.clone(),
             group(b),
             l.map_or(0, |l| l.sessions).to_string(),
@@ -135,17 +130,21 @@ fn l7_vip(v: &balancer::control::protocol::VipStatus, proto: &str, mode: &str) {
 
 /// `balancer vip list`.
 pub fn vips(s: &Status) {
+    print_table(&vip_table(s), "");
+}
+
+/// One row per VIP: an L4 VIP's forwarding mode and table size, an L7 VIP's stickiness (it has
+/// no Maglev table: the proxy picks).
+fn vip_table(s: &Status) -> Table {
     let mut t = table(&["VIP", "PROTO", "MODE", "RING", "BACKENDS"], &["RING", "BACKENDS"]);
     for v in &s.vips {
-        t.add_row(vec![
-            v.address.to_string(),
-            format!("{:?}", v.protocol).to_lowercase(),
-            format!("{:?}", v.forwarding).to_lowercase(),
-            v.ring_size.to_string(),
-            v.backends.len().to_string(),
-        ]);
+        let (mode, ring) = match v.sticky {
+            Some(sticky) => (format!("l7 {sticky}"), "-".to_owned()),
+            None => (v.forwarding.to_string(), v.ring_size.to_string()),
+        };
+        t.add_row(vec![v.address.to_string(), v.protocol.to_string(), mode, ring, v.backends.len().to_string()]);
     }
-    print_table(&t, "");
+    t
 }
 
 /// Per-second rates between two snapshots, keyed like the snapshot's rows.
@@ -288,19 +287,8 @@ mod tests {
     #[test]
     fn columns_fit_their_widest_cell() {
         let v = VipStatus {
-            address: "[2001:db8::10]:80".parse().unwrap(),
-            protocol: Protocol::Tcp,
-            forwarding: Forwarding::Ipip,
-            ring_size: 65537,
-            sticky: None,
-            name: None,
-            takes: None,
-            flows: None,
-            packets: 0,
-            bytes: 0,
-            new_flows: 0,
-            connections: None,
             backends: vec![backend("2001:db8:ffff:ffff:ffff:ffff:ffff:1234", 7), backend("10.0.0.2", 12)],
+            ..vip("[2001:db8::10]:80", None)
         };
         let lines: Vec<String> = l4_backends(&v).lines().collect();
         // The ID column ends at the same offset on every line (right-aligned numbers).
@@ -309,5 +297,47 @@ mod tests {
         assert_eq!(end(&lines[1], " 7 "), Some(header + 1), "{lines:#?}");
         assert_eq!(end(&lines[2], " 12 "), Some(header + 1), "{lines:#?}");
         assert!(lines[1].contains("2001:db8:ffff:ffff:ffff:ffff:ffff:1234"));
+    }
+
+    /// Issue 15: `vip list` showed an L7 VIP as `dsr` with ring 0, and status said `routesuffix`
+    /// where the file says `route-suffix`.
+    #[test]
+    fn an_l7_vip_is_listed_by_its_stickiness_in_the_file_s_words() {
+        let l4 = vip("10.0.0.1:80", None);
+        let l7 = vip("10.0.0.2:80", Some(balancer::config::StickyMode::RouteSuffix));
+        let s = Status {
+            pin_dir: "/x".into(),
+            vips: vec![l4, l7],
+            flow_table_entries: None,
+            not_balanced: Vec::new(),
+            icmp: Vec::new(),
+            problems: Vec::new(),
+            access_log: (0, 0),
+            admin: false,
+        };
+        let lines: Vec<String> =
+            vip_table(&s).lines().map(|l| l.split_whitespace().collect::<Vec<_>>().join(" ")).collect();
+        assert_eq!(lines[1], "10.0.0.1:80 tcp ipip 65537 0");
+        assert_eq!(lines[2], "10.0.0.2:80 tcp l7 route-suffix - 0");
+        let json = serde_json::to_value(&s.vips[1]).unwrap();
+        assert_eq!(json["sticky"], "route-suffix");
+    }
+
+    fn vip(address: &str, sticky: Option<balancer::config::StickyMode>) -> VipStatus {
+        VipStatus {
+            address: address.parse().unwrap(),
+            protocol: Protocol::Tcp,
+            forwarding: Forwarding::Ipip,
+            ring_size: if sticky.is_some() { 0 } else { 65537 },
+            sticky,
+            name: None,
+            takes: None,
+            flows: None,
+            packets: 0,
+            bytes: 0,
+            new_flows: 0,
+            connections: None,
+            backends: Vec::new(),
+        }
     }
 }

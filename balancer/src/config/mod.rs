@@ -718,6 +718,26 @@ pub enum BackendState {
     Stopped,
 }
 
+/// The config file's word for a value (`route-suffix`, `drain`, …): what status, metrics and
+/// the status page print, so they say what the file says.
+macro_rules! config_words {
+    ($($t:ty { $($v:ident => $w:literal),+ $(,)? })+) => {
+        $(
+            impl std::fmt::Display for $t {
+                fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                    f.write_str(match self { $(Self::$v => $w),+ })
+                }
+            }
+        )+
+    };
+}
+config_words! {
+    Protocol { Tcp => "tcp", Udp => "udp" }
+    Forwarding { Dsr => "dsr", Ipip => "ipip" }
+    StickyMode { Insert => "insert", RouteSuffix => "route-suffix", Hash => "hash" }
+    BackendState { Active => "active", Drain => "drain", Stopped => "stopped" }
+}
+
 fn default_pin_dir() -> PathBuf {
     PathBuf::from(DEFAULT_PIN_DIR)
 }

@@ -175,7 +175,7 @@ impl Daemon {
                 protocol: v.protocol,
                 forwarding: v.forwarding,
                 ring_size: if v.l7.is_some() { 0 } else { v.ring_size.get() },
-                sticky: v.l7.as_ref().map(|l| format!("{:?}", l.sticky).to_lowercase()),
+                sticky: v.l7.as_ref().map(|l| l.sticky),
                 name: v.name.clone(),
                 takes: v.matches.as_ref().map(describe_match),
                 flows,

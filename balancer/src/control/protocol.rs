@@ -226,7 +226,7 @@ pub struct VipStatus {
     pub ring_size: u32,
     /// `insert`, `route-suffix` or `hash` for an L7 VIP.
     #[serde(default)]
-    pub sticky: Option<String>,
+    pub sticky: Option<crate::config::StickyMode>,
     /// The entry's `name`, if it has one (entries sharing an address have one each).
     #[serde(default)]
     pub name: Option<String>,
