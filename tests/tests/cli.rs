@@ -58,3 +58,16 @@ fn man_writes_a_page_per_subcommand_and_the_config_page() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Issue 15: a usage error and a configuration error exited with the same code (2), so a
+/// script (or systemd's `RestartPreventExitStatus`) could not tell them apart.
+#[test]
+fn usage_errors_and_configuration_errors_exit_differently() {
+    let usage = std::process::Command::new(balancer_bin()).args(["check", "--no-such-flag"]).output().unwrap();
+    assert_eq!(usage.status.code(), Some(2), "{}", String::from_utf8_lossy(&usage.stderr));
+    let path = std::env::temp_dir().join(format!("bt-exit-{}.toml", std::process::id()));
+    std::fs::write(&path, "interfaces = []\n").unwrap();
+    let config = std::process::Command::new(balancer_bin()).arg("check").arg("--config").arg(&path).output().unwrap();
+    let _ = std::fs::remove_file(&path);
+    assert_eq!(config.status.code(), Some(78), "{}", String::from_utf8_lossy(&config.stderr));
+}

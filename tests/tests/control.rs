@@ -146,7 +146,7 @@ fn a_reload_rejected_late_changes_nothing_and_check_rejects_the_same_file() {
     daemon.write_config(&bad);
     let check = Daemon::cli(lb, &["check", "--config", daemon.config.to_str().unwrap()]);
     let check_err = String::from_utf8_lossy(&check.stderr);
-    assert_eq!(check.status.code(), Some(2), "check must refuse what reload refuses: {check_err}");
+    assert_eq!(check.status.code(), Some(78), "check must refuse what reload refuses: {check_err}");
     assert!(check_err.contains("8 bytes") && check_err.contains(&*key.to_string_lossy()), "{check_err}");
 
     let out = daemon.ctl(lb, &["reload"]);
@@ -179,7 +179,7 @@ fn check_refuses_l4_backends_the_daemon_could_not_reach() {
         daemon.write_config(&config().replace("198.18.0.4", backend));
         let check = Daemon::cli(lb, &["check", "--config", daemon.config.to_str().unwrap()]);
         let err = String::from_utf8_lossy(&check.stderr);
-        assert_eq!(check.status.code(), Some(2), "{err}");
+        assert_eq!(check.status.code(), Some(78), "{err}");
         assert!(err.contains(says), "{err}");
         let reload = daemon.ctl(lb, &["reload"]);
         assert!(!reload.status.success(), "reload refuses it too");

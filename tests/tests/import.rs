@@ -199,10 +199,10 @@ fn the_seed_configurations_import_with_every_value_traced_and_every_gap_noted() 
     ]);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     assert!(!stderr.contains("note:"), "{stderr}");
-    // Not importable at all: exit 2 with the reason.
+    // Not importable at all: exit 78 (a configuration error) with the reason.
     std::fs::write(dir.join("none.properties"), "worker.list=st\nworker.st.type=status\n").unwrap();
     let (out, _, stderr) = import(&["mod_jk", dir.join("none.properties").to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert_eq!(out.status.code(), Some(78), "{stderr}");
     assert!(stderr.contains("names no lb or ajp13 worker"), "{stderr}");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -134,7 +134,7 @@ fn kill_9_and_restart_drop_no_connection() {
 }
 
 #[test]
-fn bad_config_exits_2_naming_file_line_and_field() {
+fn bad_config_exits_78_naming_file_line_and_field() {
     require_root!();
     let ns = balancer_tests::netns::Netns::new("cfg");
     let path = std::env::temp_dir().join(format!("{}.toml", ns.name()));
@@ -142,7 +142,7 @@ fn bad_config_exits_2_naming_file_line_and_field() {
         .unwrap();
     let out = Daemon::cli(&ns, &["run", "--config", path.to_str().unwrap()]);
     let _ = std::fs::remove_file(&path);
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(78), "a configuration error, not a usage error (2)");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(&format!("{}:4:", path.display())) && err.contains("not a prime"), "{err}");
 }

@@ -72,7 +72,7 @@ pub enum Command {
         #[arg(short, long, global = true)]
         output: Option<PathBuf>,
     },
-    /// Check a configuration file and exit: 0 when valid, 2 with the error otherwise.
+    /// Check a configuration file and exit: 0 when valid, 78 with the error otherwise.
     Check {
         /// Configuration file.
         #[arg(short, long, default_value = "/etc/balancer/balancer.toml")]

@@ -22,8 +22,10 @@ use clap::CommandFactory as _;
 
 use args::{BackendAction, Cli, Command, DecapAction, OverridesAction, VipAction};
 
-/// Exit code for a configuration error, so scripts can tell it from a runtime failure.
-const EXIT_CONFIG: u8 = 2;
+/// Exit code for a configuration error (`EX_CONFIG` of sysexits.h), so scripts and systemd
+/// (`RestartPreventExitStatus`) can tell it from a usage error (2, clap's) and from a runtime
+/// failure (1).
+const EXIT_CONFIG: u8 = 78;
 
 /// The control request of a `balancer backend …` command.
 fn backend_request(action: BackendAction) -> Request {
