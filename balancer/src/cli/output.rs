@@ -323,6 +323,28 @@ mod tests {
         assert_eq!(json["sticky"], "route-suffix");
     }
 
+    /// Issue 15: counts went to scripts as lists of `[name, count]` pairs; they are objects
+    /// keyed by name, and read back as they were.
+    #[test]
+    fn counts_are_json_objects_by_name() {
+        let s = Status {
+            pin_dir: "/x".into(),
+            vips: Vec::new(),
+            flow_table_entries: None,
+            not_balanced: vec![("no_vip".into(), 3), ("icmp".into(), 1)],
+            icmp: vec![("relayed".into(), 4)],
+            problems: Vec::new(),
+            access_log: (0, 0),
+            admin: false,
+        };
+        let json = serde_json::to_value(&s).unwrap();
+        assert_eq!(json["not_balanced"], serde_json::json!({"no_vip": 3, "icmp": 1}));
+        assert_eq!(json["icmp"]["relayed"], 4);
+        let back: Status = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
+        assert_eq!(back.not_balanced, s.not_balanced);
+        assert_eq!(back.icmp, s.icmp);
+    }
+
     fn vip(address: &str, sticky: Option<balancer::config::StickyMode>) -> VipStatus {
         VipStatus {
             address: address.parse().unwrap(),

@@ -341,10 +341,19 @@ pub struct Status {
     /// before the first count).
     #[serde(default)]
     pub flow_table_entries: Option<u64>,
-    /// Packets not balanced, by reason.
+    /// Packets not balanced, by reason (a JSON object, reason → count).
+    #[serde(
+        serialize_with = "crate::dataplane::stats::counts",
+        deserialize_with = "crate::dataplane::stats::counts_from"
+    )]
     pub not_balanced: Vec<(String, u64)>,
-    /// ICMP the data path relayed or sent, by event (`relayed`, `too_big_sent`, `echo_replied`).
-    #[serde(default)]
+    /// ICMP the data path relayed or sent, by event (`relayed`, `too_big_sent`, `echo_replied`;
+    /// a JSON object).
+    #[serde(
+        default,
+        serialize_with = "crate::dataplane::stats::counts",
+        deserialize_with = "crate::dataplane::stats::counts_from"
+    )]
     pub icmp: Vec<(String, u64)>,
     /// What keeps the daemon from doing its work (its pinned data path removed under it).
     #[serde(default)]

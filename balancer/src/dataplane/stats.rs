@@ -75,10 +75,48 @@ pub struct Snapshot {
     pub vips: Vec<VipStats>,
     /// Per backend in use.
     pub backends: Vec<BackendStats>,
-    /// Packets not balanced, by reason.
+    /// Packets not balanced, by reason (a JSON object, reason → count).
+    #[serde(serialize_with = "counts")]
     pub not_balanced: Vec<(&'static str, u64)>,
-    /// ICMP the data path relayed or sent, by `IcmpEvent`.
+    /// ICMP the data path relayed or sent, by `IcmpEvent` (a JSON object, event → count).
+    #[serde(serialize_with = "counts")]
     pub icmp: Vec<(&'static str, u64)>,
+}
+
+/// Named counts as one JSON object (`{"no_vip": 3, …}`, in their order), which a script reads
+/// by name, rather than as a list of pairs it must search.
+///
+/// # Errors
+/// The serializer's.
+pub fn counts<K: AsRef<str>, S: serde::Serializer>(list: &[(K, u64)], s: S) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap as _;
+    let mut map = s.serialize_map(Some(list.len()))?;
+    for (k, n) in list {
+        map.serialize_entry(k.as_ref(), n)?;
+    }
+    map.end()
+}
+
+/// The other way, for what `counts` wrote.
+///
+/// # Errors
+/// When the value is not an object of counts.
+pub fn counts_from<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<(String, u64)>, D::Error> {
+    struct Counts;
+    impl<'de> serde::de::Visitor<'de> for Counts {
+        type Value = Vec<(String, u64)>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("an object of counts")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, mut m: A) -> Result<Self::Value, A::Error> {
+            let mut out = Vec::new();
+            while let Some((k, n)) = m.next_entry::<String, u64>()? {
+                out.push((k, n));
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_map(Counts)
 }
 
 /// A counter map that could not be read.
