@@ -244,21 +244,25 @@ mod tests {
         assert!(worst <= 0.01, "worst share error {worst}");
     }
 
+    /// The share of a table of `size` whose backend changes when the first of `n` equal
+    /// backends leaves, compared by identity.
+    fn moved_when_one_leaves(n: usize, size: RingSize) -> f64 {
+        let ms = members(&vec![1; n]);
+        let before = build(&ms, size, DEFAULT_SEED).unwrap();
+        let after = build(&ms[1..], size, DEFAULT_SEED).unwrap();
+        let moved = before
+            .slots()
+            .iter()
+            .zip(after.slots())
+            .filter(|&(&b, &a)| ms[b as usize].identity != ms[1 + a as usize].identity)
+            .count();
+        moved as f64 / f64::from(size.get())
+    }
+
     #[test]
     fn removing_one_of_n_moves_close_to_one_nth_of_slots() {
         for n in [10usize, 100] {
-            let ms = members(&vec![1; n]);
-            let before = build(&ms, RingSize::default(), DEFAULT_SEED).unwrap();
-            let after_ms: Vec<Member> = ms[1..].to_vec();
-            let after = build(&after_ms, RingSize::default(), DEFAULT_SEED).unwrap();
-            // Map both tables to identities before comparing.
-            let moved = before
-                .slots()
-                .iter()
-                .zip(after.slots())
-                .filter(|&(&b, &a)| ms[b as usize].identity != after_ms[a as usize].identity)
-                .count();
-            let frac = moved as f64 / f64::from(DEFAULT_RING_SIZE);
+            let frac = moved_when_one_leaves(n, RingSize::default());
             eprintln!("removing 1 of {n}: {:.4} of slots moved ({:.3} × 1/N)", frac, frac * n as f64);
             // The departed backend's own slots (1/N) must move. The permutation fill moves some
             // more as the freed slots cascade: 1.02/N at N=10 and 1.52/N at N=100 with M=65537,
@@ -273,18 +277,7 @@ mod tests {
     #[test]
     fn a_large_table_keeps_one_departure_of_a_thousand_near_one_nth() {
         let n = 1000;
-        let ms = members(&vec![1; n]);
-        let size = RingSize::new(1_000_003).unwrap();
-        let before = build(&ms, size, DEFAULT_SEED).unwrap();
-        let after_ms: Vec<Member> = ms[1..].to_vec();
-        let after = build(&after_ms, size, DEFAULT_SEED).unwrap();
-        let moved = before
-            .slots()
-            .iter()
-            .zip(after.slots())
-            .filter(|&(&b, &a)| ms[b as usize].identity != after_ms[a as usize].identity)
-            .count();
-        let per_n = moved as f64 / f64::from(size.get()) * n as f64;
+        let per_n = moved_when_one_leaves(n, RingSize::new(1_000_003).unwrap()) * n as f64;
         eprintln!("removing 1 of {n} at M=1000003: {per_n:.3} × 1/N of the slots moved");
         assert!((1.0..=3.2).contains(&per_n), "moved {per_n} × 1/N");
     }
