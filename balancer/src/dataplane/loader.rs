@@ -383,8 +383,6 @@ pub fn helper_link_pin(pin_dir: &Path, program: &str, iface: &str) -> PathBuf {
     pin_dir.join(format!("{program}-{ns}-{iface}"))
 }
 
-/// bpffs's `statfs` magic number.
-const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 /// Where bpffs is conventionally mounted.
 const BPFFS_ROOT: &str = "/sys/fs/bpf";
 
@@ -408,18 +406,23 @@ fn ensure_bpffs(dir: &Path) -> Result<(), LoadError> {
 }
 
 fn is_bpffs(path: &Path) -> bool {
-    use std::os::unix::ffi::OsStrExt as _;
-    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else { return false };
-    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
-    // SAFETY: `c` is a valid C string and `st` a writable statfs.
-    let rc = unsafe { libc::statfs(c.as_ptr(), &raw mut st) };
-    rc == 0 && st.f_type as i64 == BPF_FS_MAGIC
+    nix::sys::statfs::statfs(path).is_ok_and(|st| st.filesystem_type() == nix::sys::statfs::BPF_FS_MAGIC)
 }
 
-fn mount_bpffs(root: &Path) -> std::io::Result<()> {
-    use std::os::unix::ffi::OsStrExt as _;
-    let target = std::ffi::CString::new(root.as_os_str().as_bytes())?;
-    // SAFETY: all pointers are valid C strings or null, as mount(2) expects.
-    let rc = unsafe { libc::mount(c"bpf".as_ptr(), target.as_ptr(), c"bpf".as_ptr(), 0, std::ptr::null()) };
-    if rc == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
+fn mount_bpffs(root: &Path) -> nix::Result<()> {
+    nix::mount::mount(Some("bpf"), root, Some("bpf"), nix::mount::MsFlags::empty(), None::<&str>)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pin_dir_off_bpffs_is_refused_with_what_to_do() {
+        let dir = std::env::temp_dir().join(format!("bt-not-bpffs-{}", std::process::id()));
+        let e = ensure_bpffs(&dir).unwrap_err().to_string();
+        let _ = std::fs::remove_dir(&dir);
+        assert!(e.contains("not on a bpffs mount") && e.contains("mount -t bpf"), "{e}");
+        assert!(!is_bpffs(Path::new("/proc")));
+    }
 }
