@@ -32,8 +32,7 @@ impl Daemon {
             Request::BackendCheck { target } => match self.config().locate(&target) {
                 Ok((i, j)) => {
                     let v = &self.config().vips[i];
-                    let key = (*v.address.get_ref(), v.protocol, v.backends[j].target(v.address.get_ref().port()));
-                    if self.recheck(&key) {
+                    if self.recheck(&crate::health::scheduler::BackendKey::of(v, &v.backends[j])) {
                         Response::ok("health check started")
                     } else {
                         Response::err(format!("{} has no health check", target.backend))

@@ -266,11 +266,7 @@ impl Daemon {
         let assigned = self.ids.assign(&self.config);
         let (down, ramps, config) = (&self.down, &self.ramps, &self.config);
         let now = tokio::time::Instant::now();
-        let key = |i: usize, j: usize| {
-            let v = &config.vips[i];
-            let vaddr = *v.address.get_ref();
-            (vaddr, v.protocol, v.backends[j].target(vaddr.port()))
-        };
+        let key = |i: usize, j: usize| BackendKey::of(&config.vips[i], &config.vips[i].backends[j]);
         let up = |i: usize, j: usize| !down.contains(&key(i, j));
         let scale = |i: usize, j: usize| {
             ramps
@@ -393,7 +389,7 @@ impl Daemon {
         let changed = if flip.up { self.down.remove(&flip.key) } else { self.down.insert(flip.key) };
         match (flip.up, self.health.slowstart(&flip.key)) {
             (true, Some(over)) if changed => {
-                info!(backend = %flip.key.2, seconds = over.as_secs(), "slow start");
+                info!(backend = %flip.key.target, seconds = over.as_secs(), "slow start");
                 self.ramps.insert(flip.key, (tokio::time::Instant::now(), over));
             }
             (false, _) => {
@@ -415,7 +411,7 @@ impl Daemon {
         self.ramps.retain(|key, (since, over)| {
             let done = now.duration_since(*since) >= *over;
             if done {
-                info!(backend = %key.2, "slow start done: full weight");
+                info!(backend = %key.target, "slow start done: full weight");
             }
             !done
         });
@@ -492,9 +488,7 @@ impl Daemon {
 
     /// When `backend`'s active check last passed (Unix ms), if it has one.
     pub fn last_pass_of(&self, vip: &config::Vip, backend: &config::Backend) -> Option<u64> {
-        let vaddr = *vip.address.get_ref();
-        let key = (vaddr, vip.protocol, backend.target(vaddr.port()));
-        self.health.last_pass(&key).map(|p| p.load(Ordering::Relaxed))
+        self.health.last_pass(&BackendKey::of(vip, backend)).map(|p| p.load(Ordering::Relaxed))
     }
 
     /// Runs `key`'s health check now; false when it has none.
@@ -504,8 +498,7 @@ impl Daemon {
 
     /// `up`, `down`, or `unchecked` (no health check configured).
     pub fn health_of(&self, vip: &config::Vip, backend: &config::Backend) -> &'static str {
-        let vaddr = *vip.address.get_ref();
-        let key = (vaddr, vip.protocol, backend.target(vaddr.port()));
+        let key = BackendKey::of(vip, backend);
         if !self.health.checks(&key) {
             "unchecked"
         } else if self.down.contains(&key) {

@@ -19,7 +19,23 @@ use crate::config::{BackendProtocol, Config, Protocol};
 
 /// A backend as health checks know it: its VIP (address, protocol) and where it is reached.
 /// Stable across reloads.
-pub type BackendKey = (SocketAddr, Protocol, SocketAddr);
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct BackendKey {
+    /// The VIP's address and port.
+    pub vip: SocketAddr,
+    /// Its protocol.
+    pub protocol: Protocol,
+    /// The backend's address and port.
+    pub target: SocketAddr,
+}
+
+impl BackendKey {
+    /// The key of `backend` of `vip`: the one rule every map of checks, health and ramps uses.
+    pub fn of(vip: &crate::config::Vip, backend: &crate::config::Backend) -> Self {
+        let addr = *vip.address.get_ref();
+        Self { vip: addr, protocol: vip.protocol, target: backend.target(addr.port()) }
+    }
+}
 
 /// A change of a backend's health.
 #[derive(Debug)]
@@ -70,7 +86,7 @@ impl Scheduler {
                         }),
                         _ => None,
                     };
-                    wanted.insert((vaddr, vip.protocol, b.target(vaddr.port())), Check { health, ajp, tunnel });
+                    wanted.insert(BackendKey::of(vip, b), Check { health, ajp, tunnel });
                 }
             }
         }
@@ -129,7 +145,7 @@ async fn run(
     tx: mpsc::UnboundedSender<Flip>,
     (passed, now): (Arc<AtomicU64>, Arc<tokio::sync::Notify>),
 ) {
-    let (vip, _, target) = key;
+    let BackendKey { vip, target, .. } = key;
     let addr = SocketAddr::new(target.ip(), check.health.port.unwrap_or(target.port()));
     let mut tracker = Tracker::starting(up, check.health.rise, check.health.fall);
     let mut tick = tokio::time::interval(Duration::from_millis(check.health.interval_ms));
