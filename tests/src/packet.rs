@@ -93,6 +93,18 @@ impl Frame {
         }
     }
 
+    /// What a router sends about `response` (a packet it could not forward): an ICMP error of
+    /// `ty`/`code`/`rest` (the header's last four bytes) from `router` to the response's source,
+    /// quoting its IP header and the 28 bytes after it.
+    pub fn icmp_error(router: &str, response: &Frame, (ty, code, rest): (u8, u8, [u8; 4])) -> Self {
+        let r = response.build();
+        let ip_len = if response.src.is_ipv4() { 20 } else { 40 };
+        let to = SocketAddr::new(response.src.ip(), 0).to_string();
+        let mut f = Frame::new(router, &to, L4::Icmp { ty, code, rest });
+        f.payload = r[14..14 + ip_len + 28].to_vec();
+        f
+    }
+
     /// The same frame with a different source port.
     #[must_use]
     pub fn sport(mut self, port: u16) -> Self {

@@ -45,16 +45,11 @@ const CLIENT_V6: &str = "[2001:db8::1]:40000";
 /// What a router on the return path sends when a backend's response (from `vip` to `client`,
 /// `size` bytes of payload) does not fit: an ICMP error of `ty`/`code`/`rest` from `router`,
 /// quoting the response's IP header and the first 28 bytes after it.
-fn error_about(router: &str, vip: &str, client: &str, (ty, code, rest): (u8, u8, [u8; 4])) -> Frame {
+fn error_about(router: &str, vip: &str, client: &str, kind: (u8, u8, [u8; 4])) -> Frame {
     let mut response = Frame::tcp(vip, client, tcp::ACK);
     response.payload = vec![0x5a; 1400];
     response.ipv4_frag = 0x4000;
-    let r = response.build();
-    let ip_len = if response.src.is_ipv4() { 20 } else { 40 };
-    let to = std::net::SocketAddr::new(response.src.ip(), 0).to_string();
-    let mut f = Frame::new(router, &to, L4::Icmp { ty, code, rest });
-    f.payload = r[14..14 + ip_len + 28].to_vec();
-    f
+    Frame::icmp_error(router, &response, kind)
 }
 
 fn mtu_v4(m: u16) -> (u8, u8, [u8; 4]) {

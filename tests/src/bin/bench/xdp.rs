@@ -119,19 +119,6 @@ fn with_port(template: &[u8], at: usize, i: usize) -> Vec<u8> {
     f
 }
 
-/// What a router sends when a backend's response from `vip` to `client` does not fit its next
-/// hop: an ICMP error (`ty`, `code`, the header's last four bytes) quoting the response's IP
-/// header and 28 bytes after it.
-fn too_big_about(router: &str, vip: &str, client: &str, (ty, code, rest): (u8, u8, [u8; 4])) -> Vec<u8> {
-    let response = Frame::tcp(vip, client, tcp::ACK);
-    let r = response.build();
-    let ip_len = if response.src.is_ipv4() { 20 } else { 40 };
-    let to = std::net::SocketAddr::new(response.src.ip(), 0).to_string();
-    let mut f = Frame::new(router, &to, L4::Icmp { ty, code, rest });
-    f.payload = r[14..14 + ip_len + 28].to_vec();
-    f.build()
-}
-
 const XDP_PASS: u32 = 2;
 const XDP_TX: u32 = 3;
 
@@ -206,7 +193,7 @@ pub fn part1(n: usize, report: &mut String, targets: &mut Targets) {
         ("v4", "198.18.0.254:0", "198.51.100.11:80", "192.0.2.1:40000", (3, 4, [0, 0, 0x05, 0x00])),
         ("v6", "[2001:db8:ff::1]:0", "[2001:db8::11]:80", "[2001:db8:c::1]:40000", (2, 0, [0, 0, 0x05, 0x00])),
     ] {
-        let icmp = too_big_about(router, vip, client, kind);
+        let icmp = Frame::icmp_error(router, &Frame::tcp(vip, client, tcp::ACK), kind).build();
         case(
             &format!("{fam} ICMP too-big relayed to the flow's backend (IPIP)"),
             lb,
