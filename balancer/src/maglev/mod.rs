@@ -165,6 +165,75 @@ pub fn build(members: &[Member], size: RingSize, seed: u64) -> Option<Table> {
     Some(Table { slots })
 }
 
+/// What a member of a [`build_stable`] table may take now.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Now {
+    /// Its weight now (0 while it is down, drained or outside the group taking new flows).
+    pub weight: u32,
+    /// The share of its own slots of the configured table it holds now: 1 normally, less while
+    /// it ramps up after a slow start, ignored when `weight` is 0.
+    pub keep: f64,
+}
+
+/// A table that moves only what changed: `members` carry their configured weights, `now`
+/// (one per member) what each may take at the moment. A slot stays with its member of the
+/// table built from the configured weights while that member takes new flows (and, while it
+/// ramps, for the `keep` share of its slots a per-slot hash selects); every other slot takes
+/// the member of the table built from the weights of `now`.
+///
+/// So a backend that goes down moves exactly its own slots, spread over the others by weight,
+/// and takes exactly them back when it returns, where rebuilding from the new weights would move
+/// several times that as the fill cascades (3/N at M=1000003 and 6.5/N at 65537 for one of
+/// 1000). The result depends only on both weight sets, the size and the seed, so nodes that
+/// agree on health agree on the table.
+///
+/// # Panics
+/// As [`build`]; also if `now` is not one entry per member.
+pub fn build_stable(members: &[Member], now: &[Now], size: RingSize, seed: u64) -> Option<Table> {
+    assert_eq!(members.len(), now.len(), "one `now` per member");
+    let live: Vec<Member> =
+        members.iter().zip(now).map(|(m, n)| Member { identity: m.identity.clone(), weight: n.weight }).collect();
+    let current = build(&live, size, seed)?;
+    let settled = members.iter().zip(now).all(|(m, n)| m.weight == n.weight && n.keep >= 1.0);
+    if settled {
+        return Some(current);
+    }
+    let Some(configured) = build(members, size, seed) else { return Some(current) };
+    // A ramping member's own slots that it does not hold yet go to the others: in `current`
+    // it would win back most of them, since a lighter member still claims its first choices.
+    let ramping = |n: &Now| n.weight > 0 && n.keep < 1.0;
+    let without_ramping = now.iter().any(ramping).then(|| {
+        let others: Vec<Member> = live
+            .iter()
+            .zip(now)
+            .map(|(m, n)| Member { identity: m.identity.clone(), weight: if ramping(n) { 0 } else { m.weight } })
+            .collect();
+        build(&others, size, seed)
+    });
+    let slots = configured
+        .slots
+        .iter()
+        .zip(&current.slots)
+        .enumerate()
+        .map(|(slot, (&home, &now_there))| {
+            let n = now[home as usize];
+            let kept = n.weight > 0 && (n.keep >= 1.0 || slot_fraction(slot, seed) < n.keep);
+            match (&without_ramping, kept) {
+                (_, true) => home,
+                (Some(Some(others)), false) if now_there == home => others.slots[slot],
+                _ => now_there,
+            }
+        })
+        .collect();
+    Some(Table { slots })
+}
+
+/// A fixed pseudo-random number in [0, 1) per slot: which slots a ramping member holds. A
+/// larger `keep` holds a superset of a smaller one's, so a ramp only ever adds slots.
+fn slot_fraction(slot: usize, seed: u64) -> f64 {
+    (splitmix(slot as u64 ^ seed.rotate_left(17)) >> 11) as f64 / (1u64 << 53) as f64
+}
+
 /// Two independent 64-bit hashes of an identity (FNV-1a, then the splitmix64 finaliser with two
 /// different seeds). Hand-written so the result never changes with a Rust or crate upgrade.
 fn permutation_hashes(identity: &[u8], seed: u64) -> (u64, u64) {
@@ -280,6 +349,80 @@ mod tests {
         let per_n = moved_when_one_leaves(n, RingSize::new(1_000_003).unwrap()) * n as f64;
         eprintln!("removing 1 of {n} at M=1000003: {per_n:.3} × 1/N of the slots moved");
         assert!((1.0..=3.2).contains(&per_n), "moved {per_n} × 1/N");
+    }
+
+    fn all_now(ms: &[Member]) -> Vec<Now> {
+        ms.iter().map(|m| Now { weight: m.weight, keep: 1.0 }).collect()
+    }
+
+    /// Issue 14: one of 1000 backends going down (health, `stopped`, drain) moves exactly its
+    /// own slots, 1.0/N, where a rebuild moves 3.08/N at this size; coming back restores the
+    /// configured table slot for slot.
+    #[test]
+    fn a_backend_going_down_moves_only_its_own_slots_and_takes_them_back() {
+        let size = RingSize::new(1_000_003).unwrap();
+        let ms = members(&vec![1; 1000]);
+        let all = build_stable(&ms, &all_now(&ms), size, DEFAULT_SEED).unwrap();
+        assert_eq!(all, build(&ms, size, DEFAULT_SEED).unwrap());
+        let mut now = all_now(&ms);
+        now[0].weight = 0;
+        let down = build_stable(&ms, &now, size, DEFAULT_SEED).unwrap();
+        let moved = all.slots().iter().zip(down.slots()).filter(|(a, b)| a != b).count();
+        let own = all.counts(ms.len())[0] as usize;
+        eprintln!("one of 1000 down at M=1000003: {:.3} × 1/N moved", moved as f64 * 1000.0 / 1_000_003.0);
+        assert_eq!(moved, own, "only the departed backend's slots move");
+        assert!(down.slots().iter().all(|&m| m != 0));
+        // Its slots are spread over the others as evenly as a table of the live ones spreads.
+        let counts = down.counts(ms.len());
+        let (lo, hi) = (counts[1..].iter().min().unwrap(), counts[1..].iter().max().unwrap());
+        assert!(f64::from(*hi) / f64::from(*lo) < 1.01, "shares {lo}..{hi}");
+        now[0].weight = 1;
+        assert_eq!(build_stable(&ms, &now, size, DEFAULT_SEED).unwrap(), all);
+    }
+
+    #[test]
+    fn shares_follow_weights_while_some_are_down() {
+        let ms = members(&[1, 2, 3, 4, 5, 6]);
+        let mut now = all_now(&ms);
+        now[1].weight = 0;
+        now[4].weight = 0;
+        let t = build_stable(&ms, &now, RingSize::default(), DEFAULT_SEED).unwrap();
+        let c = t.counts(ms.len());
+        assert_eq!((c[1], c[4]), (0, 0));
+        let live: u32 = [1, 3, 4, 6].iter().sum();
+        for j in [0usize, 2, 3, 5] {
+            let want = f64::from(DEFAULT_RING_SIZE) * f64::from(ms[j].weight) / f64::from(live);
+            assert!((f64::from(c[j]) / want - 1.0).abs() < 0.01, "member {j}: {} of {want}", c[j]);
+        }
+        for n in &mut now {
+            n.weight = 0;
+        }
+        assert!(build_stable(&ms, &now, RingSize::default(), DEFAULT_SEED).is_none());
+    }
+
+    /// A ramping backend holds the `keep` share of its own slots, and a later step of the ramp
+    /// holds a superset of an earlier one's: a ramp only adds slots to it.
+    #[test]
+    fn a_ramping_backend_holds_a_growing_share_of_its_own_slots() {
+        let ms = members(&[100; 10]);
+        let size = RingSize::default();
+        let own = build(&ms, size, DEFAULT_SEED).unwrap().counts(10)[3];
+        let step = |keep: f64| {
+            let mut now = all_now(&ms);
+            now[3] = Now { weight: scaled(keep), keep };
+            build_stable(&ms, &now, size, DEFAULT_SEED).unwrap()
+        };
+        let (quarter, half) = (step(0.25), step(0.5));
+        let held = |t: &Table| t.counts(10)[3];
+        assert!((f64::from(held(&quarter)) / f64::from(own) - 0.25).abs() < 0.02, "{} of {own}", held(&quarter));
+        assert!((f64::from(held(&half)) / f64::from(own) - 0.5).abs() < 0.02, "{} of {own}", held(&half));
+        let home = build(&ms, size, DEFAULT_SEED).unwrap();
+        let kept = |t: &Table, s: usize| t.slots()[s] == 3 && home.slots()[s] == 3;
+        assert!((0..home.slots().len()).all(|s| !kept(&quarter, s) || kept(&half, s)));
+    }
+
+    fn scaled(keep: f64) -> u32 {
+        ((100.0 * keep).ceil() as u32).max(1)
     }
 
     #[test]
