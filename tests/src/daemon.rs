@@ -143,6 +143,20 @@ impl Daemon {
         Self::start_custom(ns, config, &[], args)
     }
 
+    /// Writes `config` (with the harness's header) to `path` and starts `argv`, a complete
+    /// `balancer run` command line (an installed binary's, as its unit runs it); returns once it
+    /// reports READY=1.
+    ///
+    /// # Panics
+    /// When it exits first, with its log.
+    pub fn start_argv(ns: &Netns, argv: &[&str], path: &std::path::Path, config: &str) -> Self {
+        let pins = PinDir::new(ns.name());
+        let socket = std::env::temp_dir().join(format!("{}.sock", ns.name()));
+        std::fs::write(path, format!("{}{config}", Self::header(&pins.0, &socket))).expect("write config");
+        let proc = Self::spawn_argv(ns, argv, "info").unwrap_or_else(|log| panic!("the daemon exited:\n{log}"));
+        Self { proc, pins, config: path.to_owned(), socket }
+    }
+
     fn start_custom(ns: &Netns, config: &str, wrapper: &[&str], args: &[&str]) -> Self {
         let pins = PinDir::new(ns.name());
         let path = std::env::temp_dir().join(format!("{}.toml", ns.name()));
@@ -168,7 +182,11 @@ impl Daemon {
         let mut argv: Vec<&str> = wrapper.to_vec();
         argv.extend_from_slice(&[bin.to_str().unwrap(), "run", "--config", path.to_str().unwrap()]);
         argv.extend_from_slice(extra);
-        let mut cmd = ns.command(&argv);
+        Self::spawn_argv(ns, &argv, rust_log)
+    }
+
+    fn spawn_argv(ns: &Netns, argv: &[&str], rust_log: &str) -> Result<Proc, String> {
+        let mut cmd = ns.command(argv);
         cmd.env("RUST_LOG", rust_log);
         // Readiness as systemd learns it: READY=1 on the notify socket (Type=notify).
         static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);

@@ -6,6 +6,7 @@
 //!   tests.
 //! - `demo`: installs what is missing, builds, and balances HTTP in network namespaces.
 //! - `soak`: the long runs of the hostile-input suites (1,000,000 fuzzed frames per seed).
+//! - `package`: the Debian package (`target/debian/balancer_VERSION_ARCH.deb`).
 //! - `bench`: runs the benchmarks and writes BENCHMARKS.md.
 //! - `run`: builds and runs the daemon with a config (root).
 
@@ -13,6 +14,7 @@ mod bench;
 mod build_ebpf;
 mod demo;
 mod lint;
+mod package;
 mod run;
 mod soak;
 mod test;
@@ -37,6 +39,8 @@ enum Command {
     Test(test::Options),
     /// Install what is missing, build, and show the balancer at work in network namespaces.
     Demo,
+    /// Build the Debian package into target/debian/.
+    Package(package::Options),
     /// Run the benchmarks (root) and write BENCHMARKS.md.
     Bench,
     /// The long hostile-input runs (root): 1,000,000 fuzzed frames per seed through the XDP program.
@@ -51,6 +55,7 @@ fn main() -> anyhow::Result<()> {
         Command::Lint => lint::lint(),
         Command::Test(opts) => test::test(&opts),
         Command::Demo => demo::demo(),
+        Command::Package(opts) => package::package(&opts).map(drop),
         Command::Bench => bench::bench(),
         Command::Soak => soak::soak(),
         Command::Run(opts) => run::run(&opts),

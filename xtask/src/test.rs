@@ -3,7 +3,7 @@
 use anyhow::Result;
 
 use crate::{
-    build_ebpf,
+    build_ebpf, package,
     toolchain::{cargo, install, is_root, root, status},
 };
 
@@ -17,8 +17,9 @@ pub struct Options {
 pub fn test(opts: &Options) -> Result<()> {
     install()?;
     build_ebpf::build()?;
-    // The integration tests run the daemon binary.
+    // The integration tests run the daemon binary, and install it from its package.
     status(cargo().current_dir(root()).args(["build", "--package", "balancer"]))?;
+    let deb = package::package(&package::Options { debug: true })?;
     let filter: Vec<&str> = opts.filter.as_deref().into_iter().collect();
     let mut total = Tally::default();
     let unit = run_counted(
@@ -40,7 +41,11 @@ pub fn test(opts: &Options) -> Result<()> {
     }
     remove_stale_namespaces();
     let integration = run_counted(
-        cargo().current_dir(root()).args(["test", "--package", "balancer-tests", "--"]).args(&filter),
+        cargo()
+            .current_dir(root())
+            .env("BALANCER_DEB", &deb)
+            .args(["test", "--package", "balancer-tests", "--"])
+            .args(&filter),
         &mut total,
     );
     total.print();
