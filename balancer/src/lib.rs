@@ -21,3 +21,4 @@ pub mod netlink;
 pub mod notify;
 pub mod overrides;
 pub mod preflight;
+pub mod status;

@@ -3,7 +3,7 @@
 
 use std::sync::atomic::AtomicU64;
 
-use crate::control::protocol::Status;
+use crate::status::Status;
 use prometheus_client::{
     encoding::{EncodeLabelSet, text::encode},
     metrics::{counter::Counter, family::Family, gauge::Gauge},
@@ -209,7 +209,7 @@ pub fn render(status: &Status) -> String {
             be_packets.get_or_create(&bl).inc_by(b.packets);
             be_bytes.get_or_create(&bl).inc_by(b.bytes);
             be_flows.get_or_create(&bl).inc_by(b.new_flows);
-            be_up.get_or_create(&bl).set(i64::from(b.health != "down"));
+            be_up.get_or_create(&bl).set(i64::from(b.health.is_up()));
             be_weight.get_or_create(&bl).set(i64::from(b.weight));
             be_share.get_or_create(&bl).set(b.share / 100.0);
         }
@@ -236,7 +236,7 @@ mod tests {
     use super::*;
     use crate::{
         config::{BackendState, Forwarding, Protocol},
-        control::protocol::{BackendStatus, VipStatus},
+        status::{BackendStatus, Health, VipKind, VipStatus},
     };
 
     #[test]
@@ -246,9 +246,7 @@ mod tests {
             vips: vec![VipStatus {
                 address: "10.0.0.1:80".parse().unwrap(),
                 protocol: Protocol::Tcp,
-                forwarding: Forwarding::Dsr,
-                ring_size: 65537,
-                sticky: None,
+                kind: VipKind::L4 { forwarding: Forwarding::Dsr, ring_size: 65537 },
                 name: None,
                 takes: None,
                 flows: None,
@@ -263,7 +261,7 @@ mod tests {
                     state: BackendState::Active,
                     backup: false,
                     distance: 0,
-                    health: "down".into(),
+                    health: Health::Down,
                     route: None,
                     domain: None,
                     slots: 0,

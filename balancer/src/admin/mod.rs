@@ -1,7 +1,7 @@
 //! The admin address (127.0.0.1 by default): `/metrics` for Prometheus, `/status` for people
 //! (like Apache's balancer-manager or `mod_jk`'s status worker; with `admin = true` it can change
-//! members, see `change`) and `/status.json` for scripts. All three render the same status
-//! snapshot, asked of the daemon at each request.
+//! members, see `change`) and `/status.json` for scripts. All three render the same typed
+//! status, asked of the daemon's loop at each request (`StatusCall`: no JSON in between).
 
 mod change;
 
@@ -20,12 +20,23 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::warn;
 
 use crate::{
-    control::{
-        protocol::{Request, Status},
-        server::Call,
-    },
+    control::{protocol::Request, server::Call},
     metrics,
+    status::Status,
 };
+
+/// A request for the daemon's status: its loop answers on the channel.
+pub type StatusCall = oneshot::Sender<Result<Status, crate::dataplane::stats::StatsError>>;
+
+/// The channels the admin server asks the daemon on: changes go as control requests, status
+/// as a typed call.
+#[derive(Clone)]
+pub struct Daemon {
+    /// Control requests (the status page's changes).
+    pub calls: mpsc::Sender<Call>,
+    /// Status.
+    pub status: mpsc::Sender<StatusCall>,
+}
 
 /// The admin server: its accept loop, and a descriptor of its socket to hand over on a
 /// seamless restart.
@@ -40,11 +51,7 @@ pub struct Admin {
 ///
 /// # Errors
 /// When the address cannot be bound.
-pub fn serve(
-    addr: SocketAddr,
-    inherited: Option<std::net::TcpListener>,
-    calls: mpsc::Sender<Call>,
-) -> std::io::Result<Admin> {
+pub fn serve(addr: SocketAddr, inherited: Option<std::net::TcpListener>, daemon: Daemon) -> std::io::Result<Admin> {
     let listener = match inherited.filter(|l| l.local_addr().is_ok_and(|a| a == addr)) {
         Some(l) => l,
         None => std::net::TcpListener::bind(addr)?,
@@ -55,9 +62,9 @@ pub fn serve(
     let task = tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else { continue };
-            let calls = calls.clone();
+            let daemon = daemon.clone();
             tokio::spawn(async move {
-                let service = service_fn(move |req| page(req, calls.clone(), addr));
+                let service = service_fn(move |req| page(req, daemon.clone(), addr));
                 if let Err(e) = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await {
                     warn!(error = %e, "admin connection");
                 }
@@ -74,32 +81,43 @@ fn reply(code: StatusCode, content_type: &'static str, body: String) -> HttpResp
     r
 }
 
-/// Asks the daemon `request`; its answer, or why there is none.
-async fn ask(calls: &mpsc::Sender<Call>, request: Request) -> Result<serde_json::Value, String> {
-    let (tx, rx) = oneshot::channel();
-    if calls.send((request, tx)).await.is_err() {
-        return Err("shutting down".into());
+impl Daemon {
+    /// The daemon's status; `None` when its loop is gone (shutting down).
+    async fn status(&self) -> Option<Result<Status, crate::dataplane::stats::StatsError>> {
+        let (tx, rx) = oneshot::channel();
+        self.status.send(tx).await.ok()?;
+        rx.await.ok()
     }
-    let answer = rx.await.map_err(|_| "no answer".to_owned())?.response;
-    if answer.ok { Ok(answer.data) } else { Err(answer.error.unwrap_or_default()) }
+
+    /// Asks the daemon to carry out `request`; why not, when it did not.
+    async fn ask(&self, request: Request) -> Result<(), String> {
+        let (tx, rx) = oneshot::channel();
+        if self.calls.send((request, tx)).await.is_err() {
+            return Err("shutting down".into());
+        }
+        let answer = rx.await.map_err(|_| "no answer".to_owned())?.response;
+        if answer.ok { Ok(()) } else { Err(answer.error.unwrap_or_default()) }
+    }
 }
 
 async fn page(
     req: HttpRequest<hyper::body::Incoming>,
-    calls: mpsc::Sender<Call>,
+    daemon: Daemon,
     me: SocketAddr,
 ) -> Result<HttpResponse<Full<Bytes>>, Infallible> {
     let path = req.uri().path().to_owned();
     if path == "/admin/backend" {
-        return Ok(admin_change(req, &calls, me).await);
+        return Ok(admin_change(req, &daemon, me).await);
     }
     if !matches!(&path[..], "/metrics" | "/status" | "/status.json" | "/") {
         return Ok(reply(StatusCode::NOT_FOUND, "text/plain", "try /status, /status.json or /metrics\n".into()));
     }
-    let Ok(status) =
-        ask(&calls, Request::Status).await.and_then(|d| serde_json::from_value::<Status>(d).map_err(|e| e.to_string()))
-    else {
-        return Ok(reply(StatusCode::INTERNAL_SERVER_ERROR, "text/plain", "status unavailable\n".into()));
+    let status = match daemon.status().await {
+        Some(Ok(status)) => status,
+        Some(Err(e)) => {
+            return Ok(reply(StatusCode::INTERNAL_SERVER_ERROR, "text/plain", format!("status unavailable: {e}\n")));
+        }
+        None => return Ok(reply(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "shutting down\n".into())),
     };
     Ok(match &path[..] {
         "/metrics" => reply(
@@ -126,7 +144,7 @@ async fn page(
 /// `POST /admin/backend`: one change from the status page's form, then back to the page.
 async fn admin_change(
     req: HttpRequest<hyper::body::Incoming>,
-    calls: &mpsc::Sender<Call>,
+    daemon: &Daemon,
     me: SocketAddr,
 ) -> HttpResponse<Full<Bytes>> {
     use http_body_util::BodyExt as _;
@@ -141,11 +159,7 @@ async fn admin_change(
             "changes are POSTed by the status page's forms\n".into(),
         );
     }
-    let admin = ask(calls, Request::Status)
-        .await
-        .ok()
-        .and_then(|d| serde_json::from_value::<Status>(d).ok())
-        .is_some_and(|s| s.admin);
+    let admin = daemon.status().await.is_some_and(|s| s.is_ok_and(|s| s.admin));
     if !admin {
         return refused(&change::Refused::Disabled);
     }
@@ -175,8 +189,8 @@ async fn admin_change(
             (Request::BackendSet { target, weight, state, backup: None, route }, what)
         }
     };
-    let done = match ask(calls, request).await {
-        Ok(_) => what,
+    let done = match daemon.ask(request).await {
+        Ok(()) => what,
         Err(e) => format!("not changed: {e}"),
     };
     let encoded: String = done
@@ -195,14 +209,14 @@ fn esc(s: &str) -> String {
 }
 
 /// A backend's row form: state, weight, route (L7), apply, and run the health check now.
-fn form(v: &crate::control::protocol::VipStatus, b: &crate::control::protocol::BackendStatus, nonce: &str) -> String {
+fn form(v: &crate::status::VipStatus, b: &crate::status::BackendStatus, nonce: &str) -> String {
     let target = b.l7.as_ref().map_or(SocketAddr::new(b.address, v.address.port()), |l| l.target);
     let state = b.state.to_string();
     let options: String = ["active", "drain", "stopped"].iter().fold(String::new(), |mut o, s| {
         let _ = write!(o, "<option{}>{s}</option>", if *s == state { " selected" } else { "" });
         o
     });
-    let route = if v.sticky.is_some() {
+    let route = if v.kind.is_l7() {
         format!(" <input name=\"route\" placeholder=\"route\" value=\"{}\">", esc(b.route.as_deref().unwrap_or("")))
     } else {
         String::new()
@@ -244,11 +258,11 @@ pub fn html(s: &Status, nonce: Option<&str>, message: Option<&str>) -> String {
     }
     for v in &s.vips {
         let proto = v.protocol.to_string();
-        let mode = match &v.sticky {
-            Some(m) => format!("L7, sticky {m}"),
-            None => format!("L4 {}, Maglev {}", v.forwarding, v.ring_size),
+        let mode = match v.kind {
+            crate::status::VipKind::L7 { sticky } => format!("L7, sticky {sticky}"),
+            crate::status::VipKind::L4 { forwarding, ring_size } => format!("L4 {forwarding}, Maglev {ring_size}"),
         };
-        let traffic = if v.sticky.is_some() {
+        let traffic = if v.kind.is_l7() {
             let requests: u64 = v.backends.iter().filter_map(|b| b.l7.as_ref()).map(|l| l.requests).sum();
             let sessions: u64 = v.backends.iter().filter_map(|b| b.l7.as_ref()).map(|l| l.sessions).sum();
             let mut t = format!("{requests} requests, {sessions} sessions assigned");
@@ -280,7 +294,7 @@ pub fn html(s: &Status, nonce: Option<&str>, message: Option<&str>) -> String {
         for b in &v.backends {
             let state = b.state.to_string();
             let group = if b.backup { format!("backup {}", b.distance) } else { b.distance.to_string() };
-            let (share, packets) = if v.sticky.is_some() {
+            let (share, packets) = if v.kind.is_l7() {
                 ("-".to_owned(), "-".to_owned())
             } else {
                 (format!("{:.1}%", b.share), b.packets.to_string())
@@ -300,8 +314,8 @@ pub fn html(s: &Status, nonce: Option<&str>, message: Option<&str>) -> String {
                  <td>{share}</td><td>{}</td><td>{}</td><td>{sessions}</td><td>{requests}</td><td>{errors}</td>\
                  <td>{latency}</td><td>{packets}</td>{}</tr>",
                 esc(&b.l7.as_ref().map_or(b.address.to_string(), |l| l.target.to_string())),
-                esc(&b.health),
-                esc(&b.health),
+                b.health,
+                b.health,
                 b.weight,
                 esc(&group),
                 esc(b.route.as_deref().unwrap_or("")),

@@ -13,10 +13,11 @@ use balancer::{
     config::Config,
     control::{
         client,
-        protocol::{FlowAnswer, Request, Status},
+        protocol::{FlowAnswer, Request},
     },
     daemon::{Daemon, RunOptions},
     dataplane::{loader, plan},
+    status::Status,
 };
 use clap::CommandFactory as _;
 

@@ -1,7 +1,10 @@
 //! Tables for people; `--json` prints the same data for scripts. Columns are as wide as their
 //! widest cell (an IPv6 backend does not push the rest of its row out of line).
 
-use balancer::{control::protocol::Status, dataplane::stats::Snapshot};
+use balancer::{
+    dataplane::stats::Snapshot,
+    status::{Status, VipKind},
+};
 use comfy_table::{CellAlignment, ContentArrangement, Table, presets::NOTHING};
 
 /// A borderless table with `headers`; columns whose header is in `right` (numbers) are
@@ -31,9 +34,9 @@ pub fn status(s: &Status) {
     }
     for v in &s.vips {
         let proto = v.protocol.to_string();
-        match &v.sticky {
-            Some(mode) => l7_vip(v, &proto, *mode),
-            None => l4_vip(v, &proto),
+        match v.kind {
+            VipKind::L7 { sticky } => l7_vip(v, &proto, sticky),
+            VipKind::L4 { forwarding, ring_size } => l4_vip(v, &proto, (forwarding, ring_size)),
         }
     }
     let passed: Vec<String> = s.not_balanced.iter().filter(|(_, n)| *n > 0).map(|(r, n)| format!("{r}={n}")).collect();
@@ -42,14 +45,14 @@ pub fn status(s: &Status) {
     println!("icmp: {}", if icmp.is_empty() { "none".into() } else { icmp.join(" ") });
 }
 
-fn group(b: &balancer::control::protocol::BackendStatus) -> String {
+fn group(b: &balancer::status::BackendStatus) -> String {
     if b.backup { format!("b{}", b.distance) } else { b.distance.to_string() }
 }
 
-fn l4_vip(v: &balancer::control::protocol::VipStatus, proto: &str) {
+fn l4_vip(v: &balancer::status::VipStatus, proto: &str, (forwarding, ring): (balancer::config::Forwarding, u32)) {
     println!(
-        "VIP {} {proto} {}  ring {}  packets {}  bytes {}  new flows {}",
-        v.address, v.forwarding, v.ring_size, v.packets, v.bytes, v.new_flows
+        "VIP {} {proto} {forwarding}  ring {ring}  packets {}  bytes {}  new flows {}",
+        v.address, v.packets, v.bytes, v.new_flows
     );
     match &v.flows {
         Some(f) => println!(
@@ -62,7 +65,7 @@ fn l4_vip(v: &balancer::control::protocol::VipStatus, proto: &str) {
 }
 
 /// The backend table of an L4 VIP.
-fn l4_backends(v: &balancer::control::protocol::VipStatus) -> Table {
+fn l4_backends(v: &balancer::status::VipStatus) -> Table {
     let headers = ["BACKEND", "ID", "WEIGHT", "STATE", "HEALTH", "GROUP", "SHARE", "FLOWS", "PACKETS", "BYTES", "NEW"];
     let mut t = table(&headers, &["ID", "WEIGHT", "GROUP", "SHARE", "FLOWS", "PACKETS", "BYTES", "NEW"]);
     for b in &v.backends {
@@ -71,7 +74,7 @@ fn l4_backends(v: &balancer::control::protocol::VipStatus) -> Table {
             b.id.to_string(),
             b.weight.to_string(),
             b.state.to_string(),
-            b.health.clone(),
+            b.health.to_string(),
             group(b),
             format!("{:.2}%", b.share),
             b.flows.map_or("-".to_owned(), |f| f.to_string()),
@@ -83,7 +86,7 @@ fn l4_backends(v: &balancer::control::protocol::VipStatus) -> Table {
     t
 }
 
-fn l7_vip(v: &balancer::control::protocol::VipStatus, proto: &str, mode: balancer::config::StickyMode) {
+fn l7_vip(v: &balancer::status::VipStatus, proto: &str, mode: balancer::config::StickyMode) {
     let name = v.name.as_deref().map(|n| format!(" [{n}]")).unwrap_or_default();
     let takes = v.takes.as_deref().map(|t| format!(", takes {t}")).unwrap_or_default();
     println!("VIP {}{name} {proto} L7, sticky {mode}{takes}", v.address);
@@ -97,7 +100,7 @@ fn l7_vip(v: &balancer::control::protocol::VipStatus, proto: &str, mode: balance
             b.route.clone().unwrap_or_else(|| "-".into()),
             b.weight.to_string(),
             b.state.to_string(),
-            b.health.clone(),
+            b.health.to_string(),
             group(b),
             l.map_or(0, |l| l.sessions).to_string(),
             l.map_or(0, |l| l.requests).to_string(),
@@ -138,9 +141,9 @@ pub fn vips(s: &Status) {
 fn vip_table(s: &Status) -> Table {
     let mut t = table(&["VIP", "PROTO", "MODE", "RING", "BACKENDS"], &["RING", "BACKENDS"]);
     for v in &s.vips {
-        let (mode, ring) = match v.sticky {
-            Some(sticky) => (format!("l7 {sticky}"), "-".to_owned()),
-            None => (v.forwarding.to_string(), v.ring_size.to_string()),
+        let (mode, ring) = match v.kind {
+            VipKind::L7 { sticky } => (format!("l7 {sticky}"), "-".to_owned()),
+            VipKind::L4 { forwarding, ring_size } => (forwarding.to_string(), ring_size.to_string()),
         };
         t.add_row(vec![v.address.to_string(), v.protocol.to_string(), mode, ring, v.backends.len().to_string()]);
     }
@@ -256,7 +259,7 @@ fn state_word(s: balancer::config::BackendState) -> &'static str {
 mod tests {
     use balancer::{
         config::{BackendState, Forwarding, Protocol},
-        control::protocol::{BackendStatus, VipStatus},
+        status::{BackendStatus, VipStatus},
     };
 
     use super::*;
@@ -269,7 +272,7 @@ mod tests {
             state: BackendState::Active,
             backup: false,
             distance: 0,
-            health: "up".into(),
+            health: balancer::status::Health::Up,
             route: None,
             domain: None,
             slots: 0,
@@ -349,9 +352,9 @@ mod tests {
         VipStatus {
             address: address.parse().unwrap(),
             protocol: Protocol::Tcp,
-            forwarding: Forwarding::Ipip,
-            ring_size: if sticky.is_some() { 0 } else { 65537 },
-            sticky,
+            kind: sticky.map_or(VipKind::L4 { forwarding: Forwarding::Ipip, ring_size: 65537 }, |sticky| VipKind::L7 {
+                sticky,
+            }),
             name: None,
             takes: None,
             flows: None,

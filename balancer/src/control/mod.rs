@@ -3,6 +3,5 @@
 //! to the daemon, `client` is what the CLI uses.
 
 pub mod client;
-mod handle;
 pub mod protocol;
 pub mod server;

@@ -6,6 +6,8 @@
 mod background;
 mod lifecycle;
 mod overrides;
+mod requests;
+mod status;
 
 use std::{
     collections::{HashMap, HashSet},
@@ -69,6 +71,8 @@ pub struct Daemon {
     /// Flow-table size from the background count; `u64::MAX` until the first one.
     flow_entries: Arc<AtomicU64>,
     calls: mpsc::Receiver<Call>,
+    /// The admin server's status requests.
+    status_calls: mpsc::Receiver<crate::admin::StatusCall>,
     config: Config,
     config_path: PathBuf,
     detach_on_exit: bool,
@@ -145,7 +149,9 @@ impl Daemon {
         let ids = sync::read_ids(&dp).context("reading the pinned maps")?;
         let (flips_tx, flips) = mpsc::unbounded_channel();
         let (calls_tx, calls) = mpsc::channel(64);
-        let admin = crate::admin::serve(config.metrics_address, admin_socket, calls_tx.clone()).with_context(|| {
+        let (status_tx, status_calls) = mpsc::channel(64);
+        let to_daemon = crate::admin::Daemon { calls: calls_tx.clone(), status: status_tx };
+        let admin = crate::admin::serve(config.metrics_address, admin_socket, to_daemon).with_context(|| {
             format!("serving /metrics and /status on {} (`metrics_address`)", config.metrics_address)
         })?;
         let mode = opts.xdp_mode.unwrap_or(config.xdp_mode);
@@ -176,6 +182,7 @@ impl Daemon {
             synced: false,
             flow_entries: background::count_flows_in_background(config.pin_dir.clone()),
             calls,
+            status_calls,
             config,
             config_path: config_path.to_owned(),
             detach_on_exit: opts.detach_on_exit,
@@ -326,6 +333,9 @@ impl Daemon {
                 _ = ramp_tick.tick(), if !self.ramps.is_empty() => self.ramp_step(),
                 _ = pins_tick.tick() => self.check_pins(),
                 _ = dog_tick.tick(), if dog.is_some() => crate::notify::watchdog(),
+                Some(reply) = self.status_calls.recv() => {
+                    let _ = reply.send(self.status());
+                }
                 Some((request, reply)) = self.calls.recv() => match request {
                     Request::Handoff if self.handing_over => {
                         let _ = reply.send(Response::err("a handoff is already under way").into());
@@ -497,14 +507,15 @@ impl Daemon {
     }
 
     /// `up`, `down`, or `unchecked` (no health check configured).
-    pub fn health_of(&self, vip: &config::Vip, backend: &config::Backend) -> &'static str {
+    pub fn health_of(&self, vip: &config::Vip, backend: &config::Backend) -> crate::status::Health {
+        use crate::status::Health;
         let key = BackendKey::of(vip, backend);
         if !self.health.checks(&key) {
-            "unchecked"
+            Health::Unchecked
         } else if self.down.contains(&key) {
-            "down"
+            Health::Down
         } else {
-            "up"
+            Health::Up
         }
     }
 }

@@ -1,26 +1,25 @@
-//! What the daemon does for each control request. Changes edit a copy of the configuration in
-//! force, which is checked like a file and applied the same way; nothing is persisted (a
-//! `reload` goes back to the file, as with `HAProxy`'s runtime API).
+//! What the daemon does for each control request (the control module only carries them).
+//! Changes edit a copy of the configuration in force, which is checked like a file and applied
+//! the same way; nothing is persisted (a `reload` goes back to the file, as with `HAProxy`'s
+//! runtime API).
 
 use std::net::SocketAddr;
 
 use balancer_common::{flow::FlowKey, hash::flow_hash, proto};
 use toml::Spanned;
 
-use std::sync::atomic::Ordering::Relaxed;
-
-use super::protocol::{BackendStatus, FlowAnswer, L7BackendStatus, L7VipStatus, Request, Response, Status, VipStatus};
+use super::Daemon;
 use crate::{
     config::{self, Config, Protocol},
-    daemon::Daemon,
-    dataplane::{plan, stats::Snapshot},
+    control::protocol::{FlowAnswer, Request, Response},
+    dataplane::plan,
 };
 
 impl Daemon {
     /// Carries out one control request.
     pub async fn handle(&mut self, request: Request) -> Response {
         match request {
-            Request::Status => self.status().map_or_else(Response::err, Response::ok),
+            Request::Status => self.status().map_or_else(|e| Response::err(e.to_string()), Response::ok),
             Request::Flow { src, dst, protocol } => {
                 self.flow(src, dst, protocol).map_or_else(Response::err, Response::ok)
             }
@@ -82,130 +81,6 @@ impl Daemon {
                 }
             }
         }
-    }
-
-    /// A TLS VIP's handshake counters and certificates.
-    fn tls_status(&self, vip: SocketAddr, live: &crate::l7::tls::TlsLive) -> super::protocol::TlsStatus {
-        use crate::l7::tls::{self, Failure};
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
-        let count = |a: &std::sync::atomic::AtomicU64| a.load(Relaxed);
-        super::protocol::TlsStatus {
-            handshakes: count(&live.handshakes),
-            failures: Failure::ALL.iter().zip(&live.failures).map(|(f, n)| (f.name().to_owned(), count(n))).collect(),
-            versions: tls::VERSIONS.iter().zip(&live.versions).map(|(v, n)| ((*v).to_owned(), count(n))).collect(),
-            alpn: tls::ALPN.iter().zip(&live.alpn).map(|(p, n)| ((*p).to_owned(), count(n))).collect(),
-            certificates: self
-                .l7_certificates(vip)
-                .unwrap_or_default()
-                .iter()
-                .map(|c| super::protocol::CertificateStatus {
-                    file: c.file.clone(),
-                    names: c.names.clone(),
-                    days_left: c.days_left(now),
-                })
-                .collect(),
-        }
-    }
-
-    fn status(&self) -> Result<Status, String> {
-        let snap = Snapshot::from_ebpf(self.dataplane().ebpf()).map_err(|e| e.to_string())?;
-        let (assigned, last) = self.last_plan();
-        let mut vips = Vec::new();
-        for (i, v) in self.config().vips.iter().enumerate() {
-            let vid = assigned.vips[i];
-            let ring = last.vips.iter().find(|p| p.meta.id == vid).map_or(&[][..], |p| p.ring.as_slice());
-            let traffic = snap.vips.iter().find(|s| s.id == vid).map(|s| s.traffic).unwrap_or_default();
-            let flows = (v.l7.is_none() && v.flow_table)
-                .then(|| snap.vips.iter().find(|s| s.id == vid).map(|s| s.flows).unwrap_or_default());
-            let mut backends = Vec::new();
-            for (j, b) in v.backends.iter().enumerate() {
-                let id = assigned.backends[i][j];
-                let slots = ring.iter().filter(|&&s| s == id).count() as u32;
-                let t = snap.backends.iter().find(|s| s.id == id).map(|s| s.traffic).unwrap_or_default();
-                backends.push(BackendStatus {
-                    address: *b.address.get_ref(),
-                    id,
-                    weight: b.weight,
-                    state: b.state,
-                    backup: b.backup,
-                    distance: b.distance,
-                    health: self.health_of(v, b).into(),
-                    route: b.route.clone(),
-                    domain: b.domain.clone(),
-                    slots,
-                    share: if ring.is_empty() { 0.0 } else { 100.0 * f64::from(slots) / ring.len() as f64 },
-                    packets: t.packets,
-                    bytes: t.bytes,
-                    new_flows: t.new_flows,
-                    flows: None,
-                    l7: v.l7.as_ref().and_then(|_| {
-                        let target = b.target(v.address.get_ref().port());
-                        let live = self.l7_live(*v.address.get_ref(), target)?;
-                        let requests = live.requests();
-                        let now_ms = std::time::SystemTime::now()
-                            .duration_since(std::time::UNIX_EPOCH)
-                            .unwrap_or_default()
-                            .as_millis() as u64;
-                        Some(L7BackendStatus {
-                            target,
-                            sessions: live.sessions(),
-                            requests,
-                            errors: live.errors(),
-                            inflight: live.inflight(),
-                            bytes: live.bytes(),
-                            mean_latency_ms: if requests == 0 {
-                                0.0
-                            } else {
-                                live.latency_us() as f64 / requests as f64 / 1000.0
-                            },
-                            retrying: live.retrying(now_ms, self.last_pass_of(v, b)),
-                        })
-                    }),
-                });
-            }
-            // Passive failures seen by the proxy show as health, beside the active checks.
-            for b in &mut backends {
-                if b.l7.as_ref().is_some_and(|l| l.retrying) && b.health != "down" {
-                    b.health = "retrying".into();
-                }
-            }
-            vips.push(VipStatus {
-                address: *v.address.get_ref(),
-                protocol: v.protocol,
-                forwarding: v.forwarding,
-                ring_size: if v.l7.is_some() { 0 } else { v.ring_size.get() },
-                sticky: v.l7.as_ref().map(|l| l.sticky),
-                name: v.name.clone(),
-                takes: v.matches.as_ref().map(describe_match),
-                flows,
-                packets: traffic.packets,
-                bytes: traffic.bytes,
-                new_flows: traffic.new_flows,
-                connections: self.l7_vip_live(*v.address.get_ref()).map(|l| L7VipStatus {
-                    open: l.open.load(Relaxed),
-                    refused: l.refused.load(Relaxed),
-                    accept_errors: l.accept_errors.load(Relaxed),
-                    head_timeouts: l.head_timeouts.load(Relaxed),
-                    proxy_refused: l.proxy_refused.load(Relaxed),
-                    tunnels: l.tunnels.load(Relaxed),
-                    upgrades: l.upgrades.load(Relaxed),
-                    tls: v.tls.as_ref().map(|_| self.tls_status(*v.address.get_ref(), &l.tls)),
-                }),
-                backends,
-            });
-        }
-        let not_balanced = snap.not_balanced.iter().map(|(r, n)| ((*r).to_owned(), *n)).collect();
-        let icmp = snap.icmp.iter().map(|(r, n)| ((*r).to_owned(), *n)).collect();
-        Ok(Status {
-            pin_dir: self.config().pin_dir.clone(),
-            vips,
-            flow_table_entries: self.flow_table_entries(),
-            not_balanced,
-            icmp,
-            problems: self.problems(),
-            access_log: (crate::l7::access_log::WRITTEN.load(Relaxed), crate::l7::access_log::DROPPED.load(Relaxed)),
-            admin: self.config().admin,
-        })
     }
 
     fn flow(&self, src: SocketAddr, dst: SocketAddr, protocol: Protocol) -> Result<FlowAnswer, String> {
@@ -351,20 +226,6 @@ fn edit(config: &mut Config, change: Request) -> Result<(), String> {
     Ok(())
 }
 
-/// `[vip.match]` in one line: `host a,b path /x,/*.jsp exclude /x/s rewrite /`.
-fn describe_match(m: &config::Match) -> String {
-    let mut parts = Vec::new();
-    for (word, list) in [("host", &m.host), ("path", &m.path), ("exclude", &m.exclude)] {
-        if !list.is_empty() {
-            parts.push(format!("{word} {}", list.join(",")));
-        }
-    }
-    if let Some(r) = &m.rewrite {
-        parts.push(format!("rewrite {r}"));
-    }
-    parts.join(" ")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -378,7 +239,7 @@ mod tests {
         .unwrap()
     }
 
-    fn add(address: &str, more: super::super::protocol::NewBackend) -> Request {
+    fn add(address: &str, more: crate::control::protocol::NewBackend) -> Request {
         Request::BackendAdd {
             vip: "10.0.0.1:80".parse().unwrap(),
             protocol: Protocol::Tcp,
@@ -397,7 +258,7 @@ mod tests {
     #[test]
     fn backend_add_takes_every_field_and_names_flags_in_errors() {
         let mut c = l7_config();
-        let more = |port, route: &str| super::super::protocol::NewBackend {
+        let more = |port, route: &str| crate::control::protocol::NewBackend {
             port: Some(port),
             route: Some(route.into()),
             domain: Some("d1".into()),
