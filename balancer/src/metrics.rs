@@ -1,14 +1,60 @@
-//! Prometheus metrics (served by `admin`), rendered at scrape time from the same status the CLI shows, so there is
-//! one source of truth and nothing to keep in step between scrapes.
+//! Prometheus metrics (served by `admin`), rendered at scrape time from the same status the CLI
+//! shows, so there is one source of truth and nothing to keep in step between scrapes. Names
+//! follow Prometheus' conventions (`_total` counters, base units, `_ratio` for 0–1); backends
+//! are labelled `ip:port`.
 
-use std::sync::atomic::AtomicU64;
+use std::sync::{RwLock, atomic::AtomicU64};
 
 use crate::status::Status;
 use prometheus_client::{
-    encoding::{EncodeLabelSet, text::encode},
-    metrics::{counter::Counter, family::Family, gauge::Gauge},
-    registry::Registry,
+    encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder, NoLabelSet, text::encode},
+    metrics::{MetricType, TypedMetric, counter::Counter, family::Family, gauge::Gauge},
+    registry::{Registry, Unit},
 };
+
+/// A histogram whose buckets were counted elsewhere (by the proxy's workers): sum, count and
+/// the count per bucket (not cumulative), the last bucket's bound `+Inf`.
+#[derive(Debug, Default)]
+struct Counted(RwLock<Buckets>);
+
+/// Sum, count, and (upper bound, count) per bucket.
+type Buckets = (f64, u64, Vec<(f64, u64)>);
+
+impl Counted {
+    fn set(&self, sum: f64, buckets: Vec<(f64, u64)>) {
+        let count = buckets.iter().map(|(_, n)| n).sum();
+        *self.0.write().unwrap_or_else(std::sync::PoisonError::into_inner) = (sum, count, buckets);
+    }
+}
+
+impl TypedMetric for Counted {
+    const TYPE: MetricType = MetricType::Histogram;
+}
+
+impl EncodeMetric for Counted {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        let (sum, count, buckets) = &*self.0.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        encoder.encode_histogram::<NoLabelSet>(*sum, *count, buckets, None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        Self::TYPE
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ClassLabels {
+    vip: String,
+    protocol: String,
+    pool: String,
+    backend: String,
+    class: String,
+}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct VipLabels {
@@ -122,7 +168,7 @@ pub fn render(status: &Status) -> String {
     registry.register("backend_up", "1 when the backend passes its health check (or has none)", be_up.clone());
     registry.register("backend_weight", "Configured weight", be_weight.clone());
     registry.register(
-        "backend_ring_share",
+        "backend_ring_share_ratio",
         "Share of the VIP's Maglev table the backend holds (0-1)",
         be_share.clone(),
     );
@@ -204,7 +250,7 @@ pub fn render(status: &Status) -> String {
                 vip: vl.vip.clone(),
                 protocol: vl.protocol.clone(),
                 pool: pool.clone(),
-                backend: b.address.to_string(),
+                backend: backend_label(v, b),
             };
             be_packets.get_or_create(&bl).inc_by(b.packets);
             be_bytes.get_or_create(&bl).inc_by(b.bytes);
@@ -226,69 +272,277 @@ pub fn render(status: &Status) -> String {
     for (event, n) in &status.icmp {
         icmp.get_or_create(&EventLabels { event: event.clone() }).inc_by(*n);
     }
+    daemon_metrics(&mut registry, status);
+    l7_backend_metrics(&mut registry, status);
     let mut out = String::new();
     encode(&mut out, &registry).expect("writing to a String cannot fail");
     out
+}
+
+/// The backend label: `ip:port` (an L4 backend is reached on the VIP's port).
+fn backend_label(v: &crate::status::VipStatus, b: &crate::status::BackendStatus) -> String {
+    b.l7.as_ref().map_or_else(|| std::net::SocketAddr::new(b.address, v.address.port()), |l| l.target).to_string()
+}
+
+/// Build, uptime and reloads.
+fn daemon_metrics(registry: &mut Registry, status: &Status) {
+    let info = Family::<BuildLabels, Gauge>::default();
+    info.get_or_create(&BuildLabels { version: status.daemon.version.clone() }).set(1);
+    registry.register("build_info", "The daemon's version (value 1)", info);
+    let uptime = Gauge::<i64>::default();
+    uptime.set(i64::try_from(status.daemon.uptime_s).unwrap_or(i64::MAX));
+    registry.register_with_unit("uptime", "Time since the daemon started", Unit::Seconds, uptime);
+    let reloads = Family::<OutcomeLabels, Counter>::default();
+    reloads.get_or_create(&OutcomeLabels { outcome: "success".into() }).inc_by(status.daemon.reloads.0);
+    reloads.get_or_create(&OutcomeLabels { outcome: "failure".into() }).inc_by(status.daemon.reloads.1);
+    registry.register("config_reloads", "Configuration reloads that took effect or were refused", reloads);
+    if let Some(last) = &status.daemon.last_reload {
+        let at = Gauge::<i64>::default();
+        at.set(i64::try_from(last.at_unix_ms / 1000).unwrap_or(i64::MAX));
+        registry.register_with_unit(
+            "config_last_reload_timestamp",
+            "When the configuration was last reloaded (or refused), Unix time",
+            Unit::Seconds,
+            at,
+        );
+    }
+}
+
+/// What the proxy saw of each L7 backend: responses by class, latency, sessions, retries,
+/// failovers, requests in flight.
+fn l7_backend_metrics(registry: &mut Registry, status: &Status) {
+    let responses = Family::<ClassLabels, Counter>::default();
+    let requests = Family::<BackendLabels, Counter>::default();
+    let errors = Family::<BackendLabels, Counter>::default();
+    let sessions = Family::<BackendLabels, Counter>::default();
+    let retries = Family::<BackendLabels, Counter>::default();
+    let failovers = Family::<BackendLabels, Counter>::default();
+    let inflight = Family::<BackendLabels, Gauge>::default();
+    let latency = Family::<BackendLabels, Counted>::default();
+    let bounds_s: Vec<f64> = status.latency_bounds_ms.iter().map(|ms| ms / 1000.0).chain([f64::INFINITY]).collect();
+    for v in &status.vips {
+        for b in &v.backends {
+            let Some(l) = &b.l7 else { continue };
+            let bl = BackendLabels {
+                vip: v.address.to_string(),
+                protocol: v.protocol.to_string(),
+                pool: v.name.clone().unwrap_or_default(),
+                backend: backend_label(v, b),
+            };
+            for (class, n) in &l.responses {
+                let cl = ClassLabels {
+                    vip: bl.vip.clone(),
+                    protocol: bl.protocol.clone(),
+                    pool: bl.pool.clone(),
+                    backend: bl.backend.clone(),
+                    class: class.clone(),
+                };
+                responses.get_or_create(&cl).inc_by(*n);
+            }
+            requests.get_or_create(&bl).inc_by(l.requests);
+            errors.get_or_create(&bl).inc_by(l.errors);
+            sessions.get_or_create(&bl).inc_by(l.sessions);
+            retries.get_or_create(&bl).inc_by(l.retries);
+            failovers.get_or_create(&bl).inc_by(l.failovers);
+            inflight.get_or_create(&bl).set(i64::from(l.inflight));
+            let buckets = bounds_s.iter().copied().zip(l.latency_buckets.iter().copied()).collect();
+            latency.get_or_create(&bl).set(l.latency_sum_us as f64 / 1e6, buckets);
+        }
+    }
+    registry.register(
+        "l7_responses",
+        "Responses the clients got for requests sent to the backend, by class",
+        responses,
+    );
+    registry.register("l7_requests", "Requests sent to the backend", requests);
+    registry.register("l7_errors", "Failed connections and broken responses of the backend", errors);
+    registry.register("l7_sessions", "Sessions assigned to the backend (new and by failover)", sessions);
+    registry.register("l7_retries", "Requests that failed on the backend and were sent to another", retries);
+    registry.register("l7_failovers", "Requests the backend took over from the one holding their session", failovers);
+    registry.register("l7_inflight_requests", "Requests in flight to the backend", inflight);
+    registry.register_with_unit(
+        "l7_upstream_latency",
+        "Time from sending the request to the backend's response head",
+        Unit::Seconds,
+        latency,
+    );
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::{
-        config::{BackendState, Forwarding, Protocol},
-        status::{BackendStatus, Health, VipKind, VipStatus},
+        config::{BackendState, Forwarding, Protocol, StickyMode},
+        status::{BackendStatus, DaemonInfo, Health, L7BackendStatus, VipKind, VipStatus},
     };
 
-    #[test]
-    fn renders_counters_and_gauges_with_vip_and_backend_labels() {
-        let status = Status {
-            pin_dir: "/sys/fs/bpf/x".into(),
-            vips: vec![VipStatus {
-                address: "10.0.0.1:80".parse().unwrap(),
-                protocol: Protocol::Tcp,
-                kind: VipKind::L4 { forwarding: Forwarding::Dsr, ring_size: 65537 },
-                name: None,
-                takes: None,
-                flows: None,
-                packets: 7,
-                bytes: 700,
-                new_flows: 2,
-                connections: None,
-                backends: vec![BackendStatus {
-                    address: "10.0.0.2".parse().unwrap(),
-                    id: 0,
-                    weight: 100,
-                    state: BackendState::Active,
-                    backup: false,
-                    distance: 0,
-                    health: Health::Down,
-                    route: None,
-                    domain: None,
-                    slots: 0,
-                    share: 0.0,
-                    packets: 5,
-                    bytes: 500,
-                    new_flows: 1,
-                    flows: None,
-                    l7: None,
-                }],
-            }],
+    fn backend(address: &str, health: Health, l7: Option<L7BackendStatus>) -> BackendStatus {
+        BackendStatus {
+            address: address.parse().unwrap(),
+            id: 0,
+            weight: 100,
+            state: BackendState::Active,
+            backup: false,
+            distance: 0,
+            health,
+            health_since_s: None,
+            last_pass_s: None,
+            route: None,
+            domain: None,
+            slots: 0,
+            share: 25.0,
+            packets: 5,
+            bytes: 500,
+            new_flows: 1,
+            flows: None,
+            l7,
+            rate: None,
+            trend: Vec::new(),
+        }
+    }
+
+    fn vip(address: &str, kind: VipKind, backends: Vec<BackendStatus>) -> VipStatus {
+        VipStatus {
+            address: address.parse().unwrap(),
+            protocol: Protocol::Tcp,
+            kind,
+            name: None,
+            takes: None,
+            flows: None,
+            packets: 7,
+            bytes: 700,
+            new_flows: 2,
+            connections: None,
+            backends,
+            rate: None,
+            trend: Vec::new(),
+        }
+    }
+
+    fn l7_backend() -> L7BackendStatus {
+        L7BackendStatus {
+            target: "10.0.0.3:8080".parse().unwrap(),
+            sessions: 4,
+            requests: 10,
+            errors: 1,
+            inflight: 2,
+            bytes: 0,
+            mean_latency_ms: 3.0,
+            // 1 ms: 6, 2.5 ms: 0, 5 ms: 3, then nothing until one above 10 s.
+            latency_buckets: vec![6, 0, 3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
+            latency_sum_us: 30_000,
+            responses: vec![
+                ("1xx".into(), 0),
+                ("2xx".into(), 8),
+                ("3xx".into(), 0),
+                ("4xx".into(), 1),
+                ("5xx".into(), 1),
+            ],
+            retries: 1,
+            failovers: 3,
+            retrying: false,
+        }
+    }
+
+    fn status() -> Status {
+        Status {
+            vips: vec![
+                vip(
+                    "10.0.0.1:80",
+                    VipKind::L4 { forwarding: Forwarding::Dsr, ring_size: 65537 },
+                    vec![backend("10.0.0.2", Health::Down, None)],
+                ),
+                vip(
+                    "10.0.0.1:8000",
+                    VipKind::L7 { sticky: StickyMode::Insert },
+                    vec![backend("10.0.0.3", Health::Up, Some(l7_backend()))],
+                ),
+            ],
             flow_table_entries: Some(12),
             not_balanced: vec![("no_vip".into(), 3)],
             icmp: vec![("relayed".into(), 4)],
-            problems: Vec::new(),
-            access_log: (0, 0),
-            admin: false,
-        };
-        let text = render(&status);
-        assert!(text.contains(r#"balancer_vip_packets_total{vip="10.0.0.1:80",protocol="tcp"} 7"#), "{text}");
-        assert!(
-            text.contains(r#"balancer_backend_up{vip="10.0.0.1:80",protocol="tcp",pool="",backend="10.0.0.2"} 0"#),
-            "{text}"
+            daemon: DaemonInfo { version: "0.1.0".into(), uptime_s: 9, reloads: (2, 1), ..DaemonInfo::default() },
+            latency_bounds_ms: crate::l7::select::LATENCY_BOUNDS_MS.to_vec(),
+            ..Status::empty("/sys/fs/bpf/x".into())
+        }
+    }
+
+    #[test]
+    fn renders_counters_and_gauges_with_vip_and_backend_labels() {
+        let text = render(&status());
+        let has = |line: &str| assert!(text.lines().any(|l| l == line), "no `{line}` in\n{text}");
+        has(r#"balancer_vip_packets_total{vip="10.0.0.1:80",protocol="tcp"} 7"#);
+        // An L4 backend is labelled with the port it is reached on, the VIP's.
+        has(r#"balancer_backend_up{vip="10.0.0.1:80",protocol="tcp",pool="",backend="10.0.0.2:80"} 0"#);
+        has(
+            r#"balancer_backend_ring_share_ratio{vip="10.0.0.1:80",protocol="tcp",pool="",backend="10.0.0.2:80"} 0.25"#,
         );
-        assert!(text.contains(r#"balancer_not_balanced_packets_total{reason="no_vip"} 3"#), "{text}");
-        assert!(text.contains(r#"balancer_icmp_messages_total{event="relayed"} 4"#), "{text}");
-        assert!(text.contains("balancer_flow_table_entries 12"), "{text}");
+        has(r#"balancer_not_balanced_packets_total{reason="no_vip"} 3"#);
+        has(r#"balancer_icmp_messages_total{event="relayed"} 4"#);
+        has("balancer_flow_table_entries 12");
         assert!(text.ends_with("# EOF\n"));
+    }
+
+    /// Issue 15: build, reloads, and the L7 backends' responses by class, latency histogram,
+    /// sessions, retries and failovers.
+    #[test]
+    fn renders_the_daemon_and_the_l7_backends() {
+        let text = render(&status());
+        let has = |line: &str| assert!(text.lines().any(|l| l == line), "no `{line}` in\n{text}");
+        has(r#"balancer_build_info{version="0.1.0"} 1"#);
+        has(r#"balancer_config_reloads_total{outcome="success"} 2"#);
+        has(r#"balancer_config_reloads_total{outcome="failure"} 1"#);
+        has("balancer_uptime_seconds 9");
+        let b = r#"vip="10.0.0.1:8000",protocol="tcp",pool="",backend="10.0.0.3:8080""#;
+        has(&format!(r#"balancer_l7_responses_total{{{b},class="2xx"}} 8"#));
+        has(&format!(r#"balancer_l7_responses_total{{{b},class="5xx"}} 1"#));
+        has(&format!("balancer_l7_sessions_total{{{b}}} 4"));
+        has(&format!("balancer_l7_retries_total{{{b}}} 1"));
+        has(&format!("balancer_l7_failovers_total{{{b}}} 3"));
+        has(&format!("balancer_l7_inflight_requests{{{b}}} 2"));
+        // Cumulative buckets in seconds, with the sum and count.
+        has(&format!(r#"balancer_l7_upstream_latency_seconds_bucket{{le="0.001",{b}}} 6"#));
+        has(&format!(r#"balancer_l7_upstream_latency_seconds_bucket{{le="0.005",{b}}} 9"#));
+        has(&format!(r#"balancer_l7_upstream_latency_seconds_bucket{{le="10.0",{b}}} 9"#));
+        has(&format!(r#"balancer_l7_upstream_latency_seconds_bucket{{le="+Inf",{b}}} 10"#));
+        has(&format!("balancer_l7_upstream_latency_seconds_count{{{b}}} 10"));
+        has(&format!("balancer_l7_upstream_latency_seconds_sum{{{b}}} 0.03"));
+    }
+
+    /// The Grafana dashboard in the repository asks only for series the daemon exports: a
+    /// renamed metric breaks this test, not an operator's dashboard.
+    #[test]
+    fn the_grafana_dashboard_uses_only_exported_series() {
+        let mut s = status();
+        s.vips[0].flows = Some(crate::dataplane::stats::FlowEventsView::default());
+        s.vips[1].connections = Some(crate::status::L7VipStatus {
+            tls: Some(crate::status::TlsStatus { failures: vec![("timeout".into(), 1)], ..Default::default() }),
+            ..Default::default()
+        });
+        let text = render(&s);
+        let mut exported = std::collections::HashSet::new();
+        for line in text.lines() {
+            let Some(rest) = line.strip_prefix("# TYPE ") else { continue };
+            let (name, kind) = rest.split_once(' ').unwrap();
+            match kind {
+                "counter" => exported.extend([format!("{name}_total")]),
+                "histogram" => exported.extend(["_bucket", "_sum", "_count"].map(|s| format!("{name}{s}"))),
+                _ => exported.extend([name.to_owned()]),
+            }
+        }
+        let dashboard = include_str!("../../packaging/grafana-dashboard.json");
+        let _: serde_json::Value = serde_json::from_str(dashboard).expect("the dashboard is JSON");
+        let mut used: Vec<&str> = dashboard
+            .match_indices("balancer_")
+            .map(|(i, _)| {
+                let end = dashboard[i..].find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap();
+                &dashboard[i..i + end]
+            })
+            .collect();
+        used.sort_unstable();
+        used.dedup();
+        assert!(used.len() > 15, "{used:?}");
+        let missing: Vec<&&str> = used.iter().filter(|n| !exported.contains(**n)).collect();
+        assert!(missing.is_empty(), "the dashboard asks for series /metrics does not have: {missing:?}");
     }
 }

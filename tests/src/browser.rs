@@ -14,6 +14,7 @@ import asyncio, json, os, shutil, subprocess, sys, tempfile, time, urllib.reques
 import websockets
 
 url, steps = sys.argv[1], json.loads(sys.argv[2])
+shot = sys.argv[3] if len(sys.argv) > 3 else None
 profile = tempfile.mkdtemp(prefix="balancer-chromium-")
 port = 9333
 chrome = subprocess.Popen(
@@ -54,8 +55,14 @@ try:
                 r = await call("Runtime.evaluate", expression="document.body ? document.body.innerText : ''")
                 return r["result"]["result"].get("value", "")
             await call("Page.enable")
+            await call("Emulation.setDeviceMetricsOverride", width=1600, height=1000, deviceScaleFactor=1, mobile=False)
             await call("Page.navigate", url=url)
             await settle()
+            if shot:
+                import base64
+                r = await call("Page.captureScreenshot", format="png")
+                with open(shot, "wb") as f:
+                    f.write(base64.b64decode(r["result"]["data"]))
             print(await text())
             for step in steps:
                 await call("Runtime.evaluate", expression=step)
@@ -76,10 +83,27 @@ finally:
 /// # Panics
 /// When Chromium or the driver fails.
 pub fn drive(ns: &Netns, url: &str, steps: &[&str]) -> Vec<String> {
+    run(ns, url, steps, None)
+}
+
+/// Opens `url` in headless Chromium in `ns` (a 1600×1000 window), saves what it shows to `png`,
+/// and returns the page's text.
+///
+/// # Panics
+/// When Chromium or the driver fails.
+pub fn screenshot(ns: &Netns, url: &str, png: &std::path::Path) -> String {
+    run(ns, url, &[], Some(png)).remove(0)
+}
+
+fn run(ns: &Netns, url: &str, steps: &[&str], png: Option<&std::path::Path>) -> Vec<String> {
     let script = std::env::temp_dir().join(format!("{}-chromium.py", ns.name()));
     std::fs::write(&script, DRIVER).expect("write the driver");
     let steps = serde_json::to_string(steps).expect("steps as JSON");
-    let out = ns.output(&["timeout", "90", "/usr/bin/python3", script.to_str().unwrap(), url, &steps]);
+    let mut argv = vec!["timeout", "90", "/usr/bin/python3", script.to_str().unwrap(), url, &steps];
+    if let Some(p) = png {
+        argv.push(p.to_str().expect("a UTF-8 path"));
+    }
+    let out = ns.output(&argv);
     let _ = std::fs::remove_file(&script);
     assert!(
         out.status.success(),

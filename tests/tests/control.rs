@@ -293,5 +293,5 @@ fn metrics_are_served_with_counters_and_health() {
     let lb = &lan.hosts[1].ns;
     let body = lb.run(&["curl", "-sf", "--max-time", "3", "http://127.0.0.1:9090/metrics"]);
     assert!(body.contains(&format!("balancer_vip_new_flows_total{{vip=\"{VIP}:80\",protocol=\"tcp\"}} 10")), "{body}");
-    assert!(body.contains("balancer_backend_up{") && body.contains("balancer_backend_ring_share{"), "{body}");
+    assert!(body.contains("balancer_backend_up{") && body.contains("balancer_backend_ring_share_ratio{"), "{body}");
 }

@@ -147,3 +147,62 @@ fn the_status_page_drains_a_member_from_chromium_and_refuses_cross_site_requests
     let after = backends(&daemon, lb);
     assert!(after.contains(&("198.18.0.3:8080".into(), "stopped".into(), "r1".into())), "{after:?}");
 }
+
+/// Issue 15: the status page showed lifetime totals only. It shows the daemon (host, version,
+/// uptime, reloads), each VIP's and backend's rate now and a chart of the last minutes, the
+/// responses by class and when each check last passed; checked in headless Chromium, whose
+/// screenshot is saved for the log. `/metrics` has the same responses by class and the build.
+#[test]
+fn the_status_page_shows_rates_classes_and_charts_of_the_last_minutes() {
+    require_root!();
+    let (lan, _apps, daemon) = two_on_one_host(false);
+    let (client, lb) = (&lan.hosts[0].ns, &lan.hosts[1].ns);
+    let reload = daemon.ctl(lb, &["reload"]);
+    assert!(reload.status.success(), "{}", String::from_utf8_lossy(&reload.stderr));
+    // Requests for 12 s (at most 3000), so the 5 s samples hold two intervals of traffic.
+    let addr: std::net::SocketAddr = format!("{VIP}:80").parse().unwrap();
+    let sent = client.in_thread(|| {
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(12);
+        let mut n = 0;
+        while std::time::Instant::now() < until && n < 3000 {
+            if balancer_tests::backend::HttpConn::connect(addr).and_then(|mut c| c.get()).is_ok() {
+                n += 1;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        n
+    });
+    assert!(sent > 100, "{sent} requests answered");
+    let json: serde_json::Value =
+        serde_json::from_str(&lb.run(&["curl", "-s", "--max-time", "3", "http://127.0.0.1:9090/status.json"])).unwrap();
+    let v = &json["vips"][0];
+    assert!(v["rate"]["requests"].as_f64().unwrap_or(0.0) > 1.0, "{v}");
+    assert!(v["trend"].as_array().is_some_and(|t| t.len() >= 2), "{v}");
+    let ok: u64 = v["backends"].as_array().unwrap().iter().map(|b| b["l7"]["responses"]["2xx"].as_u64().unwrap()).sum();
+    assert_eq!(ok, sent, "every answered request counted as 2xx");
+    assert_eq!(json["daemon"]["reloads"], serde_json::json!([1, 0]), "{}", json["daemon"]);
+
+    let png = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("status-page.png");
+    let text = browser::screenshot(lb, "http://127.0.0.1:9090/status", &png);
+    let shot = std::fs::read(&png).expect("the screenshot");
+    eprintln!("status page screenshot: {} ({} bytes)\n{text}", png.display(), shot.len());
+    assert!(shot.starts_with(b"\x89PNG") && shot.len() > 10_000, "a screenshot of a drawn page");
+    for needle in
+        ["balancer on ", "version 0.1.0", "reloads: 1 applied, 0 refused", "last reload", "req/s", "2xx", "s ago"]
+    {
+        assert!(text.contains(needle), "`{needle}` not on the page:\n{text}");
+    }
+    let html = lb.run(&["curl", "-s", "--max-time", "3", "http://127.0.0.1:9090/status"]);
+    let charts = html.matches("<svg class=\"trend\"").count();
+    assert_eq!(charts, 3, "one chart for the VIP and one per backend:\n{html}");
+    assert!(!html.contains("<script") && !html.contains("src=\"http"), "nothing fetched or run");
+    let metrics = lb.run(&["curl", "-s", "--max-time", "3", "http://127.0.0.1:9090/metrics"]);
+    assert!(metrics.contains("balancer_build_info{version=\"0.1.0\"} 1"), "{metrics}");
+    assert!(metrics.contains("balancer_config_reloads_total{outcome=\"success\"} 1"), "{metrics}");
+    let ok_metric: u64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("balancer_l7_responses_total{") && l.contains("class=\"2xx\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum();
+    assert_eq!(ok_metric, sent, "{metrics}");
+}

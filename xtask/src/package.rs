@@ -73,6 +73,7 @@ fn stage_files(stage: &Path, bin: &Path) -> Result<()> {
     install(&repo.join("examples/balancer.toml"), &stage.join("etc/balancer/balancer.toml"))?;
     let doc = stage.join("usr/share/doc").join(NAME);
     install(&repo.join("README.md"), &doc.join("README.md"))?;
+    install(&repo.join("packaging/grafana-dashboard.json"), &doc.join("grafana-dashboard.json"))?;
     gzip_into(&fs::read(repo.join("CHANGELOG.md"))?, &doc.join("changelog.gz"))?;
     fs::write(doc.join("copyright"), copyright(&repo)?)?;
 

@@ -4,8 +4,11 @@
 //! status, asked of the daemon's loop at each request (`StatusCall`: no JSON in between).
 
 mod change;
+mod page;
 
-use std::{convert::Infallible, fmt::Write as _, net::SocketAddr};
+pub use page::html;
+
+use std::{convert::Infallible, net::SocketAddr};
 
 use http_body_util::Full;
 use hyper::{
@@ -202,137 +205,4 @@ async fn admin_change(
         r.headers_mut().insert(hyper::header::LOCATION, v);
     }
     r
-}
-
-fn esc(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
-}
-
-/// A backend's row form: state, weight, route (L7), apply, and run the health check now.
-fn form(v: &crate::status::VipStatus, b: &crate::status::BackendStatus, nonce: &str) -> String {
-    let target = b.l7.as_ref().map_or(SocketAddr::new(b.address, v.address.port()), |l| l.target);
-    let state = b.state.to_string();
-    let options: String = ["active", "drain", "stopped"].iter().fold(String::new(), |mut o, s| {
-        let _ = write!(o, "<option{}>{s}</option>", if *s == state { " selected" } else { "" });
-        o
-    });
-    let route = if v.kind.is_l7() {
-        format!(" <input name=\"route\" placeholder=\"route\" value=\"{}\">", esc(b.route.as_deref().unwrap_or("")))
-    } else {
-        String::new()
-    };
-    format!(
-        "<td><form method=\"post\" action=\"/admin/backend\" data-backend=\"{target}\">\
-         <input type=\"hidden\" name=\"nonce\" value=\"{nonce}\"><input type=\"hidden\" name=\"vip\" value=\"{}\">\
-         <input type=\"hidden\" name=\"proto\" value=\"{}\"><input type=\"hidden\" name=\"pool\" value=\"{}\">\
-         <input type=\"hidden\" name=\"backend\" value=\"{target}\"><select name=\"state\">{options}</select> \
-         <input name=\"weight\" value=\"{}\">{route} <button name=\"action\" value=\"set\">apply</button> \
-         <button name=\"action\" value=\"check\">check now</button></form></td>",
-        v.address,
-        v.protocol,
-        esc(v.name.as_deref().unwrap_or("")),
-        b.weight,
-    )
-}
-
-/// The status page; with `nonce` (admin on), each backend's row has a form to change it, and
-/// `message` says what the last change did.
-pub fn html(s: &Status, nonce: Option<&str>, message: Option<&str>) -> String {
-    let mut h = String::from(
-        "<!doctype html><html><head><meta charset=\"utf-8\"><title>balancer status</title>\
-         <style>\
-         body{font:14px system-ui,sans-serif;margin:2em;color:#222}h1{font-size:20px}\
-         h2{font-size:16px;margin-top:2em}table{border-collapse:collapse;min-width:60%}\
-         th,td{padding:4px 10px;border-bottom:1px solid #ddd;text-align:right}\
-         th:first-child,td:first-child{text-align:left}th{background:#f4f4f4}\
-         .up{color:#1a7f37}.down{color:#cf222e;font-weight:bold}.drain{color:#9a6700}\
-         .stopped{color:#777}form{display:inline;margin:0}input[name=weight]{width:5em}\
-         input[name=route]{width:7em}.done{background:#ddf4ff;padding:6px}</style></head><body><h1>balancer</h1>",
-    );
-    if nonce.is_none() {
-        // Read-only: it refreshes itself. With forms, a refresh would drop what is being typed.
-        h = h.replacen("<style>", "<meta http-equiv=\"refresh\" content=\"10\"><style>", 1);
-    }
-    if let Some(m) = message {
-        let _ = write!(h, "<p class=\"done\" id=\"done\">{}</p>", esc(m));
-    }
-    for v in &s.vips {
-        let proto = v.protocol.to_string();
-        let mode = match v.kind {
-            crate::status::VipKind::L7 { sticky } => format!("L7, sticky {sticky}"),
-            crate::status::VipKind::L4 { forwarding, ring_size } => format!("L4 {forwarding}, Maglev {ring_size}"),
-        };
-        let traffic = if v.kind.is_l7() {
-            let requests: u64 = v.backends.iter().filter_map(|b| b.l7.as_ref()).map(|l| l.requests).sum();
-            let sessions: u64 = v.backends.iter().filter_map(|b| b.l7.as_ref()).map(|l| l.sessions).sum();
-            let mut t = format!("{requests} requests, {sessions} sessions assigned");
-            if let Some(c) = &v.connections {
-                let _ = write!(t, "; {} connections open, {} WebSocket tunnels", c.open, c.tunnels);
-                if let Some(tls) = &c.tls {
-                    let failed: u64 = tls.failures.iter().map(|(_, n)| n).sum();
-                    let _ = write!(t, "; TLS: {} handshakes, {failed} failed", tls.handshakes);
-                    for cert in &tls.certificates {
-                        let _ = write!(t, "; {} expires in {} days", cert.names.join(", "), cert.days_left);
-                    }
-                }
-            }
-            t
-        } else {
-            format!("{} packets, {} bytes, {} new flows", v.packets, v.bytes, v.new_flows)
-        };
-        let _ = write!(
-            h,
-            "<h2>VIP {} {proto} <small>({})</small></h2><p>{}</p>\
-             <table><tr><th>backend</th><th>state</th><th>health</th><th>weight</th><th>group</th>\
-             <th>share</th><th>route</th><th>domain</th><th>sessions</th><th>requests</th><th>errors</th>\
-             <th>latency</th><th>packets</th>{}</tr>",
-            esc(&format!("{}{}", v.address, v.name.as_deref().map(|n| format!(" [{n}]")).unwrap_or_default())),
-            esc(&mode),
-            esc(&traffic),
-            if nonce.is_some() { "<th>change</th>" } else { "" }
-        );
-        for b in &v.backends {
-            let state = b.state.to_string();
-            let group = if b.backup { format!("backup {}", b.distance) } else { b.distance.to_string() };
-            let (share, packets) = if v.kind.is_l7() {
-                ("-".to_owned(), "-".to_owned())
-            } else {
-                (format!("{:.1}%", b.share), b.packets.to_string())
-            };
-            let (sessions, requests, errors, latency) = match &b.l7 {
-                Some(l) => (
-                    l.sessions.to_string(),
-                    l.requests.to_string(),
-                    format!("{}{}", l.errors, if l.retrying { " (retrying)" } else { "" }),
-                    format!("{:.1} ms", l.mean_latency_ms),
-                ),
-                None => ("-".into(), "-".into(), "-".into(), "-".into()),
-            };
-            let _ = write!(
-                h,
-                "<tr><td>{}</td><td class=\"{state}\">{state}</td><td class=\"{}\">{}</td><td>{}</td><td>{}</td>\
-                 <td>{share}</td><td>{}</td><td>{}</td><td>{sessions}</td><td>{requests}</td><td>{errors}</td>\
-                 <td>{latency}</td><td>{packets}</td>{}</tr>",
-                esc(&b.l7.as_ref().map_or(b.address.to_string(), |l| l.target.to_string())),
-                b.health,
-                b.health,
-                b.weight,
-                esc(&group),
-                esc(b.route.as_deref().unwrap_or("")),
-                esc(b.domain.as_deref().unwrap_or("")),
-                nonce.map(|n| form(v, b, n)).unwrap_or_default(),
-            );
-        }
-        h.push_str("</table>");
-    }
-    let passed: Vec<String> =
-        s.not_balanced.iter().filter(|(_, n)| *n > 0).map(|(r, n)| format!("{} {n}", esc(r))).collect();
-    let icmp: Vec<String> = s.icmp.iter().filter(|(_, n)| *n > 0).map(|(r, n)| format!("{} {n}", esc(r))).collect();
-    let _ = write!(
-        h,
-        "<h2>Not balanced</h2><p>{}</p><h2>ICMP</h2><p>{}</p><p><a href=\"/status.json\">JSON</a> · <a href=\"/metrics\">metrics</a></p></body></html>",
-        if passed.is_empty() { "nothing".into() } else { passed.join(", ") },
-        if icmp.is_empty() { "nothing".into() } else { icmp.join(", ") }
-    );
-    h
 }

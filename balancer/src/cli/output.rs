@@ -273,6 +273,8 @@ mod tests {
             backup: false,
             distance: 0,
             health: balancer::status::Health::Up,
+            health_since_s: None,
+            last_pass_s: None,
             route: None,
             domain: None,
             slots: 0,
@@ -282,6 +284,8 @@ mod tests {
             new_flows: 2,
             flows: Some(3),
             l7: None,
+            rate: None,
+            trend: Vec::new(),
         }
     }
 
@@ -308,16 +312,7 @@ mod tests {
     fn an_l7_vip_is_listed_by_its_stickiness_in_the_file_s_words() {
         let l4 = vip("10.0.0.1:80", None);
         let l7 = vip("10.0.0.2:80", Some(balancer::config::StickyMode::RouteSuffix));
-        let s = Status {
-            pin_dir: "/x".into(),
-            vips: vec![l4, l7],
-            flow_table_entries: None,
-            not_balanced: Vec::new(),
-            icmp: Vec::new(),
-            problems: Vec::new(),
-            access_log: (0, 0),
-            admin: false,
-        };
+        let s = Status { vips: vec![l4, l7], ..Status::empty("/x".into()) };
         let lines: Vec<String> =
             vip_table(&s).lines().map(|l| l.split_whitespace().collect::<Vec<_>>().join(" ")).collect();
         assert_eq!(lines[1], "10.0.0.1:80 tcp ipip 65537 0");
@@ -331,14 +326,9 @@ mod tests {
     #[test]
     fn counts_are_json_objects_by_name() {
         let s = Status {
-            pin_dir: "/x".into(),
-            vips: Vec::new(),
-            flow_table_entries: None,
             not_balanced: vec![("no_vip".into(), 3), ("icmp".into(), 1)],
             icmp: vec![("relayed".into(), 4)],
-            problems: Vec::new(),
-            access_log: (0, 0),
-            admin: false,
+            ..Status::empty("/x".into())
         };
         let json = serde_json::to_value(&s).unwrap();
         assert_eq!(json["not_balanced"], serde_json::json!({"no_vip": 3, "icmp": 1}));
@@ -363,6 +353,8 @@ mod tests {
             new_flows: 0,
             connections: None,
             backends: Vec::new(),
+            rate: None,
+            trend: Vec::new(),
         }
     }
 }

@@ -73,6 +73,8 @@ pub struct Daemon {
     calls: mpsc::Receiver<Call>,
     /// The admin server's status requests.
     status_calls: mpsc::Receiver<crate::admin::StatusCall>,
+    /// Uptime, reloads, health changes and counter samples, for status.
+    about: status::About,
     config: Config,
     config_path: PathBuf,
     detach_on_exit: bool,
@@ -183,6 +185,7 @@ impl Daemon {
             flow_entries: background::count_flows_in_background(config.pin_dir.clone()),
             calls,
             status_calls,
+            about: status::About::new(),
             config,
             config_path: config_path.to_owned(),
             detach_on_exit: opts.detach_on_exit,
@@ -316,6 +319,7 @@ impl Daemon {
         // Slow starts raise their backends' weights once a second.
         let mut ramp_tick = tokio::time::interval(Duration::from_secs(1));
         let mut pins_tick = tokio::time::interval(Duration::from_secs(2));
+        let mut sample_tick = tokio::time::interval(crate::status::history::EVERY);
         // systemd's watchdog is pinged from this loop, so a loop that hangs gets restarted.
         let dog = crate::notify::watchdog_interval();
         let mut dog_tick = tokio::time::interval(dog.unwrap_or(Duration::from_hours(1)));
@@ -332,6 +336,7 @@ impl Daemon {
                 Some(flip) = self.flips.recv() => self.on_flip(&flip),
                 _ = ramp_tick.tick(), if !self.ramps.is_empty() => self.ramp_step(),
                 _ = pins_tick.tick() => self.check_pins(),
+                _ = sample_tick.tick() => self.sample(),
                 _ = dog_tick.tick(), if dog.is_some() => crate::notify::watchdog(),
                 Some(reply) = self.status_calls.recv() => {
                     let _ = reply.send(self.status());
@@ -397,6 +402,9 @@ impl Daemon {
             return; // a check stopped by a reload
         }
         let changed = if flip.up { self.down.remove(&flip.key) } else { self.down.insert(flip.key) };
+        if changed {
+            self.about.health_changed.insert(flip.key, std::time::Instant::now());
+        }
         match (flip.up, self.health.slowstart(&flip.key)) {
             (true, Some(over)) if changed => {
                 info!(backend = %flip.key.target, seconds = over.as_secs(), "slow start");
@@ -438,6 +446,7 @@ impl Daemon {
     pub async fn reload(&mut self) -> Result<(), String> {
         crate::notify::reloading();
         let result = self.reload_file().await;
+        self.about.reloaded(result.as_ref().err().cloned());
         crate::notify::ready(&format!("balancing {} VIPs", self.config.vips.len()));
         result
     }

@@ -1,14 +1,70 @@
 //! The daemon's status, built once per request from its state: the data path's counters, the
 //! tables last written, health, and the L7 proxy's counters.
 
-use std::{net::SocketAddr, sync::atomic::Ordering::Relaxed};
+use std::{collections::HashMap, net::SocketAddr, sync::atomic::Ordering::Relaxed, time::Instant};
 
 use super::Daemon;
 use crate::{
     config,
     dataplane::stats::{Snapshot, StatsError},
-    status::{BackendStatus, Health, L7BackendStatus, L7VipStatus, Status, VipKind, VipStatus},
+    health::scheduler::BackendKey,
+    l7::select::LATENCY_BOUNDS_MS,
+    status::{
+        BackendStatus, DaemonInfo, Health, L7BackendStatus, L7VipStatus, Reload, Status, VipKind, VipStatus,
+        history::History,
+    },
 };
+
+/// What the daemon keeps for its status beyond the data path's and the proxy's counters.
+pub(super) struct About {
+    started: Instant,
+    host: String,
+    /// Reloads that took effect, and that were refused.
+    reloads: (u64, u64),
+    last_reload: Option<Reload>,
+    /// When each backend's health last changed.
+    pub(super) health_changed: HashMap<BackendKey, Instant>,
+    history: History,
+}
+
+impl About {
+    pub(super) fn new() -> Self {
+        let host =
+            std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_owned()).unwrap_or_default();
+        Self {
+            started: Instant::now(),
+            host,
+            reloads: (0, 0),
+            last_reload: None,
+            health_changed: HashMap::new(),
+            history: History::default(),
+        }
+    }
+
+    /// A reload took effect (`refused: None`) or was refused.
+    pub(super) fn reloaded(&mut self, refused: Option<String>) {
+        if refused.is_some() {
+            self.reloads.1 += 1;
+        } else {
+            self.reloads.0 += 1;
+        }
+        self.last_reload = Some(Reload { at_unix_ms: unix_ms(), refused });
+    }
+
+    fn info(&self) -> DaemonInfo {
+        DaemonInfo {
+            host: self.host.clone(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            uptime_s: self.started.elapsed().as_secs(),
+            reloads: self.reloads,
+            last_reload: self.last_reload.clone(),
+        }
+    }
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
 
 impl Daemon {
     /// A TLS VIP's handshake counters and certificates.
@@ -34,11 +90,26 @@ impl Daemon {
         }
     }
 
-    /// The status now.
+    /// The status now, with rates and trends from the samples taken so far.
     ///
     /// # Errors
     /// When the data path's counters cannot be read.
     pub fn status(&self) -> Result<Status, StatsError> {
+        let mut status = self.counters()?;
+        self.about.history.fill(&mut status);
+        Ok(status)
+    }
+
+    /// Takes a sample of the counters for rates and trends (every `history::EVERY`).
+    pub(super) fn sample(&mut self) {
+        match self.counters() {
+            Ok(status) => self.about.history.record(&status, Instant::now()),
+            Err(e) => tracing::debug!(error = %e, "no counter sample"),
+        }
+    }
+
+    /// The status's counters and states, without rates.
+    fn counters(&self) -> Result<Status, StatsError> {
         let snap = Snapshot::from_ebpf(self.dataplane().ebpf())?;
         let (assigned, last) = self.last_plan();
         let mut vips = Vec::new();
@@ -48,58 +119,16 @@ impl Daemon {
             let traffic = snap.vips.iter().find(|s| s.id == vid).map(|s| s.traffic).unwrap_or_default();
             let flows = (v.l7.is_none() && v.flow_table)
                 .then(|| snap.vips.iter().find(|s| s.id == vid).map(|s| s.flows).unwrap_or_default());
-            let mut backends = Vec::new();
-            for (j, b) in v.backends.iter().enumerate() {
-                let id = assigned.backends[i][j];
-                let slots = ring.iter().filter(|&&s| s == id).count() as u32;
-                let t = snap.backends.iter().find(|s| s.id == id).map(|s| s.traffic).unwrap_or_default();
-                backends.push(BackendStatus {
-                    address: *b.address.get_ref(),
-                    id,
-                    weight: b.weight,
-                    state: b.state,
-                    backup: b.backup,
-                    distance: b.distance,
-                    health: self.health_of(v, b),
-                    route: b.route.clone(),
-                    domain: b.domain.clone(),
-                    slots,
-                    share: if ring.is_empty() { 0.0 } else { 100.0 * f64::from(slots) / ring.len() as f64 },
-                    packets: t.packets,
-                    bytes: t.bytes,
-                    new_flows: t.new_flows,
-                    flows: None,
-                    l7: v.l7.as_ref().and_then(|_| {
-                        let target = b.target(v.address.get_ref().port());
-                        let live = self.l7_live(*v.address.get_ref(), target)?;
-                        let requests = live.requests();
-                        let now_ms = std::time::SystemTime::now()
-                            .duration_since(std::time::UNIX_EPOCH)
-                            .unwrap_or_default()
-                            .as_millis() as u64;
-                        Some(L7BackendStatus {
-                            target,
-                            sessions: live.sessions(),
-                            requests,
-                            errors: live.errors(),
-                            inflight: live.inflight(),
-                            bytes: live.bytes(),
-                            mean_latency_ms: if requests == 0 {
-                                0.0
-                            } else {
-                                live.latency_us() as f64 / requests as f64 / 1000.0
-                            },
-                            retrying: live.retrying(now_ms, self.last_pass_of(v, b)),
-                        })
-                    }),
-                });
-            }
-            // Passive failures seen by the proxy show as health, beside the active checks.
-            for b in &mut backends {
-                if b.l7.as_ref().is_some_and(|l| l.retrying) && b.health != Health::Down {
-                    b.health = Health::Retrying;
-                }
-            }
+            let backends = v
+                .backends
+                .iter()
+                .enumerate()
+                .map(|(j, b)| {
+                    let id = assigned.backends[i][j];
+                    let t = snap.backends.iter().find(|s| s.id == id).map(|s| s.traffic).unwrap_or_default();
+                    self.backend_status(v, b, (id, ring), t)
+                })
+                .collect();
             vips.push(VipStatus {
                 address: *v.address.get_ref(),
                 protocol: v.protocol,
@@ -124,6 +153,8 @@ impl Daemon {
                     tls: v.tls.as_ref().map(|_| self.tls_status(*v.address.get_ref(), &l.tls)),
                 }),
                 backends,
+                rate: None,
+                trend: Vec::new(),
             });
         }
         let not_balanced = snap.not_balanced.iter().map(|(r, n)| ((*r).to_owned(), *n)).collect();
@@ -137,6 +168,73 @@ impl Daemon {
             problems: self.problems(),
             access_log: (crate::l7::access_log::WRITTEN.load(Relaxed), crate::l7::access_log::DROPPED.load(Relaxed)),
             admin: self.config().admin,
+            daemon: self.about.info(),
+            sample_every_s: 0,
+            latency_bounds_ms: LATENCY_BOUNDS_MS.to_vec(),
+        })
+    }
+
+    /// One backend of `vip`: its state, health, ring share (`id` in `ring`) and counters.
+    fn backend_status(
+        &self,
+        v: &config::Vip,
+        b: &config::Backend,
+        (id, ring): (u32, &[u32]),
+        t: crate::dataplane::stats::TrafficView,
+    ) -> BackendStatus {
+        let slots = ring.iter().filter(|&&s| s == id).count() as u32;
+        let key = BackendKey::of(v, b);
+        let now_ms = unix_ms();
+        let l7 = v.l7.as_ref().and_then(|_| self.l7_backend_status(v, b, now_ms));
+        let mut health = self.health_of(v, b);
+        // Passive failures seen by the proxy show as health, beside the active checks.
+        if l7.as_ref().is_some_and(|l| l.retrying) && health != Health::Down {
+            health = Health::Retrying;
+        }
+        BackendStatus {
+            address: *b.address.get_ref(),
+            id,
+            weight: b.weight,
+            state: b.state,
+            backup: b.backup,
+            distance: b.distance,
+            health,
+            health_since_s: self.about.health_changed.get(&key).map(|at| at.elapsed().as_secs()),
+            last_pass_s: self.last_pass_of(v, b).filter(|&p| p > 0).map(|p| now_ms.saturating_sub(p) / 1000),
+            route: b.route.clone(),
+            domain: b.domain.clone(),
+            slots,
+            share: if ring.is_empty() { 0.0 } else { 100.0 * f64::from(slots) / ring.len() as f64 },
+            packets: t.packets,
+            bytes: t.bytes,
+            new_flows: t.new_flows,
+            flows: None,
+            l7,
+            rate: None,
+            trend: Vec::new(),
+        }
+    }
+
+    /// What the proxy saw of backend `b` of L7 VIP `v`.
+    fn l7_backend_status(&self, v: &config::Vip, b: &config::Backend, now_ms: u64) -> Option<L7BackendStatus> {
+        let target = b.target(v.address.get_ref().port());
+        let live = self.l7_live(*v.address.get_ref(), target)?;
+        let requests = live.requests();
+        let classes = live.classes();
+        Some(L7BackendStatus {
+            target,
+            sessions: live.sessions(),
+            requests,
+            errors: live.errors(),
+            inflight: live.inflight(),
+            bytes: live.bytes(),
+            mean_latency_ms: if requests == 0 { 0.0 } else { live.latency_us() as f64 / requests as f64 / 1000.0 },
+            latency_buckets: live.latency_buckets().to_vec(),
+            latency_sum_us: live.latency_us(),
+            responses: (1..=5).map(|c| (format!("{c}xx"), classes[c - 1])).collect(),
+            retries: live.retries(),
+            failovers: live.failovers(),
+            retrying: live.retrying(now_ms, self.last_pass_of(v, b)),
         })
     }
 }

@@ -414,6 +414,9 @@ pub async fn handle(
         };
         let i = choice.index();
         let member = &v.pool.members()[i];
+        if attempt == 0 && matches!(choice, Choice::Failover(_)) {
+            member.live.here().failovers.fetch_add(1, Relaxed);
+        }
         let request_body = match body.take() {
             Some(b) => counted(b, member.live.clone()),
             None => Empty::new().map_err(|n| match n {}).boxed(),
@@ -438,7 +441,7 @@ pub async fn handle(
         let sent = std::time::Instant::now();
         let result = tokio::time::timeout(Duration::from_millis(l7.response_timeout_ms), v.client.request(up)).await;
         live.here().inflight.fetch_sub(1, Relaxed);
-        live.here().latency_us.fetch_add(sent.elapsed().as_micros() as u64, Relaxed);
+        live.here().answered(sent.elapsed());
         let failed = |why: &str| {
             live.here().errors.fetch_add(1, Relaxed);
             live.fail(ms, l7.retry_s * 1000);
@@ -451,6 +454,7 @@ pub async fn handle(
             }
             Err(_) => {
                 live.here().errors.fetch_add(1, Relaxed);
+                live.here().responded(504);
                 return Ok(text(StatusCode::GATEWAY_TIMEOUT, "the backend did not answer in time"));
             }
             Ok(Err(e)) if client_body.as_ref().is_some_and(|b| b.failed()) => {
@@ -465,13 +469,16 @@ pub async fn handle(
                 // (nothing reached the backend) or the method is idempotent.
                 if bodiless && (connect || retryable) {
                     exclude.push(i);
+                    live.here().retries.fetch_add(1, Relaxed);
                     continue;
                 }
                 let msg = if connect { "the backend could not be reached" } else { "the backend's connection broke" };
+                live.here().responded(502);
                 return Ok(text(StatusCode::BAD_GATEWAY, msg));
             }
             Ok(Ok(r)) => r,
         };
+        live.here().responded(resp.status().as_u16());
         if !matches!(choice, Choice::Sticky(_)) && l7.sticky != StickyMode::Hash {
             live.here().sessions.fetch_add(1, Relaxed);
         }

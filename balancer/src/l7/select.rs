@@ -52,6 +52,38 @@ pub struct Counters {
     pub sessions: AtomicU64,
     /// Sum of response times (to the response headers), microseconds.
     pub latency_us: AtomicU64,
+    /// Response times by `LATENCY_BOUNDS_MS` bucket (each counted once, in the first bucket
+    /// that holds it; the last counts those above every bound).
+    pub latency_buckets: [AtomicU64; LATENCY_BOUNDS_MS.len() + 1],
+    /// Responses the client got for requests sent to it, by class (1xx to 5xx; a 502 or 504
+    /// the proxy answered for it counts as 5xx).
+    pub classes: [AtomicU64; 5],
+    /// Requests that failed on it and went to another backend.
+    pub retries: AtomicU64,
+    /// Requests of sessions held by another backend that could not take them (failover).
+    pub failovers: AtomicU64,
+}
+
+/// Upper bounds of the response-time histogram, ms (Prometheus' default buckets, from 1 ms).
+pub const LATENCY_BOUNDS_MS: [f64; 13] =
+    [1.0, 2.5, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0];
+
+impl Counters {
+    /// A response head arrived (or the wait ended) `took` after the request was sent.
+    pub fn answered(&self, took: std::time::Duration) {
+        let us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        self.latency_us.fetch_add(us, Relaxed);
+        let ms = us as f64 / 1000.0;
+        let bucket = LATENCY_BOUNDS_MS.iter().position(|&b| ms <= b).unwrap_or(LATENCY_BOUNDS_MS.len());
+        self.latency_buckets[bucket].fetch_add(1, Relaxed);
+    }
+
+    /// The client got a response with `status` for a request sent to this backend.
+    pub fn responded(&self, status: u16) {
+        if let Some(class) = (status / 100).checked_sub(1).filter(|c| *c < 5) {
+            self.classes[usize::from(class)].fetch_add(1, Relaxed);
+        }
+    }
 }
 
 /// Counters of one backend that outlive configuration changes.
@@ -103,6 +135,26 @@ impl Live {
     /// Sum of response times, µs.
     pub fn latency_us(&self) -> u64 {
         self.sum(|s| &s.latency_us)
+    }
+
+    /// Response times per `LATENCY_BOUNDS_MS` bucket (not cumulative; the last is above all).
+    pub fn latency_buckets(&self) -> [u64; LATENCY_BOUNDS_MS.len() + 1] {
+        std::array::from_fn(|k| self.sum(|s| &s.latency_buckets[k]))
+    }
+
+    /// Responses by class, 1xx to 5xx.
+    pub fn classes(&self) -> [u64; 5] {
+        std::array::from_fn(|k| self.sum(|s| &s.classes[k]))
+    }
+
+    /// Requests retried on another backend after failing on this one.
+    pub fn retries(&self) -> u64 {
+        self.sum(|s| &s.retries)
+    }
+
+    /// Requests it took over from the backend holding their session.
+    pub fn failovers(&self) -> u64 {
+        self.sum(|s| &s.failovers)
     }
 
     /// A passive failure at `now_ms` (refused, reset, timed out by the backend): left out of

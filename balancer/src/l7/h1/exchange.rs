@@ -567,6 +567,9 @@ pub(super) async fn serve<S: ClientStream>(c: &mut Conn<S>, state: &ArcSwap<Site
         record.member = Some(plan.member);
         record.retries = attempt;
         record.chosen = Chosen::of(plan.choice, || plan.moved.unwrap_or("unavailable"));
+        if attempt == 0 && matches!(plan.choice, Choice::Failover(_)) {
+            live.here().failovers.fetch_add(1, Relaxed);
+        }
         let replayable = match plan.framing {
             Framing::None | Framing::UntilClose => true,
             Framing::Length(n) => (c.inbuf.len() - plan.head_len) as u64 >= n,
@@ -638,7 +641,7 @@ pub(super) async fn serve<S: ClientStream>(c: &mut Conn<S>, state: &ArcSwap<Site
                 }
             };
             live.here().inflight.fetch_sub(1, Relaxed);
-            live.here().latency_us.fetch_add(sent_at.elapsed().as_micros() as u64, Relaxed);
+            live.here().answered(sent_at.elapsed());
             match got {
                 Err(Failure::Broken { nothing: true }) if up.reused && replayable => {
                     rbuf.clear();
@@ -671,6 +674,7 @@ pub(super) async fn serve<S: ClientStream>(c: &mut Conn<S>, state: &ArcSwap<Site
                         // Nothing reached the backend: another may take the request.
                         if replayable && attempt + 1 < l7.max_attempts.max(1) {
                             exclude.push(plan.member);
+                            live.here().retries.fetch_add(1, Relaxed);
                             attempt += 1;
                             continue;
                         }
@@ -684,6 +688,7 @@ pub(super) async fn serve<S: ClientStream>(c: &mut Conn<S>, state: &ArcSwap<Site
                             && attempt + 1 < l7.max_attempts.max(1)
                         {
                             exclude.push(plan.member);
+                            live.here().retries.fetch_add(1, Relaxed);
                             attempt += 1;
                             continue;
                         }
@@ -700,6 +705,7 @@ pub(super) async fn serve<S: ClientStream>(c: &mut Conn<S>, state: &ArcSwap<Site
                 };
                 local(&mut out, status, message, true);
                 (record.status, record.bytes_out) = (status_of(&out), out.len() as u64);
+                live.here().responded(record.status);
                 let until = Instant::now() + c.limits.header_timeout;
                 let _ = within(&mut c.timer, until, write_out(&mut c.stream, &out)).await;
                 break Next::Close;
@@ -721,6 +727,7 @@ pub(super) async fn serve<S: ClientStream>(c: &mut Conn<S>, state: &ArcSwap<Site
         record.bytes_in = plan.head_len as u64 + body_in;
         live.here().bytes.fetch_add(body_in, Relaxed);
         (record.status, record.bytes_out) = (responded.status, responded.bytes_out);
+        live.here().responded(responded.status);
         if let Some(mut up) = responded.switched {
             // The request's head went to the backend; what the client sent after it is the new
             // protocol's, and goes first.

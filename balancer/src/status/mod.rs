@@ -1,7 +1,9 @@
 //! What the daemon reports about itself: one typed model, built once per request from the
 //! daemon's state (`daemon::status`) and rendered by the CLI (table and `--json`), the status
 //! page, `/status.json` and `/metrics`. The control socket carries it as JSON; inside the
-//! process it stays typed.
+//! process it stays typed. `history`: the samples rates and charts are taken from.
+
+pub mod history;
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -58,6 +60,12 @@ pub struct BackendStatus {
     pub distance: u32,
     /// Health by its check and the proxy's passive failures.
     pub health: Health,
+    /// Seconds since its check last changed its health (`None`: not since the daemon started).
+    #[serde(default)]
+    pub health_since_s: Option<u64>,
+    /// Seconds since its check last passed (`None`: no check, or none passed yet).
+    #[serde(default)]
+    pub last_pass_s: Option<u64>,
     /// Route name (jvmRoute), if configured.
     #[serde(default)]
     pub route: Option<String>,
@@ -80,6 +88,26 @@ pub struct BackendStatus {
     /// L7 VIPs only: what the proxy saw of this backend.
     #[serde(default)]
     pub l7: Option<L7BackendStatus>,
+    /// Per-second rates over the last sample interval (`None` until two samples exist).
+    #[serde(default)]
+    pub rate: Option<Rate>,
+    /// Its main rate (requests/s on an L7 VIP, packets/s on an L4 one) per sample interval
+    /// over the last minutes, oldest first.
+    #[serde(default)]
+    pub trend: Vec<f64>,
+}
+
+/// Per-second rates.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Rate {
+    /// Packets forwarded (L4).
+    pub packets: f64,
+    /// Bits forwarded (L4) or streamed (L7 bodies).
+    pub bits: f64,
+    /// Requests sent (L7).
+    pub requests: f64,
+    /// Failed connections and broken responses (L7).
+    pub errors: f64,
 }
 
 /// What the L7 proxy saw of one backend.
@@ -100,6 +128,26 @@ pub struct L7BackendStatus {
     pub bytes: u64,
     /// Mean time to the response headers, ms.
     pub mean_latency_ms: f64,
+    /// Times to the response headers per bucket of `latency_bounds_ms` (not cumulative; one
+    /// more entry counts those above the last bound).
+    #[serde(default)]
+    pub latency_buckets: Vec<u64>,
+    /// Sum of the times to the response headers, µs.
+    #[serde(default)]
+    pub latency_sum_us: u64,
+    /// Responses the client got, by class (`1xx` … `5xx`; a JSON object).
+    #[serde(
+        default,
+        serialize_with = "crate::dataplane::stats::counts",
+        deserialize_with = "crate::dataplane::stats::counts_from"
+    )]
+    pub responses: Vec<(String, u64)>,
+    /// Requests that failed on it and were sent to another backend.
+    #[serde(default)]
+    pub retries: u64,
+    /// Requests it took over from the backend holding their session.
+    #[serde(default)]
+    pub failovers: u64,
     /// Left out of selection after a failure (inside its `retry` window).
     pub retrying: bool,
 }
@@ -135,6 +183,12 @@ pub struct VipStatus {
     pub connections: Option<L7VipStatus>,
     /// Its backends.
     pub backends: Vec<BackendStatus>,
+    /// Per-second rates over the last sample interval, all its backends together.
+    #[serde(default)]
+    pub rate: Option<Rate>,
+    /// Its main rate per sample interval over the last minutes, oldest first.
+    #[serde(default)]
+    pub trend: Vec<f64>,
 }
 
 /// What kind of VIP it is: an L4 VIP has a forwarding mode and a Maglev table, an L7 VIP a
@@ -249,6 +303,58 @@ pub struct Status {
     /// The status page may change backends (`admin = true`).
     #[serde(default)]
     pub admin: bool,
+    /// The daemon itself: host, version, uptime, reloads.
+    #[serde(default)]
+    pub daemon: DaemonInfo,
+    /// Seconds between the samples `rate` and `trend` are taken from.
+    #[serde(default)]
+    pub sample_every_s: u32,
+    /// Upper bounds of the L7 latency buckets, ms.
+    #[serde(default)]
+    pub latency_bounds_ms: Vec<f64>,
+}
+
+impl Status {
+    /// A status with nothing in it yet (maps pinned at `pin_dir`).
+    pub fn empty(pin_dir: std::path::PathBuf) -> Self {
+        Self {
+            pin_dir,
+            vips: Vec::new(),
+            flow_table_entries: None,
+            not_balanced: Vec::new(),
+            icmp: Vec::new(),
+            problems: Vec::new(),
+            access_log: (0, 0),
+            admin: false,
+            daemon: DaemonInfo::default(),
+            sample_every_s: 0,
+            latency_bounds_ms: Vec::new(),
+        }
+    }
+}
+
+/// The daemon itself.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct DaemonInfo {
+    /// The host's name.
+    pub host: String,
+    /// The daemon's version.
+    pub version: String,
+    /// Seconds since it started.
+    pub uptime_s: u64,
+    /// Reloads that took effect and that were refused, since it started.
+    pub reloads: (u64, u64),
+    /// The last reload, if there was one.
+    pub last_reload: Option<Reload>,
+}
+
+/// One reload of the configuration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Reload {
+    /// When, milliseconds since the Unix epoch.
+    pub at_unix_ms: u64,
+    /// Why it was refused (the running configuration stayed); `None`: it took effect.
+    pub refused: Option<String>,
 }
 
 #[cfg(test)]
