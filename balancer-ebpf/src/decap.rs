@@ -8,7 +8,7 @@ use balancer_common::counters::Reason;
 use crate::{
     maps::SETTINGS,
     packet::{adjust_head, read, write},
-    wire::{ETH_LEN, ETH_P_8021Q, ETH_P_IP, ETH_P_IPV6, IPPROTO_IPIP, IPPROTO_IPV6, IPV4_LEN, IPV6_LEN, VLAN_ETH_LEN},
+    wire::{ETH_LEN, ETH_P_IP, ETH_P_IPV6, IPPROTO_IPIP, IPPROTO_IPV6, IPV4_LEN, IPV6_LEN, VLAN_ETH_LEN},
 };
 
 /// Decapsulates IPv4-in-IPv4 and IPv6-in-IPv6 packets whose outer source is in the balancers'
@@ -17,12 +17,7 @@ use crate::{
 #[inline(always)]
 pub fn decap(ctx: &XdpContext) -> Result<u32, Reason> {
     let settings = SETTINGS.get(0).ok_or(Reason::Rewrite)?;
-    let mut l3_off = ETH_LEN;
-    let mut ethertype = u16::from_be_bytes(read::<[u8; 2]>(ctx, 12)?);
-    if ethertype == ETH_P_8021Q {
-        ethertype = u16::from_be_bytes(read::<[u8; 2]>(ctx, ETH_LEN + 2)?);
-        l3_off = VLAN_ETH_LEN;
-    }
+    let (ethertype, l3_off) = crate::parse::ethernet(ctx)?;
     let outer_len = match ethertype {
         ETH_P_IP => {
             let h = read::<[u8; IPV4_LEN]>(ctx, l3_off)?;

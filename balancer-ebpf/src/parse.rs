@@ -52,15 +52,21 @@ pub fn parse(ctx: &XdpContext) -> Result<Packet, Reason> {
     Ok(Packet { l3_off, key, len, syn })
 }
 
+/// Parses Ethernet with at most one 802.1Q tag: the ethertype inside, and where the L3 header
+/// starts. The one Ethernet parser of the programs (the balancer's and `decap`'s).
+#[inline(always)]
+pub fn ethernet(ctx: &XdpContext) -> Result<(u16, usize), Reason> {
+    let ethertype = u16::from_be_bytes(read::<[u8; 2]>(ctx, 12)?);
+    if ethertype == ETH_P_8021Q {
+        return Ok((u16::from_be_bytes(read::<[u8; 2]>(ctx, ETH_LEN + 2)?), ETH_LEN + VLAN_LEN));
+    }
+    Ok((ethertype, ETH_LEN))
+}
+
 /// Parses Ethernet (one 802.1Q tag) and the IP header, IPv6 extension headers skipped.
 #[inline(always)]
 pub fn ip(ctx: &XdpContext) -> Result<Ip, Reason> {
-    let mut l3_off = ETH_LEN;
-    let mut ethertype = u16::from_be_bytes(read::<[u8; 2]>(ctx, 12)?);
-    if ethertype == ETH_P_8021Q {
-        ethertype = u16::from_be_bytes(read::<[u8; 2]>(ctx, ETH_LEN + 2)?);
-        l3_off += VLAN_LEN;
-    }
+    let (ethertype, l3_off) = ethernet(ctx)?;
     let mut key = FlowKey { src: [0; 16], dst: [0; 16], sport_be: 0, dport_be: 0, proto: 0, family: 0, _pad: [0; 2] };
     let (l4_off, ip_end) = match ethertype {
         ETH_P_IP => ipv4(ctx, l3_off, &mut key)?,

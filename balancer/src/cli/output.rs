@@ -207,7 +207,7 @@ pub fn stats(s: &Snapshot, rates: Option<&Rates>) {
     let mut vips = table(&["VIP", "PROTO", "PPS", "BPS", "FLOWS/S", "PACKETS", "BYTES", "NEW FLOWS"], &numbers);
     for (i, v) in s.vips.iter().enumerate() {
         let (pps, bps, fps) = vrate(i).unwrap_or_else(dash);
-        let mut row = vec![v.vip.clone(), v.protocol.to_owned(), pps, bps, fps];
+        let mut row = vec![v.vip.clone(), v.protocol.to_string(), pps, bps, fps];
         row.extend(totals(&v.traffic));
         vips.add_row(row);
     }

@@ -224,6 +224,30 @@ pub enum Protocol {
     Udp,
 }
 
+impl Protocol {
+    /// Its IP protocol number, as the maps store it: the one mapping between the two.
+    pub fn wire(self) -> u8 {
+        match self {
+            Self::Tcp => balancer_common::proto::TCP,
+            Self::Udp => balancer_common::proto::UDP,
+        }
+    }
+
+    /// The protocol of IP protocol number `n`, if it is one a VIP can have.
+    pub fn from_wire(n: u8) -> Option<Self> {
+        [Self::Tcp, Self::Udp].into_iter().find(|p| p.wire() == n)
+    }
+}
+
+/// The group that takes new flows or sessions among `candidates` (each backend's `backup` flag
+/// and `distance`), as (backup, distance): the lowest distance of the non-backups, else of the
+/// backups (`mod_jk`'s distance and hot standby). The one rule, for the data path's tables and
+/// the L7 proxy's choice.
+pub fn new_flow_group(candidates: impl Iterator<Item = (bool, u32)>) -> Option<(bool, u32)> {
+    // `false` (not a backup) orders before `true`, then the distance: the least is the group.
+    candidates.min()
+}
+
 /// Forwarding mode of a VIP.
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq, serde::Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]

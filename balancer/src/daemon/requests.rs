@@ -5,7 +5,7 @@
 
 use std::net::SocketAddr;
 
-use balancer_common::{flow::FlowKey, hash::flow_hash, proto};
+use balancer_common::{flow::FlowKey, hash::flow_hash};
 use toml::Spanned;
 
 use super::Daemon;
@@ -103,7 +103,7 @@ impl Daemon {
             dst: daddr,
             sport_be: src.port().to_be(),
             dport_be: dst.port().to_be(),
-            proto: if protocol == Protocol::Udp { proto::UDP } else { proto::TCP },
+            proto: protocol.wire(),
             family: fam,
             _pad: [0; 2],
         }

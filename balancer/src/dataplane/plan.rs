@@ -5,7 +5,7 @@ use std::{collections::HashMap, net::IpAddr};
 
 use balancer_common::{
     backend::{Backend, state},
-    family, proto,
+    family,
     vip::{EchoKey, Settings, SourceKey, VipKey, VipMeta, flags, forward},
 };
 
@@ -75,11 +75,7 @@ pub fn ip_of(bytes: &[u8; 16], fam: u8) -> IpAddr {
 
 /// The configuration identity of a `VIPS` key, if it is one this daemon could have written.
 pub fn vip_identity(key: &VipKey) -> Option<(std::net::SocketAddr, Protocol)> {
-    let protocol = match key.proto {
-        proto::TCP => Protocol::Tcp,
-        proto::UDP => Protocol::Udp,
-        _ => return None,
-    };
+    let protocol = Protocol::from_wire(key.proto)?;
     Some((std::net::SocketAddr::new(ip_of(&key.addr, key.family), u16::from_be(key.port_be)), protocol))
 }
 
@@ -112,13 +108,8 @@ pub fn effective(vip: &config::Vip, up: impl Fn(usize) -> bool, scale: impl Fn(u
 /// The group that takes new flows among the backends `candidate` admits, as (backup, distance):
 /// the lowest distance of the non-backups, else of the backups.
 fn new_flow_group(vip: &config::Vip, candidate: impl Fn(usize) -> bool) -> Option<(bool, u32)> {
-    [false, true].into_iter().find_map(|backup| {
-        (0..vip.backends.len())
-            .filter(|&j| candidate(j) && vip.backends[j].backup == backup)
-            .map(|j| vip.backends[j].distance)
-            .min()
-            .map(|d| (backup, d))
-    })
+    let b = &vip.backends;
+    config::new_flow_group((0..b.len()).filter(|&j| candidate(j)).map(|j| (b[j].backup, b[j].distance)))
 }
 
 /// Each backend's ring weight were every backend up, active and done ramping: the table that
@@ -157,15 +148,7 @@ pub fn plan(
         let vip_id = ids.vips[i];
         let addr = vip.address.get_ref();
         let (bytes, fam) = addr_bytes(addr.ip());
-        let key = VipKey {
-            addr: bytes,
-            port_be: addr.port().to_be(),
-            proto: match vip.protocol {
-                Protocol::Tcp => proto::TCP,
-                Protocol::Udp => proto::UDP,
-            },
-            family: fam,
-        };
+        let key = VipKey { addr: bytes, port_be: addr.port().to_be(), proto: vip.protocol.wire(), family: fam };
         if vip.l7.is_some() {
             // Terminated by the daemon: the data path only passes its packets up (once per
             // address, however many L7 entries share it).
@@ -390,7 +373,7 @@ mod tests {
         let k = p.vips[0].key;
         assert_eq!(&k.addr[..4], &[10, 1, 2, 3]);
         assert_eq!(k.port_be.to_ne_bytes(), [0x1f, 0x90]);
-        assert_eq!((k.proto, k.family), (proto::UDP, family::V4));
+        assert_eq!((k.proto, k.family), (balancer_common::proto::UDP, family::V4));
         assert_eq!(p.vips[0].meta.ring_size, 0, "no backends, no ring");
     }
 

@@ -22,7 +22,7 @@ pub struct VipStats {
     /// `address:port`.
     pub vip: String,
     /// `tcp` or `udp`.
-    pub protocol: &'static str,
+    pub protocol: crate::config::Protocol,
     /// Its traffic.
     #[serde(flatten)]
     pub traffic: TrafficView,
@@ -199,7 +199,7 @@ impl Snapshot {
         for (k, m) in listed {
             let ip = ip_of(&k.addr, k.family);
             let vip = std::net::SocketAddr::new(ip, u16::from_be(k.port_be)).to_string();
-            let protocol = if k.proto == balancer_common::proto::UDP { "udp" } else { "tcp" };
+            let Some(protocol) = crate::config::Protocol::from_wire(k.proto) else { continue };
             out.vips.push(VipStats {
                 id: m.id,
                 vip,

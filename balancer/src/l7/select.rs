@@ -378,13 +378,8 @@ impl Pool {
             }
         }
         let candidates = || (0..self.members.len()).filter(|&i| !exclude.contains(&i) && self.takes_new(i, now_ms));
-        let group = [false, true].into_iter().find_map(|backup| {
-            candidates()
-                .filter(|&i| self.members[i].backup == backup)
-                .map(|i| self.members[i].distance)
-                .min()
-                .map(|d| (backup, d))
-        });
+        let group =
+            crate::config::new_flow_group(candidates().map(|i| (self.members[i].backup, self.members[i].distance)));
         let Some((backup, distance)) = group else {
             let full = (0..self.members.len()).any(|i| {
                 let m = &self.members[i];

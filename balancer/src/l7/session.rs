@@ -20,10 +20,8 @@ pub struct Session<'a> {
     pub hash: Option<u64>,
 }
 
-/// FNV-1a, the hash of `hash` mode's keys.
-pub fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
-}
+/// The hash of `hash` mode's keys (the Maglev identities' hash).
+pub use crate::maglev::fnv1a;
 
 /// The hash key of a client address (`hash_on = "client"`), computed once per connection.
 pub fn client_key(ip: std::net::IpAddr) -> u64 {

@@ -237,11 +237,14 @@ fn slot_fraction(slot: usize, seed: u64) -> f64 {
 /// Two independent 64-bit hashes of an identity (FNV-1a, then the splitmix64 finaliser with two
 /// different seeds). Hand-written so the result never changes with a Rust or crate upgrade.
 fn permutation_hashes(identity: &[u8], seed: u64) -> (u64, u64) {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in identity {
-        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
-    }
+    let h = fnv1a(identity);
     (splitmix(h ^ seed), splitmix(h ^ seed.rotate_left(32) ^ 0x9e37_79b9_7f4a_7c15))
+}
+
+/// 64-bit FNV-1a: the stable hash of identities here and of session keys in the L7 layer
+/// (the same on every node, release and platform).
+pub fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
 }
 
 fn splitmix(mut z: u64) -> u64 {
