@@ -472,78 +472,62 @@ pub enum LbMethod {
     Bytraffic,
 }
 
-/// L7 settings of a VIP. Every timeout and limit has a default that suits a Tomcat fleet.
+/// L7 settings of a VIP. Every timeout and limit has a default that suits a Tomcat fleet
+/// (`Default`, which also fills every field the file leaves out).
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 #[expect(clippy::struct_excessive_bools, reason = "independent on/off settings, as the config file has them")]
 pub struct L7 {
     /// `insert` (default), `route-suffix` or `hash`.
-    #[serde(default)]
     pub sticky: StickyMode,
     /// Insert mode: the cookie's name. Default `BALANCERID`.
-    #[serde(default = "default_cookie")]
     pub cookie: String,
     /// Insert mode: file holding the HMAC key (mode 0600, at least 16 bytes).
     pub key_file: Option<PathBuf>,
     /// Insert mode: remove our cookie before the request reaches the backend. Default true.
-    #[serde(default = "yes")]
     pub indirect: bool,
     /// Insert mode: responses that set the cookie are marked not cacheable. Default true.
-    #[serde(default = "yes")]
     pub nocache: bool,
     /// Insert mode: ignore a cookie unused for this long (seconds).
     pub max_idle_s: Option<u64>,
     /// Insert mode: ignore a cookie issued longer ago than this (seconds).
     pub max_life_s: Option<u64>,
     /// Insert mode: cookie attributes.
-    #[serde(default)]
     pub secure: bool,
     /// Default true.
-    #[serde(default = "yes")]
     pub httponly: bool,
     /// `Strict`, `Lax` or `None`.
     pub samesite: Option<SameSite>,
     /// Default `/`.
-    #[serde(default = "default_path")]
     pub path: String,
     /// Cookie domain.
     pub domain: Option<String>,
     /// Route-suffix mode: session cookie names (also `;name=` path parameters). Default
     /// `JSESSIONID`, `jsessionid`.
-    #[serde(default = "default_session_cookies")]
     pub session_cookies: Vec<String>,
     /// Hash mode: `client` (default), `cookie:NAME` or `header:NAME`.
-    #[serde(default = "default_hash_on")]
     pub hash_on: String,
     /// New sessions: `byrequests` (default), `bybusyness`, `bytraffic`.
-    #[serde(default)]
     pub lbmethod: LbMethod,
     /// Answer 503 instead of moving a session whose backend is unavailable (applications without
     /// session replication).
-    #[serde(default)]
     pub nofailover: bool,
     /// Backends tried for one request that fails to connect (idempotent requests without a body
     /// only, when the backend failed before answering). Default 2.
-    #[serde(default = "default_attempts")]
     pub max_attempts: u32,
     /// Seconds a backend whose connection failed is left out of selection (`mod_proxy` `retry`).
     /// Default 60.
-    #[serde(default = "default_retry")]
     pub retry_s: u64,
     /// Default 3000.
-    #[serde(default = "default_connect_timeout")]
     pub connect_timeout_ms: u64,
     /// Time to the backend's response headers. Default 60000.
-    #[serde(default = "default_response_timeout")]
     pub response_timeout_ms: u64,
     /// Time a client has from its connection's accept to its first byte (sockets that never
     /// send are closed), and from a request's first byte to its complete head (slowloris); it
     /// also bounds how long a kept-alive connection may sit idle between requests. Default
     /// 10000.
-    #[serde(default = "default_header_timeout")]
     pub header_timeout_ms: u64,
     /// Largest request head accepted; larger gets 431. Default 16384.
-    #[serde(default = "default_max_header")]
     pub max_header_bytes: usize,
     /// Client connections served at once; beyond it new clients get a 503 and are closed
     /// (counted as refused). Each needs two file descriptors, and all VIPs' settings must fit
@@ -551,35 +535,29 @@ pub struct L7 {
     /// Default: 10000, or this VIP's share of what the limit leaves.
     pub max_connections: Option<usize>,
     /// Add a `Via` header. Default false.
-    #[serde(default)]
     pub via: bool,
     /// Send the client's `Host` header to the backend (Apache's `ProxyPreserveHost On`).
     /// `false` sends the backend's own address instead. Default true.
-    #[serde(default = "yes")]
     pub preserve_host: bool,
     /// Move response bodies of 256 KiB and more from the backend to the client with
     /// `splice(2)`, through a pipe, instead of through the proxy's memory: measured on 1 MiB
     /// responses, 30% less of the proxy's CPU. Default false: on loopback, where the client's
     /// core is the limit, clients also got 15-20% less throughput this way.
-    #[serde(default)]
     pub splice: bool,
     /// Each client connection starts with a PROXY protocol header (v1 or v2) from the L4 tier
     /// in front, whose addresses then stand for the client's: `X-Forwarded-For`, stickiness by
     /// client address and the access log. Connections without a valid header are closed.
-    #[serde(default)]
     pub accept_proxy: bool,
     /// Open backend connections with a PROXY protocol header (`v1` or `v2`). Default none.
     pub send_proxy: Option<ProxyVersion>,
     /// What the backends speak, unless one says otherwise: `http` (default) or `ajp13`. A VIP
     /// with AJP backends serves clients HTTP/1.1 only (no HTTP/2 by ALPN).
-    #[serde(default)]
     pub backend_protocol: BackendProtocol,
     /// The AJP connectors' `secret` (Tomcat 9.0.31+ refuses AJP requests without one unless
     /// `secretRequired="false"`), unless a backend has its own.
     pub ajp_secret: Option<String>,
     /// Seconds an upgraded connection (WebSocket) may pass no byte either way before both
     /// sides are closed (HAProxy's `timeout tunnel`). Default 3600.
-    #[serde(default = "default_tunnel_timeout")]
     pub tunnel_timeout_s: u64,
 }
 
@@ -587,40 +565,47 @@ fn default_insert_limit() -> u32 {
     125_000
 }
 
-fn default_tunnel_timeout() -> u64 {
-    3600
-}
-
 fn yes() -> bool {
     true
 }
-fn default_cookie() -> String {
-    "BALANCERID".into()
+impl Default for L7 {
+    fn default() -> Self {
+        Self {
+            sticky: StickyMode::Insert,
+            cookie: "BALANCERID".into(),
+            key_file: None,
+            indirect: true,
+            nocache: true,
+            max_idle_s: None,
+            max_life_s: None,
+            secure: false,
+            httponly: true,
+            samesite: None,
+            path: "/".into(),
+            domain: None,
+            session_cookies: vec!["JSESSIONID".into(), "jsessionid".into()],
+            hash_on: "client".into(),
+            lbmethod: LbMethod::Byrequests,
+            nofailover: false,
+            max_attempts: 2,
+            retry_s: 60,
+            connect_timeout_ms: 3000,
+            response_timeout_ms: 60_000,
+            header_timeout_ms: 10_000,
+            max_header_bytes: 16_384,
+            max_connections: None,
+            via: false,
+            preserve_host: true,
+            splice: false,
+            accept_proxy: false,
+            send_proxy: None,
+            backend_protocol: BackendProtocol::Http,
+            ajp_secret: None,
+            tunnel_timeout_s: 3600,
+        }
+    }
 }
-fn default_session_cookies() -> Vec<String> {
-    vec!["JSESSIONID".into(), "jsessionid".into()]
-}
-fn default_hash_on() -> String {
-    "client".into()
-}
-fn default_attempts() -> u32 {
-    2
-}
-fn default_retry() -> u64 {
-    60
-}
-fn default_connect_timeout() -> u64 {
-    3000
-}
-fn default_response_timeout() -> u64 {
-    60000
-}
-fn default_header_timeout() -> u64 {
-    10000
-}
-fn default_max_header() -> usize {
-    16384
-}
+
 /// `max_connections` where it is not set (and the descriptor limit allows it).
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 
@@ -644,38 +629,33 @@ impl Backend {
     }
 }
 
-/// An active health check (`HAProxy` `check inter … rise … fall …`).
+/// An active health check (`HAProxy` `check inter … rise … fall …`); `Default` fills what the
+/// file leaves out.
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct HealthCheck {
     /// `tcp` (connect; default), `http` (GET with an expected status) or `ajp-cping` (an AJP
     /// connector's CPing/CPong).
-    #[serde(default)]
     pub kind: CheckKind,
     /// Port to check; default: the VIP's port.
     pub port: Option<u16>,
     /// HTTP path. Default `/`.
-    #[serde(default = "default_path")]
     pub path: String,
     /// Accepted HTTP statuses, `200-399` (default) or a single code.
-    #[serde(default = "default_expect", deserialize_with = "status_range")]
+    #[serde(deserialize_with = "status_range")]
     pub expect: (u16, u16),
     /// Time between checks, ms. Default 2000.
-    #[serde(default = "default_interval")]
     pub interval_ms: u64,
     /// Time a check may take, ms; at most `interval_ms`. Default 1000, or `interval_ms` when
     /// that is shorter.
     pub timeout_ms: Option<u64>,
     /// Consecutive successes that bring a down backend up. Default 2.
-    #[serde(default = "default_rise")]
     pub rise: u32,
     /// Consecutive failures that take an up backend down. Default 3.
-    #[serde(default = "default_fall")]
     pub fall: u32,
     /// Seconds over which a backend that comes back up ramps from a token weight to its full
     /// weight (`HAProxy` `slowstart`), so a cold application server is not flooded. Default 0: no
     /// ramp.
-    #[serde(default)]
     pub slowstart_s: u64,
 }
 
@@ -697,26 +677,27 @@ pub enum CheckKind {
     Tunnel,
 }
 
-fn default_path() -> String {
-    "/".into()
+impl Default for HealthCheck {
+    fn default() -> Self {
+        Self {
+            kind: CheckKind::Tcp,
+            port: None,
+            path: "/".into(),
+            expect: (200, 399),
+            interval_ms: 2000,
+            timeout_ms: None,
+            rise: 2,
+            fall: 3,
+            slowstart_s: 0,
+        }
+    }
 }
-fn default_expect() -> (u16, u16) {
-    (200, 399)
-}
-fn default_interval() -> u64 {
-    2000
-}
+
 impl HealthCheck {
     /// The time a check may take.
     pub fn timeout_ms(&self) -> u64 {
         self.timeout_ms.unwrap_or(1000.min(self.interval_ms))
     }
-}
-fn default_rise() -> u32 {
-    2
-}
-fn default_fall() -> u32 {
-    3
 }
 fn status_range<'de, D: serde::Deserializer<'de>>(d: D) -> Result<(u16, u16), D::Error> {
     let text = String::deserialize(d)?;
@@ -977,4 +958,35 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let line = before.matches('\n').count() + 1;
     let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
     (line, column)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An `[vip.l7]` or `[vip.health]` section that sets nothing gets exactly the documented
+    /// defaults, now that `Default` is their one definition.
+    #[test]
+    fn empty_sections_take_the_documented_defaults() {
+        let c = Config::parse(
+            "interfaces = [\"e\"]\n[[vip]]\naddress = \"10.0.0.1:80\"\n[vip.l7]\nsticky = \"route-suffix\"\n[vip.health]\n\
+             [[vip.backend]]\naddress = \"10.0.0.2\"\nroute = \"r1\"\n",
+            Path::new("t.toml"),
+        )
+        .unwrap();
+        let (l7, health) = (c.vips[0].l7.clone().unwrap(), c.vips[0].health.clone().unwrap());
+        assert_eq!(l7, L7 { sticky: StickyMode::RouteSuffix, ..L7::default() });
+        assert_eq!(health, HealthCheck::default());
+        assert_eq!((l7.cookie.as_str(), l7.max_attempts, l7.retry_s, l7.tunnel_timeout_s), ("BALANCERID", 2, 60, 3600));
+        assert!(l7.indirect && l7.nocache && l7.httponly && l7.preserve_host && !l7.secure);
+        assert_eq!((health.expect, health.interval_ms, health.rise, health.fall), ((200, 399), 2000, 2, 3));
+        // A field the file sets keeps the others' defaults.
+        let c = Config::parse(
+            "interfaces = [\"e\"]\n[[vip]]\naddress = \"10.0.0.1:80\"\n[vip.l7]\nsticky = \"hash\"\nretry_s = 5\n\
+             [[vip.backend]]\naddress = \"10.0.0.2\"\nroute = \"r1\"\n",
+            Path::new("t.toml"),
+        )
+        .unwrap();
+        assert_eq!(c.vips[0].l7.clone().unwrap(), L7 { sticky: StickyMode::Hash, retry_s: 5, ..L7::default() });
+    }
 }
