@@ -116,11 +116,14 @@ pub enum Reason {
     /// without don't-fragment (XDP cannot fragment it, and the link would drop it anyway), or
     /// this CPU has sent its `budget::TOO_BIG_PER_WINDOW`. Dropped.
     TooBig = 13,
+    /// A frame for another MAC than the interface's own (promiscuous mode, a bridge flooding a
+    /// dead port's frames, a broadcast or multicast frame): passed for the kernel to drop.
+    OtherHost = 14,
 }
 
 impl Reason {
     /// Number of reasons, the size of the `REASONS` array.
-    pub const COUNT: u32 = 14;
+    pub const COUNT: u32 = 15;
     /// All reasons, in index order.
     pub const ALL: [Reason; Self::COUNT as usize] = [
         Reason::NotIp,
@@ -137,6 +140,7 @@ impl Reason {
         Reason::BadLength,
         Reason::SourceFiltered,
         Reason::TooBig,
+        Reason::OtherHost,
     ];
 
     /// The name used in metrics and the CLI.
@@ -156,6 +160,7 @@ impl Reason {
             Reason::BadLength => "bad_length",
             Reason::SourceFiltered => "source_filtered",
             Reason::TooBig => "too_big",
+            Reason::OtherHost => "other_host",
         }
     }
 

@@ -41,8 +41,12 @@ pub const ECHO_ADDRS: &str = "ECHO_ADDRS";
 /// the data path.
 pub const ICMP_STATS: &str = "ICMP_STATS";
 
+/// The MACs of the interfaces the balancer is attached to: `LocalMacs` (array of one).
+/// Written by the daemon.
+pub const LOCAL_MACS: &str = "LOCAL_MACS";
+
 /// Every map the balancer program defines.
-pub const ALL: [&str; 14] = [
+pub const ALL: [&str; 15] = [
     VIPS,
     VIP_INDEX,
     VIP_SLOTS,
@@ -57,6 +61,7 @@ pub const ALL: [&str; 14] = [
     SOURCES,
     ECHO_ADDRS,
     ICMP_STATS,
+    LOCAL_MACS,
 ];
 
 /// Most VIPs one balancer serves.

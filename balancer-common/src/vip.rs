@@ -35,6 +35,24 @@ pub struct EchoKey {
 }
 const _: () = assert!(core::mem::size_of::<EchoKey>() == 20);
 
+/// Most interfaces whose MAC `LocalMacs` holds.
+pub const MAX_LOCAL_MACS: usize = 8;
+
+/// `LOCAL_MACS[0]`: the MAC of each interface the balancer is attached to. A frame arriving on
+/// one of them for another MAC (promiscuous mode, a flooding bridge) is passed, not balanced:
+/// another node may be balancing the same frame.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LocalMacs {
+    /// Entries in use; 0: no check (the daemon always writes them).
+    pub count: u32,
+    /// Interface indexes.
+    pub ifindex: [u32; MAX_LOCAL_MACS],
+    /// Their MACs, each in the first six bytes.
+    pub mac: [[u8; 8]; MAX_LOCAL_MACS],
+}
+const _: () = assert!(core::mem::size_of::<LocalMacs>() == 4 + 32 + 64);
+
 /// How packets for a VIP leave the balancer.
 pub mod forward {
     /// L2 direct server return: rewrite MACs and transmit; the backend holds the VIP itself.
@@ -205,4 +223,4 @@ const _: () = assert!(core::mem::size_of::<SourceKey>() == 20);
 /// The prefix length a packet's source is looked up with: VIP id and the whole address.
 pub const SOURCE_KEY_BITS: u32 = 32 + 128;
 
-pod!(VipKey, VipMeta, Settings, VipIndex, VipEntry, SourceKey, EchoKey);
+pod!(VipKey, VipMeta, Settings, VipIndex, VipEntry, SourceKey, EchoKey, LocalMacs);

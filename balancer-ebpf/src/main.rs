@@ -55,7 +55,7 @@ enum Next {
 pub fn balancer(ctx: XdpContext) -> u32 {
     // The ICMP branches are called from here rather than from `process`: the verifier adds up
     // the stack frames of a call chain (at most 512 bytes), and `process`'s alone is most of it.
-    let result = match process(&ctx) {
+    let result = match parse::for_this_host(&ctx).and_then(|()| process(&ctx)) {
         Ok(Next::Action(action)) => Ok(action),
         Ok(Next::TooBig(mtu)) => icmp::too_big(&ctx, mtu),
         Err(Reason::Icmp) => icmp::handle(&ctx),

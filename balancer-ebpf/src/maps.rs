@@ -11,7 +11,7 @@ use balancer_common::{
     counters::{IcmpEvent, InsertWindow, Reason, Traffic, budget},
     flow::FlowSet,
     maps::{FLOW_SETS, MAX_BACKENDS, MAX_ECHO_ADDRS, MAX_SOURCES, MAX_VIPS, RING_ENTRIES},
-    vip::{EchoKey, Settings, SourceKey, VipEntry, VipIndex, VipKey, VipMeta},
+    vip::{EchoKey, LocalMacs, Settings, SourceKey, VipEntry, VipIndex, VipKey, VipMeta},
 };
 
 /// VIP (address, port, protocol) → its id, ring generation and forwarding mode, for the VIPs
@@ -80,3 +80,7 @@ pub static ECHO_ADDRS: HashMap<EchoKey, u8> = HashMap::with_max_entries(MAX_ECHO
 /// ICMP relayed or sent, per `IcmpEvent`. Written here.
 #[map]
 pub static ICMP_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(IcmpEvent::COUNT, 0);
+
+/// The MACs of the interfaces the program is attached to. Daemon-written.
+#[map]
+pub static LOCAL_MACS: Array<LocalMacs> = Array::with_max_entries(1, 0);

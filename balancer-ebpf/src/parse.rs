@@ -52,6 +52,30 @@ pub fn parse(ctx: &XdpContext) -> Result<Packet, Reason> {
     Ok(Packet { l3_off, key, len, syn })
 }
 
+/// Passes frames addressed to another MAC than the receiving interface's (`LOCAL_MACS`): in
+/// promiscuous mode, or behind a bridge that floods a dead port's frames, a node sees frames
+/// meant for another node, and balancing them too would duplicate the traffic. An interface
+/// the table does not name is not checked.
+#[inline(always)]
+pub fn for_this_host(ctx: &XdpContext) -> Result<(), Reason> {
+    let Some(local) = crate::maps::LOCAL_MACS.get(0) else { return Ok(()) };
+    if local.count == 0 {
+        return Ok(());
+    }
+    let dst = read::<[u8; 6]>(ctx, 0)?;
+    let ifindex = ctx.ingress_ifindex() as u32;
+    for k in 0..balancer_common::vip::MAX_LOCAL_MACS {
+        if k as u32 >= local.count {
+            break;
+        }
+        if local.ifindex[k] == ifindex {
+            let mac = &local.mac[k];
+            return if mac[..6] == dst[..] { Ok(()) } else { Err(Reason::OtherHost) };
+        }
+    }
+    Ok(())
+}
+
 /// Parses Ethernet with at most one 802.1Q tag: the ethertype inside, and where the L3 header
 /// starts. The one Ethernet parser of the programs (the balancer's and `decap`'s).
 #[inline(always)]

@@ -108,6 +108,14 @@ impl Fixture {
         plan
     }
 
+    /// Writes the interfaces' MACs as the daemon does (`(ifindex, MAC)`), so frames for another
+    /// MAC on them are passed.
+    pub fn set_local_macs(&mut self, interfaces: &[(u32, [u8; 6])]) {
+        let previous = self.plan.clone();
+        self.plan.local_macs = plan::local_macs(interfaces.iter().copied());
+        sync::apply(&mut self.dp, &self.plan, Some(&previous)).expect("write maps");
+    }
+
     /// The backend the user-space Maglev table names for `key` on VIP `vip` (index in the
     /// configuration): what the program must pick for a new flow.
     pub fn table_backend(&self, vip: usize, key: &balancer_common::flow::FlowKey) -> balancer_common::backend::Backend {

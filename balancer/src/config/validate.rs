@@ -17,6 +17,16 @@ fn globals(config: &Config) -> Result<(), (usize, String)> {
     if config.interfaces.is_empty() {
         return Err((0, "`interfaces` is empty: name at least one interface to attach to".into()));
     }
+    if config.interfaces.len() > balancer_common::vip::MAX_LOCAL_MACS {
+        return Err((
+            0,
+            format!(
+                "`interfaces` names {}: at most {} (the data path checks each one's MAC)",
+                config.interfaces.len(),
+                balancer_common::vip::MAX_LOCAL_MACS
+            ),
+        ));
+    }
     if config.worker_threads == Some(0) {
         return Err((0, "`worker_threads`: at least 1".into()));
     }

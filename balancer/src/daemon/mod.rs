@@ -283,7 +283,8 @@ impl Daemon {
                 .get(&key(i, j))
                 .map_or(1.0, |(since, over)| now.duration_since(*since).as_secs_f64() / over.as_secs_f64())
         };
-        let p = plan::plan(config, &self.hops, &assigned, up, scale);
+        let mut p = plan::plan(config, &self.hops, &assigned, up, scale);
+        p.local_macs = plan::local_macs(self.ifaces.iter().map(|i| (i.index, i.mac)));
         let previous = self.synced.then_some(&self.last.1);
         let result = sync::apply(&mut self.dp, &p, previous);
         self.synced = result.is_ok();

@@ -6,7 +6,7 @@ use std::{collections::HashMap, net::IpAddr};
 use balancer_common::{
     backend::{Backend, state},
     family,
-    vip::{EchoKey, Settings, SourceKey, VipKey, VipMeta, flags, forward},
+    vip::{EchoKey, LocalMacs, Settings, SourceKey, VipKey, VipMeta, flags, forward},
 };
 
 use super::ids::Assigned;
@@ -50,6 +50,20 @@ pub struct Plan {
     pub settings: Settings,
     /// `ECHO_ADDRS` keys: L4 VIP addresses whose echo requests the data path answers.
     pub echo: Vec<EchoKey>,
+    /// `LOCAL_MACS[0]`: the attached interfaces' MACs (filled by the daemon, which knows them).
+    pub local_macs: LocalMacs,
+}
+
+/// `LOCAL_MACS[0]` for interfaces `(index, MAC)` (the first `MAX_LOCAL_MACS`; the config
+/// refuses more).
+pub fn local_macs(interfaces: impl IntoIterator<Item = (u32, [u8; 6])>) -> LocalMacs {
+    let mut out = LocalMacs::default();
+    for (k, (index, mac)) in interfaces.into_iter().take(balancer_common::vip::MAX_LOCAL_MACS).enumerate() {
+        out.ifindex[k] = index;
+        out.mac[k][..6].copy_from_slice(&mac);
+        out.count += 1;
+    }
+    out
 }
 
 /// The address bytes and family tag as the maps store them.
@@ -215,7 +229,13 @@ pub fn plan(
     }
     let mut settings = settings(config.ipip_source_v4, config.ipip_source_v6);
     settings.insert_limit = per_window(config.flow_insert_limit, kernel_hz());
-    Plan { echo: if config.answer_ping { echo_addresses(&vips) } else { Vec::new() }, vips, backends, settings }
+    Plan {
+        echo: if config.answer_ping { echo_addresses(&vips) } else { Vec::new() },
+        vips,
+        backends,
+        settings,
+        local_macs: LocalMacs::default(),
+    }
 }
 
 /// The addresses of the L4 VIPs, once each: L7 addresses are the host's, whose stack answers.

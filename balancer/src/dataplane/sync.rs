@@ -23,7 +23,7 @@ use aya::maps::{
 use balancer_common::{
     backend::{Backend, state},
     maps::{self, MAX_BACKENDS, MAX_VIPS},
-    vip::{EchoKey, Settings, SourceKey, VipEntry, VipIndex, VipKey, VipMeta},
+    vip::{EchoKey, LocalMacs, Settings, SourceKey, VipEntry, VipIndex, VipKey, VipMeta},
 };
 use std::sync::atomic::Ordering;
 
@@ -88,7 +88,7 @@ pub fn apply(dp: &mut Dataplane, plan: &Plan, previous: Option<&Plan>) -> Result
     let mut report = Report::default();
     let flow_secret = dp.flow_secret();
     let (ebpf, memory) = dp.maps_and_rings();
-    let [vips, backends, settings, index, entries, sources, echo] = ebpf
+    let [vips, backends, settings, index, entries, sources, echo, local_macs] = ebpf
         .maps_disjoint_mut([
             maps::VIPS,
             maps::BACKENDS,
@@ -97,9 +97,13 @@ pub fn apply(dp: &mut Dataplane, plan: &Plan, previous: Option<&Plan>) -> Result
             maps::VIP_SLOTS,
             maps::SOURCES,
             maps::ECHO_ADDRS,
+            maps::LOCAL_MACS,
         ])
         .map(|m| m.expect("checked at load"));
     write_echo(echo, &plan.echo)?;
+    Array::<&mut MapData, LocalMacs>::try_from(local_macs)
+        .and_then(|mut m| m.set(0, plan.local_macs, 0))
+        .map_err(err(maps::LOCAL_MACS))?;
     // Source prefixes go in before a VIP's filter flag turns on (below), and leave after it is
     // off (at the end): a reader never sees the flag without its prefixes.
     let mut sources: LpmTrie<&mut MapData, SourceKey, u8> = LpmTrie::try_from(sources).map_err(err(maps::SOURCES))?;

@@ -1,0 +1,108 @@
+//! The data path on a shared segment (issue 16): a frame that reaches the balancer but is not
+//! addressed to its interface's MAC — promiscuous mode, a bridge flooding a dead port's
+//! frames — is passed for the kernel to drop, not balanced, so two nodes that see the same
+//! frame do not both forward it.
+
+use balancer_tests::{
+    fixture::Fixture,
+    packet::{Frame, LB_MAC, tcp},
+    require_root,
+    xdp::Verdict,
+};
+
+const CONFIG: &str = "interfaces = [\"eth0\"]\n[[vip]]\naddress = \"10.0.0.1:80\"\nring_size = 251\n\
+                      [[vip.backend]]\naddress = \"10.0.0.2\"\n";
+
+/// `BPF_PROG_TEST_RUN` receives its frames on the loopback device of the test's namespace.
+fn loopback_index() -> u32 {
+    std::fs::read_to_string("/sys/class/net/lo/ifindex").expect("lo exists").trim().parse().expect("an index")
+}
+
+#[test]
+fn frames_for_another_mac_are_passed_and_counted_not_balanced() {
+    require_root!();
+    let mut f = Fixture::new(CONFIG);
+    let frame = |dst_mac: [u8; 6]| Frame { dst_mac, ..Frame::tcp("192.0.2.7:40000", "10.0.0.1:80", tcp::SYN) }.build();
+    // Without the table (an interface the daemon did not name) nothing is checked.
+    assert_eq!(f.run(&frame([2, 0, 0, 0, 0, 0x99])).0, Verdict::Tx);
+    f.set_local_macs(&[(loopback_index(), LB_MAC)]);
+    let ours = f.run(&frame(LB_MAC));
+    assert_eq!(ours.0, Verdict::Tx, "addressed to us: balanced");
+    for other in [[2, 0, 0, 0, 0, 0x99], [0xff; 6], [0x33, 0x33, 0, 0, 0, 1]] {
+        let before = f.reason("other_host");
+        let (verdict, out) = f.run(&frame(other));
+        assert_eq!(verdict, Verdict::Pass, "{other:02x?}: passed to the kernel, which drops it");
+        assert_eq!(out, frame(other), "untouched");
+        assert_eq!(f.reason("other_host"), before + 1);
+    }
+    // Another interface's entry does not make this one's frames foreign.
+    f.set_local_macs(&[(loopback_index() + 1000, [2, 0, 0, 0, 0, 0x99])]);
+    assert_eq!(f.run(&frame(LB_MAC)).0, Verdict::Tx);
+}
+
+/// A client whose neighbour entry for the balancer names a MAC nobody holds: the bridge floods
+/// its frames to every port, the balancer's among them. They used to be balanced (the
+/// backend answered by DSR and the connection worked, as it would have on every node seeing
+/// the flood); now the balancer passes them, the kernel drops them, and `other_host` counts
+/// them. With the right MAC the same client is served.
+#[test]
+fn a_flooded_frame_for_another_node_is_not_balanced() {
+    use balancer_tests::{backend::HttpBackend, daemon::Daemon, netns::Lan};
+    require_root!();
+    const VIP: &str = "198.51.100.10";
+    let mut lan = Lan::new(&["client", "lb", "be1"]);
+    let _server = HttpBackend::start(&lan.hosts[2], "be1", VIP.parse().unwrap(), 80);
+    lan.hosts[0].ns.run(&["ip", "route", "add", &format!("{VIP}/32"), "via", "198.18.0.2"]);
+    lan.accept_xdp_frames_from(1);
+    let config = format!(
+        "interfaces = [\"eth0\"]\n[[vip]]\naddress = \"{VIP}:80\"\n[[vip.backend]]\naddress = \"198.18.0.3\"\n"
+    );
+    let daemon = Daemon::start(&lan.hosts[1].ns, &config, "info");
+    let (client, lb) = (&lan.hosts[0].ns, &lan.hosts[1].ns);
+    let get = || {
+        client.output(&[
+            "curl",
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--max-time",
+            "2",
+            &format!("http://{VIP}/"),
+        ])
+    };
+    let other_host = || {
+        let s: serde_json::Value = serde_json::from_slice(&daemon.ctl(lb, &["--json", "status"]).stdout).unwrap();
+        s["not_balanced"]["other_host"].as_u64().unwrap_or(0)
+    };
+    client.run(&[
+        "ip",
+        "neigh",
+        "replace",
+        "198.18.0.2",
+        "lladdr",
+        "02:b4:17:00:00:99",
+        "dev",
+        "eth0",
+        "nud",
+        "permanent",
+    ]);
+    let flooded = get();
+    assert_ne!(String::from_utf8_lossy(&flooded.stdout), "200", "a frame for another MAC was balanced");
+    assert!(other_host() >= 1, "counted as other_host");
+    client.run(&[
+        "ip",
+        "neigh",
+        "replace",
+        "198.18.0.2",
+        "lladdr",
+        "02:b4:17:00:00:02",
+        "dev",
+        "eth0",
+        "nud",
+        "permanent",
+    ]);
+    let served = get();
+    assert_eq!(String::from_utf8_lossy(&served.stdout), "200", "{}", String::from_utf8_lossy(&served.stderr));
+}
