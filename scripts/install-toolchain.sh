@@ -28,7 +28,7 @@ export PATH="$HOME/.cargo/bin:$PATH"
 
 apt_packages=(rustc-web cargo-web rust-web-src libstd-rust-web-dev-bpf rust-web-clippy
               iproute2 bpftool ethtool curl python3 util-linux procps tomcat10 jetty9
-              openssl python3-websockets chromium iputils-ping)
+              openssl python3-websockets chromium iputils-ping bird2)
 if [ "${1:-}" = "--bench" ]; then
   apt_packages+=(haproxy nginx-light wrk nftables)
 fi

@@ -5,6 +5,7 @@
 #![warn(missing_docs)]
 
 pub mod admin;
+pub mod announce;
 pub mod config;
 pub mod control;
 pub mod daemon;

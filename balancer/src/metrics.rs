@@ -414,6 +414,8 @@ mod tests {
             new_flows: 2,
             connections: None,
             backends,
+            table_digest: None,
+            announced: None,
             rate: None,
             trend: Vec::new(),
         }

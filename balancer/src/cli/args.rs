@@ -142,6 +142,17 @@ pub enum Command {
         #[command(subcommand)]
         action: HelperAction,
     },
+    /// This node behind ECMP: withdraw its VIPs from BGP and keep forwarding (`drain`), or
+    /// announce them again (`resume`).
+    Node {
+        #[command(subcommand)]
+        action: NodeAction,
+    },
+    /// BGP through BIRD: `config` prints the BIRD configuration that takes this node's routes.
+    Bgp {
+        #[command(subcommand)]
+        action: BgpAction,
+    },
     /// Print a shell completion script.
     Completions {
         /// bash, zsh, fish, elvish or powershell.
@@ -153,6 +164,27 @@ pub enum Command {
         /// Directory to write the pages into (created if missing); their paths are printed.
         #[arg(long)]
         dir: Option<std::path::PathBuf>,
+    },
+}
+
+/// `balancer node …`
+#[derive(Subcommand)]
+pub enum NodeAction {
+    /// Withdraw every VIP (the router moves traffic to the other nodes); the data path forwards
+    /// on, so connections still arriving here are served.
+    Drain,
+    /// Announce again the VIPs this node can serve.
+    Resume,
+}
+
+/// `balancer bgp …`
+#[derive(Subcommand)]
+pub enum BgpAction {
+    /// Print the BIRD configuration that includes the routes files of `[announce]`.
+    Config {
+        /// Configuration file.
+        #[arg(short, long, default_value = "/etc/balancer/balancer.toml")]
+        config: PathBuf,
     },
 }
 

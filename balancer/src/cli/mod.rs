@@ -21,7 +21,7 @@ use balancer::{
 };
 use clap::CommandFactory as _;
 
-use args::{BackendAction, Cli, Command, DecapAction, OverridesAction, VipAction};
+use args::{BackendAction, BgpAction, Cli, Command, DecapAction, NodeAction, OverridesAction, VipAction};
 
 /// Exit code for a configuration error (`EX_CONFIG` of sysexits.h), so scripts and systemd
 /// (`RestartPreventExitStatus`) can tell it from a usage error (2, clap's) and from a runtime
@@ -78,6 +78,14 @@ pub fn run(cli: Cli, log_level: u8) -> ExitCode {
             show::<Status>(serde_json::to_value(&status)?, cli.json, output::status)
         }),
         Command::Reload => remote(&cli.socket, &Request::Reload).map(|d| done(&d, cli.json)),
+        Command::Node { action } => {
+            let request = match action {
+                NodeAction::Drain => Request::NodeDrain,
+                NodeAction::Resume => Request::NodeResume,
+            };
+            remote(&cli.socket, &request).map(|d| done(&d, cli.json))
+        }
+        Command::Bgp { action: BgpAction::Config { config } } => return bgp_config(&config),
         Command::Overrides { action: None | Some(OverridesAction::List) } => remote(&cli.socket, &Request::Overrides)
             .and_then(|d| show::<balancer::overrides::Overrides>(d, cli.json, output::overrides)),
         Command::Overrides { action: Some(OverridesAction::Clear { vip, backend }) } => {
@@ -189,6 +197,21 @@ fn import(
     let members: usize = imported.pools.iter().map(|p| p.members.len()).sum();
     eprintln!("imported {} pools with {members} backends; {} notes", imported.pools.len(), notes.len());
     if notes.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(EXIT_NOTES) }
+}
+
+/// `balancer bgp config`: the BIRD side of `[announce]` (the defaults when the file has none).
+fn bgp_config(path: &std::path::Path) -> ExitCode {
+    match Config::load(path) {
+        Ok(c) => {
+            let announce = c.announce.unwrap_or_default();
+            print!("{}", balancer::announce::bird_config(&announce));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(EXIT_CONFIG)
+        }
+    }
 }
 
 fn check(path: &Path) -> ExitCode {

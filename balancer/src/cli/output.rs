@@ -32,6 +32,12 @@ pub fn status(s: &Status) {
     for p in &s.problems {
         println!("PROBLEM: {p}");
     }
+    if s.daemon.drained {
+        println!("node drained: every VIP withdrawn from BGP, forwarding goes on (`balancer node resume`)");
+    }
+    if let Some(e) = &s.daemon.announce_error {
+        println!("PROBLEM: announcing through BIRD: {e}");
+    }
     for v in &s.vips {
         let proto = v.protocol.to_string();
         match v.kind {
@@ -45,14 +51,28 @@ pub fn status(s: &Status) {
     println!("icmp: {}", if icmp.is_empty() { "none".into() } else { icmp.join(" ") });
 }
 
+/// `  announced` / `  withdrawn` with `[announce]`, else nothing.
+fn announced(v: &balancer::status::VipStatus) -> &'static str {
+    match v.announced {
+        Some(true) => "  announced",
+        Some(false) => "  withdrawn",
+        None => "",
+    }
+}
+
 fn group(b: &balancer::status::BackendStatus) -> String {
     if b.backup { format!("b{}", b.distance) } else { b.distance.to_string() }
 }
 
 fn l4_vip(v: &balancer::status::VipStatus, proto: &str, (forwarding, ring): (balancer::config::Forwarding, u32)) {
     println!(
-        "VIP {} {proto} {forwarding}  ring {ring}  packets {}  bytes {}  new flows {}",
-        v.address, v.packets, v.bytes, v.new_flows
+        "VIP {} {proto} {forwarding}  ring {ring}  table {}{}  packets {}  bytes {}  new flows {}",
+        v.address,
+        v.table_digest.as_deref().unwrap_or("-"),
+        announced(v),
+        v.packets,
+        v.bytes,
+        v.new_flows
     );
     match &v.flows {
         Some(f) => println!(
@@ -89,7 +109,7 @@ fn l4_backends(v: &balancer::status::VipStatus) -> Table {
 fn l7_vip(v: &balancer::status::VipStatus, proto: &str, mode: balancer::config::StickyMode) {
     let name = v.name.as_deref().map(|n| format!(" [{n}]")).unwrap_or_default();
     let takes = v.takes.as_deref().map(|t| format!(", takes {t}")).unwrap_or_default();
-    println!("VIP {}{name} {proto} L7, sticky {mode}{takes}", v.address);
+    println!("VIP {}{name} {proto} L7, sticky {mode}{takes}{}", v.address, announced(v));
     let headers =
         ["BACKEND", "ROUTE", "WEIGHT", "STATE", "HEALTH", "GROUP", "SESSIONS", "REQUESTS", "ERRORS", "LATENCY"];
     let mut t = table(&headers, &["WEIGHT", "GROUP", "SESSIONS", "REQUESTS", "ERRORS", "LATENCY"]);
@@ -353,6 +373,8 @@ mod tests {
             new_flows: 0,
             connections: None,
             backends: Vec::new(),
+            table_digest: None,
+            announced: None,
             rate: None,
             trend: Vec::new(),
         }

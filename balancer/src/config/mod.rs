@@ -113,9 +113,40 @@ pub struct Config {
     /// One line per L7 request, written off the request path. None: no access log.
     #[serde(default)]
     pub access_log: Option<AccessLog>,
+    /// Announce the VIPs this node can serve through BIRD (several nodes behind ECMP). None:
+    /// nothing is announced.
+    #[serde(default)]
+    pub announce: Option<Announce>,
     /// Virtual services.
     #[serde(default, rename = "vip")]
     pub vips: Vec<Vip>,
+}
+
+/// Announcing VIPs by BGP through BIRD: the daemon keeps one route per VIP address it can serve
+/// in the files below, which BIRD `protocol static` blocks include, and runs `birdc configure`
+/// when they change (`balancer bgp config` prints the BIRD side).
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Announce {
+    /// The IPv4 routes' file. Default `/run/balancer/bird-vips4.conf`.
+    pub file_v4: PathBuf,
+    /// The IPv6 routes' file. Default `/run/balancer/bird-vips6.conf`.
+    pub file_v6: PathBuf,
+    /// BIRD's control socket (`birdc -s`). Default `/run/bird/bird.ctl`.
+    pub bird_socket: PathBuf,
+    /// The `birdc` command. Default `birdc`.
+    pub birdc: PathBuf,
+}
+
+impl Default for Announce {
+    fn default() -> Self {
+        Self {
+            file_v4: "/run/balancer/bird-vips4.conf".into(),
+            file_v6: "/run/balancer/bird-vips6.conf".into(),
+            bird_socket: "/run/bird/bird.ctl".into(),
+            birdc: "birdc".into(),
+        }
+    }
 }
 
 /// How the XDP program is attached.

@@ -100,6 +100,10 @@ pub enum Request {
     HandoffDone,
     /// Raised by the control server: the new daemon went away before `ready`.
     HandoffAborted,
+    /// Withdraw every VIP from BGP and keep forwarding (`node drain`).
+    NodeDrain,
+    /// Announce again the VIPs this node can serve (`node resume`).
+    NodeResume,
     /// Remove overrides: all, those of one VIP, or those of one backend of it.
     OverridesClear {
         /// Only this VIP's.

@@ -3,6 +3,7 @@
 //! taking over, and the pinned data path watched under the running daemon; `overrides`: the
 //! runtime overrides kept across reloads and restarts.
 
+mod announce;
 mod background;
 mod lifecycle;
 mod overrides;
@@ -49,6 +50,7 @@ use crate::{
 const RESOLVE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// The daemon's state.
+#[expect(clippy::struct_excessive_bools, reason = "independent facts of the running daemon, each its own flag")]
 pub struct Daemon {
     dp: Dataplane,
     nl: Netlink,
@@ -75,6 +77,10 @@ pub struct Daemon {
     status_calls: mpsc::Receiver<crate::admin::StatusCall>,
     /// Uptime, reloads, health changes and counter samples, for status.
     about: status::About,
+    /// The BIRD routes of the VIPs it announces (`[announce]`).
+    announcer: Option<crate::announce::Announcer>,
+    /// `balancer node drain`: nothing announced, forwarding goes on.
+    drained: bool,
     config: Config,
     config_path: PathBuf,
     detach_on_exit: bool,
@@ -186,6 +192,8 @@ impl Daemon {
             calls,
             status_calls,
             about: status::About::new(),
+            announcer: None,
+            drained: false,
             config,
             config_path: config_path.to_owned(),
             detach_on_exit: opts.detach_on_exit,
@@ -292,6 +300,7 @@ impl Daemon {
         self.last = (assigned, p);
         let health = &self.health;
         self.l7.sync(config, up, scale, |i, j| health.last_pass(&key(i, j)));
+        self.announce();
         // One line per VIP whose table changed, named by its address; a health flip of one
         // backend logs the VIPs it serves, not every VIP.
         let address = |id: u32| {
@@ -375,6 +384,8 @@ impl Daemon {
             }
         }
         crate::notify::stopping();
+        // A planned stop: the router moves new connections to the other nodes first.
+        self.withdraw_all("stopping");
         if let Some(c) = &self.control {
             c.abort();
         }

@@ -28,6 +28,8 @@ impl Daemon {
                 Err(e) => Response::err(e),
             },
             Request::Overrides => Response::ok(self.overrides()),
+            Request::NodeDrain => self.set_drained(true).map_or_else(Response::err, Response::ok),
+            Request::NodeResume => self.set_drained(false).map_or_else(Response::err, Response::ok),
             Request::BackendCheck { target } => match self.config().locate(&target) {
                 Ok((i, j)) => {
                     let v = &self.config().vips[i];
@@ -221,7 +223,9 @@ fn edit(config: &mut Config, change: Request) -> Result<(), String> {
         | Request::Handoff
         | Request::HandoffDone
         | Request::HandoffAborted
-        | Request::OverridesClear { .. } => unreachable!("not a change"),
+        | Request::OverridesClear { .. }
+        | Request::NodeDrain
+        | Request::NodeResume => unreachable!("not a change"),
     }
     Ok(())
 }

@@ -58,8 +58,24 @@ impl About {
             uptime_s: self.started.elapsed().as_secs(),
             reloads: self.reloads,
             last_reload: self.last_reload.clone(),
+            drained: false,
+            announce_error: None,
         }
     }
+}
+
+/// A digest of a Maglev table by the backend in each slot (its address bytes and family, not its
+/// id, which differs between nodes): 16 hex digits.
+fn digest(ring: &[u32], backends: &[(u32, balancer_common::backend::Backend)]) -> String {
+    let by_id: HashMap<u32, &balancer_common::backend::Backend> = backends.iter().map(|(id, b)| (*id, b)).collect();
+    let mut bytes = Vec::with_capacity(ring.len() * 17);
+    for id in ring {
+        if let Some(b) = by_id.get(id) {
+            bytes.extend_from_slice(&b.addr);
+            bytes.push(b.family);
+        }
+    }
+    format!("{:016x}", crate::maglev::fnv1a(&bytes))
 }
 
 fn unix_ms() -> u64 {
@@ -153,6 +169,11 @@ impl Daemon {
                     tls: v.tls.as_ref().map(|_| self.tls_status(*v.address.get_ref(), &l.tls)),
                 }),
                 backends,
+                table_digest: (v.l7.is_none() && !ring.is_empty()).then(|| digest(ring, &last.backends)),
+                announced: self
+                    .announcer
+                    .as_ref()
+                    .map(|a| a.announced().is_some_and(|set| set.contains(&v.address.get_ref().ip()))),
                 rate: None,
                 trend: Vec::new(),
             });
@@ -168,7 +189,11 @@ impl Daemon {
             problems: self.problems(),
             access_log: (crate::l7::access_log::WRITTEN.load(Relaxed), crate::l7::access_log::DROPPED.load(Relaxed)),
             admin: self.config().admin,
-            daemon: self.about.info(),
+            daemon: DaemonInfo {
+                drained: self.drained,
+                announce_error: self.announcer.as_ref().and_then(|a| a.error.clone()),
+                ..self.about.info()
+            },
             sample_every_s: 0,
             latency_bounds_ms: LATENCY_BOUNDS_MS.to_vec(),
         })

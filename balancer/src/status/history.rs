@@ -166,6 +166,8 @@ mod tests {
             new_flows: 0,
             connections: None,
             backends: vec![backend],
+            table_digest: None,
+            announced: None,
             rate: None,
             trend: Vec::new(),
         };

@@ -183,6 +183,13 @@ pub struct VipStatus {
     pub connections: Option<L7VipStatus>,
     /// Its backends.
     pub backends: Vec<BackendStatus>,
+    /// L4: a digest of its Maglev table (the backend address in each slot), equal on every
+    /// node that agrees on its backends, weights and health.
+    #[serde(default)]
+    pub table_digest: Option<String>,
+    /// With `[announce]`: whether this node announces the VIP's address by BGP now.
+    #[serde(default)]
+    pub announced: Option<bool>,
     /// Per-second rates over the last sample interval, all its backends together.
     #[serde(default)]
     pub rate: Option<Rate>,
@@ -346,6 +353,12 @@ pub struct DaemonInfo {
     pub reloads: (u64, u64),
     /// The last reload, if there was one.
     pub last_reload: Option<Reload>,
+    /// `node drain`: its VIPs are withdrawn from BGP.
+    #[serde(default)]
+    pub drained: bool,
+    /// Why the last BGP announcement through BIRD failed (`None`: it worked, or there is none).
+    #[serde(default)]
+    pub announce_error: Option<String>,
 }
 
 /// One reload of the configuration.
