@@ -83,9 +83,20 @@ pub struct Announcer {
 }
 
 impl Announcer {
-    /// An announcer writing where `config` says.
+    /// An announcer writing where `config` says. Files that do not exist yet are created
+    /// empty, so a BIRD (re)started before the first announcement finds what it includes.
     pub fn new(config: Announce) -> Self {
+        for file in [&config.file_v4, &config.file_v6] {
+            if !file.exists() {
+                let _ = write_atomic(file, &routes_file(std::iter::empty()));
+            }
+        }
         Self { config, written: None, error: None }
+    }
+
+    /// Whether the last attempt failed (the daemon tries again every few seconds).
+    pub fn failed(&self) -> bool {
+        self.error.is_some()
     }
 
     /// Whether it announces `settings` (the configuration changed the files or the socket).
@@ -105,14 +116,14 @@ impl Announcer {
     /// When a file cannot be written or BIRD does not take it; the next call tries again.
     pub fn announce(&mut self, addrs: &BTreeSet<IpAddr>) -> Result<bool, AnnounceError> {
         if self.written.as_ref() == Some(addrs) {
+            self.error = None;
             return Ok(false);
         }
         let result = self.write(addrs);
         self.error = result.as_ref().err().map(ToString::to_string);
-        result.map(|()| {
-            self.written = Some(addrs.clone());
-            true
-        })
+        // After a failure the files may hold either set: the next call writes them again.
+        self.written = result.is_ok().then(|| addrs.clone());
+        result.map(|()| true)
     }
 
     fn write(&self, addrs: &BTreeSet<IpAddr>) -> Result<(), AnnounceError> {

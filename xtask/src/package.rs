@@ -70,6 +70,14 @@ fn stage_files(stage: &Path, bin: &Path) -> Result<()> {
     fs::create_dir_all(&sbin)?;
     status(Command::new("strip").arg("--strip-debug").arg("-o").arg(sbin.join(NAME)).arg(bin))?;
     install(&repo.join("packaging/balancer.service"), &stage.join("usr/lib/systemd/system/balancer.service"))?;
+    // BIRD includes the announce files; they exist from boot on, before the daemon writes them.
+    write(
+        &stage.join("usr/lib/tmpfiles.d/balancer.conf"),
+        b"# The routes files BIRD includes (`balancer bgp config`): empty until the daemon writes them.\n\
+          d /run/balancer 0755 root root -\n\
+          f /run/balancer/bird-vips4.conf 0644 root root -\n\
+          f /run/balancer/bird-vips6.conf 0644 root root -\n",
+    )?;
     install(&repo.join("examples/balancer.toml"), &stage.join("etc/balancer/balancer.toml"))?;
     let doc = stage.join("usr/share/doc").join(NAME);
     install(&repo.join("README.md"), &doc.join("README.md"))?;
@@ -199,16 +207,13 @@ fn write(to: &Path, bytes: &[u8]) -> Result<()> {
     set_mode(to, 0o644)
 }
 
-/// `gzip -9n` (no name or time stamp: the same input gives the same bytes).
+/// `gzip -9n` (no name or time stamp: the same input gives the same bytes), from a file so no
+/// pipe fills up.
 fn gzip_into(bytes: &[u8], to: &Path) -> Result<()> {
-    use std::io::Write as _;
-    let mut child = Command::new("gzip")
-        .args(["-9n", "-c"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()?;
-    child.stdin.take().context("gzip's stdin")?.write_all(bytes)?;
-    let out = child.wait_with_output()?;
+    let plain = to.with_extension("plain");
+    write(&plain, bytes)?;
+    let out = Command::new("gzip").args(["-9n", "-c"]).stdin(fs::File::open(&plain)?).output()?;
+    fs::remove_file(&plain)?;
     if !out.status.success() {
         bail!("gzip failed on {}", to.display());
     }

@@ -20,7 +20,8 @@ fn esc(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
-/// `x` with a k/M/G prefix and `unit` (`1.2 k req/s`, `3.4 Mbit/s`).
+/// `x` with a k/M/G prefix and `unit` (`1.2 kreq/s`, `3.4 Mbit/s`, `12 pkt/s`; `1.6 k` without
+/// a unit).
 fn si(x: f64, unit: &str) -> String {
     let (v, prefix) = match x.abs() {
         a if a >= 1e9 => (x / 1e9, " G"),
@@ -29,7 +30,7 @@ fn si(x: f64, unit: &str) -> String {
         _ => (x, " "),
     };
     let digits = usize::from(v.abs() < 100.0 && v.fract() != 0.0);
-    format!("{v:.digits$}{prefix}{unit}")
+    format!("{v:.digits$}{prefix}{unit}").trim_end().to_owned()
 }
 
 /// A byte count in binary units (`12.3 MiB`).

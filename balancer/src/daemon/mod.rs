@@ -346,7 +346,13 @@ impl Daemon {
                 Some(flip) = self.flips.recv() => self.on_flip(&flip),
                 _ = ramp_tick.tick(), if !self.ramps.is_empty() => self.ramp_step(),
                 _ = pins_tick.tick() => self.check_pins(),
-                _ = sample_tick.tick() => self.sample(),
+                _ = sample_tick.tick() => {
+                    self.sample();
+                    // An announcement BIRD did not take (not running yet, say) is tried again.
+                    if self.announcer.as_ref().is_some_and(crate::announce::Announcer::failed) {
+                        self.announce();
+                    }
+                }
                 _ = dog_tick.tick(), if dog.is_some() => crate::notify::watchdog(),
                 Some(reply) = self.status_calls.recv() => {
                     let _ = reply.send(self.status());

@@ -126,10 +126,13 @@ fn new_flow_group(vip: &config::Vip, candidate: impl Fn(usize) -> bool) -> Optio
     config::new_flow_group((0..b.len()).filter(|&j| candidate(j)).map(|j| (b[j].backup, b[j].distance)))
 }
 
-/// Each backend's ring weight were every backend up, active and done ramping: the table that
-/// `maglev::build_stable` keeps each slot of while its backend takes new flows.
-pub fn configured_weights(vip: &config::Vip) -> Vec<u32> {
-    let group = new_flow_group(vip, |_| true);
+/// Each backend's ring weight in the table `maglev::build_stable` keeps each slot of while its
+/// backend takes new flows: every member of the group taking new flows now (`up(j)`: the
+/// health of the j-th backend) at its full weight, whatever its health, state or ramp. So a
+/// member going down, stopped or drained moves only its own slots; only a change of group (the
+/// last member of one gone, a backup group taking over) rebuilds the table.
+pub fn configured_weights(vip: &config::Vip, up: impl Fn(usize) -> bool) -> Vec<u32> {
+    let group = new_flow_group(vip, |j| vip.backends[j].state == config::BackendState::Active && up(j));
     vip.backends.iter().map(|b| if group == Some((b.backup, b.distance)) { b.weight } else { 0 }).collect()
 }
 
@@ -186,7 +189,7 @@ pub fn plan(
         let mut members = Vec::new();
         let mut now = Vec::new();
         let states = effective(vip, |j| up(i, j), |j| scale(i, j));
-        let configured = configured_weights(vip);
+        let configured = configured_weights(vip, |j| up(i, j));
         for (j, b) in vip.backends.iter().enumerate() {
             let ip = *b.address.get_ref();
             let hop = hops[&ip];
@@ -434,6 +437,33 @@ mod tests {
         assert_eq!(moved, own);
         assert!(!down.contains(&gone));
         assert_eq!(ring(None), all);
+    }
+
+    /// Review of issue 14's change: with the first distance group stopped, the serving group's
+    /// table was rebuilt from live weights on every failure in it.
+    #[test]
+    fn a_failure_in_the_serving_group_moves_only_its_slots_when_another_group_is_stopped() {
+        let mut text = String::from(
+            "interfaces=[\"e\"]\n[[vip]]\naddress=\"10.0.0.1:80\"\n\
+                                     [[vip.backend]]\naddress=\"10.0.2.1\"\nstate=\"stopped\"\n",
+        );
+        let ips: Vec<String> = (0..50).map(|k| format!("10.0.1.{k}")).collect();
+        for ip in &ips {
+            text.push_str("[[vip.backend]]\naddress=\"");
+            text.push_str(ip);
+            text.push_str("\"\ndistance=1\n");
+        }
+        let c = config(&text);
+        let mut all = ips.clone();
+        all.push("10.0.2.1".into());
+        let hops = hops(&all.iter().map(String::as_str).collect::<Vec<_>>());
+        let ids = super::super::ids::Ids::default().assign(&c);
+        let ring =
+            |down: Option<usize>| super::plan(&c, &hops, &ids, |_, j| Some(j) != down, |_, _| 1.0).vips[0].ring.clone();
+        let (before, after) = (ring(None), ring(Some(5)));
+        let own = before.iter().filter(|&&id| id == ids.backends[0][5]).count();
+        assert!(own > 0);
+        assert_eq!(before.iter().zip(&after).filter(|(a, b)| a != b).count(), own);
     }
 
     #[test]
