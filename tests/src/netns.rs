@@ -71,6 +71,12 @@ impl Netns {
         self.command(argv).output().expect("nsenter runs")
     }
 
+    /// The HTTP status of `GET url` from this namespace by curl within 2 s (`000`: no answer).
+    pub fn http_status(&self, url: &str) -> String {
+        let out = self.output(&["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "2", url]);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     /// Runs `f` on a thread that has entered this namespace (only that thread moves), so a test
     /// can open sockets inside it without spawning a process per connection.
     pub fn in_thread<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {

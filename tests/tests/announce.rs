@@ -105,20 +105,7 @@ fn the_node_announces_what_it_can_serve_and_withdraws_on_failure_drain_and_stop(
     );
     let (_node_bird, _) = bird(lb, &dir, "node", &node_conf);
     let daemon = Daemon::start(lb, &config, "info");
-    let get = || {
-        let out = router.output(&[
-            "curl",
-            "-s",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            "--max-time",
-            "2",
-            &format!("http://{VIP}/"),
-        ]);
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
+    let get = || router.http_status(&format!("http://{VIP}/"));
     let status =
         || -> serde_json::Value { serde_json::from_slice(&daemon.ctl(lb, &["--json", "status"]).stdout).unwrap() };
 

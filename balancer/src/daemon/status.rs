@@ -51,15 +51,16 @@ impl About {
         self.last_reload = Some(Reload { at_unix_ms: unix_ms(), refused });
     }
 
-    fn info(&self) -> DaemonInfo {
+    /// The daemon's line of status; `drained` and `announce_error` are the announcer's.
+    fn info(&self, drained: bool, announce_error: Option<String>) -> DaemonInfo {
         DaemonInfo {
             host: self.host.clone(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
             uptime_s: self.started.elapsed().as_secs(),
             reloads: self.reloads,
             last_reload: self.last_reload.clone(),
-            drained: false,
-            announce_error: None,
+            drained,
+            announce_error,
         }
     }
 }
@@ -189,11 +190,7 @@ impl Daemon {
             problems: self.problems(),
             access_log: (crate::l7::access_log::WRITTEN.load(Relaxed), crate::l7::access_log::DROPPED.load(Relaxed)),
             admin: self.config().admin,
-            daemon: DaemonInfo {
-                drained: self.drained,
-                announce_error: self.announcer.as_ref().and_then(|a| a.error.clone()),
-                ..self.about.info()
-            },
+            daemon: self.about.info(self.drained, self.announcer.as_ref().and_then(|a| a.error.clone())),
             sample_every_s: 0,
             latency_bounds_ms: LATENCY_BOUNDS_MS.to_vec(),
         })
