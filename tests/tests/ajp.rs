@@ -145,8 +145,8 @@ fn the_ajp_codec_speaks_to_tomcat_with_a_secret() {
             (balancer::health::probe::run(&check, addr).await, balancer::health::probe::run(&check, http).await)
         })
     });
-    assert_eq!(up, Ok(()));
-    let why = not_ajp.unwrap_err();
+    assert!(up.is_ok(), "{up:?}");
+    let why = not_ajp.unwrap_err().to_string();
     assert!(why.contains("not an AJP connector") || why.contains("no answer"), "{why}");
 }
 

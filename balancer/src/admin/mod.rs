@@ -93,14 +93,25 @@ impl Daemon {
     }
 
     /// Asks the daemon to carry out `request`; why not, when it did not.
-    async fn ask(&self, request: Request) -> Result<(), String> {
+    async fn ask(&self, request: Request) -> Result<(), Refused> {
         let (tx, rx) = oneshot::channel();
         if self.calls.send((request, tx)).await.is_err() {
-            return Err("shutting down".into());
+            return Err(Refused::ShuttingDown);
         }
-        let answer = rx.await.map_err(|_| "no answer".to_owned())?.response;
-        if answer.ok { Ok(()) } else { Err(answer.error.unwrap_or_default()) }
+        let answer = rx.await.map_err(|_| Refused::ShuttingDown)?.response;
+        if answer.ok { Ok(()) } else { Err(Refused::Daemon(answer.error.unwrap_or_default())) }
     }
+}
+
+/// Why a change from the page was not made.
+#[derive(Debug, thiserror::Error)]
+enum Refused {
+    /// The daemon's loop is gone (it is stopping).
+    #[error("shutting down")]
+    ShuttingDown,
+    /// The daemon refused it: its message.
+    #[error("{0}")]
+    Daemon(String),
 }
 
 async fn page(

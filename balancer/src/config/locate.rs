@@ -58,25 +58,46 @@ pub struct BackendRef {
     pub backend: BackendAddr,
 }
 
+/// Why a runtime change's name for a VIP or backend names none, or several.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[expect(missing_docs, reason = "each field is a value its message names")]
+pub enum LocateError {
+    /// No entry has this address and protocol.
+    #[error("no VIP {vip} ({protocol:?})")]
+    NoVip { vip: SocketAddr, protocol: Protocol },
+    /// Several entries share the address and no pool was named.
+    #[error("{vip} has {} pools ({}); name one with --pool", .pools.len(), .pools.join(", "))]
+    PoolNeeded { vip: SocketAddr, pools: Vec<String> },
+    /// The named pool is not one of the address's entries.
+    #[error("{vip} has no pool `{pool}` (it has: {})", .pools.join(", "))]
+    NoPool { vip: SocketAddr, pool: String, pools: Vec<String> },
+    /// The entry has no backend with this address.
+    #[error("{backend} is not a backend of {vip}")]
+    NoBackend { vip: SocketAddr, backend: BackendAddr },
+    /// Several backends share the IP and no port was given.
+    #[error("{} is {} backends of {vip} ({}); name one as IP:port", .backend.ip, .targets.len(), .targets.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "))]
+    Ambiguous { vip: SocketAddr, backend: BackendAddr, targets: Vec<SocketAddr> },
+}
+
 impl Config {
     /// The entry of `vip` named `pool` (or its only entry).
     ///
     /// # Errors
     /// No such VIP or pool, or several entries and no pool named: the message lists them.
-    pub fn locate_vip(&self, vip: SocketAddr, protocol: Protocol, pool: Option<&str>) -> Result<usize, String> {
+    pub fn locate_vip(&self, vip: SocketAddr, protocol: Protocol, pool: Option<&str>) -> Result<usize, LocateError> {
         let at: Vec<usize> = (0..self.vips.len())
             .filter(|&i| *self.vips[i].address.get_ref() == vip && self.vips[i].protocol == protocol)
             .collect();
-        let names = || at.iter().map(|&i| self.vips[i].name.as_deref().unwrap_or("-")).collect::<Vec<_>>().join(", ");
+        let pools = || at.iter().map(|&i| self.vips[i].name.clone().unwrap_or_else(|| "-".into())).collect();
         match (pool, &at[..]) {
-            (_, []) => Err(format!("no VIP {vip} ({protocol:?})")),
+            (_, []) => Err(LocateError::NoVip { vip, protocol }),
             (None, [one]) => Ok(*one),
-            (None, _) => Err(format!("{vip} has {} pools ({}); name one with --pool", at.len(), names())),
+            (None, _) => Err(LocateError::PoolNeeded { vip, pools: pools() }),
             (Some(p), _) => at
                 .iter()
                 .copied()
                 .find(|&i| self.vips[i].name.as_deref() == Some(p))
-                .ok_or_else(|| format!("{vip} has no pool `{p}` (it has: {})", names())),
+                .ok_or_else(|| LocateError::NoPool { vip, pool: p.to_owned(), pools: pools() }),
         }
     }
 
@@ -84,7 +105,7 @@ impl Config {
     ///
     /// # Errors
     /// As `locate_vip`; no such backend; or an IP that two backends share, without a port.
-    pub fn locate(&self, r: &BackendRef) -> Result<(usize, usize), String> {
+    pub fn locate(&self, r: &BackendRef) -> Result<(usize, usize), LocateError> {
         let i = self.locate_vip(r.vip, r.protocol, r.pool.as_deref())?;
         let v = &self.vips[i];
         let port = v.address.get_ref().port();
@@ -95,15 +116,13 @@ impl Config {
             })
             .collect();
         match &found[..] {
-            [] => Err(format!("{} is not a backend of {}", r.backend, r.vip)),
+            [] => Err(LocateError::NoBackend { vip: r.vip, backend: r.backend }),
             [one] => Ok((i, *one)),
-            several => Err(format!(
-                "{} is {} backends of {} ({}); name one as IP:port",
-                r.backend.ip,
-                several.len(),
-                r.vip,
-                several.iter().map(|&j| v.backends[j].target(port).to_string()).collect::<Vec<_>>().join(", ")
-            )),
+            several => Err(LocateError::Ambiguous {
+                vip: r.vip,
+                backend: r.backend,
+                targets: several.iter().map(|&j| v.backends[j].target(port)).collect(),
+            }),
         }
     }
 }
@@ -126,12 +145,9 @@ mod tests {
 
     fn at(pool: Option<&str>, backend: &str) -> Result<(usize, usize), String> {
         let vip = "10.0.0.1:80".parse().unwrap();
-        config().locate(&BackendRef {
-            vip,
-            protocol: Protocol::Tcp,
-            pool: pool.map(Into::into),
-            backend: backend.parse()?,
-        })
+        config()
+            .locate(&BackendRef { vip, protocol: Protocol::Tcp, pool: pool.map(Into::into), backend: backend.parse()? })
+            .map_err(|e| e.to_string())
     }
 
     #[test]

@@ -7,7 +7,8 @@
 mod locate;
 mod validate;
 
-pub use locate::{BackendAddr, BackendRef};
+pub use locate::{BackendAddr, BackendRef, LocateError};
+pub use validate::Invalid;
 
 use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
@@ -40,35 +41,30 @@ pub struct ConfigError {
     pub message: String,
 }
 
-/// The whole configuration file.
+/// The whole configuration file. A field the file leaves out takes its value from
+/// `Config::default()`, the one place the defaults named in these docs are set.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// Interfaces the XDP program is attached to.
     pub interfaces: Vec<String>,
     /// How to attach: `auto` (native, falling back to generic with a warning), `native`, `generic`.
-    #[serde(default)]
     pub xdp_mode: XdpModeSetting,
     /// bpffs directory holding the pinned maps. Default `/sys/fs/bpf/balancer`.
-    #[serde(default = "default_pin_dir")]
     pub pin_dir: PathBuf,
     /// Unix socket of the control API (`balancer status`, `backend set`, …); created mode 0600
     /// and answering root only. Default `/run/balancer.sock`.
-    #[serde(default = "default_control_socket")]
     pub control_socket: PathBuf,
     /// Where runtime overrides (`balancer backend set`) are kept across reloads and restarts.
     /// Default `/var/lib/balancer/state.json`.
-    #[serde(default = "default_state_file")]
     pub state_file: PathBuf,
     /// The admin address: `/metrics` (Prometheus), `/status` (read-only status page) and
     /// `/status.json`. Default `127.0.0.1:9090`.
-    #[serde(default = "default_metrics_address")]
     pub metrics_address: SocketAddr,
     /// Let the status page on `metrics_address` change a backend's state, weight and route
     /// and run its health check now (as balancer-manager and the jk status worker do), with
     /// the CLI's runtime changes. Each change needs the page's one-time nonce and an `Origin`
     /// of the page itself. Default false: the page is read-only.
-    #[serde(default)]
     pub admin: bool,
     /// Threads serving the control API, health checks and the admin page. Default: one per CPU
     /// the daemon may run on.
@@ -79,47 +75,66 @@ pub struct Config {
     /// Default: one per CPU the daemon may run on.
     pub l7_workers: Option<usize>,
     /// Seed of the Maglev permutations; every node behind the same ECMP group must share it.
-    #[serde(default = "default_seed")]
     pub maglev_seed: u64,
     /// Most new flows one CPU pins in the flow table per second (counted per window of 256
     /// jiffies, scaled to the kernel's HZ); beyond it new flows are steered by the Maglev table
     /// without a pin, so a SYN flood cannot evict established
     /// flows (counted as `guarded`). 0: no limit. Default 125000 (Katran's figure per core).
-    #[serde(default = "default_insert_limit")]
     pub flow_insert_limit: u32,
     /// Answer ICMP echo requests ("ping") to the addresses of L4 VIPs in the data path, since
     /// no host in front of the backends owns them (L7 VIP addresses are this host's, whose
     /// stack answers). Default true.
-    #[serde(default = "yes")]
     pub answer_ping: bool,
     /// MTU per attached interface (`interface_mtu = { eth0 = 1500 }`), where the kernel's is
     /// not the one that counts (a path behind the interface with a smaller one). Default: each
     /// interface's own. IPIP packets that would exceed it once encapsulated are answered with
     /// ICMP "fragmentation needed" / "packet too big".
-    #[serde(default)]
     pub interface_mtu: std::collections::BTreeMap<String, u16>,
     /// Outer IPv4 source of IPIP packets: a /16, whose low 16 bits the data path fills from the
     /// flow so backends' NICs spread flows over their queues. Default `172.16.0.0/16`.
-    #[serde(default = "default_ipip_v4", deserialize_with = "ipip_v4")]
+    #[serde(deserialize_with = "ipip_v4")]
     pub ipip_source_v4: Ipv4Addr,
     /// Outer IPv6 source of IPIP packets: a /96, low 32 bits from the flow. Default `100::/96`
     /// (inside the discard-only prefix, RFC 6666).
-    #[serde(default = "default_ipip_v6", deserialize_with = "ipip_v6")]
+    #[serde(deserialize_with = "ipip_v6")]
     pub ipip_source_v6: Ipv6Addr,
     /// How long a stopping daemon (SIGTERM, or after handing over to `run --takeover`) lets
     /// L7 requests in flight finish before it exits. Default 10.
-    #[serde(default = "default_drain_timeout")]
     pub drain_timeout_s: u64,
     /// One line per L7 request, written off the request path. None: no access log.
-    #[serde(default)]
     pub access_log: Option<AccessLog>,
     /// Announce the VIPs this node can serve through BIRD (several nodes behind ECMP). None:
     /// nothing is announced.
-    #[serde(default)]
     pub announce: Option<Announce>,
     /// Virtual services.
-    #[serde(default, rename = "vip")]
+    #[serde(rename = "vip")]
     pub vips: Vec<Vip>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            interfaces: Vec::new(),
+            xdp_mode: XdpModeSetting::default(),
+            pin_dir: PathBuf::from(DEFAULT_PIN_DIR),
+            control_socket: PathBuf::from(DEFAULT_CONTROL_SOCKET),
+            state_file: PathBuf::from(DEFAULT_STATE_FILE),
+            metrics_address: SocketAddr::from(([127, 0, 0, 1], 9090)),
+            admin: false,
+            worker_threads: None,
+            l7_workers: None,
+            maglev_seed: maglev::DEFAULT_SEED,
+            flow_insert_limit: 125_000,
+            answer_ping: true,
+            interface_mtu: std::collections::BTreeMap::new(),
+            ipip_source_v4: ipip_prefix_v4(DEFAULT_IPIP_SOURCE_V4).expect("valid default"),
+            ipip_source_v6: ipip_prefix_v6(DEFAULT_IPIP_SOURCE_V6).expect("valid default"),
+            drain_timeout_s: 10,
+            access_log: None,
+            announce: None,
+            vips: Vec::new(),
+        }
+    }
 }
 
 /// Announcing VIPs by BGP through BIRD: the daemon keeps one route per VIP address it can serve
@@ -592,10 +607,6 @@ pub struct L7 {
     pub tunnel_timeout_s: u64,
 }
 
-fn default_insert_limit() -> u32 {
-    125_000
-}
-
 fn yes() -> bool {
     true
 }
@@ -774,24 +785,6 @@ config_words! {
     BackendState { Active => "active", Drain => "drain", Stopped => "stopped" }
 }
 
-fn default_pin_dir() -> PathBuf {
-    PathBuf::from(DEFAULT_PIN_DIR)
-}
-fn default_metrics_address() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], 9090))
-}
-fn default_drain_timeout() -> u64 {
-    10
-}
-fn default_state_file() -> PathBuf {
-    PathBuf::from(DEFAULT_STATE_FILE)
-}
-fn default_control_socket() -> PathBuf {
-    PathBuf::from(DEFAULT_CONTROL_SOCKET)
-}
-fn default_seed() -> u64 {
-    maglev::DEFAULT_SEED
-}
 /// The largest backend weight, in the file and on the command line alike.
 pub const MAX_WEIGHT: u32 = 65_535;
 
@@ -803,15 +796,36 @@ pub const DEFAULT_IPIP_SOURCE_V4: &str = "172.16.0.0/16";
 /// Default outer IPv6 source prefix of IPIP packets (inside the discard-only prefix).
 pub const DEFAULT_IPIP_SOURCE_V6: &str = "100::/96";
 
-fn default_ipip_v4() -> Ipv4Addr {
-    ipip_prefix_v4(DEFAULT_IPIP_SOURCE_V4).expect("valid default")
+/// Why a value of an address field is not one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[expect(missing_docs, reason = "each field is a value its message names")]
+pub enum ValueError {
+    /// Not `ADDR/LEN` with the one length the field takes.
+    #[error("`{text}` is not a /{len} prefix (ADDR/{len})")]
+    NotPrefix { text: String, len: u8 },
+    /// Not `ADDRESS/LENGTH` at all.
+    #[error("`{0}` is not ADDRESS/LENGTH")]
+    NotCidr(String),
+    /// The part before the `/` is not an address.
+    #[error("`{addr}` in `{text}` is not an IP address")]
+    NotAddress { addr: String, text: String },
+    /// The length is not a number up to the family's bits.
+    #[error("`{len}` in `{text}` is not a length 0-{max}")]
+    BadLength { len: String, text: String, max: u8 },
+    /// Bits set after the prefix length.
+    #[error("`{text}` has host bits set after /{len}")]
+    HostBits { text: String, len: u8 },
+    /// Neither an address nor a name a resolver could look up.
+    #[error("`{0}` is neither an IP address nor a host name")]
+    NotHost(String),
+    /// The resolver failed, or gave nothing.
+    #[error("host name `{name}` does not resolve: {why}")]
+    Unresolved { name: String, why: String },
 }
-fn default_ipip_v6() -> Ipv6Addr {
-    ipip_prefix_v6(DEFAULT_IPIP_SOURCE_V6).expect("valid default")
-}
+
 /// `ADDR/LEN` with exactly prefix length `len` and no host bits set.
-fn prefix<A: std::str::FromStr + Into<IpAddr> + Copy>(text: &str, len: u8) -> Result<A, String> {
-    let bad = || format!("`{text}` is not a /{len} prefix (ADDR/{len})");
+fn prefix<A: std::str::FromStr + Into<IpAddr> + Copy>(text: &str, len: u8) -> Result<A, ValueError> {
+    let bad = || ValueError::NotPrefix { text: text.to_owned(), len };
     let (addr, l) = text.split_once('/').ok_or_else(bad)?;
     let addr: A = addr.parse().map_err(|_| bad())?;
     if l != len.to_string() {
@@ -822,7 +836,7 @@ fn prefix<A: std::str::FromStr + Into<IpAddr> + Copy>(text: &str, len: u8) -> Re
         IpAddr::V6(a) => u128::from(a) & (u128::MAX >> len) != 0,
     };
     if host_bits {
-        return Err(format!("`{text}` has host bits set"));
+        return Err(ValueError::HostBits { text: text.to_owned(), len });
     }
     Ok(addr)
 }
@@ -831,7 +845,7 @@ fn prefix<A: std::str::FromStr + Into<IpAddr> + Copy>(text: &str, len: u8) -> Re
 ///
 /// # Errors
 /// A message naming the text and the expected form.
-pub fn ipip_prefix_v4(text: &str) -> Result<Ipv4Addr, String> {
+pub fn ipip_prefix_v4(text: &str) -> Result<Ipv4Addr, ValueError> {
     prefix(text, 16)
 }
 
@@ -839,7 +853,7 @@ pub fn ipip_prefix_v4(text: &str) -> Result<Ipv4Addr, String> {
 ///
 /// # Errors
 /// A message naming the text and the expected form.
-pub fn ipip_prefix_v6(text: &str) -> Result<Ipv6Addr, String> {
+pub fn ipip_prefix_v6(text: &str) -> Result<Ipv6Addr, ValueError> {
     prefix(text, 96)
 }
 
@@ -880,21 +894,25 @@ pub struct Cidr {
 }
 
 impl std::str::FromStr for Cidr {
-    type Err = String;
+    type Err = ValueError;
 
-    fn from_str(text: &str) -> Result<Self, String> {
-        let (a, l) = text.split_once('/').ok_or_else(|| format!("`{text}` is not ADDRESS/LENGTH"))?;
-        let addr: IpAddr = a.parse().map_err(|_| format!("`{a}` in `{text}` is not an IP address"))?;
+    fn from_str(text: &str) -> Result<Self, ValueError> {
+        let (a, l) = text.split_once('/').ok_or_else(|| ValueError::NotCidr(text.to_owned()))?;
+        let addr: IpAddr =
+            a.parse().map_err(|_| ValueError::NotAddress { addr: a.to_owned(), text: text.to_owned() })?;
         let max: u8 = if addr.is_ipv4() { 32 } else { 128 };
-        let len: u8 =
-            l.parse().ok().filter(|&n| n <= max).ok_or_else(|| format!("`{l}` in `{text}` is not a length 0-{max}"))?;
+        let len: u8 = l.parse().ok().filter(|&n| n <= max).ok_or_else(|| ValueError::BadLength {
+            len: l.to_owned(),
+            text: text.to_owned(),
+            max,
+        })?;
         let bits = match addr {
             IpAddr::V4(v) => u128::from(u32::from(v)) << 96,
             IpAddr::V6(v) => u128::from(v),
         };
         let host = bits.checked_shl(u32::from(len)).unwrap_or(0);
         if host != 0 && len < max {
-            return Err(format!("`{text}` has host bits set after /{len}"));
+            return Err(ValueError::HostBits { text: text.to_owned(), len });
         }
         Ok(Self { addr, len })
     }
@@ -914,24 +932,20 @@ impl<'de> Deserialize<'de> for Cidr {
 
 /// `name` as an address: itself when it is one, else what the system's resolver gives it
 /// (IPv4 first, as the seeds' `localhost` backends expect).
-fn resolve(name: &str) -> Result<IpAddr, String> {
+fn resolve(name: &str) -> Result<IpAddr, ValueError> {
     if let Ok(ip) = name.parse::<IpAddr>() {
         return Ok(ip);
     }
     let valid = !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
     if !valid {
-        return Err(format!("`{name}` is neither an IP address nor a host name"));
+        return Err(ValueError::NotHost(name.to_owned()));
     }
+    let unresolved = |why: String| ValueError::Unresolved { name: name.to_owned(), why };
     let found: Vec<IpAddr> = std::net::ToSocketAddrs::to_socket_addrs(&(name, 0))
-        .map_err(|e| format!("host name `{name}` does not resolve: {e}"))?
+        .map_err(|e| unresolved(e.to_string()))?
         .map(|a| a.ip())
         .collect();
-    found
-        .iter()
-        .find(|ip| ip.is_ipv4())
-        .or(found.first())
-        .copied()
-        .ok_or_else(|| format!("host name `{name}` resolves to no address"))
+    found.iter().find(|ip| ip.is_ipv4()).or(found.first()).copied().ok_or_else(|| unresolved("no address".into()))
 }
 fn ring_size<'de, D: serde::Deserializer<'de>>(d: D) -> Result<RingSize, D::Error> {
     RingSize::new(u32::deserialize(d)?).map_err(serde::de::Error::custom)
@@ -961,7 +975,7 @@ impl Config {
             let (line, column) = e.span().map_or((0, 0), |s| line_col(text, s.start));
             ConfigError { file: path.to_owned(), line, column, message: e.message().trim().to_owned() }
         })?;
-        validate::check(&config).map_err(|(offset, message)| {
+        validate::check(&config).map_err(|validate::Invalid { offset, message }| {
             let (line, column) = line_col(text, offset);
             ConfigError { file: path.to_owned(), line, column, message }
         })?;
@@ -978,8 +992,8 @@ impl Config {
     ///
     /// # Errors
     /// The first problem found.
-    pub fn check(&self) -> Result<(), String> {
-        validate::check(self).map_err(|(_, message)| message)
+    pub fn check(&self) -> Result<(), Invalid> {
+        validate::check(self)
     }
 }
 
@@ -997,6 +1011,24 @@ mod tests {
 
     /// An `[vip.l7]` or `[vip.health]` section that sets nothing gets exactly the documented
     /// defaults, now that `Default` is their one definition.
+    /// The top level's defaults, now one `impl Default`: what the field docs promise, and a
+    /// file without `interfaces` still refused by name.
+    #[test]
+    fn a_file_with_interfaces_only_takes_the_documented_top_level_defaults() {
+        let c = Config::parse("interfaces = [\"e\"]\n", Path::new("t.toml")).unwrap();
+        assert_eq!(
+            (c.pin_dir.to_str(), c.control_socket.to_str(), c.state_file.to_str()),
+            (Some("/sys/fs/bpf/balancer"), Some("/run/balancer.sock"), Some("/var/lib/balancer/state.json"))
+        );
+        assert_eq!(c.metrics_address, "127.0.0.1:9090".parse().unwrap());
+        assert_eq!((c.flow_insert_limit, c.drain_timeout_s, c.answer_ping), (125_000, 10, true));
+        assert_eq!((c.ipip_source_v4, c.ipip_source_v6), ("172.16.0.0".parse().unwrap(), "100::".parse().unwrap()));
+        assert_eq!(c.maglev_seed, maglev::DEFAULT_SEED);
+        assert!(c.vips.is_empty() && c.announce.is_none() && !c.admin);
+        let e = Config::parse("pin_dir = \"/x\"\n", Path::new("t.toml")).unwrap_err().to_string();
+        assert!(e.contains("`interfaces` is empty"), "{e}");
+    }
+
     #[test]
     fn empty_sections_take_the_documented_defaults() {
         let c = Config::parse(

@@ -7,18 +7,40 @@ use balancer_common::maps::{MAX_BACKENDS, MAX_VIPS, ring_units};
 
 use super::{Config, MAX_WEIGHT};
 
-pub(super) fn check(config: &Config) -> Result<(), (usize, String)> {
+/// A configuration that parsed but breaks a rule spanning fields: where in the file the entry
+/// at fault starts (0 for a whole-file rule, or a configuration built at run time) and a
+/// message that names the field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct Invalid {
+    /// Byte offset of the entry at fault in the file's text.
+    pub offset: usize,
+    /// What is wrong, naming the field.
+    pub message: String,
+}
+
+impl Invalid {
+    fn at(offset: usize, message: String) -> Self {
+        Self { offset, message }
+    }
+}
+
+pub(super) fn check(config: &Config) -> Result<(), Invalid> {
     globals(config)?;
+    if config.vips.len() > MAX_VIPS as usize {
+        let at = config.vips[MAX_VIPS as usize].address.span().start;
+        return Err(Invalid::at(at, format!("too many [[vip]] entries: at most {MAX_VIPS}")));
+    }
     vips_check(config)
 }
 
 /// The top-level settings.
-fn globals(config: &Config) -> Result<(), (usize, String)> {
+fn globals(config: &Config) -> Result<(), Invalid> {
     if config.interfaces.is_empty() {
-        return Err((0, "`interfaces` is empty: name at least one interface to attach to".into()));
+        return Err(Invalid::at(0, "`interfaces` is empty: name at least one interface to attach to".into()));
     }
     if config.interfaces.len() > balancer_common::vip::MAX_LOCAL_MACS {
-        return Err((
+        return Err(Invalid::at(
             0,
             format!(
                 "`interfaces` names {}: at most {} (the data path checks each one's MAC)",
@@ -28,20 +50,20 @@ fn globals(config: &Config) -> Result<(), (usize, String)> {
         ));
     }
     if config.worker_threads == Some(0) {
-        return Err((0, "`worker_threads`: at least 1".into()));
+        return Err(Invalid::at(0, "`worker_threads`: at least 1".into()));
     }
     if config.l7_workers == Some(0) {
-        return Err((0, "`l7_workers`: at least 1".into()));
+        return Err(Invalid::at(0, "`l7_workers`: at least 1".into()));
     }
     if config.access_log.as_ref().is_some_and(|a| a.buffer == 0) {
-        return Err((0, "`access_log.buffer`: at least 1 line".into()));
+        return Err(Invalid::at(0, "`access_log.buffer`: at least 1 line".into()));
     }
     for (name, &mtu) in &config.interface_mtu {
         if !config.interfaces.contains(name) {
-            return Err((0, format!("`interface_mtu.{name}`: {name} is not one of `interfaces`")));
+            return Err(Invalid::at(0, format!("`interface_mtu.{name}`: {name} is not one of `interfaces`")));
         }
         if mtu < 576 {
-            return Err((
+            return Err(Invalid::at(
                 0,
                 format!("`interface_mtu.{name}`: {mtu} is below 576, the smallest datagram IPv4 hosts accept"),
             ));
@@ -52,11 +74,11 @@ fn globals(config: &Config) -> Result<(), (usize, String)> {
 
 /// A VIP on port 0 takes every port of its address (`vip::WILDCARD_PORT`): L4 only, and its
 /// health checks need a port of their own.
-fn wildcard_check(i: usize, vip: &super::Vip) -> Result<(), (usize, String)> {
+fn wildcard_check(i: usize, vip: &super::Vip) -> Result<(), Invalid> {
     let at = vip.address.span().start;
     let addr = vip.address.get_ref();
     if vip.l7.is_some() {
-        return Err((
+        return Err(Invalid::at(
             at,
             format!("vip[{i}].address: {addr}: port 0 (every port) is for L4 VIPs; an L7 VIP listens on one port"),
         ));
@@ -65,7 +87,7 @@ fn wildcard_check(i: usize, vip: &super::Vip) -> Result<(), (usize, String)> {
         .chain(vip.backends.iter().enumerate().map(|(j, b)| (format!("backend[{j}].health"), &b.health)))
         .find(|(_, h)| h.as_ref().is_some_and(|h| h.port.is_none()));
     if let Some((field, _)) = unported {
-        return Err((
+        return Err(Invalid::at(
             at,
             format!("vip[{i}].{field}.port: the VIP takes every port (port 0), so its health check needs a port"),
         ));
@@ -73,11 +95,7 @@ fn wildcard_check(i: usize, vip: &super::Vip) -> Result<(), (usize, String)> {
     Ok(())
 }
 
-fn vips_check(config: &Config) -> Result<(), (usize, String)> {
-    if config.vips.len() > MAX_VIPS as usize {
-        let at = config.vips[MAX_VIPS as usize].address.span().start;
-        return Err((at, format!("too many [[vip]] entries: at most {MAX_VIPS}")));
-    }
+fn vips_check(config: &Config) -> Result<(), Invalid> {
     let mut seen = HashSet::new();
     let mut backends = 0usize;
     for (i, vip) in config.vips.iter().enumerate() {
@@ -86,10 +104,10 @@ fn vips_check(config: &Config) -> Result<(), (usize, String)> {
             wildcard_check(i, vip)?;
         }
         if let Some(why) = unusable(addr.ip()) {
-            return Err((vip.address.span().start, format!("vip[{i}].address: {}: {why}", addr.ip())));
+            return Err(Invalid::at(vip.address.span().start, format!("vip[{i}].address: {}: {why}", addr.ip())));
         }
         if !seen.insert((addr, vip.protocol)) && vip.l7.is_none() {
-            return Err((
+            return Err(Invalid::at(
                 vip.address.span().start,
                 format!("vip[{i}].address: {addr} ({:?}) is already defined", vip.protocol),
             ));
@@ -101,14 +119,14 @@ fn vips_check(config: &Config) -> Result<(), (usize, String)> {
             let at = j.map_or(vip.address.span().start, |j| vip.backends[j].address.span().start);
             let field = j.map_or(format!("vip[{i}].health"), |j| format!("vip[{i}].backend[{j}].health"));
             if c.interval_ms == 0 || c.timeout_ms() == 0 || c.timeout_ms() > c.interval_ms {
-                return Err((at, format!("{field}: need 0 < timeout_ms <= interval_ms")));
+                return Err(Invalid::at(at, format!("{field}: need 0 < timeout_ms <= interval_ms")));
             }
             if c.rise == 0 || c.fall == 0 {
-                return Err((at, format!("{field}: rise and fall must be at least 1")));
+                return Err(Invalid::at(at, format!("{field}: rise and fall must be at least 1")));
             }
             let tunnelled = vip.l7.is_none() && vip.forwarding == super::Forwarding::Ipip && addr.is_ipv4();
             if c.kind == super::CheckKind::Tunnel && !tunnelled {
-                return Err((
+                return Err(Invalid::at(
                     at,
                     format!(
                         "{field}.kind: \"tunnel\" checks through the IPIP tunnel of an IPv4 L4 VIP with forwarding = \"ipip\""
@@ -120,22 +138,22 @@ fn vips_check(config: &Config) -> Result<(), (usize, String)> {
         for (j, b) in vip.backends.iter().enumerate() {
             let ip = *b.address.get_ref();
             if let Some(why) = unusable(ip) {
-                return Err((b.address.span().start, format!("vip[{i}].backend[{j}].address: {ip}: {why}")));
+                return Err(Invalid::at(b.address.span().start, format!("vip[{i}].backend[{j}].address: {ip}: {why}")));
             }
             if b.port == Some(0) {
-                return Err((
+                return Err(Invalid::at(
                     b.address.span().start,
                     format!("vip[{i}].backend[{j}].port: port 0 is not a port to connect to"),
                 ));
             }
             if b.weight > MAX_WEIGHT {
-                return Err((
+                return Err(Invalid::at(
                     b.address.span().start,
                     format!("vip[{i}].backend[{j}].weight: {} is above the largest weight, {MAX_WEIGHT}", b.weight),
                 ));
             }
             if vip.l7.is_none() && b.port.is_some_and(|p| p != addr.port()) {
-                return Err((
+                return Err(Invalid::at(
                     b.address.span().start,
                     format!(
                         "vip[{i}].backend[{j}].port: {:?} forwarding sends packets to the VIP's port {}; \
@@ -146,7 +164,7 @@ fn vips_check(config: &Config) -> Result<(), (usize, String)> {
                 ));
             }
             if ip.is_ipv4() != addr.is_ipv4() {
-                return Err((
+                return Err(Invalid::at(
                     b.address.span().start,
                     format!(
                         "vip[{i}].backend[{j}].address: {ip} is not of the same IP family as the \
@@ -156,7 +174,7 @@ fn vips_check(config: &Config) -> Result<(), (usize, String)> {
             }
             let target = b.target(addr.port());
             if !mine.insert(target) {
-                return Err((
+                return Err(Invalid::at(
                     b.address.span().start,
                     format!("vip[{i}].backend[{j}].address: {target} is listed twice for this VIP"),
                 ));
@@ -169,7 +187,10 @@ fn vips_check(config: &Config) -> Result<(), (usize, String)> {
         tls_check(i, vip)?;
         backends += vip.backends.len();
         if backends > MAX_BACKENDS as usize {
-            return Err((vip.address.span().start, format!("too many backends in total: at most {MAX_BACKENDS}")));
+            return Err(Invalid::at(
+                vip.address.span().start,
+                format!("too many backends in total: at most {MAX_BACKENDS}"),
+            ));
         }
     }
     ring_memory_check(config)?;
@@ -177,12 +198,12 @@ fn vips_check(config: &Config) -> Result<(), (usize, String)> {
 }
 
 /// The L4 VIPs' Maglev tables fit the ring map's `MAX_VIPS` units.
-fn ring_memory_check(config: &Config) -> Result<(), (usize, String)> {
+fn ring_memory_check(config: &Config) -> Result<(), Invalid> {
     let mut units = 0u32;
     for (i, vip) in config.vips.iter().enumerate().filter(|(_, v)| v.l7.is_none()) {
         units += ring_units(vip.ring_size.get());
         if units > MAX_VIPS {
-            return Err((
+            return Err(Invalid::at(
                 vip.address.span().start,
                 format!(
                     "vip[{i}].ring_size: the L4 VIPs' Maglev tables up to this one need {units} of the {MAX_VIPS} \
@@ -197,12 +218,12 @@ fn ring_memory_check(config: &Config) -> Result<(), (usize, String)> {
 
 /// The entries that share an address: all L7, named, with one set of connection settings (the
 /// first entry's), and match rules that leave each entry something to take.
-fn sites_check(config: &Config) -> Result<(), (usize, String)> {
+fn sites_check(config: &Config) -> Result<(), Invalid> {
     use crate::l7::router::{Rule, conflicts};
     for (i, vip) in config.vips.iter().enumerate() {
         let at = vip.address.span().start;
         if vip.matches.is_some() && vip.l7.is_none() {
-            return Err((
+            return Err(Invalid::at(
                 at,
                 format!("vip[{i}].match: routing by path and host is done by the L7 proxy; add [vip.l7]"),
             ));
@@ -210,10 +231,10 @@ fn sites_check(config: &Config) -> Result<(), (usize, String)> {
         if let Some(name) = &vip.name
             && (name.is_empty() || name.contains(|c: char| c.is_whitespace() || c == '/'))
         {
-            return Err((at, format!("vip[{i}].name: `{name}` must be non-empty, without spaces or `/`")));
+            return Err(Invalid::at(at, format!("vip[{i}].name: `{name}` must be non-empty, without spaces or `/`")));
         }
         if let Err(e) = Rule::new(vip.matches.as_ref()) {
-            return Err((at, format!("vip[{i}].match: {e}")));
+            return Err(Invalid::at(at, format!("vip[{i}].match: {e}")));
         }
     }
     let mut done = HashSet::new();
@@ -231,26 +252,26 @@ fn sites_check(config: &Config) -> Result<(), (usize, String)> {
         let Some(head) = vip.l7.as_ref() else {
             let k = group[1];
             let at = config.vips[k].address.span().start;
-            return Err((at, format!("vip[{k}].address: {} ({:?}) is already defined", addr.0, addr.1)));
+            return Err(Invalid::at(at, format!("vip[{k}].address: {} ({:?}) is already defined", addr.0, addr.1)));
         };
         let mut names = HashSet::new();
         for &k in &group {
             let v = &config.vips[k];
             let at = v.address.span().start;
             let Some(l7) = &v.l7 else {
-                return Err((
+                return Err(Invalid::at(
                     at,
                     format!("vip[{k}].address: {} is also an L7 entry (vip[{first}]); add [vip.l7]", addr.0),
                 ));
             };
             let Some(name) = &v.name else {
-                return Err((at, format!("vip[{k}].name: entries sharing {} need a name each", addr.0)));
+                return Err(Invalid::at(at, format!("vip[{k}].name: entries sharing {} need a name each", addr.0)));
             };
             if !names.insert(name) {
-                return Err((at, format!("vip[{k}].name: `{name}` is used twice at {}", addr.0)));
+                return Err(Invalid::at(at, format!("vip[{k}].name: `{name}` is used twice at {}", addr.0)));
             }
             if k != first && !v.allow_sources.is_empty() {
-                return Err((
+                return Err(Invalid::at(
                     at,
                     format!(
                         "vip[{k}].allow_sources: the first entry of {} (vip[{first}]) holds the address's source filter",
@@ -259,7 +280,7 @@ fn sites_check(config: &Config) -> Result<(), (usize, String)> {
                 ));
             }
             if k != first && v.tls.is_some() {
-                return Err((
+                return Err(Invalid::at(
                     at,
                     format!("vip[{k}].tls: the first entry of {} (vip[{first}]) holds its TLS settings", addr.0),
                 ));
@@ -271,7 +292,7 @@ fn sites_check(config: &Config) -> Result<(), (usize, String)> {
                 ("max_connections", l7.max_connections != head.max_connections),
             ];
             if let Some((field, _)) = differs.iter().find(|(_, d)| *d) {
-                return Err((
+                return Err(Invalid::at(
                     at,
                     format!(
                         "vip[{k}].l7.{field}: a setting of the connection, which the address's first entry (vip[{first}]) sets"
@@ -289,35 +310,38 @@ fn sites_check(config: &Config) -> Result<(), (usize, String)> {
             let (a, b) = (group[a], group[b]);
             let at = config.vips[b].address.span().start;
             let field = if a == b { format!("vip[{b}].match") } else { format!("vip[{b}].match (against vip[{a}])") };
-            return Err((at, format!("{field}: {why}")));
+            return Err(Invalid::at(at, format!("{field}: {why}")));
         }
     }
     Ok(())
 }
 
 /// A VIP's allowed sources: of its family, at most 1024.
-fn sources_check(i: usize, vip: &super::Vip) -> Result<(), (usize, String)> {
+fn sources_check(i: usize, vip: &super::Vip) -> Result<(), Invalid> {
     let (at, addr) = (vip.address.span().start, vip.address.get_ref());
     if let Some(c) = vip.allow_sources.iter().find(|c| c.addr.is_ipv4() != addr.is_ipv4()) {
-        return Err((at, format!("vip[{i}].allow_sources: {c} is not of the VIP's IP family")));
+        return Err(Invalid::at(at, format!("vip[{i}].allow_sources: {c} is not of the VIP's IP family")));
     }
     if vip.allow_sources.len() > 1024 {
-        return Err((at, format!("vip[{i}].allow_sources: at most 1024 prefixes per VIP")));
+        return Err(Invalid::at(at, format!("vip[{i}].allow_sources: at most 1024 prefixes per VIP")));
     }
     Ok(())
 }
 
-fn tls_check(i: usize, vip: &super::Vip) -> Result<(), (usize, String)> {
+fn tls_check(i: usize, vip: &super::Vip) -> Result<(), Invalid> {
     let Some(tls) = &vip.tls else { return Ok(()) };
     let at = vip.address.span().start;
     if vip.l7.is_none() {
-        return Err((at, format!("vip[{i}].tls: TLS is terminated by the L7 proxy; add a [vip.l7] section")));
+        return Err(Invalid::at(
+            at,
+            format!("vip[{i}].tls: TLS is terminated by the L7 proxy; add a [vip.l7] section"),
+        ));
     }
     if tls.certificates.is_empty() {
-        return Err((at, format!("vip[{i}].tls.certificate: name at least one `cert` and `key`")));
+        return Err(Invalid::at(at, format!("vip[{i}].tls.certificate: name at least one `cert` and `key`")));
     }
     if tls.redirect_http.is_some_and(|p| p == 0 || p == vip.address.get_ref().port()) {
-        return Err((at, format!("vip[{i}].tls.redirect_http: a port other than 0 and the VIP's own")));
+        return Err(Invalid::at(at, format!("vip[{i}].tls.redirect_http: a port other than 0 and the VIP's own")));
     }
     Ok(())
 }
@@ -332,14 +356,14 @@ fn unusable(ip: std::net::IpAddr) -> Option<&'static str> {
     }
 }
 
-fn l7_check(i: usize, vip: &super::Vip, l7: &super::L7) -> Result<(), (usize, String)> {
+fn l7_check(i: usize, vip: &super::Vip, l7: &super::L7) -> Result<(), Invalid> {
     use super::StickyMode;
     let at = vip.address.span().start;
     if vip.protocol != super::Protocol::Tcp {
-        return Err((at, format!("vip[{i}].l7: HTTP needs protocol = \"tcp\"")));
+        return Err(Invalid::at(at, format!("vip[{i}].l7: HTTP needs protocol = \"tcp\"")));
     }
     if !vip.flow_table {
-        return Err((
+        return Err(Invalid::at(
             at,
             format!(
                 "vip[{i}].flow_table: an L7 VIP's packets go to the local stack; the flow table is the L4 data path's"
@@ -347,7 +371,7 @@ fn l7_check(i: usize, vip: &super::Vip, l7: &super::L7) -> Result<(), (usize, St
         ));
     }
     if l7.sticky == StickyMode::Insert && l7.key_file.is_none() {
-        return Err((
+        return Err(Invalid::at(
             at,
             format!("vip[{i}].l7.key_file: insert mode signs its cookie; name a 0600 file with a random key"),
         ));
@@ -356,16 +380,16 @@ fn l7_check(i: usize, vip: &super::Vip, l7: &super::L7) -> Result<(), (usize, St
         && l7.hash_on != "client"
         && !(l7.hash_on.starts_with("cookie:") || l7.hash_on.starts_with("header:"))
     {
-        return Err((
+        return Err(Invalid::at(
             at,
             format!("vip[{i}].l7.hash_on: `{}` is not `client`, `cookie:NAME` or `header:NAME`", l7.hash_on),
         ));
     }
     if l7.max_attempts == 0 {
-        return Err((at, format!("vip[{i}].l7.max_attempts: at least 1")));
+        return Err(Invalid::at(at, format!("vip[{i}].l7.max_attempts: at least 1")));
     }
     if l7.max_header_bytes < 8192 {
-        return Err((at, format!("vip[{i}].l7.max_header_bytes: at least 8192")));
+        return Err(Invalid::at(at, format!("vip[{i}].l7.max_header_bytes: at least 8192")));
     }
     if l7.max_connections == Some(0)
         || l7.header_timeout_ms == 0
@@ -373,21 +397,21 @@ fn l7_check(i: usize, vip: &super::Vip, l7: &super::L7) -> Result<(), (usize, St
         || l7.response_timeout_ms == 0
         || l7.tunnel_timeout_s == 0
     {
-        return Err((at, format!("vip[{i}].l7: limits and timeouts must be above 0")));
+        return Err(Invalid::at(at, format!("vip[{i}].l7: limits and timeouts must be above 0")));
     }
     let mut routes = HashSet::new();
     for (j, b) in vip.backends.iter().enumerate() {
         let bat = b.address.span().start;
         match &b.route {
             Some(r) if r.is_empty() || r.contains([';', ',', ' ', '"', '=']) => {
-                return Err((
+                return Err(Invalid::at(
                     bat,
                     format!("vip[{i}].backend[{j}].route: `{r}` must be non-empty, without ; , = \" or spaces"),
                 ));
             }
             // Our cookie's fields are separated by dots.
             Some(r) if r.contains('.') && l7.sticky == StickyMode::Insert => {
-                return Err((
+                return Err(Invalid::at(
                     bat,
                     format!(
                         "vip[{i}].backend[{j}].route: `{r}`: insert mode's routes have no dot (route-suffix ones may)"
@@ -395,10 +419,10 @@ fn l7_check(i: usize, vip: &super::Vip, l7: &super::L7) -> Result<(), (usize, St
                 ));
             }
             Some(r) if !routes.insert(r.clone()) => {
-                return Err((bat, format!("vip[{i}].backend[{j}].route: `{r}` is used twice in this VIP")));
+                return Err(Invalid::at(bat, format!("vip[{i}].backend[{j}].route: `{r}` is used twice in this VIP")));
             }
             None if l7.sticky != StickyMode::Hash => {
-                return Err((
+                return Err(Invalid::at(
                     bat,
                     format!(
                         "vip[{i}].backend[{j}].route: sticky sessions need a route per backend (Tomcat's jvmRoute)"
@@ -412,7 +436,7 @@ fn l7_check(i: usize, vip: &super::Vip, l7: &super::L7) -> Result<(), (usize, St
         if let Some(r) = &b.redirect
             && !routes.contains(r)
         {
-            return Err((
+            return Err(Invalid::at(
                 b.address.span().start,
                 format!("vip[{i}].backend[{j}].redirect: no backend has route `{r}`"),
             ));
@@ -424,22 +448,25 @@ fn l7_check(i: usize, vip: &super::Vip, l7: &super::L7) -> Result<(), (usize, St
 
 /// An AJP backend's settings: a secret only where AJP is spoken, no PROXY header (the AJP
 /// connector does not read one), a secret that fits an AJP string.
-fn ajp_check(i: usize, j: usize, b: &super::Backend, l7: &super::L7) -> Result<(), (usize, String)> {
+fn ajp_check(i: usize, j: usize, b: &super::Backend, l7: &super::L7) -> Result<(), Invalid> {
     let at = b.address.span().start;
     let field = format!("vip[{i}].backend[{j}]");
     if b.protocol(l7) != super::BackendProtocol::Ajp13 {
         if b.secret.is_some() {
-            return Err((at, format!("{field}.secret: an AJP connector's secret; this backend speaks HTTP")));
+            return Err(Invalid::at(
+                at,
+                format!("{field}.secret: an AJP connector's secret; this backend speaks HTTP"),
+            ));
         }
         return Ok(());
     }
     if b.send_proxy.or(l7.send_proxy).is_some() {
-        return Err((at, format!("{field}: an AJP connector reads no PROXY header; remove `send_proxy`")));
+        return Err(Invalid::at(at, format!("{field}: an AJP connector reads no PROXY header; remove `send_proxy`")));
     }
     if let Some(s) = b.ajp_secret(l7)
         && (s.is_empty() || s.len() > 1024 || s.contains('\0'))
     {
-        return Err((at, format!("{field}.secret: 1 to 1024 bytes, without NUL")));
+        return Err(Invalid::at(at, format!("{field}.secret: 1 to 1024 bytes, without NUL")));
     }
     Ok(())
 }

@@ -69,19 +69,29 @@ impl Daemon {
 
     /// `balancer node drain` (`true`) or `resume`: withdraw every VIP while forwarding on, so
     /// the router moves traffic to the other nodes; or announce again.
-    pub(super) fn set_drained(&mut self, drained: bool) -> Result<String, String> {
+    pub(super) fn set_drained(&mut self, drained: bool) -> Result<&'static str, DrainError> {
         if self.config.announce.is_none() {
-            return Err("this node announces nothing: add an [announce] section (see `balancer bgp config`)".into());
+            return Err(DrainError::NotAnnouncing);
         }
         self.drained = drained;
         self.announce();
         if let Some(e) = self.announcer.as_ref().and_then(|a| a.error.clone()) {
-            return Err(e);
+            return Err(DrainError::Announce(e));
         }
         Ok(if drained {
-            "drained: every VIP withdrawn; the data path forwards on while the router moves traffic away".into()
+            "drained: every VIP withdrawn; the data path forwards on while the router moves traffic away"
         } else {
-            "resumed: the VIPs this node can serve are announced".into()
+            "resumed: the VIPs this node can serve are announced"
         })
     }
+}
+
+/// Why `node drain` or `node resume` did not take effect.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum DrainError {
+    #[error("this node announces nothing: add an [announce] section (see `balancer bgp config`)")]
+    NotAnnouncing,
+    /// The state is recorded (the announcer retries), but BIRD has not taken it yet.
+    #[error("{0}")]
+    Announce(String),
 }

@@ -49,6 +49,20 @@ use crate::{
 /// How long to wait for a backend's MAC address before giving up on the configuration.
 const RESOLVE_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// Why a reload left the running configuration in force.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// The file cannot be read or parsed, or breaks a rule: file, line and field.
+    #[error("reload rejected, the running configuration stays: {0}")]
+    File(#[from] config::ConfigError),
+    /// The file with the runtime overrides applied breaks a rule.
+    #[error("reload rejected, the running configuration stays: {0}")]
+    Overridden(#[from] config::Invalid),
+    /// The data path or the L7 proxy refused it (the cause chain, as one line).
+    #[error("reload rejected, the running configuration stays: {0}")]
+    Apply(String),
+}
+
 /// The daemon's state.
 #[expect(clippy::struct_excessive_bools, reason = "independent facts of the running daemon, each its own flag")]
 pub struct Daemon {
@@ -461,22 +475,21 @@ impl Daemon {
     ///
     /// # Errors
     /// The reason, naming file, line and field where there is one.
-    pub async fn reload(&mut self) -> Result<(), String> {
+    pub async fn reload(&mut self) -> Result<(), ReloadError> {
         crate::notify::reloading();
         let result = self.reload_file().await;
-        self.about.reloaded(result.as_ref().err().cloned());
+        self.about.reloaded(result.as_ref().err().map(ToString::to_string));
         crate::notify::ready(&format!("balancing {} VIPs", self.config.vips.len()));
         result
     }
 
-    async fn reload_file(&mut self) -> Result<(), String> {
-        let rejected = |e: String| format!("reload rejected, the running configuration stays: {e}");
-        let file = Config::load(&self.config_path).map_err(|e| rejected(e.to_string()))?;
+    async fn reload_file(&mut self) -> Result<(), ReloadError> {
+        let file = Config::load(&self.config_path)?;
         let mut overrides = self.overrides.clone();
         let mut config = file.clone();
         let dropped = overrides.apply(&mut config);
-        config.check().map_err(rejected)?;
-        self.apply(config).await.map_err(|e| rejected(format!("{e:#}")))?;
+        config.check()?;
+        self.apply(config).await.map_err(|e| ReloadError::Apply(format!("{e:#}")))?;
         overrides::log_dropped(&dropped);
         self.file = file;
         self.set_overrides(overrides);

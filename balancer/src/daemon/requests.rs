@@ -10,10 +10,39 @@ use toml::Spanned;
 
 use super::Daemon;
 use crate::{
-    config::{self, Config, Protocol},
+    config::{self, Config, LocateError, Protocol},
     control::protocol::{FlowAnswer, Request, Response},
     dataplane::plan,
+    maglev::RingSizeError,
 };
+
+/// Why a change request was refused before its configuration was checked.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+enum EditError {
+    /// The VIP or backend it names is not there, or is ambiguous.
+    #[error(transparent)]
+    Locate(#[from] LocateError),
+    /// `vip add` of an address and protocol that have an entry.
+    #[error("VIP {vip} ({protocol:?}) already exists")]
+    VipExists { vip: SocketAddr, protocol: Protocol },
+    /// `backend add` of an address and port the entry has.
+    #[error("{target} is already a backend of {vip}")]
+    BackendExists { vip: SocketAddr, target: SocketAddr },
+    /// `vip add --ring-size` that is not a usable Maglev size.
+    #[error(transparent)]
+    RingSize(#[from] RingSizeError),
+}
+
+/// Why `balancer flow` has no answer.
+#[derive(Debug, thiserror::Error)]
+enum FlowError {
+    #[error("source and destination must be of one IP family")]
+    MixedFamilies,
+    #[error("{dst} ({protocol:?}) is not a VIP")]
+    NotAVip { dst: SocketAddr, protocol: Protocol },
+    #[error("reading the flow table: {0}")]
+    Map(#[from] aya::maps::MapError),
+}
 
 impl Daemon {
     /// Carries out one control request.
@@ -21,15 +50,15 @@ impl Daemon {
         match request {
             Request::Status => self.status().map_or_else(|e| Response::err(e.to_string()), Response::ok),
             Request::Flow { src, dst, protocol } => {
-                self.flow(src, dst, protocol).map_or_else(Response::err, Response::ok)
+                self.flow(src, dst, protocol).map_or_else(|e| Response::err(e.to_string()), Response::ok)
             }
             Request::Reload => match self.reload().await {
                 Ok(()) => Response::ok("configuration reloaded"),
-                Err(e) => Response::err(e),
+                Err(e) => Response::err(e.to_string()),
             },
             Request::Overrides => Response::ok(self.overrides()),
-            Request::NodeDrain => self.set_drained(true).map_or_else(Response::err, Response::ok),
-            Request::NodeResume => self.set_drained(false).map_or_else(Response::err, Response::ok),
+            Request::NodeDrain => self.set_drained(true).map_or_else(|e| Response::err(e.to_string()), Response::ok),
+            Request::NodeResume => self.set_drained(false).map_or_else(|e| Response::err(e.to_string()), Response::ok),
             Request::BackendCheck { target } => match self.config().locate(&target) {
                 Ok((i, j)) => {
                     let v = &self.config().vips[i];
@@ -39,7 +68,7 @@ impl Daemon {
                         Response::err(format!("{} has no health check", target.backend))
                     }
                 }
-                Err(e) => Response::err(e),
+                Err(e) => Response::err(e.to_string()),
             },
             Request::Handoff | Request::HandoffDone | Request::HandoffAborted => {
                 Response::err("a handoff is answered by the daemon's main loop")
@@ -64,11 +93,11 @@ impl Daemon {
                 let added = matches!(change, Request::BackendAdd { .. });
                 let mut config = self.config().clone();
                 if let Err(e) = edit(&mut config, change) {
-                    return Response::err(e);
+                    return Response::err(e.to_string());
                 }
                 if let Err(e) = config.check() {
                     // The new backend is the last entry: its fields are the command's flags.
-                    return Response::err(if added { as_flags(&e) } else { e });
+                    return Response::err(if added { as_flags(&e.message) } else { e.message });
                 }
                 match self.apply(config).await {
                     Ok(()) => {
@@ -85,9 +114,9 @@ impl Daemon {
         }
     }
 
-    fn flow(&self, src: SocketAddr, dst: SocketAddr, protocol: Protocol) -> Result<FlowAnswer, String> {
+    fn flow(&self, src: SocketAddr, dst: SocketAddr, protocol: Protocol) -> Result<FlowAnswer, FlowError> {
         if src.is_ipv4() != dst.is_ipv4() {
-            return Err("source and destination must be of one IP family".into());
+            return Err(FlowError::MixedFamilies);
         }
         let (i, vip) = self
             .config()
@@ -95,7 +124,7 @@ impl Daemon {
             .iter()
             .enumerate()
             .find(|(_, v)| *v.address.get_ref() == dst && v.protocol == protocol)
-            .ok_or_else(|| format!("{dst} ({protocol:?}) is not a VIP"))?;
+            .ok_or(FlowError::NotAVip { dst, protocol })?;
         let (assigned, last) = self.last_plan();
         let vid = assigned.vips[i];
         let (saddr, fam) = plan::addr_bytes(src.ip());
@@ -116,7 +145,7 @@ impl Daemon {
             .iter()
             .find(|p| p.meta.id == vid && !p.ring.is_empty())
             .and_then(|p| by_id(p.ring[(flow_hash(&key) % p.meta.ring_size) as usize]));
-        let pinned_backend = self.dataplane().flow_entry(&key).map_err(|e| e.to_string())?.and_then(by_id);
+        let pinned_backend = self.dataplane().flow_entry(&key)?.and_then(by_id);
         Ok(FlowAnswer { table_backend, pinned_backend })
     }
 }
@@ -133,21 +162,21 @@ fn as_flags(message: &str) -> String {
 }
 
 /// Applies a change request to `config`.
-fn edit(config: &mut Config, change: Request) -> Result<(), String> {
+fn edit(config: &mut Config, change: Request) -> Result<(), EditError> {
     let find = |config: &Config, vip: SocketAddr, protocol: Protocol| {
         config
             .vips
             .iter()
             .position(|v| *v.address.get_ref() == vip && v.protocol == protocol)
-            .ok_or_else(|| format!("no VIP {vip} ({protocol:?})"))
+            .ok_or(LocateError::NoVip { vip, protocol })
     };
     match change {
         Request::VipAdd { address, protocol, forwarding, ring_size, ignore_source_port } => {
             if find(config, address, protocol).is_ok() {
-                return Err(format!("VIP {address} ({protocol:?}) already exists"));
+                return Err(EditError::VipExists { vip: address, protocol });
             }
             let ring_size = match ring_size {
-                Some(n) => crate::maglev::RingSize::new(n).map_err(|e| e.to_string())?,
+                Some(n) => crate::maglev::RingSize::new(n)?,
                 None => crate::maglev::RingSize::default(),
             };
             config.vips.push(config::Vip {
@@ -176,7 +205,7 @@ fn edit(config: &mut Config, change: Request) -> Result<(), String> {
             let v = &mut config.vips[i];
             let target = SocketAddr::new(address, more.port.unwrap_or(vip.port()));
             if v.backends.iter().any(|b| b.target(vip.port()) == target) {
-                return Err(format!("{target} is already a backend of {vip}"));
+                return Err(EditError::BackendExists { vip, target });
             }
             v.backends.push(config::Backend {
                 address: Spanned::new(0..0, address),
@@ -279,10 +308,13 @@ mod tests {
         );
         assert_eq!(
             edit(&mut c, add("10.0.0.2", more(8081, "t3"))),
-            Err("10.0.0.2:8081 is already a backend of 10.0.0.1:80".into())
+            Err(EditError::BackendExists {
+                vip: "10.0.0.1:80".parse().unwrap(),
+                target: "10.0.0.2:8081".parse().unwrap()
+            })
         );
         edit(&mut c, add("10.0.0.3", more(8080, "t2"))).unwrap();
-        let e = c.check().unwrap_err();
+        let e = c.check().unwrap_err().message;
         assert!(as_flags(&e).starts_with("--route: `t2` is used twice"), "{e}");
     }
 }

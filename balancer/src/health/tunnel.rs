@@ -29,37 +29,72 @@ const TCP_SYN: u8 = 0x02;
 const TCP_RST: u8 = 0x04;
 const TCP_ACK: u8 = 0x10;
 
+/// Why a tunnelled check failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TunnelFailed {
+    /// The kernel has no route (so no source address) towards the backend.
+    #[error("no route to {backend}: {source}")]
+    NoRoute {
+        /// The backend.
+        backend: Ipv4Addr,
+        /// Why.
+        source: io::Error,
+    },
+    /// A raw socket could not be made, filtered, written or read (`CAP_NET_RAW`).
+    #[error("{what}: {source}")]
+    Socket {
+        /// Which step.
+        what: &'static str,
+        /// Why.
+        source: io::Error,
+    },
+    /// Nothing answered for the VIP in time.
+    #[error(
+        "no SYN-ACK from {vip} through the tunnel within {} ms: the backend has lost the VIP on its loopback, its \
+         decap program, or answers by another route (its rp_filter must allow sources routed elsewhere: 0 or 2)",
+        .limit.as_millis()
+    )]
+    NoAnswer {
+        /// The VIP the SYN was for.
+        vip: SocketAddrV4,
+        /// How long it waited.
+        limit: Duration,
+    },
+    /// The backend has the VIP but nothing listens on its port.
+    #[error("{0} answered the tunnelled SYN with a reset: nothing listens there")]
+    Reset(SocketAddrV4),
+}
+
+fn socket(what: &'static str) -> impl FnOnce(io::Error) -> TunnelFailed {
+    move |source| TunnelFailed::Socket { what, source }
+}
+
 /// Sends the SYN to `backend` and waits up to `limit` for the VIP's answer.
 ///
 /// # Errors
 /// What went wrong, for the log line of a flip: a reset, no answer, or a socket error.
-pub fn probe(tunnel: Tunnel, backend: Ipv4Addr, limit: Duration) -> Result<(), String> {
-    let local = source_towards(backend).map_err(|e| format!("no route to {backend}: {e}"))?;
-    let recv = raw_socket(libc::IPPROTO_TCP).map_err(|e| format!("raw socket: {e}"))?;
-    only_from(&recv, *tunnel.vip.ip()).map_err(|e| format!("socket filter: {e}"))?;
-    let send = raw_socket(libc::IPPROTO_RAW).map_err(|e| format!("raw socket: {e}"))?;
+pub fn probe(tunnel: Tunnel, backend: Ipv4Addr, limit: Duration) -> Result<(), TunnelFailed> {
+    let local = source_towards(backend).map_err(|source| TunnelFailed::NoRoute { backend, source })?;
+    let recv = raw_socket(libc::IPPROTO_TCP).map_err(socket("raw socket"))?;
+    only_from(&recv, *tunnel.vip.ip()).map_err(socket("socket filter"))?;
+    let send = raw_socket(libc::IPPROTO_RAW).map_err(socket("raw socket"))?;
     let r = rand_bytes();
     let sport = 32768 + u16::from_ne_bytes([r[0], r[1]]) % 28000;
     let seq = u32::from_ne_bytes(rand_bytes());
     let packet = syn_in_ipip(tunnel, backend, SocketAddrV4::new(local, sport), seq);
-    send_to(&send, &packet, backend).map_err(|e| format!("send: {e}"))?;
+    send_to(&send, &packet, backend).map_err(socket("send"))?;
     let deadline = Instant::now() + limit;
     let mut buf = [0u8; 128];
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            return Err(format!(
-                "no SYN-ACK from {} through the tunnel within {} ms: the backend has lost the VIP on its loopback, \
-                 its decap program, or answers by another route (its rp_filter must allow sources routed elsewhere: 0 or 2)",
-                tunnel.vip,
-                limit.as_millis()
-            ));
+            return Err(TunnelFailed::NoAnswer { vip: tunnel.vip, limit });
         }
-        let Some(n) = recv_within(&recv, &mut buf, left).map_err(|e| format!("receive: {e}"))? else { continue };
+        let Some(n) = recv_within(&recv, &mut buf, left).map_err(socket("receive"))? else { continue };
         match answer(&buf[..n], tunnel.vip, SocketAddrV4::new(local, sport), seq) {
             Some(flags) if flags & (TCP_SYN | TCP_ACK) == TCP_SYN | TCP_ACK => return Ok(()),
             Some(flags) if flags & TCP_RST != 0 => {
-                return Err(format!("{} answered the tunnelled SYN with a reset: nothing listens there", tunnel.vip));
+                return Err(TunnelFailed::Reset(tunnel.vip));
             }
             _ => {}
         }
