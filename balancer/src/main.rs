@@ -9,17 +9,29 @@ use tracing::level_filters::LevelFilter;
 
 fn main() -> ExitCode {
     let cli = cli::args::Cli::parse();
-    let logs = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::builder().with_default_directive(LevelFilter::INFO.into()).from_env_lossy(),
-        )
-        .with_writer(std::io::stderr);
-    match cli.log_format {
-        // One JSON object a line (journald and log shippers read them field by field).
-        cli::args::LogFormat::Json => logs.json().flatten_event(true).with_current_span(false).init(),
-        cli::args::LogFormat::Text => logs.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init(),
-    }
+    init_logs(cli.log_format.resolve());
     cli::run(cli, ebpf_log_level())
+}
+
+fn init_logs(format: cli::args::LogFormat) {
+    use tracing_subscriber::{EnvFilter, layer::SubscriberExt as _, util::SubscriberInitExt as _};
+    let filter = || EnvFilter::builder().with_default_directive(LevelFilter::INFO.into()).from_env_lossy();
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter())
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    match format {
+        // One JSON object a line (log shippers read them field by field).
+        cli::args::LogFormat::Json => logs.json().flatten_event(true).with_current_span(false).init(),
+        cli::args::LogFormat::Journald => match tracing_journald::layer() {
+            Ok(journal) => tracing_subscriber::registry().with(filter()).with(journal).init(),
+            Err(e) => {
+                logs.init();
+                tracing::warn!("the journal's socket is not usable ({e}): logging to standard error");
+            }
+        },
+        cli::args::LogFormat::Text | cli::args::LogFormat::Auto => logs.init(),
+    }
 }
 
 /// aya-log level matching the most verbose level tracing lets through: the program then skips

@@ -22,8 +22,9 @@ pub struct Cli {
     /// Print JSON instead of a table.
     #[arg(long, global = true)]
     pub json: bool,
-    /// How log lines are written to standard error: `text`, or `json` (one object a line).
-    #[arg(long, global = true, value_enum, default_value = "text", env = "BALANCER_LOG_FORMAT")]
+    /// How log lines are written: `auto` (to the journal when systemd connected standard error
+    /// to it, else text), `text`, `json` (one object a line on standard error) or `journald`.
+    #[arg(long, global = true, value_enum, default_value = "auto", env = "BALANCER_LOG_FORMAT")]
     pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Command,
@@ -386,10 +387,35 @@ pub enum DecapAction {
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
+    /// `journald` under systemd (`JOURNAL_STREAM` names standard error), else `text`.
+    Auto,
     /// Human-readable lines.
     Text,
     /// One JSON object a line, its fields as keys.
     Json,
+    /// Records to the systemd journal, each field its own journal field (`journalctl -o
+    /// verbose` shows them; `BACKEND=`, `VIP=` can be matched on).
+    Journald,
+}
+
+impl LogFormat {
+    /// `Auto` made concrete: journald when standard error is the stream systemd's
+    /// `JOURNAL_STREAM` (`DEVICE:INODE`) names, as `sd_journal_stream_fd` callers check.
+    pub fn resolve(self) -> Self {
+        let stderr = nix::sys::stat::fstat(std::io::stderr()).ok().map(|st| (st.st_dev, st.st_ino));
+        self.resolve_for(std::env::var("JOURNAL_STREAM").ok().as_deref(), stderr)
+    }
+
+    fn resolve_for(self, journal_stream: Option<&str>, stderr: Option<(u64, u64)>) -> Self {
+        if self != Self::Auto {
+            return self;
+        }
+        let named = journal_stream.and_then(|v| {
+            let (d, i) = v.split_once(':')?;
+            Some((d.parse::<u64>().ok()?, i.parse::<u64>().ok()?))
+        });
+        if named.is_some() && named == stderr { Self::Journald } else { Self::Text }
+    }
 }
 
 /// `balancer overrides …`.
@@ -419,7 +445,7 @@ fn weight(text: &str) -> Result<u32, String> {
 mod tests {
     use clap::Parser as _;
 
-    use super::Cli;
+    use super::{Cli, LogFormat};
 
     /// Issue 10, defect 7: the CLI took weights the configuration file refuses.
     #[test]
@@ -431,5 +457,16 @@ mod tests {
         assert!(set("65535").is_ok());
         let add = Cli::try_parse_from(["balancer", "backend", "add", "10.0.0.1:80", "10.0.0.2", "--weight", "65536"]);
         assert!(add.is_err());
+    }
+
+    /// systemd sets `JOURNAL_STREAM` for the unit's own standard error; a child that inherits
+    /// the variable with standard error sent elsewhere must not log to the journal.
+    #[test]
+    fn auto_logs_to_the_journal_only_when_stderr_is_the_named_stream() {
+        assert_eq!(LogFormat::Auto.resolve_for(Some("8:1234"), Some((8, 1234))), LogFormat::Journald);
+        assert_eq!(LogFormat::Auto.resolve_for(Some("8:1234"), Some((8, 99))), LogFormat::Text);
+        assert_eq!(LogFormat::Auto.resolve_for(None, Some((8, 1234))), LogFormat::Text);
+        assert_eq!(LogFormat::Auto.resolve_for(Some("junk"), None), LogFormat::Text);
+        assert_eq!(LogFormat::Json.resolve_for(Some("8:1234"), Some((8, 1234))), LogFormat::Json);
     }
 }

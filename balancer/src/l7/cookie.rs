@@ -169,30 +169,53 @@ pub fn set_cookie_line(l7: &crate::config::L7, value: &str) -> Vec<u8> {
     format!("set-cookie: {}\r\n", set_cookie_value(l7, value)).into_bytes()
 }
 
-/// The `Set-Cookie` value for our affinity cookie with `value`, with the VIP's attributes.
+/// The `Set-Cookie` value for our affinity cookie with `value`, with the VIP's attributes
+/// (`cookie` writes the attributes, as RFC 6265 spells them).
 pub fn set_cookie_value(l7: &crate::config::L7, value: &str) -> String {
-    use std::fmt::Write as _;
-    let mut c = format!("{}={value}; Path={}", l7.cookie, l7.path);
+    use crate::config::SameSite;
+    let mut c = cookie::Cookie::build((l7.cookie.as_str(), value))
+        .path(l7.path.as_str())
+        .http_only(l7.httponly)
+        .secure(l7.secure);
     if let Some(d) = &l7.domain {
-        let _ = write!(c, "; Domain={d}");
+        c = c.domain(d.as_str());
     }
     if let Some(life) = l7.max_life_s {
-        let _ = write!(c, "; Max-Age={life}");
+        c = c.max_age(cookie::time::Duration::seconds(i64::try_from(life).unwrap_or(i64::MAX)));
     }
-    if l7.httponly {
-        c.push_str("; HttpOnly");
+    if let Some(s) = l7.samesite {
+        c = c.same_site(match s {
+            SameSite::Strict => cookie::SameSite::Strict,
+            SameSite::Lax => cookie::SameSite::Lax,
+            SameSite::None => cookie::SameSite::None,
+        });
     }
-    if l7.secure {
-        c.push_str("; Secure");
-    }
-    if let Some(s) = &l7.samesite {
-        let _ = write!(c, "; SameSite={s}");
-    }
-    c
+    c.build().to_string()
 }
 
 #[cfg(test)]
 mod tests {
+    /// The attributes a browser acts on, each from its field; none that the VIP leaves unset.
+    #[test]
+    fn set_cookie_carries_each_configured_attribute() {
+        let l7 = crate::config::L7 {
+            domain: Some("shop.example".into()),
+            max_life_s: Some(3600),
+            secure: true,
+            samesite: Some(crate::config::SameSite::Lax),
+            path: "/app/".into(),
+            ..crate::config::L7::default()
+        };
+        let v = super::set_cookie_value(&l7, "r1.1.1.sig");
+        assert!(v.starts_with("BALANCERID=r1.1.1.sig; "), "{v}");
+        let mut attrs: Vec<&str> = v.split("; ").skip(1).collect();
+        attrs.sort_unstable();
+        assert_eq!(attrs, ["Domain=shop.example", "HttpOnly", "Max-Age=3600", "Path=/app/", "SameSite=Lax", "Secure"]);
+        let plain =
+            super::set_cookie_value(&crate::config::L7 { httponly: false, ..crate::config::L7::default() }, "x");
+        assert_eq!(plain, "BALANCERID=x; Path=/");
+    }
+
     #[test]
     fn cookie_pairs_are_split_trimmed_and_found_across_headers() {
         let got: Vec<_> = pairs(" a=1;b = 2 ; flag;;c=").collect();
