@@ -75,6 +75,15 @@ impl HttpConn {
         Ok(Self { stream })
     }
 
+    /// How long `get` waits for an answer (3 s from `connect`): longer where a test expects
+    /// TCP to retransmit through a failover.
+    ///
+    /// # Errors
+    /// When the socket refuses the option.
+    pub fn set_read_timeout(&self, limit: Duration) -> std::io::Result<()> {
+        self.stream.set_read_timeout(Some(limit))
+    }
+
     /// The local (client) address of the connection.
     pub fn local_addr(&self) -> std::net::SocketAddr {
         self.stream.local_addr().expect("connected socket")

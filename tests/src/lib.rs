@@ -10,6 +10,7 @@
 //! Tests that need root call [`require_root!`] first, which skips the test loudly otherwise.
 
 pub mod backend;
+pub mod bird;
 pub mod browser;
 pub mod daemon;
 pub mod fixture;

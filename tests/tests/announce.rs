@@ -4,39 +4,17 @@
 //! announces a VIP while it can serve it, withdraws it when its last backend dies, on
 //! `node drain` (forwarding on meanwhile) and when it stops.
 
-use std::{
-    path::{Path, PathBuf},
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use balancer_tests::{
     backend::HttpBackend,
+    bird::{Bird, TIMERS},
     daemon::Daemon,
-    netns::{Netns, Proc},
+    netns::Netns,
     require_root,
 };
 
 const VIP: &str = "198.51.100.10";
-
-/// BIRD in `ns` with `config`, in the foreground (so the test owns its PID), and its socket.
-fn bird(ns: &Netns, dir: &Path, name: &str, config: &str) -> (Proc, PathBuf) {
-    let conf = dir.join(format!("{name}.conf"));
-    let sock = dir.join(format!("{name}.ctl"));
-    std::fs::write(&conf, config).unwrap();
-    let p = ns.spawn(&[
-        "bird",
-        "-f",
-        "-c",
-        conf.to_str().unwrap(),
-        "-s",
-        sock.to_str().unwrap(),
-        "-P",
-        dir.join(format!("{name}.pid")).to_str().unwrap(),
-    ]);
-    (p, sock)
-}
-
-const TIMERS: &str = "hold time 3; keepalive time 1; connect retry time 1; error wait time 1, 2; connect delay time 1;";
 
 /// Waits (at most 20 s) until the client's kernel route to the VIP is there (`true`) or gone.
 fn route_becomes(client: &Netns, present: bool) -> Duration {
@@ -68,7 +46,7 @@ fn the_node_announces_what_it_can_serve_and_withdraws_on_failure_drain_and_stop(
     let server = HttpBackend::start(&lan.hosts[2], "be1", VIP.parse().unwrap(), 80);
     lan.accept_xdp_frames_from(1);
     let (router, lb) = (&lan.hosts[0].ns, &lan.hosts[1].ns);
-    let (_router_bird, _) = bird(
+    let _router_bird = Bird::start(
         router,
         &dir,
         "router",
@@ -103,7 +81,7 @@ fn the_node_announces_what_it_can_serve_and_withdraws_on_failure_drain_and_stop(
          ipv4 {{ import none; export where proto = \"balancer_vips4\"; }}; }}\n",
         printed.lines().filter(|l| !l.starts_with('#')).collect::<Vec<_>>().join("\n") + "\n"
     );
-    let (_node_bird, _) = bird(lb, &dir, "node", &node_conf);
+    let _node_bird = Bird::start(lb, &dir, "node", &node_conf);
     let daemon = Daemon::start(lb, &config, "info");
     let get = || router.http_status(&format!("http://{VIP}/"));
     let status =

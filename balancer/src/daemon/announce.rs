@@ -1,6 +1,13 @@
 //! Which VIPs this node announces (through BIRD, `crate::announce`): those it can serve now —
 //! data path attached, table written, a backend that takes new flows — unless the node is
 //! drained or stopping.
+//!
+//! A VIP that becomes servable is announced only once its health checks have settled: every
+//! checked backend has had `interval × rise` plus a timeout to come up. A node whose link
+//! comes back sees its backends rise one check apart; announcing at the first would give it,
+//! for a moment, a table without the others, and the connections the router moves to it
+//! would reach the wrong backend and be reset (the ECMP test caught exactly that). A VIP
+//! that is announced stays announced while it is servable.
 
 use std::{collections::BTreeSet, net::IpAddr};
 
@@ -46,6 +53,7 @@ impl Daemon {
                 return;
             }
         };
+        let wanted = self.settled(wanted);
         let wanted = if self.drained { BTreeSet::new() } else { wanted };
         let Some(a) = &mut self.announcer else { return };
         match a.announce(&wanted) {
@@ -53,6 +61,26 @@ impl Daemon {
             Ok(false) => {}
             Err(e) => error!("announcing the VIPs: {e}"),
         }
+    }
+
+    /// Of the servable addresses, those announced already and those whose checks have
+    /// settled; schedules the next look at the others (`settle_at`).
+    fn settled(&mut self, servable: BTreeSet<IpAddr>) -> BTreeSet<IpAddr> {
+        let now = tokio::time::Instant::now();
+        let announced = self.announcer.as_ref().and_then(|a| a.announced().cloned()).unwrap_or_default();
+        self.servable_since.retain(|addr, _| servable.contains(addr));
+        self.settle_at = None;
+        let mut out = BTreeSet::new();
+        for addr in servable {
+            let since = *self.servable_since.entry(addr).or_insert(now);
+            let ready = since + settle_time(&self.config, addr);
+            if announced.contains(&addr) || now >= ready {
+                out.insert(addr);
+            } else {
+                self.settle_at = Some(self.settle_at.map_or(ready, |at| at.min(ready)));
+            }
+        }
+        out
     }
 
     /// Withdraws every route (before a stop, or when the announce settings change).
@@ -84,6 +112,20 @@ impl Daemon {
             "resumed: the VIPs this node can serve are announced"
         })
     }
+}
+
+/// How long the checks of the VIPs on `addr` take to bring every backend up: the slowest
+/// backend's `interval_ms × rise + timeout_ms` (nothing for unchecked backends).
+fn settle_time(config: &crate::config::Config, addr: IpAddr) -> std::time::Duration {
+    let ms = config
+        .vips
+        .iter()
+        .filter(|v| v.address.get_ref().ip() == addr)
+        .flat_map(|v| v.backends.iter().filter_map(|b| b.health.as_ref().or(v.health.as_ref())))
+        .map(|h| h.interval_ms * u64::from(h.rise) + h.timeout_ms())
+        .max()
+        .unwrap_or(0);
+    std::time::Duration::from_millis(ms)
 }
 
 /// Why `node drain` or `node resume` did not take effect.

@@ -95,6 +95,10 @@ pub struct Daemon {
     announcer: Option<crate::announce::Announcer>,
     /// `balancer node drain`: nothing announced, forwarding goes on.
     drained: bool,
+    /// When each servable VIP address became servable (`announce::settled`).
+    servable_since: std::collections::BTreeMap<IpAddr, tokio::time::Instant>,
+    /// When a servable VIP not yet announced has settled, if one is waiting.
+    settle_at: Option<tokio::time::Instant>,
     config: Config,
     config_path: PathBuf,
     detach_on_exit: bool,
@@ -208,6 +212,8 @@ impl Daemon {
             about: status::About::new(),
             announcer: None,
             drained: false,
+            servable_since: std::collections::BTreeMap::new(),
+            settle_at: None,
             config,
             config_path: config_path.to_owned(),
             detach_on_exit: opts.detach_on_exit,
@@ -368,6 +374,8 @@ impl Daemon {
                     }
                 }
                 _ = dog_tick.tick(), if dog.is_some() => crate::notify::watchdog(),
+                () = tokio::time::sleep_until(self.settle_at.unwrap_or_else(tokio::time::Instant::now)),
+                    if self.settle_at.is_some() => self.announce(),
                 Some(reply) = self.status_calls.recv() => {
                     let _ = reply.send(self.status());
                 }

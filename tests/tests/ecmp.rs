@@ -1,0 +1,446 @@
+//! Two balancer nodes behind an ECMP router (issue 16). The router's namespace is also the
+//! client: its BIRD learns the VIP from both nodes' BIRDs over eBGP and installs one route with
+//! two next hops, hashed on the 5-tuple (`fib_multipath_hash_policy=3`, fields 0x37), so its
+//! connections spread over the nodes as a real router's would. Both nodes have the same
+//! configuration and Maglev seed, and return traffic goes straight from the backends (DSR).
+//!
+//! Long-lived keep-alive connections are watched through each case (a request on each every
+//! few milliseconds): a connection whose backend is healthy must never break or change backend,
+//! whichever node its packets reach. Each case prints its figures: connections broken out of
+//! N, backend changes, how long until the router's route changed, and the longest time a
+//! connection waited for an answer.
+
+use std::{
+    collections::BTreeSet,
+    fmt::Write as _,
+    net::{Ipv4Addr, SocketAddr},
+    path::PathBuf,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use balancer_tests::{
+    backend::{HttpBackend, HttpConn},
+    bird::{self, BFD, Bird, TIMERS},
+    daemon::Daemon,
+    netns::{Lan, Netns},
+    require_root,
+};
+
+const VIP: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 10);
+/// Hosts on the LAN, in order: 198.18.0.1 …
+const ROUTER: usize = 0;
+const NODES: [usize; 2] = [1, 2];
+const BACKENDS: [usize; 2] = [3, 4];
+/// Connections watched through every case.
+const CONNS: usize = 24;
+
+/// The router, two nodes (BIRD and daemon each) and two backends on one segment.
+struct Cluster {
+    lan: Lan,
+    dir: PathBuf,
+    _router: Bird,
+    birds: Vec<Bird>,
+    daemons: Vec<Daemon>,
+    backends: Vec<Option<HttpBackend>>,
+}
+
+fn ip(lan: &Lan, host: usize) -> Ipv4Addr {
+    lan.hosts[host].ip
+}
+
+impl Cluster {
+    fn new(tag: &str, bfd: bool) -> Self {
+        let mut lan = Lan::new(&["router", "lb1", "lb2", "be1", "be2"]);
+        let dir = std::env::temp_dir().join(format!("bt-ecmp-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let backends: Vec<_> = BACKENDS
+            .iter()
+            .map(|&h| Some(HttpBackend::start(&lan.hosts[h], &format!("be{h}"), VIP.into(), 80)))
+            .collect();
+        for n in NODES {
+            lan.accept_xdp_frames_from(n);
+        }
+        let router_ns = &lan.hosts[ROUTER].ns;
+        router_ns.run(&[
+            "sysctl",
+            "-qw",
+            "net.ipv4.fib_multipath_hash_policy=3",
+            "net.ipv4.fib_multipath_hash_fields=0x0037",
+        ]);
+        let bfd_on = if bfd { "bfd on;" } else { "" };
+        let mut sessions = String::new();
+        for n in NODES {
+            let _ = write!(
+                sessions,
+                "protocol bgp node{n} {{ local {} as 65000; neighbor {} as 65001; {TIMERS} {bfd_on}\n\
+                     ipv4 {{ import all; export none; }}; }}\n",
+                ip(&lan, ROUTER),
+                ip(&lan, n)
+            );
+        }
+        let router = Bird::start(
+            router_ns,
+            &dir,
+            "router",
+            &format!(
+                "router id {};\nprotocol device {{ scan time 1; }}\n\
+                 protocol kernel {{ ipv4 {{ import none; export all; }}; merge paths on; }}\n{}{sessions}",
+                ip(&lan, ROUTER),
+                if bfd { BFD } else { "" }
+            ),
+        );
+        let mut birds = Vec::new();
+        let mut daemons = Vec::new();
+        for n in NODES {
+            let ns = &lan.hosts[n].ns;
+            let config = node_config(&lan, &dir, n);
+            let for_bgp = dir.join(format!("node{n}-for-bgp-config.toml"));
+            std::fs::write(&for_bgp, &config).unwrap();
+            // As the package's tmpfiles.d entry does: BIRD refuses a missing include.
+            for f in ["vips4", "vips6"] {
+                std::fs::write(dir.join(format!("node{n}-{f}.conf")), "").unwrap();
+            }
+            let bin = balancer_tests::daemon::balancer_bin();
+            let printed = ns.run(&[bin.to_str().unwrap(), "bgp", "config", "-c", for_bgp.to_str().unwrap()]);
+            let mut snippet = String::new();
+            for l in printed.lines().filter(|l| !l.starts_with('#')) {
+                let _ = writeln!(snippet, "{l}");
+            }
+            birds.push(Bird::start(
+                ns,
+                &dir,
+                &format!("node{n}"),
+                &format!(
+                    "router id {me};\nprotocol device {{ scan time 1; }}\n{snippet}{}\
+                     protocol bgp to_router {{ local {me} as 65001; neighbor {} as 65000; {TIMERS} {bfd_on}\n\
+                     ipv4 {{ import none; export where proto = \"balancer_vips4\"; }}; }}\n",
+                    if bfd { BFD } else { "" },
+                    ip(&lan, ROUTER),
+                    me = ip(&lan, n),
+                ),
+            ));
+            daemons.push(Daemon::start(ns, &config, "info"));
+        }
+        let c = Self { lan, dir, _router: router, birds, daemons, backends };
+        let both = c.node_ips();
+        let took = bird::wait_next_hops(c.router(), VIP, &both);
+        eprintln!("both nodes announced: a route with two next hops after {took:?}");
+        c
+    }
+
+    fn router(&self) -> &Netns {
+        &self.lan.hosts[ROUTER].ns
+    }
+
+    fn node(&self, i: usize) -> &Netns {
+        &self.lan.hosts[NODES[i]].ns
+    }
+
+    fn node_ips(&self) -> Vec<Ipv4Addr> {
+        NODES.iter().map(|&n| ip(&self.lan, n)).collect()
+    }
+
+    /// The node (index) the router sends `conn`'s packets to now.
+    fn node_of(&self, local: SocketAddr) -> Option<usize> {
+        let out = self.router().run(&[
+            "ip",
+            "route",
+            "get",
+            &VIP.to_string(),
+            "from",
+            &local.ip().to_string(),
+            "ipproto",
+            "tcp",
+            "sport",
+            &local.port().to_string(),
+            "dport",
+            "80",
+        ]);
+        let via: Ipv4Addr = out.split_whitespace().skip_while(|w| *w != "via").nth(1)?.parse().ok()?;
+        self.node_ips().iter().position(|&n| n == via)
+    }
+
+    /// Opens `CONNS` keep-alive connections from the router to the VIP until both nodes carry
+    /// some (the router's hash decides, per source port).
+    fn connect(&self) -> Vec<HttpConn> {
+        self.router().in_thread(|| {
+            (0..CONNS)
+                .map(|_| {
+                    let c = HttpConn::connect(SocketAddr::new(VIP.into(), 80)).expect("connect to the VIP");
+                    // Through a failover TCP retransmits (200 ms, 400 ms, …): wait it out.
+                    c.set_read_timeout(Duration::from_secs(15)).unwrap();
+                    c
+                })
+                .collect()
+        })
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.daemons.clear();
+        self.birds.clear();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A node's configuration: the VIP on both backends, health checked every 200 ms, announced
+/// through its own BIRD. The first backend needs ten passed checks to count as up again, the
+/// second one: a node whose checks all failed (its link was down) sees the second backend
+/// back two seconds before the first, which is when announcing too early would show.
+fn node_config(lan: &Lan, dir: &std::path::Path, n: usize) -> String {
+    format!(
+        "interfaces = [\"eth0\"]\n[announce]\nfile_v4 = \"{d}/node{n}-vips4.conf\"\nfile_v6 = \"{d}/node{n}-vips6.conf\"\n\
+         bird_socket = \"{d}/node{n}.ctl\"\n[[vip]]\naddress = \"{VIP}:80\"\n\
+         [vip.health]\nkind = \"tcp\"\ninterval_ms = 200\nrise = 1\nfall = 1\n\
+         [[vip.backend]]\naddress = \"{}\"\n\
+         [vip.backend.health]\nkind = \"tcp\"\ninterval_ms = 200\nrise = 10\nfall = 1\n\
+         [[vip.backend]]\naddress = \"{}\"\n",
+        ip(lan, BACKENDS[0]),
+        ip(lan, BACKENDS[1]),
+        d = dir.display(),
+    )
+}
+
+/// What one watched connection saw.
+#[derive(Debug, Default, Clone)]
+struct Seen {
+    /// Backends that answered it (one, unless it moved).
+    backends: BTreeSet<String>,
+    /// Answers.
+    answers: u64,
+    /// Longest wait for an answer.
+    stall: Duration,
+    /// Why it broke, if it did.
+    broken: Option<String>,
+}
+
+/// Requests on every connection, each from its own thread, until stopped.
+struct Watch {
+    stop: Arc<AtomicBool>,
+    seen: Vec<Arc<Mutex<Seen>>>,
+    threads: Vec<std::thread::JoinHandle<HttpConn>>,
+}
+
+impl Watch {
+    fn start(conns: Vec<HttpConn>) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut seen = Vec::new();
+        let mut threads = Vec::new();
+        for mut c in conns {
+            let s = Arc::new(Mutex::new(Seen::default()));
+            seen.push(s.clone());
+            let stop = stop.clone();
+            threads.push(std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let asked = Instant::now();
+                    let answer = c.get();
+                    let waited = asked.elapsed();
+                    let mut s = s.lock().unwrap();
+                    s.stall = s.stall.max(waited);
+                    match answer {
+                        Ok(body) => {
+                            s.answers += 1;
+                            s.backends.insert(body);
+                        }
+                        Err(e) => {
+                            s.broken = Some(e.to_string());
+                            break;
+                        }
+                    }
+                    drop(s);
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                c
+            }));
+        }
+        Self { stop, seen, threads }
+    }
+
+    /// Stops the threads; the connections and what each saw.
+    fn finish(self) -> (Vec<HttpConn>, Vec<Seen>) {
+        self.stop.store(true, Ordering::Relaxed);
+        let conns = self.threads.into_iter().map(|t| t.join().expect("watch thread")).collect();
+        (conns, self.seen.iter().map(|s| s.lock().unwrap().clone()).collect())
+    }
+}
+
+/// Figures of one case, printed; `healthy`: the connections whose backend stayed up.
+struct Figures {
+    broken: usize,
+    changed: usize,
+    stall: Duration,
+}
+
+fn report(case: &str, route_change: Option<Duration>, seen: &[Seen], healthy: impl Fn(&Seen) -> bool) -> Figures {
+    let kept: Vec<&Seen> = seen.iter().filter(|s| healthy(s)).collect();
+    let f = Figures {
+        broken: kept.iter().filter(|s| s.broken.is_some()).count(),
+        changed: kept.iter().filter(|s| s.backends.len() > 1).count(),
+        stall: kept.iter().map(|s| s.stall).max().unwrap_or_default(),
+    };
+    let route = route_change.map_or_else(|| "no change".to_owned(), |d| format!("{} ms", d.as_millis()));
+    eprintln!(
+        "{case}: {} of {} connections broken, {} changed backend, route changed after {route}, longest stall {} ms \
+         ({} answers)",
+        f.broken,
+        kept.len(),
+        f.changed,
+        f.stall.as_millis(),
+        kept.iter().map(|s| s.answers).sum::<u64>()
+    );
+    for s in kept.iter().filter(|s| s.broken.is_some() || s.backends.len() > 1) {
+        eprintln!("  {s:?}");
+    }
+    f
+}
+
+/// Runs `case` while every connection is watched; `until` waits for the route change the case
+/// causes (and returns how long it took) before a second of traffic on the new path.
+fn watched(
+    conns: Vec<HttpConn>,
+    name: &str,
+    case: impl FnOnce() -> Option<Duration>,
+) -> (Vec<HttpConn>, Vec<Seen>, Option<Duration>) {
+    let watch = Watch::start(conns);
+    std::thread::sleep(Duration::from_millis(300));
+    let took = case();
+    std::thread::sleep(Duration::from_secs(1));
+    let (conns, seen) = watch.finish();
+    assert!(seen.iter().all(|s| s.answers > 0), "{name}: a connection got no answer at all: {seen:?}");
+    (conns, seen, took)
+}
+
+fn assert_held(name: &str, f: &Figures) {
+    assert_eq!((f.broken, f.changed), (0, 0), "{name}: connections with a healthy backend must survive unchanged");
+}
+
+/// Both nodes pick the same backend for every tuple, connections spread over them, a drain
+/// moves traffic without a stall, a node that comes back takes its share again, and when a
+/// backend dies only its own connections are lost.
+#[test]
+fn two_nodes_agree_spread_drain_and_return_without_breaking_a_connection() {
+    require_root!();
+    let c = Cluster::new("agree", false);
+
+    // Same table on both nodes: the digest, and `balancer flow` for 100 tuples.
+    let digest = |i: usize| -> String {
+        let out = c.daemons[i].ctl(c.node(i), &["--json", "status"]);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["vips"][0]["table_digest"].as_str().unwrap().to_owned()
+    };
+    assert_eq!(digest(0), digest(1), "the two nodes' tables differ");
+    let mut per_backend = std::collections::BTreeMap::<String, usize>::new();
+    for port in 0..100u16 {
+        let src = format!("203.0.113.{}:{}", 1 + port % 50, 10_000 + port * 7);
+        let dst = format!("{VIP}:80");
+        let answer = |i: usize| -> serde_json::Value {
+            let out = c.daemons[i].ctl(c.node(i), &["--json", "flow", &src, &dst]);
+            serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stderr)))
+        };
+        let (a, b) = (answer(0), answer(1));
+        assert_eq!(a["table_backend"], b["table_backend"], "nodes disagree on {src}");
+        *per_backend.entry(a["table_backend"].to_string()).or_default() += 1;
+    }
+    eprintln!("100 tuples: the same backend on both nodes for all; per backend {per_backend:?}");
+
+    let conns = c.connect();
+    let on: Vec<Option<usize>> = conns.iter().map(|k| c.node_of(k.local_addr())).collect();
+    let per_node = [0, 1].map(|i| on.iter().filter(|&&n| n == Some(i)).count());
+    eprintln!("spread: {CONNS} connections, {} through node 1 and {} through node 2", per_node[0], per_node[1]);
+    assert!(per_node.iter().all(|&n| n > 0), "ECMP sent every connection to one node: {per_node:?}");
+
+    // The longest wait with nothing happening: what the backends (Python) and this 2-core
+    // machine cost on their own, which the drain's figure is compared with.
+    let (conns, seen, _) = watched(conns, "quiet", || None);
+    let quiet = report("nothing happens", None, &seen, |_| true);
+    assert_held("quiet", &quiet);
+
+    // Drain node 1: withdrawn, its connections move to node 2, which steers them by the same
+    // table. The drained node forwards on, so the route change itself stalls nothing.
+    let (conns, seen, took) = watched(conns, "drain", || {
+        let out = c.daemons[0].ctl(c.node(0), &["node", "drain"]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        Some(bird::wait_next_hops(c.router(), VIP, &c.node_ips()[1..]))
+    });
+    let f = report("node 1 drains", took, &seen, |_| true);
+    assert_held("drain", &f);
+    assert!(
+        f.stall <= quiet.stall + Duration::from_millis(50),
+        "drain stalled a connection for {:?} (with nothing happening: {:?})",
+        f.stall,
+        quiet.stall
+    );
+
+    // It comes back: the router rehashes about half of the connections onto it again.
+    let (conns, seen, took) = watched(conns, "resume", || {
+        assert!(c.daemons[0].ctl(c.node(0), &["node", "resume"]).status.success());
+        Some(bird::wait_next_hops(c.router(), VIP, &c.node_ips()))
+    });
+    assert_held("resume", &report("node 1 resumes", took, &seen, |_| true));
+
+    // A node's link goes down (no BFD: the 3 s hold time), and comes back.
+    let (conns, seen, took) = watched(conns, "link down", || {
+        c.node(1).run(&["ip", "link", "set", "eth0", "down"]);
+        Some(bird::wait_next_hops(c.router(), VIP, &c.node_ips()[..1]))
+    });
+    assert_held("link down", &report("node 2's link down, BFD off", took, &seen, |_| true));
+    let (conns, seen, took) = watched(conns, "link up", || {
+        c.node(1).run(&["ip", "link", "set", "eth0", "up"]);
+        Some(bird::wait_next_hops(c.router(), VIP, &c.node_ips()))
+    });
+    assert_held("link up", &report("node 2's link up again", took, &seen, |_| true));
+
+    // A backend dies while the connections are spread over both nodes: its own connections
+    // are lost; nothing else moves.
+    let mut c = c;
+    let dead = format!("be{}", BACKENDS[0]);
+    let (_conns, seen, _) = watched(conns, "backend dies", || {
+        c.backends[0] = None;
+        None
+    });
+    let f = report(&format!("backend {dead} dies"), None, &seen, |s| !s.backends.contains(&dead));
+    assert_held("backend dies", &f);
+    assert!(seen.iter().any(|s| s.backends.contains(&dead)), "no connection was on {dead}: the case proves nothing");
+}
+
+/// With BFD: a node whose daemon is killed keeps forwarding (the data path is pinned) and
+/// announcing; a node whose BIRD dies is routed around in a fraction of a second; a node
+/// whose link goes down likewise. No connection is lost in any of them.
+#[test]
+fn a_node_that_fails_loses_no_connection_with_bfd() {
+    require_root!();
+    let mut c = Cluster::new("bfd", true);
+    let conns = c.connect();
+
+    let (conns, seen, _) = watched(conns, "daemon killed", || {
+        c.daemons[0].proc.kill9();
+        None
+    });
+    assert_held("daemon killed", &report("node 1's daemon killed", None, &seen, |_| true));
+    assert_eq!(bird::next_hops(c.router(), VIP).len(), 2, "a node without its daemon still serves and announces");
+    c.daemons[0].restart(&c.lan.hosts[NODES[0]].ns, "info");
+
+    let (conns, seen, took) = watched(conns, "BIRD killed", || {
+        c.birds[0].proc.kill9();
+        Some(bird::wait_next_hops(c.router(), VIP, &c.node_ips()[1..]))
+    });
+    assert_held("BIRD killed", &report("node 1's BIRD killed, BFD on", took, &seen, |_| true));
+    let (conns, seen, took) = watched(conns, "BIRD back", || {
+        c.birds[0].restart(&c.lan.hosts[NODES[0]].ns);
+        Some(bird::wait_next_hops(c.router(), VIP, &c.node_ips()))
+    });
+    assert_held("BIRD back", &report("node 1's BIRD back", took, &seen, |_| true));
+
+    let (_conns, seen, took) = watched(conns, "link down", || {
+        c.node(1).run(&["ip", "link", "set", "eth0", "down"]);
+        Some(bird::wait_next_hops(c.router(), VIP, &c.node_ips()[..1]))
+    });
+    let f = report("node 2's link down, BFD on", took, &seen, |_| true);
+    assert_held("link down, BFD", &f);
+    assert!(took.unwrap() < Duration::from_secs(2), "BFD should have cut the route in well under the hold time");
+}
