@@ -12,6 +12,7 @@
 pub mod backend;
 pub mod bird;
 pub mod browser;
+pub mod cluster;
 pub mod daemon;
 pub mod fixture;
 pub mod fuzz;

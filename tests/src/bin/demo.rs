@@ -1,7 +1,8 @@
 //! The demo behind `cargo xtask demo`: a client, the balancer and three HTTP backends in network
 //! namespaces; the real daemon with `examples/demo.toml`; requests through the VIP, each
 //! printed with the backend that answered; a drain through the CLI; `balancer status`; then
-//! everything is torn down (also on Ctrl-C).
+//! two nodes behind an ECMP router, one of which dies. Everything is torn down (also on
+//! Ctrl-C).
 
 use std::{
     collections::BTreeMap,
@@ -214,5 +215,54 @@ fn main() {
     daemon.proc.stop();
     let _ = std::fs::remove_file(KEY);
     let _ = std::fs::remove_file("/tmp/balancer-demo-access.log");
-    println!("\n== Done: stopping the daemon, removing its pinned program and maps, and the namespaces.");
+    drop(daemon);
+    drop(lan);
+    if !INTERRUPTED.load(Ordering::SeqCst) {
+        two_nodes();
+    }
+    println!("\n== Done: stopping the daemons and BIRDs, removing pinned programs and maps, and the namespaces.");
+}
+
+/// Two nodes with the same configuration behind a router that learns the VIP from both over
+/// BGP: kept-alive connections spread over them; one node's link goes down, and each
+/// connection goes on through the other node to the backend it had.
+fn two_nodes() {
+    use balancer_tests::{
+        bird,
+        cluster::{Cluster, VIP as CLUSTER_VIP},
+    };
+    println!(
+        "\n== Two balancer nodes (198.18.0.2, .3) behind a router (198.18.0.1, also the client), two backends:\n   \
+         BIRD on each node announces the VIP while the node can serve it (`[announce]`, `balancer bgp config`);\n   \
+         the router's BIRD installs both as next hops, hashed on the 5-tuple; BFD on every session."
+    );
+    let c = Cluster::new("demo", true);
+    let route = c.router().run(&["ip", "route", "show", &format!("{CLUSTER_VIP}/32")]);
+    println!("   router: {}", route.split_whitespace().collect::<Vec<_>>().join(" "));
+    let mut conns = c.connect();
+    conns.truncate(8);
+    println!("\n== 8 kept-alive connections from the router to http://{CLUSTER_VIP}/:");
+    let mut before = Vec::new();
+    for k in &mut conns {
+        let node = c.node_of(k.local_addr()).map_or("?".into(), |n| format!("node {}", n + 1));
+        let who = k.get().unwrap_or_else(|e| format!("FAILED: {e}"));
+        println!("   :{} -> {node} -> {who}", k.local_addr().port());
+        before.push(who);
+    }
+    println!("\n== Node 2's link goes down (`ip link set eth0 down` in its namespace):");
+    c.node(1).run(&["ip", "link", "set", "eth0", "down"]);
+    let took = bird::wait_next_hops(c.router(), CLUSTER_VIP, &c.node_ips()[..1]);
+    println!("   BFD noticed, the router's route lost node 2 after {} ms", took.as_millis());
+    let mut kept = 0;
+    for (k, was) in conns.iter_mut().zip(&before) {
+        let who = k.get().unwrap_or_else(|e| format!("FAILED: {e}"));
+        let same = if &who == was { "same backend" } else { "CHANGED" };
+        kept += usize::from(&who == was);
+        println!("   :{} -> node 1 -> {who} ({same})", k.local_addr().port());
+    }
+    println!(
+        "   {kept} of {} connections kept their backend: node 1 has no flow entry for node 2's, but the same\n   \
+         Maglev table gives each the backend it had (README: Running several nodes).",
+        conns.len()
+    );
 }
