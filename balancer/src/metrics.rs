@@ -201,9 +201,18 @@ pub fn render(status: &Status) -> String {
         "New flows not pinned: the CPU was over flow_insert_limit (a SYN flood)",
         flow_guarded.clone(),
     );
+    let announced = Family::<VipLabels, Gauge>::default();
+    registry.register(
+        "vip_announced",
+        "With [announce]: 1 while this node announces the VIP's address by BGP",
+        announced.clone(),
+    );
     let mut counted = std::collections::HashSet::new();
     for v in &status.vips {
         let vl = VipLabels { vip: v.address.to_string(), protocol: v.protocol.to_string() };
+        if let Some(a) = v.announced {
+            announced.get_or_create(&vl).set(i64::from(a));
+        }
         let pool = v.name.clone().unwrap_or_default();
         // The address's own counters once, however many entries (pools) share it.
         let first = counted.insert((v.address, v.protocol));
@@ -296,6 +305,9 @@ fn daemon_metrics(registry: &mut Registry, status: &Status) {
     reloads.get_or_create(&OutcomeLabels { outcome: "success".into() }).inc_by(status.daemon.reloads.0);
     reloads.get_or_create(&OutcomeLabels { outcome: "failure".into() }).inc_by(status.daemon.reloads.1);
     registry.register("config_reloads", "Configuration reloads that took effect or were refused", reloads);
+    let drained = Gauge::<i64>::default();
+    drained.set(i64::from(status.daemon.drained));
+    registry.register("node_drained", "1 after `balancer node drain`: nothing announced, forwarding on", drained);
     if let Some(last) = &status.daemon.last_reload {
         let at = Gauge::<i64>::default();
         at.set(i64::try_from(last.at_unix_ms / 1000).unwrap_or(i64::MAX));
@@ -463,7 +475,13 @@ mod tests {
             flow_table_entries: Some(12),
             not_balanced: vec![("no_vip".into(), 3)],
             icmp: vec![("relayed".into(), 4)],
-            daemon: DaemonInfo { version: "0.1.0".into(), uptime_s: 9, reloads: (2, 1), ..DaemonInfo::default() },
+            daemon: DaemonInfo {
+                version: "0.1.0".into(),
+                uptime_s: 9,
+                reloads: (2, 1),
+                drained: true,
+                ..DaemonInfo::default()
+            },
             latency_bounds_ms: crate::l7::select::LATENCY_BOUNDS_MS.to_vec(),
             ..Status::empty("/sys/fs/bpf/x".into())
         }
@@ -485,16 +503,21 @@ mod tests {
         assert!(text.ends_with("# EOF\n"));
     }
 
-    /// Issue 15: build, reloads, and the L7 backends' responses by class, latency histogram,
+    /// Issue 15: build, reloads, the node's announcement (issue 16), and the L7 backends' responses by class, latency histogram,
     /// sessions, retries and failovers.
     #[test]
     fn renders_the_daemon_and_the_l7_backends() {
-        let text = render(&status());
+        let mut s = status();
+        s.vips[0].announced = Some(true);
+        let text = render(&s);
         let has = |line: &str| assert!(text.lines().any(|l| l == line), "no `{line}` in\n{text}");
         has(r#"balancer_build_info{version="0.1.0"} 1"#);
         has(r#"balancer_config_reloads_total{outcome="success"} 2"#);
         has(r#"balancer_config_reloads_total{outcome="failure"} 1"#);
         has("balancer_uptime_seconds 9");
+        has("balancer_node_drained 1");
+        has(r#"balancer_vip_announced{vip="10.0.0.1:80",protocol="tcp"} 1"#);
+        assert!(!text.contains(r#"balancer_vip_announced{vip="10.0.0.1:8000""#), "not announced without [announce]");
         let b = r#"vip="10.0.0.1:8000",protocol="tcp",pool="",backend="10.0.0.3:8080""#;
         has(&format!(r#"balancer_l7_responses_total{{{b},class="2xx"}} 8"#));
         has(&format!(r#"balancer_l7_responses_total{{{b},class="5xx"}} 1"#));
@@ -521,6 +544,7 @@ mod tests {
             tls: Some(crate::status::TlsStatus { failures: vec![("timeout".into(), 1)], ..Default::default() }),
             ..Default::default()
         });
+        s.vips[0].announced = Some(true);
         let text = render(&s);
         let mut exported = std::collections::HashSet::new();
         for line in text.lines() {
