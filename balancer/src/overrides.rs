@@ -94,6 +94,10 @@ pub struct Override {
 pub struct Overrides {
     /// Per backend.
     pub backends: Vec<Override>,
+    /// `balancer node drain` is in force: kept here so that a node drained for maintenance
+    /// and then restarted (an upgrade, say) stays withdrawn until `node resume`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub drained: bool,
 }
 
 /// One override dropped because the file changed the same field (or the backend left it).

@@ -82,22 +82,22 @@ fn the_node_announces_what_it_can_serve_and_withdraws_on_failure_drain_and_stop(
         printed.lines().filter(|l| !l.starts_with('#')).collect::<Vec<_>>().join("\n") + "\n"
     );
     let _node_bird = Bird::start(lb, &dir, "node", &node_conf);
-    let daemon = Daemon::start(lb, &config, "info");
+    let mut daemon = Daemon::start(lb, &config, "info");
     let get = || router.http_status(&format!("http://{VIP}/"));
     let status =
-        || -> serde_json::Value { serde_json::from_slice(&daemon.ctl(lb, &["--json", "status"]).stdout).unwrap() };
+        |d: &Daemon| -> serde_json::Value { serde_json::from_slice(&d.ctl(lb, &["--json", "status"]).stdout).unwrap() };
 
     let took = route_becomes(router, true);
     eprintln!("announced: route in the router's table after {took:?}");
     assert_eq!(get(), "200", "served through the announced route");
-    assert_eq!(status()["vips"][0]["announced"], true);
-    assert!(status()["vips"][0]["table_digest"].as_str().is_some_and(|d| d.len() == 16));
+    assert_eq!(status(&daemon)["vips"][0]["announced"], true);
+    assert!(status(&daemon)["vips"][0]["table_digest"].as_str().is_some_and(|d| d.len() == 16));
 
     // The only backend dies: nothing to serve, withdrawn; back: announced again.
     drop(server);
     let took = route_becomes(router, false);
     eprintln!("backend down: route gone after {took:?}");
-    assert_eq!(status()["vips"][0]["announced"], false);
+    assert_eq!(status(&daemon)["vips"][0]["announced"], false);
     let _server = HttpBackend::start(&lan.hosts[2], "be1", VIP.parse().unwrap(), 80);
     route_becomes(router, true);
 
@@ -107,10 +107,19 @@ fn the_node_announces_what_it_can_serve_and_withdraws_on_failure_drain_and_stop(
     assert!(drained.status.success(), "{}", String::from_utf8_lossy(&drained.stderr));
     let took = route_becomes(router, false);
     eprintln!("drain: route gone after {took:?}");
-    assert_eq!(status()["daemon"]["drained"], true);
+    assert_eq!(status(&daemon)["daemon"]["drained"], true);
     router.run(&["ip", "route", "add", &format!("{VIP}/32"), "via", "198.18.0.2", "metric", "500"]);
     assert_eq!(get(), "200", "a drained node still forwards");
     router.run(&["ip", "route", "del", &format!("{VIP}/32"), "via", "198.18.0.2", "metric", "500"]);
+    // A drained node that is restarted (an upgrade during maintenance) stays drained.
+    daemon.proc.stop();
+    daemon.restart(lb, "info");
+    assert_eq!(status(&daemon)["daemon"]["drained"], true, "the restarted node forgot its drain");
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        !router.run(&["ip", "route", "show", &format!("{VIP}/32")]).contains("proto bird"),
+        "the restarted node announced while drained"
+    );
     assert!(daemon.ctl(lb, &["node", "resume"]).status.success());
     route_becomes(router, true);
 

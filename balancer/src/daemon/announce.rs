@@ -102,6 +102,9 @@ impl Daemon {
             return Err(DrainError::NotAnnouncing);
         }
         self.drained = drained;
+        let mut o = self.overrides.clone();
+        o.drained = drained;
+        self.set_overrides(o);
         self.announce();
         if let Some(e) = self.announcer.as_ref().and_then(|a| a.error.clone()) {
             return Err(DrainError::Announce(e));

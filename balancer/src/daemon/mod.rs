@@ -188,6 +188,9 @@ impl Daemon {
         if !overrides.backends.is_empty() {
             info!(backends = overrides.backends.len(), state_file = %file.state_file.display(), "runtime overrides restored");
         }
+        if overrides.drained {
+            warn!(state_file = %file.state_file.display(), "this node was drained: nothing is announced until `balancer node resume`");
+        }
         let mut d = Self {
             dp,
             nl,
@@ -211,7 +214,7 @@ impl Daemon {
             status_calls,
             about: status::About::new(),
             announcer: None,
-            drained: false,
+            drained: overrides.drained,
             servable_since: std::collections::BTreeMap::new(),
             settle_at: None,
             config,
