@@ -181,16 +181,8 @@ impl Daemon {
             format!("serving /metrics and /status on {} (`metrics_address`)", config.metrics_address)
         })?;
         let mode = opts.xdp_mode.unwrap_or(config.xdp_mode);
-        let mut overrides = Overrides::load(&config.state_file)?;
         let file = config.clone();
-        let mut config = config;
-        overrides::log_dropped(&overrides.apply(&mut config));
-        if !overrides.backends.is_empty() {
-            info!(backends = overrides.backends.len(), state_file = %file.state_file.display(), "runtime overrides restored");
-        }
-        if overrides.drained {
-            warn!(state_file = %file.state_file.display(), "this node was drained: nothing is announced until `balancer node resume`");
-        }
+        let (overrides, config) = overrides::restore(config)?;
         let mut d = Self {
             dp,
             nl,

@@ -4,7 +4,7 @@
 use std::net::IpAddr;
 
 use anyhow::Result;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use super::Daemon;
 use crate::{config, overrides::Overrides};
@@ -48,6 +48,20 @@ impl Daemon {
         }
         self.overrides = o;
     }
+}
+
+/// The state file's overrides, and `config` with them applied (what was restored, logged).
+pub(super) fn restore(mut config: config::Config) -> Result<(Overrides, config::Config)> {
+    let mut overrides = Overrides::load(&config.state_file)?;
+    log_dropped(&overrides.apply(&mut config));
+    let state_file = config.state_file.display();
+    if !overrides.backends.is_empty() {
+        info!(backends = overrides.backends.len(), %state_file, "runtime overrides restored");
+    }
+    if overrides.drained {
+        warn!(%state_file, "this node was drained: nothing is announced until `balancer node resume`");
+    }
+    Ok((overrides, config))
 }
 
 pub(super) fn log_dropped(dropped: &[crate::overrides::Dropped]) {
