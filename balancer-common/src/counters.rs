@@ -119,11 +119,14 @@ pub enum Reason {
     /// A frame for another MAC than the interface's own (promiscuous mode, a bridge flooding a
     /// dead port's frames, a broadcast or multicast frame): passed for the kernel to drop.
     OtherHost = 14,
+    /// IP-in-IP from the balancers' prefix (`ipip_source_v4`/`v6`), an L4 tier forwarding to
+    /// this host: the outer header removed and the client's packet passed to the stack.
+    Decapsulated = 15,
 }
 
 impl Reason {
     /// Number of reasons, the size of the `REASONS` array.
-    pub const COUNT: u32 = 15;
+    pub const COUNT: u32 = 16;
     /// All reasons, in index order.
     pub const ALL: [Reason; Self::COUNT as usize] = [
         Reason::NotIp,
@@ -141,6 +144,7 @@ impl Reason {
         Reason::SourceFiltered,
         Reason::TooBig,
         Reason::OtherHost,
+        Reason::Decapsulated,
     ];
 
     /// The name used in metrics and the CLI.
@@ -161,6 +165,7 @@ impl Reason {
             Reason::SourceFiltered => "source_filtered",
             Reason::TooBig => "too_big",
             Reason::OtherHost => "other_host",
+            Reason::Decapsulated => "decapsulated",
         }
     }
 

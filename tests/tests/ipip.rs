@@ -151,3 +151,31 @@ fn decap_passes_everything_else_untouched() {
         assert_eq!(fx.run_decap(&f), (Verdict::Pass, f.clone()), "{what}");
     }
 }
+
+/// Issue 16, two tiers: IPIP from the balancers' prefix that reaches a node running the
+/// balancer (an L7 node behind an L4 tier) is decapsulated by the balancer program itself, as
+/// the `decap` program does on plain backends, and counted; IPIP from elsewhere is left alone.
+#[test]
+fn the_balancer_decapsulates_what_an_l4_tier_sends_it_and_nothing_else() {
+    require_root!();
+    let fx = Fixture::new(CONFIG);
+    for fr in [
+        Frame::tcp("192.0.2.1:40000", "198.51.100.10:80", tcp::ACK),
+        Frame::tcp("[2001:db8::1]:40000", "[2001:db8::10]:443", tcp::ACK),
+    ] {
+        let input = fr.build();
+        let (_, encapsulated) = fx.run(&input);
+        let before = fx.reason("decapsulated");
+        let (verdict, out) = fx.run(&encapsulated);
+        assert_eq!(verdict, Verdict::Pass, "for this host's stack");
+        assert_eq!(out[12..], input[12..], "exactly the client's packet");
+        assert_eq!(out, fx.run_decap(&encapsulated).1, "what the decap program gives");
+        assert_eq!(fx.reason("decapsulated"), before + 1);
+    }
+    // An outer source outside the prefix: another sender's tunnel, passed untouched.
+    let (_, mut foreign) = fx.run(&Frame::tcp("192.0.2.1:40000", "198.51.100.10:80", tcp::ACK).build());
+    foreign[14 + 12] = 10; // outer source 10.16.x.x
+    let other = fx.reason("other_proto");
+    assert_eq!(fx.run(&foreign), (Verdict::Pass, foreign.clone()));
+    assert_eq!((fx.reason("other_proto"), fx.reason("decapsulated")), (other + 1, fx.reason("decapsulated")));
+}

@@ -41,7 +41,9 @@ impl Drop for Tiers {
 impl Tiers {
     /// The L7 nodes run `[vip.l7]` with `l7` (and one shared cookie key); the three
     /// application servers are in one domain, so a failed one's sessions have two candidates.
-    fn new(l7: &str) -> Self {
+    /// `forwarding`: the L4 VIP's (`dsr`, or `ipip`, which the L7 nodes' own balancer
+    /// program decapsulates).
+    fn new(forwarding: &str, l7: &str) -> Self {
         let mut lan = Lan::new(&["client", "l4a", "l4b", "l7a", "l7b", "be1", "be2", "be3"]);
         let apps: Vec<_> = APPS
             .iter()
@@ -96,7 +98,7 @@ impl Tiers {
         }
         // The L4 tier checks each L7 node's admin port: it answers while the node's daemon runs.
         let l4_config = format!(
-            "interfaces = [\"eth0\"]\n[[vip]]\naddress = \"{VIP}:80\"\n\
+            "interfaces = [\"eth0\"]\n[[vip]]\naddress = \"{VIP}:80\"\nforwarding = \"{forwarding}\"\n\
              [vip.health]\nkind = \"http\"\nport = 9090\npath = \"/status.json\"\ninterval_ms = 200\nrise = 1\nfall = 1\n\
              [[vip.backend]]\naddress = \"{}\"\n[[vip.backend]]\naddress = \"{}\"\n",
             lan.hosts[L7[0]].ip, lan.hosts[L7[1]].ip
@@ -197,7 +199,7 @@ fn sessions(t: &Tiers, browsers: &[Browser<'_>], first: Option<&[String]>, again
 #[test]
 fn a_session_keeps_its_server_across_both_tiers_and_through_an_l4_or_l7_node_failure() {
     require_root!();
-    let mut t = Tiers::new("sticky = \"insert\"");
+    let mut t = Tiers::new("dsr", "sticky = \"insert\"");
     let browsers: Vec<Browser<'_>> =
         (0..BROWSERS).map(|i| Browser::new(&t.lan.hosts[CLIENT].ns, &format!("tt{i}"))).collect();
     let first = sessions(&t, &browsers, None, 4);
@@ -231,7 +233,7 @@ fn a_session_keeps_its_server_across_both_tiers_and_through_an_l4_or_l7_node_fai
 #[test]
 fn a_failed_servers_sessions_move_to_the_same_replacement_on_every_l7_node() {
     require_root!();
-    let mut t = Tiers::new("sticky = \"route-suffix\"");
+    let mut t = Tiers::new("dsr", "sticky = \"route-suffix\"");
     let browsers: Vec<Browser<'_>> =
         (0..BROWSERS * 2).map(|i| Browser::new(&t.lan.hosts[CLIENT].ns, &format!("rs{i}"))).collect();
     let first = sessions(&t, &browsers, None, 2);
@@ -271,4 +273,24 @@ fn a_failed_servers_sessions_move_to_the_same_replacement_on_every_l7_node() {
     for &i in &rest {
         assert_eq!(browsers[i].who("/"), first[i], "session {i} of a live server moved");
     }
+}
+
+/// The same over IPIP, for L7 nodes a routed hop away: the L4 nodes encapsulate, the L7 nodes'
+/// own balancer program takes the outer header off (no second program on the interface), and
+/// the L7 proxy sees the client's address.
+#[test]
+fn over_ipip_the_l7_nodes_decapsulate_and_sessions_stay() {
+    require_root!();
+    let t = Tiers::new("ipip", "sticky = \"insert\"");
+    let browsers: Vec<Browser<'_>> =
+        (0..BROWSERS).map(|i| Browser::new(&t.lan.hosts[CLIENT].ns, &format!("ip{i}"))).collect();
+    sessions(&t, &browsers, None, 4);
+    let (l4, l7) = (t.l4_flows(), t.l7_requests());
+    let decapsulated: Vec<u64> = (0..2)
+        .map(|i| t.status(t.l7[i].as_ref().unwrap(), L7[i])["not_balanced"]["decapsulated"].as_u64().unwrap_or(0))
+        .collect();
+    eprintln!(
+        "over IPIP: L4 nodes steered {l4:?} flows, L7 nodes decapsulated {decapsulated:?} packets and sent {l7:?} requests"
+    );
+    assert!(decapsulated.iter().all(|&n| n > 0) && l7.iter().all(|&n| n > 0), "{decapsulated:?} {l7:?}");
 }
