@@ -54,6 +54,11 @@ pub struct Interface {
     pub mtu: u32,
 }
 
+/// `aa:bb:cc:dd:ee:ff`, for log lines.
+pub fn fmt_mac(mac: &[u8; 6]) -> String {
+    mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+}
+
 /// A route-netlink connection.
 pub struct Netlink {
     handle: rtnetlink::Handle,

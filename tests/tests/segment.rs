@@ -81,3 +81,36 @@ fn a_flooded_frame_for_another_node_is_not_balanced() {
     let served = get();
     assert_eq!(served, "200", "served once its frames carry the balancer's MAC");
 }
+
+/// The balancer's interface gets a new MAC while it runs (`ip link set … address`, a bond
+/// failing over): its frames used to count as `other_host` from then on, until a restart; the
+/// daemon now reads the MACs again (every 2 s) and serves the new one.
+#[test]
+fn a_new_mac_on_the_interface_is_served_without_a_restart() {
+    use std::time::{Duration, Instant};
+
+    use balancer_tests::{backend::HttpBackend, daemon::Daemon, netns::Lan};
+    require_root!();
+    const VIP: &str = "198.51.100.10";
+    let mut lan = Lan::new(&["client", "lb", "be1"]);
+    let _server = HttpBackend::start(&lan.hosts[2], "be1", VIP.parse().unwrap(), 80);
+    lan.hosts[0].ns.run(&["ip", "route", "add", &format!("{VIP}/32"), "via", "198.18.0.2"]);
+    lan.accept_xdp_frames_from(1);
+    let config = format!(
+        "interfaces = [\"eth0\"]\n[[vip]]\naddress = \"{VIP}:80\"\n[[vip.backend]]\naddress = \"198.18.0.3\"\n"
+    );
+    let _daemon = Daemon::start(&lan.hosts[1].ns, &config, "info");
+    let (client, lb) = (&lan.hosts[0].ns, &lan.hosts[1].ns);
+    let get = || client.http_status(&format!("http://{VIP}/"));
+    assert_eq!(get(), "200");
+    let new_mac = "02:b4:17:00:00:77";
+    lb.run(&["ip", "link", "set", "eth0", "address", new_mac]);
+    client.run(&["ip", "neigh", "replace", "198.18.0.2", "lladdr", new_mac, "dev", "eth0", "nud", "permanent"]);
+    let start = Instant::now();
+    let mut last = get();
+    while last != "200" && start.elapsed() < Duration::from_secs(8) {
+        last = get();
+    }
+    assert_eq!(last, "200", "frames for the interface's new MAC are balanced");
+    eprintln!("served at the new MAC after {:?}", start.elapsed());
+}

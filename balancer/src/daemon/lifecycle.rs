@@ -68,6 +68,30 @@ impl Daemon {
         }
     }
 
+    /// Reads the attached interfaces' MACs again; when one changed (`ip link set … address`,
+    /// a bonding failover), rewrites `LOCAL_MACS`, so the data path does not take the
+    /// interface's new address for another host's and pass its frames.
+    pub(super) async fn refresh_interfaces(&mut self) {
+        let mut changed = false;
+        for i in 0..self.ifaces.len() {
+            let Ok(now) = self.nl.interface(&self.ifaces[i].name).await else { continue };
+            let was = &self.ifaces[i];
+            if (now.index, now.mac) != (was.index, was.mac) {
+                info!(
+                    interface = %now.name,
+                    mac = %crate::netlink::fmt_mac(&now.mac),
+                    was = %crate::netlink::fmt_mac(&was.mac),
+                    "the interface's MAC changed: the data path takes frames for the new one"
+                );
+                self.ifaces[i] = now;
+                changed = true;
+            }
+        }
+        if changed && let Err(e) = self.write("interface MAC changed") {
+            error!("{e:#}");
+        }
+    }
+
     /// What is wrong with the data path under the daemon, if anything.
     pub fn problems(&self) -> Vec<String> {
         self.missing.iter().cloned().collect()

@@ -360,7 +360,10 @@ impl Daemon {
                 _ = usr1.recv() => crate::l7::access_log::reopen(),
                 Some(flip) = self.flips.recv() => self.on_flip(&flip),
                 _ = ramp_tick.tick(), if !self.ramps.is_empty() => self.ramp_step(),
-                _ = pins_tick.tick() => self.check_pins(),
+                _ = pins_tick.tick() => {
+                    self.check_pins();
+                    self.refresh_interfaces().await;
+                }
                 _ = sample_tick.tick() => {
                     self.sample();
                     // An announcement BIRD did not take (not running yet, say) is tried again.
