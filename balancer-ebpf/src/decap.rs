@@ -3,7 +3,7 @@
 //! because kernels without the ipip module would otherwise drop these packets.
 
 use aya_ebpf::programs::XdpContext;
-use balancer_common::counters::Reason;
+use balancer_common::{counters::Reason, family, flow::FlowKey, proto, vip::forward as fwd};
 
 use crate::{
     maps::SETTINGS,
@@ -17,6 +17,36 @@ use crate::{
 /// filtering). `Ok(true)`: the outer header is gone. The packet is the stack's either way.
 #[inline(always)]
 pub fn decap(ctx: &XdpContext) -> Result<bool, Reason> {
+    match outer(ctx)? {
+        Some(t) => strip(ctx, t).map(|()| true),
+        None => Ok(false),
+    }
+}
+
+/// As `decap`, for the balancer program: only a packet for a VIP this host terminates (an L7
+/// VIP, `forward::LOCAL`) is decapsulated, so a node that terminates none opens no tunnel at
+/// all, and one that does opens it to its own VIPs only.
+#[inline(always)]
+pub fn decap_for_local_vip(ctx: &XdpContext) -> Result<bool, Reason> {
+    let Some(t) = outer(ctx)? else { return Ok(false) };
+    if !for_local_vip(ctx, t)? {
+        return Ok(false);
+    }
+    strip(ctx, t).map(|()| true)
+}
+
+/// Where a tunnelled packet's outer header is: L3 offset, its length, and the family.
+#[derive(Clone, Copy)]
+struct Tunnel {
+    l3_off: usize,
+    outer_len: usize,
+    v4: bool,
+}
+
+/// The outer header, if this is IPIP from the balancers' prefix with an inner packet of the
+/// same family.
+#[inline(always)]
+fn outer(ctx: &XdpContext) -> Result<Option<Tunnel>, Reason> {
     let settings = SETTINGS.get(0).ok_or(Reason::Rewrite)?;
     let (ethertype, l3_off) = crate::parse::ethernet(ctx)?;
     let outer_len = match ethertype {
@@ -24,32 +54,68 @@ pub fn decap(ctx: &XdpContext) -> Result<bool, Reason> {
             let h = read::<[u8; IPV4_LEN]>(ctx, l3_off)?;
             let fragment = u16::from_be_bytes([h[6], h[7]]) & 0x3fff != 0;
             if h[0] != 0x45 || h[9] != IPPROTO_IPIP || fragment || h[12..14] != settings.ipip_src_v4[..2] {
-                return Ok(false);
+                return Ok(None);
             }
             IPV4_LEN
         }
         ETH_P_IPV6 => {
             let h = read::<[u8; IPV6_LEN]>(ctx, l3_off)?;
             if h[0] >> 4 != 6 || h[6] != IPPROTO_IPV6 || h[8..20] != settings.ipip_src_v6[..12] {
-                return Ok(false);
+                return Ok(None);
             }
             IPV6_LEN
         }
-        _ => return Ok(false),
+        _ => return Ok(None),
     };
     // The inner packet must be there, of the same family, before anything is changed.
+    let v4 = ethertype == ETH_P_IP;
     let inner_version = read::<u8>(ctx, l3_off + outer_len)? >> 4;
-    if (ethertype == ETH_P_IP && inner_version != 4) || (ethertype == ETH_P_IPV6 && inner_version != 6) {
+    if inner_version != if v4 { 4 } else { 6 } {
+        return Ok(None);
+    }
+    Ok(Some(Tunnel { l3_off, outer_len, v4 }))
+}
+
+/// Whether the inner packet is TCP or UDP to a VIP of `forward::LOCAL` (an IPv4 header
+/// without options, or an IPv6 header followed by the transport header).
+#[inline(always)]
+fn for_local_vip(ctx: &XdpContext, t: Tunnel) -> Result<bool, Reason> {
+    let inner = t.l3_off + t.outer_len;
+    let mut key = FlowKey { src: [0; 16], dst: [0; 16], sport_be: 0, dport_be: 0, proto: 0, family: 0, _pad: [0; 2] };
+    let l4_off = if t.v4 {
+        let h = read::<[u8; IPV4_LEN]>(ctx, inner)?;
+        if h[0] != 0x45 {
+            return Ok(false);
+        }
+        key.proto = h[9];
+        key.family = family::V4;
+        key.dst[..4].copy_from_slice(&h[16..20]);
+        inner + IPV4_LEN
+    } else {
+        let h = read::<[u8; IPV6_LEN]>(ctx, inner)?;
+        key.proto = h[6];
+        key.family = family::V6;
+        key.dst.copy_from_slice(&h[24..40]);
+        inner + IPV6_LEN
+    };
+    if key.proto != proto::TCP && key.proto != proto::UDP {
         return Ok(false);
     }
-    if l3_off == VLAN_ETH_LEN {
+    let ports = read::<[u8; 4]>(ctx, l4_off)?;
+    key.dport_be = u16::from_ne_bytes([ports[2], ports[3]]);
+    Ok(crate::vip::lookup(&key).is_ok_and(|v| v.forward == fwd::LOCAL))
+}
+
+/// Removes the outer header, keeping the L2 header (with its VLAN tag) in front.
+#[inline(always)]
+fn strip(ctx: &XdpContext, t: Tunnel) -> Result<(), Reason> {
+    if t.l3_off == VLAN_ETH_LEN {
         let l2 = read::<[u8; VLAN_ETH_LEN]>(ctx, 0)?;
-        adjust_head(ctx, outer_len as i32)?;
-        write(ctx, 0, l2)?;
+        adjust_head(ctx, t.outer_len as i32)?;
+        write(ctx, 0, l2)
     } else {
         let l2 = read::<[u8; ETH_LEN]>(ctx, 0)?;
-        adjust_head(ctx, outer_len as i32)?;
-        write(ctx, 0, l2)?;
+        adjust_head(ctx, t.outer_len as i32)?;
+        write(ctx, 0, l2)
     }
-    Ok(true)
 }

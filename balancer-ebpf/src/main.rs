@@ -60,8 +60,8 @@ pub fn balancer(ctx: XdpContext) -> u32 {
         Ok(Next::Action(action)) => Ok(action),
         Ok(Next::TooBig(mtu)) => icmp::too_big(&ctx, mtu),
         Err(Reason::Icmp) => icmp::handle(&ctx),
-        // IPIP from an L4 tier in front of this host (an L7 node): the client's packet for
-        // the stack, as `decap` gives it on backends that run no balancer.
+        // IPIP from an L4 tier in front of this host (an L7 node) to one of its L7 VIPs: the
+        // client's packet for the stack, as `decap` gives it on backends that run no balancer.
         Err(Reason::OtherProto) if decapsulated(&ctx) => Err(Reason::Decapsulated),
         Err(reason) => Err(reason),
     };
@@ -74,11 +74,11 @@ pub fn balancer(ctx: XdpContext) -> u32 {
     }
 }
 
-/// `decap::decap` for `balancer`: a function of its own, so its stack frame is not added to
-/// `process`'s in the verifier's sum.
+/// `decap::decap_for_local_vip` for `balancer`: a function of its own, so its stack frame is
+/// not added to `process`'s in the verifier's sum.
 #[inline(never)]
 fn decapsulated(ctx: &XdpContext) -> bool {
-    decap::decap(ctx) == Ok(true)
+    decap::decap_for_local_vip(ctx) == Ok(true)
 }
 
 /// The TCP/UDP path. A function of its own (see `balancer`).

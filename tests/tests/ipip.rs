@@ -152,30 +152,60 @@ fn decap_passes_everything_else_untouched() {
     }
 }
 
-/// Issue 16, two tiers: IPIP from the balancers' prefix that reaches a node running the
-/// balancer (an L7 node behind an L4 tier) is decapsulated by the balancer program itself, as
-/// the `decap` program does on plain backends, and counted; IPIP from elsewhere is left alone.
+/// Issue 16, two tiers: IPIP from the balancers' prefix to an L7 VIP of the node that gets it
+/// (an L7 node behind an L4 tier) is decapsulated by the balancer program itself, as the
+/// `decap` program does on plain backends, and counted. Not for any other destination (the
+/// node opens no tunnel to what it does not terminate), and not from another prefix.
 #[test]
-fn the_balancer_decapsulates_what_an_l4_tier_sends_it_and_nothing_else() {
+fn the_balancer_decapsulates_what_an_l4_tier_sends_its_l7_vips_and_nothing_else() {
     require_root!();
-    let fx = Fixture::new(CONFIG);
+    let l4 = Fixture::new(CONFIG);
+    // The same addresses as L7 VIPs, on the node behind.
+    let l7 = Fixture::new(
+        r#"
+interfaces = ["eth0"]
+ipip_source_v4 = "172.16.0.0/16"
+ipip_source_v6 = "fd00:b417::/96"
+[[vip]]
+address = "198.51.100.10:80"
+[vip.l7]
+sticky = "hash"
+  [[vip.backend]]
+  address = "10.9.0.1"
+  port = 8080
+[[vip]]
+address = "[2001:db8::10]:443"
+[vip.l7]
+sticky = "hash"
+  [[vip.backend]]
+  address = "2001:db8:9::1"
+  port = 8443
+"#,
+    );
     for fr in [
         Frame::tcp("192.0.2.1:40000", "198.51.100.10:80", tcp::ACK),
         Frame::tcp("[2001:db8::1]:40000", "[2001:db8::10]:443", tcp::ACK),
     ] {
         let input = fr.build();
-        let (_, encapsulated) = fx.run(&input);
-        let before = fx.reason("decapsulated");
-        let (verdict, out) = fx.run(&encapsulated);
+        let (_, encapsulated) = l4.run(&input);
+        let before = l7.reason("decapsulated");
+        let (verdict, out) = l7.run(&encapsulated);
         assert_eq!(verdict, Verdict::Pass, "for this host's stack");
         assert_eq!(out[12..], input[12..], "exactly the client's packet");
-        assert_eq!(out, fx.run_decap(&encapsulated).1, "what the decap program gives");
-        assert_eq!(fx.reason("decapsulated"), before + 1);
+        assert_eq!(out, l7.run_decap(&encapsulated).1, "what the decap program gives");
+        assert_eq!(l7.reason("decapsulated"), before + 1);
+        // On the L4 node, where the inner destination is no L7 VIP: left alone.
+        assert_eq!(l4.run(&encapsulated), (Verdict::Pass, encapsulated.clone()));
     }
-    // An outer source outside the prefix: another sender's tunnel, passed untouched.
-    let (_, mut foreign) = fx.run(&Frame::tcp("192.0.2.1:40000", "198.51.100.10:80", tcp::ACK).build());
+    // Another port of the L7 VIP's address, and an outer source outside the prefix: untouched.
+    let (_, other_port) = l4.run(&Frame::tcp("192.0.2.1:40000", "198.51.100.10:80", tcp::ACK).build());
+    let mut other_port = other_port;
+    other_port[14 + 20 + 22] = 0x51; // inner destination port 81 (checksums do not matter here)
+    let mut foreign = l4.run(&Frame::tcp("192.0.2.1:40000", "198.51.100.10:80", tcp::ACK).build()).1;
     foreign[14 + 12] = 10; // outer source 10.16.x.x
-    let other = fx.reason("other_proto");
-    assert_eq!(fx.run(&foreign), (Verdict::Pass, foreign.clone()));
-    assert_eq!((fx.reason("other_proto"), fx.reason("decapsulated")), (other + 1, fx.reason("decapsulated")));
+    for frame in [other_port, foreign] {
+        let decapsulated = l7.reason("decapsulated");
+        assert_eq!(l7.run(&frame), (Verdict::Pass, frame.clone()));
+        assert_eq!(l7.reason("decapsulated"), decapsulated);
+    }
 }
