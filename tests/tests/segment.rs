@@ -47,17 +47,8 @@ fn frames_for_another_mac_are_passed_and_counted_not_balanced() {
 /// them. With the right MAC the same client is served.
 #[test]
 fn a_flooded_frame_for_another_node_is_not_balanced() {
-    use balancer_tests::{backend::HttpBackend, daemon::Daemon, netns::Lan};
     require_root!();
-    const VIP: &str = "198.51.100.10";
-    let mut lan = Lan::new(&["client", "lb", "be1"]);
-    let _server = HttpBackend::start(&lan.hosts[2], "be1", VIP.parse().unwrap(), 80);
-    lan.hosts[0].ns.run(&["ip", "route", "add", &format!("{VIP}/32"), "via", "198.18.0.2"]);
-    lan.accept_xdp_frames_from(1);
-    let config = format!(
-        "interfaces = [\"eth0\"]\n[[vip]]\naddress = \"{VIP}:80\"\n[[vip.backend]]\naddress = \"198.18.0.3\"\n"
-    );
-    let daemon = Daemon::start(&lan.hosts[1].ns, &config, "info");
+    let (lan, _server, daemon) = served_lan();
     let (client, lb) = (&lan.hosts[0].ns, &lan.hosts[1].ns);
     let get = || client.http_status(&format!("http://{VIP}/"));
     let neighbour = |mac: &str| {
@@ -89,17 +80,8 @@ fn a_flooded_frame_for_another_node_is_not_balanced() {
 fn a_new_mac_on_the_interface_is_served_without_a_restart() {
     use std::time::{Duration, Instant};
 
-    use balancer_tests::{backend::HttpBackend, daemon::Daemon, netns::Lan};
     require_root!();
-    const VIP: &str = "198.51.100.10";
-    let mut lan = Lan::new(&["client", "lb", "be1"]);
-    let _server = HttpBackend::start(&lan.hosts[2], "be1", VIP.parse().unwrap(), 80);
-    lan.hosts[0].ns.run(&["ip", "route", "add", &format!("{VIP}/32"), "via", "198.18.0.2"]);
-    lan.accept_xdp_frames_from(1);
-    let config = format!(
-        "interfaces = [\"eth0\"]\n[[vip]]\naddress = \"{VIP}:80\"\n[[vip.backend]]\naddress = \"198.18.0.3\"\n"
-    );
-    let _daemon = Daemon::start(&lan.hosts[1].ns, &config, "info");
+    let (lan, _server, _daemon) = served_lan();
     let (client, lb) = (&lan.hosts[0].ns, &lan.hosts[1].ns);
     let get = || client.http_status(&format!("http://{VIP}/"));
     assert_eq!(get(), "200");
@@ -113,4 +95,21 @@ fn a_new_mac_on_the_interface_is_served_without_a_restart() {
     }
     assert_eq!(last, "200", "frames for the interface's new MAC are balanced");
     eprintln!("served at the new MAC after {:?}", start.elapsed());
+}
+
+const VIP: &str = "198.51.100.10";
+
+/// A client routed to `VIP` through the balancer (198.18.0.2), which forwards it by DSR to one
+/// HTTP backend.
+fn served_lan() -> (balancer_tests::netns::Lan, balancer_tests::backend::HttpBackend, balancer_tests::daemon::Daemon) {
+    use balancer_tests::{backend::HttpBackend, daemon::Daemon, netns::Lan};
+    let mut lan = Lan::new(&["client", "lb", "be1"]);
+    let server = HttpBackend::start(&lan.hosts[2], "be1", VIP.parse().unwrap(), 80);
+    lan.hosts[0].ns.run(&["ip", "route", "add", &format!("{VIP}/32"), "via", "198.18.0.2"]);
+    lan.accept_xdp_frames_from(1);
+    let config = format!(
+        "interfaces = [\"eth0\"]\n[[vip]]\naddress = \"{VIP}:80\"\n[[vip.backend]]\naddress = \"198.18.0.3\"\n"
+    );
+    let daemon = Daemon::start(&lan.hosts[1].ns, &config, "info");
+    (lan, server, daemon)
 }
