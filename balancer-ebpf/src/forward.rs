@@ -16,8 +16,9 @@ const OUTER_TTL: u8 = 64;
 /// our MAC (the one it was addressed to), so switches learn nothing odd.
 #[inline(always)]
 pub fn dsr(ctx: &XdpContext, backend: &Backend) -> Result<u32, Reason> {
-    let macs = read::<[u8; 12]>(ctx, 0)?;
-    write(ctx, 0, rewritten_macs(&macs, backend))?;
+    let mut macs = read::<[u8; 12]>(ctx, 0)?;
+    rewrite_macs(&mut macs, backend);
+    write(ctx, 0, macs)?;
     Ok(transmit(ctx, backend.ifindex))
 }
 
@@ -94,8 +95,7 @@ fn push_outer_after<const L2: usize, const N: usize>(
     outer: [u8; N],
 ) -> Result<(), Reason> {
     let mut l2 = read::<[u8; L2]>(ctx, 0)?;
-    let macs = read::<[u8; 12]>(ctx, 0)?;
-    l2[..12].copy_from_slice(&rewritten_macs(&macs, backend));
+    rewrite_macs(&mut l2, backend);
     adjust_head(ctx, -(N as i32))?;
     write(ctx, 0, l2)?;
     write(ctx, L2, outer)
@@ -109,13 +109,13 @@ pub fn too_big(packet: &Packet, backend: &Backend) -> bool {
     backend.mtu != 0 && packet.len as usize - packet.l3_off + outer > usize::from(backend.mtu)
 }
 
-/// Destination: the backend's next hop; source: the MAC the frame was sent to (ours).
+/// The MACs at the front of `l2`: destination the backend's next hop, source the MAC the
+/// frame was sent to (ours). In place, without a temporary header.
 #[inline(always)]
-fn rewritten_macs(macs: &[u8; 12], backend: &Backend) -> [u8; 12] {
-    let mut out = [0u8; 12];
-    out[..6].copy_from_slice(&backend.mac);
-    out[6..].copy_from_slice(&macs[..6]);
-    out
+fn rewrite_macs(l2: &mut [u8], backend: &Backend) {
+    let ours = [l2[0], l2[1], l2[2], l2[3], l2[4], l2[5]];
+    l2[6..12].copy_from_slice(&ours);
+    l2[..6].copy_from_slice(&backend.mac);
 }
 
 /// `XDP_TX` back out of the ingress interface, or a redirect to the backend's interface.

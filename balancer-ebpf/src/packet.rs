@@ -19,6 +19,17 @@ pub fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Result<*mut T, Reason> {
     Ok((start + offset) as *mut T)
 }
 
+/// The `N` bytes at `offset`, in place: a header's fields read through it are loaded from the
+/// packet directly, with no copy of the whole header on the stack first. Valid until the frame
+/// is moved (`adjust_head`, `adjust_tail`), which the data path does only after parsing.
+#[inline(always)]
+pub fn at<const N: usize>(ctx: &XdpContext, offset: usize) -> Result<&[u8; N], Reason> {
+    let p = ptr_at::<[u8; N]>(ctx, offset)?;
+    // SAFETY: `ptr_at` checked that the `N` bytes lie inside the packet; `[u8; N]` has no
+    // alignment, and nothing writes the packet while the reference lives (see above).
+    Ok(unsafe { &*p })
+}
+
 /// Reads a `T` at `offset` (unaligned; packet headers have no alignment guarantees).
 #[inline(always)]
 pub fn read<T: Copy>(ctx: &XdpContext, offset: usize) -> Result<T, Reason> {

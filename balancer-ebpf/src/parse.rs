@@ -4,7 +4,10 @@
 use aya_ebpf::programs::XdpContext;
 use balancer_common::{counters::Reason, family, flow::FlowKey, proto};
 
-use crate::{packet::read, wire::*};
+use crate::{
+    packet::{at, read},
+    wire::*,
+};
 
 /// Extension headers skipped before giving up; real traffic rarely carries more than one.
 const IPV6_MAX_EXT: usize = 3;
@@ -62,18 +65,25 @@ pub fn for_this_host(ctx: &XdpContext) -> Result<(), Reason> {
     if local.count == 0 {
         return Ok(());
     }
-    let dst = read::<[u8; 6]>(ctx, 0)?;
+    let dst = mac48(at::<6>(ctx, 0)?);
     let ifindex = ctx.ingress_ifindex() as u32;
     for k in 0..balancer_common::vip::MAX_LOCAL_MACS {
         if k as u32 >= local.count {
             break;
         }
         if local.ifindex[k] == ifindex {
-            let mac = &local.mac[k];
-            return if mac[..6] == dst[..] { Ok(()) } else { Err(Reason::OtherHost) };
+            let m = &local.mac[k];
+            // As integers: a slice comparison is a call to `memcmp`, a loop a byte at a time.
+            return if mac48(&[m[0], m[1], m[2], m[3], m[4], m[5]]) == dst { Ok(()) } else { Err(Reason::OtherHost) };
         }
     }
     Ok(())
+}
+
+/// A MAC address as one integer, for comparing.
+#[inline(always)]
+fn mac48(m: &[u8; 6]) -> u64 {
+    u64::from(u32::from_ne_bytes([m[0], m[1], m[2], m[3]])) | (u64::from(u16::from_ne_bytes([m[4], m[5]])) << 32)
 }
 
 /// Parses Ethernet with at most one 802.1Q tag: the ethertype inside, and where the L3 header
@@ -104,7 +114,7 @@ pub fn ip(ctx: &XdpContext) -> Result<Ip, Reason> {
 /// where the datagram ends according to its total length.
 #[inline(always)]
 fn ipv4(ctx: &XdpContext, off: usize, key: &mut FlowKey) -> Result<(usize, usize), Reason> {
-    let h = read::<[u8; IPV4_LEN]>(ctx, off)?;
+    let h = at::<IPV4_LEN>(ctx, off)?;
     if h[0] >> 4 != 4 {
         return Err(Reason::NotIp);
     }
@@ -128,7 +138,7 @@ fn ipv4(ctx: &XdpContext, off: usize, key: &mut FlowKey) -> Result<(usize, usize
 /// datagram ends according to its payload length.
 #[inline(always)]
 fn ipv6(ctx: &XdpContext, off: usize, key: &mut FlowKey) -> Result<(usize, usize), Reason> {
-    let h = read::<[u8; IPV6_LEN]>(ctx, off)?;
+    let h = at::<IPV6_LEN>(ctx, off)?;
     if h[0] >> 4 != 6 {
         return Err(Reason::NotIp);
     }
@@ -175,10 +185,10 @@ fn transport(p: u8, icmp: u8) -> Result<(), Reason> {
 #[inline(always)]
 fn ports(ctx: &XdpContext, off: usize, key: &mut FlowKey) -> Result<bool, Reason> {
     let (p, syn) = if key.proto == proto::TCP {
-        let h = read::<[u8; TCP_LEN]>(ctx, off)?;
+        let h = at::<TCP_LEN>(ctx, off)?;
         ([h[0], h[1], h[2], h[3]], h[TCP_FLAGS] & (TCP_SYN | TCP_ACK) == TCP_SYN)
     } else {
-        (read::<[u8; UDP_LEN]>(ctx, off).map(|h| [h[0], h[1], h[2], h[3]])?, false)
+        (at::<UDP_LEN>(ctx, off).map(|h| [h[0], h[1], h[2], h[3]])?, false)
     };
     key.sport_be = u16::from_ne_bytes([p[0], p[1]]);
     key.dport_be = u16::from_ne_bytes([p[2], p[3]]);

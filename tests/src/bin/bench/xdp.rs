@@ -131,9 +131,18 @@ struct Row {
     target: Option<f64>,
 }
 
+/// The test run's interface (loopback, where `BPF_PROG_TEST_RUN` delivers) with the MAC the
+/// frames are addressed to.
+fn local_macs() -> [(u32, [u8; 6]); 1] {
+    let lo = std::fs::read_to_string("/sys/class/net/lo/ifindex").expect("lo exists");
+    [(lo.trim().parse().expect("an index"), balancer_tests::packet::LB_MAC)]
+}
+
 #[expect(clippy::too_many_lines, reason = "one report section, read top to bottom")]
 pub fn part1(n: usize, report: &mut String, targets: &mut Targets) {
     let mut fx = Fixture::new(CONFIG);
+    // As the daemon does: the MAC check (`LOCAL_MACS`) is on every packet's path.
+    fx.set_local_macs(&local_macs());
     {
         let prog: &mut Xdp = fx.dp.ebpf_mut().program_mut("ref_swap").unwrap().try_into().unwrap();
         prog.load().expect("load ref_swap");
@@ -142,8 +151,9 @@ pub fn part1(n: usize, report: &mut String, targets: &mut Targets) {
     let prog = |name: &str| -> &Xdp { ebpf.program(name).unwrap().try_into().unwrap() };
     let (lb, pass, swap) = (prog(BALANCER_PROGRAM), prog(PASS_PROGRAM), prog("ref_swap"));
     // A second instance whose insert limit (1 per second) every SYN but the first is over.
-    let guarded_fx =
+    let mut guarded_fx =
         Fixture::new(&CONFIG.replacen("interfaces = [\"eth0\"]", "interfaces = [\"eth0\"]\nflow_insert_limit = 1", 1));
+    guarded_fx.set_local_macs(&local_macs());
     let guarded: &Xdp = guarded_fx.dp.ebpf().program(BALANCER_PROGRAM).unwrap().try_into().unwrap();
 
     let v4 = |dst: &str, flags| Frame::tcp("192.0.2.1:40000", dst, flags).build();
@@ -206,7 +216,11 @@ pub fn part1(n: usize, report: &mut String, targets: &mut Targets) {
     // `BENCH_BPF_OBJECT_B`: another build of the program, measured in the same rounds on the
     // balancer's own cases (rows "B: …"), for an A/B comparison that run-to-run drift cannot
     // blur.
-    let fx_b = std::env::var_os("BENCH_BPF_OBJECT_B").map(|p| Fixture::with_object(std::path::Path::new(&p), CONFIG));
+    let fx_b = std::env::var_os("BENCH_BPF_OBJECT_B").map(|p| {
+        let mut f = Fixture::with_object(std::path::Path::new(&p), CONFIG);
+        f.set_local_macs(&local_macs());
+        f
+    });
     if let Some(fx_b) = &fx_b {
         let b: &Xdp = fx_b.dp.ebpf().program(BALANCER_PROGRAM).unwrap().try_into().unwrap();
         let mine: Vec<(String, u32, Option<f64>)> =
