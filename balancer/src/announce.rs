@@ -72,14 +72,26 @@ pub fn bird_config(a: &Announce) -> String {
     )
 }
 
+/// Where a `birdc configure` on its thread sends how it went.
+type Answer = std::sync::mpsc::Receiver<Result<(), AnnounceError>>;
+
 /// The routes files as last written, and how the last `birdc configure` went.
+///
+/// `birdc configure` runs on a thread of its own: a BIRD that hangs holds that thread for up
+/// to `BIRDC_TIMEOUT`, not the daemon's loop (health flips, control requests). The daemon
+/// calls `poll` while one is running; a change that arrives meanwhile is written to the files
+/// and configured again once the running one is done.
 #[derive(Debug)]
 pub struct Announcer {
     config: Announce,
-    /// What the files hold (`None` until first written).
+    /// What BIRD was last told successfully (`None` until then, or after a failure).
     written: Option<BTreeSet<IpAddr>>,
     /// Why the last attempt failed; `None` after a success.
     pub error: Option<String>,
+    /// The `birdc configure` running now, and the set it announces.
+    running: Option<(Answer, BTreeSet<IpAddr>)>,
+    /// A set asked for while one was running: configured after it.
+    next: Option<BTreeSet<IpAddr>>,
 }
 
 impl Announcer {
@@ -91,12 +103,18 @@ impl Announcer {
                 let _ = write_atomic(file, &routes_file(std::iter::empty()));
             }
         }
-        Self { config, written: None, error: None }
+        Self { config, written: None, error: None, running: None, next: None }
     }
 
-    /// Whether the last attempt failed (the daemon tries again every few seconds).
+    /// Whether the last attempt failed and nothing is running (the daemon tries again every
+    /// few seconds).
     pub fn failed(&self) -> bool {
-        self.error.is_some()
+        self.error.is_some() && !self.busy()
+    }
+
+    /// Whether a `birdc configure` is running (`poll` finishes it).
+    pub fn busy(&self) -> bool {
+        self.running.is_some()
     }
 
     /// Whether it announces `settings` (the configuration changed the files or the socket).
@@ -104,32 +122,97 @@ impl Announcer {
         self.config == *settings
     }
 
+    /// What BIRD is being told, or was told last: the queued set, else the running one, else
+    /// the last one it took.
+    pub fn heading_for(&self) -> Option<&BTreeSet<IpAddr>> {
+        self.next.as_ref().or(self.running.as_ref().map(|(_, set)| set)).or(self.written.as_ref())
+    }
+
     /// What is announced (as last written successfully).
     pub fn announced(&self) -> Option<&BTreeSet<IpAddr>> {
         self.written.as_ref()
     }
 
-    /// Makes BIRD announce exactly `addrs`: rewrites the files and reconfigures BIRD when they
-    /// change. Returns whether anything changed.
+    /// Makes BIRD announce exactly `addrs`: rewrites the files and starts `birdc configure`
+    /// when they change (after the running one, if one is). Returns whether anything changed.
     ///
     /// # Errors
-    /// When a file cannot be written or BIRD does not take it; the next call tries again.
+    /// When a file cannot be written; BIRD's answer comes to `poll`.
     pub fn announce(&mut self, addrs: &BTreeSet<IpAddr>) -> Result<bool, AnnounceError> {
-        if self.written.as_ref() == Some(addrs) {
-            self.error = None;
+        if self.heading_for() == Some(addrs) {
+            if !self.busy() {
+                self.error = None;
+            }
             return Ok(false);
         }
-        let result = self.write(addrs);
-        self.error = result.as_ref().err().map(ToString::to_string);
-        // After a failure the files may hold either set: the next call writes them again.
-        self.written = result.is_ok().then(|| addrs.clone());
-        result.map(|()| true)
+        if let Err(e) = self.write_files(addrs) {
+            self.error = Some(e.to_string());
+            // The files may hold either set now: the next call writes them again.
+            self.written = None;
+            return Err(e);
+        }
+        if self.busy() {
+            self.next = Some(addrs.clone());
+        } else {
+            self.start(addrs.clone());
+        }
+        Ok(true)
     }
 
-    fn write(&self, addrs: &BTreeSet<IpAddr>) -> Result<(), AnnounceError> {
+    /// Collects a finished `birdc configure`, and starts the one a change asked for meanwhile.
+    /// Returns the result when one finished.
+    pub fn poll(&mut self) -> Option<Result<(), AnnounceError>> {
+        let (rx, _) = self.running.as_ref()?;
+        let result = match rx.try_recv() {
+            Ok(r) => r,
+            Err(std::sync::mpsc::TryRecvError::Empty) => return None,
+            Err(std::sync::mpsc::TryRecvError::Disconnected) => Err(AnnounceError::Birdc {
+                command: format!("{} configure", self.config.birdc.display()),
+                output: "its thread ended without an answer".into(),
+            }),
+        };
+        let (_, set) = self.running.take().expect("checked above");
+        match &result {
+            Ok(()) => {
+                self.written = Some(set);
+                self.error = None;
+            }
+            Err(e) => {
+                self.written = None;
+                self.error = Some(e.to_string());
+            }
+        }
+        if let Some(next) = self.next.take() {
+            self.start(next);
+        }
+        Some(result)
+    }
+
+    /// Waits up to `limit` for the running (and any queued) `birdc configure`, for a stop.
+    pub fn finish(&mut self, limit: Duration) -> Option<Result<(), AnnounceError>> {
+        let deadline = Instant::now() + limit;
+        let mut last = None;
+        while self.busy() && Instant::now() < deadline {
+            match self.poll() {
+                Some(r) => last = Some(r),
+                None => std::thread::sleep(Duration::from_millis(10)),
+            }
+        }
+        last
+    }
+
+    fn start(&mut self, addrs: BTreeSet<IpAddr>) {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (birdc, socket) = (self.config.birdc.clone(), self.config.bird_socket.clone());
+        std::thread::spawn(move || {
+            let _ = tx.send(configure(&birdc, &socket));
+        });
+        self.running = Some((rx, addrs));
+    }
+
+    fn write_files(&self, addrs: &BTreeSet<IpAddr>) -> Result<(), AnnounceError> {
         write_atomic(&self.config.file_v4, &routes_file(addrs.iter().copied().filter(IpAddr::is_ipv4)))?;
-        write_atomic(&self.config.file_v6, &routes_file(addrs.iter().copied().filter(IpAddr::is_ipv6)))?;
-        configure(&self.config.birdc, &self.config.bird_socket)
+        write_atomic(&self.config.file_v6, &routes_file(addrs.iter().copied().filter(IpAddr::is_ipv6)))
     }
 }
 
@@ -208,13 +291,17 @@ mod tests {
         };
         let mut a = Announcer::new(config.clone());
         let addrs: BTreeSet<IpAddr> = ["198.51.100.10".parse().unwrap()].into();
-        let e = a.announce(&addrs).unwrap_err().to_string();
+        assert!(a.announce(&addrs).unwrap());
+        let e = a.finish(Duration::from_secs(5)).unwrap().unwrap_err().to_string();
         assert!(e.contains("/bin/false -s") && e.contains("configure"), "{e}");
         assert!(std::fs::read_to_string(&config.file_v4).unwrap().contains("198.51.100.10/32"));
-        assert!(a.announced().is_none() && a.error.is_some());
+        assert!(a.announced().is_none() && a.failed());
+        // The next call tries again.
+        assert!(a.announce(&addrs).unwrap() && a.busy());
         let mut ok = Announcer::new(Announce { birdc: "/bin/echo".into(), ..config });
         // `echo` prints its arguments, not BIRD's answer: still refused.
-        assert!(ok.announce(&addrs).is_err());
+        ok.announce(&addrs).unwrap();
+        assert!(ok.finish(Duration::from_secs(5)).unwrap().is_err());
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

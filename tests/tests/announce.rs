@@ -130,3 +130,48 @@ fn the_node_announces_what_it_can_serve_and_withdraws_on_failure_drain_and_stop(
     assert!(std::fs::read_to_string(&f4).unwrap().lines().all(|l| !l.starts_with("route")));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A BIRD that is slow to answer (here a `birdc` that takes 3 s) used to hold the daemon's
+/// loop for as long: a `backend set` that withdrew the VIP, and every control request behind
+/// it, waited for BIRD. `birdc configure` now runs beside the loop.
+#[test]
+fn a_slow_bird_does_not_hold_the_daemons_requests() {
+    require_root!();
+    let lan = balancer_tests::netns::Lan::new(&["lb", "be1"]);
+    let lb = &lan.hosts[0].ns;
+    let dir = std::env::temp_dir().join(format!("bt-slow-bird-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let birdc = dir.join("birdc");
+    let calls = dir.join("calls");
+    std::fs::write(&birdc, format!("#!/bin/sh\necho \"$@\" >> {}\nsleep 3\necho Reconfigured\n", calls.display()))
+        .unwrap();
+    std::fs::set_permissions(&birdc, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let config = format!(
+        "interfaces = [\"eth0\"]\n[announce]\nfile_v4 = \"{d}/v4.conf\"\nfile_v6 = \"{d}/v6.conf\"\n\
+         bird_socket = \"{d}/bird.ctl\"\nbirdc = \"{}\"\n[[vip]]\naddress = \"{VIP}:80\"\n\
+         [[vip.backend]]\naddress = \"198.18.0.2\"\n",
+        birdc.display(),
+        d = dir.display()
+    );
+    let daemon = Daemon::start(lb, &config, "info");
+    let routes = || std::fs::read_to_string(dir.join("v4.conf")).unwrap_or_default();
+    let start = Instant::now();
+    while !routes().contains(VIP) {
+        assert!(start.elapsed() < Duration::from_secs(10), "never announced: {}", routes());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Stopping the only backend withdraws the VIP: the request returns at once, and so does
+    // the next one, while birdc still runs.
+    let asked = Instant::now();
+    let out = daemon.ctl(lb, &["backend", "set", &format!("{VIP}:80"), "198.18.0.2", "--state", "stopped"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let set_took = asked.elapsed();
+    let asked = Instant::now();
+    assert!(daemon.ctl(lb, &["status"]).status.success());
+    let status_took = asked.elapsed();
+    eprintln!("backend set answered in {set_took:?}, status in {status_took:?}, with birdc taking 3 s");
+    assert!(set_took < Duration::from_millis(1500), "backend set waited for BIRD: {set_took:?}");
+    assert!(status_took < Duration::from_millis(1500), "status waited for BIRD: {status_took:?}");
+    assert!(!routes().contains(VIP), "withdrawn from the file at once");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -56,10 +56,18 @@ impl Daemon {
         let wanted = self.settled(wanted);
         let wanted = if self.drained { BTreeSet::new() } else { wanted };
         let Some(a) = &mut self.announcer else { return };
-        match a.announce(&wanted) {
-            Ok(true) => info!(announced = ?wanted, "BGP announcement changed"),
-            Ok(false) => {}
-            Err(e) => error!("announcing the VIPs: {e}"),
+        if let Err(e) = a.announce(&wanted) {
+            error!("announcing the VIPs: {e}");
+        }
+    }
+
+    /// Collects a finished `birdc configure` (the loop calls this while one runs).
+    pub(super) fn poll_announce(&mut self) {
+        let Some(a) = &mut self.announcer else { return };
+        match a.poll() {
+            Some(Ok(())) => info!(announced = ?a.announced(), "BGP announcement changed"),
+            Some(Err(e)) => error!("announcing the VIPs: {e}"),
+            None => {}
         }
     }
 
@@ -67,7 +75,7 @@ impl Daemon {
     /// settled; schedules the next look at the others (`settle_at`).
     fn settled(&mut self, servable: BTreeSet<IpAddr>) -> BTreeSet<IpAddr> {
         let now = tokio::time::Instant::now();
-        let announced = self.announcer.as_ref().and_then(|a| a.announced().cloned()).unwrap_or_default();
+        let announced = self.announcer.as_ref().and_then(|a| a.heading_for().cloned()).unwrap_or_default();
         self.servable_since.retain(|addr, _| servable.contains(addr));
         self.settle_at = None;
         let mut out = BTreeSet::new();
@@ -86,12 +94,14 @@ impl Daemon {
     /// Withdraws every route (before a stop, or when the announce settings change).
     pub(super) fn withdraw_all(&mut self, why: &str) {
         let Some(a) = &mut self.announcer else { return };
-        if a.announced().is_some_and(BTreeSet::is_empty) {
+        if a.heading_for().is_some_and(BTreeSet::is_empty) && !a.busy() {
             return;
         }
-        match a.announce(&BTreeSet::new()) {
-            Ok(_) => info!(why, "BGP routes withdrawn"),
-            Err(e) => error!(why, "withdrawing the VIPs: {e}"),
+        // A stop or a change of settings waits for BIRD's answer (at most its time limit).
+        let done = a.announce(&BTreeSet::new()).map(|_| a.finish(WAIT_FOR_BIRD));
+        match done {
+            Ok(None | Some(Ok(()))) => info!(why, "BGP routes withdrawn"),
+            Ok(Some(Err(e))) | Err(e) => error!(why, "withdrawing the VIPs: {e}"),
         }
     }
 
@@ -106,6 +116,10 @@ impl Daemon {
         o.drained = drained;
         self.set_overrides(o);
         self.announce();
+        // The operator asked: wait for BIRD's answer, to say whether it took the change.
+        if let Some(a) = &mut self.announcer {
+            a.finish(WAIT_FOR_BIRD);
+        }
         if let Some(e) = self.announcer.as_ref().and_then(|a| a.error.clone()) {
             return Err(DrainError::Announce(e));
         }
@@ -116,6 +130,10 @@ impl Daemon {
         })
     }
 }
+
+/// How long a stop, a change of settings or `node drain` waits for `birdc configure` (its own
+/// limit is 5 s; a queued second one may follow).
+const WAIT_FOR_BIRD: std::time::Duration = std::time::Duration::from_secs(11);
 
 /// How long the checks of the VIPs on `addr` take to bring every backend up: the slowest
 /// backend's `interval_ms × rise + timeout_ms` (nothing for unchecked backends).

@@ -374,6 +374,9 @@ impl Daemon {
                 _ = dog_tick.tick(), if dog.is_some() => crate::notify::watchdog(),
                 () = tokio::time::sleep_until(self.settle_at.unwrap_or_else(tokio::time::Instant::now)),
                     if self.settle_at.is_some() => self.announce(),
+                // `birdc configure` runs on its own thread: collect its answer.
+                () = tokio::time::sleep(Duration::from_millis(20)),
+                    if self.announcer.as_ref().is_some_and(crate::announce::Announcer::busy) => self.poll_announce(),
                 Some(reply) = self.status_calls.recv() => {
                     let _ = reply.send(self.status());
                 }
