@@ -211,7 +211,10 @@ pub fn plan(
             let mut identity = baddr.to_vec();
             identity.push(bfam);
             members.push(Member { identity, weight: configured[j] });
-            now.push(maglev::Now { weight, keep: scale(i, j) });
+            // The share of its slots it holds is the share of its weight it has now, the token
+            // weight of a ramp's first moment included (its bare scale, 0 then, held none).
+            let keep = if configured[j] > 0 { f64::from(weight) / f64::from(configured[j]) } else { scale(i, j) };
+            now.push(maglev::Now { weight, keep });
         }
         let ring: Vec<u32> = maglev::build_stable(&members, &now, vip.ring_size, config.maglev_seed)
             .map(|t| t.slots().iter().map(|&m| ids.backends[i][m as usize]).collect())
@@ -374,6 +377,24 @@ mod tests {
             [(state::ACTIVE, 1), (state::ACTIVE, 100)]
         );
         assert_eq!(scaled(0, 0.5), 0);
+    }
+
+    /// CI failure of `a_backend_back_from_down_ramps_up_over_its_slow_start`: at the first
+    /// moment of a slow start (scale 0) the backend held no slot at all until the next ramp
+    /// step, a second later; it holds its token share now.
+    #[test]
+    fn a_backend_at_the_start_of_its_ramp_holds_a_token_share_of_slots() {
+        let c = config(
+            "interfaces=[\"e\"]\n[[vip]]\naddress=\"10.0.0.1:80\"\n\
+             [[vip.backend]]\naddress=\"10.0.0.2\"\n[[vip.backend]]\naddress=\"10.0.0.3\"\n",
+        );
+        let hops = hops(&["10.0.0.2", "10.0.0.3"]);
+        let ids = super::super::ids::Ids::default().assign(&c);
+        let p = super::plan(&c, &hops, &ids, |_, _| true, |_, j| if j == 1 { 0.0 } else { 1.0 });
+        let ring = &p.vips[0].ring;
+        let held = ring.iter().filter(|&&id| id == ids.backends[0][1]).count();
+        // Weight 1 of 100: about 1% of its half of the table.
+        assert!(held > 0 && held < ring.len() / 50, "{held} of {}", ring.len());
     }
 
     #[test]
