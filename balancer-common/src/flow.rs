@@ -75,6 +75,10 @@ const _: () = assert!(core::mem::size_of::<FlowSet>() == 64);
 pod!(FlowKey, FlowSet);
 
 impl FlowKey {
+    /// No addresses, ports or protocol: what a parser fills in.
+    pub const EMPTY: FlowKey =
+        FlowKey { src: [0; 16], dst: [0; 16], sport_be: 0, dport_be: 0, proto: 0, family: 0, _pad: [0; 2] };
+
     /// The key this packet's flow is hashed and tracked under on a VIP with `vip_flags`
     /// (`vip::flags`): the whole 5-tuple, or without the source port (`IGNORE_SRC_PORT`),
     /// only the two ports (`HASH_PORTS`), or only the destination port (`HASH_DST_PORT`).

@@ -3,11 +3,11 @@
 //! because kernels without the ipip module would otherwise drop these packets.
 
 use aya_ebpf::programs::XdpContext;
-use balancer_common::{counters::Reason, family, flow::FlowKey, proto, vip::forward as fwd};
+use balancer_common::{counters::Reason, vip::forward as fwd};
 
 use crate::{
     maps::SETTINGS,
-    packet::{adjust_head, read, write},
+    packet::{adjust_head, at, read, write},
     wire::{ETH_LEN, ETH_P_IP, ETH_P_IPV6, IPPROTO_IPIP, IPPROTO_IPV6, IPV4_LEN, IPV6_LEN, VLAN_ETH_LEN},
 };
 
@@ -51,7 +51,7 @@ fn outer(ctx: &XdpContext) -> Result<Option<Tunnel>, Reason> {
     let (ethertype, l3_off) = crate::parse::ethernet(ctx)?;
     let outer_len = match ethertype {
         ETH_P_IP => {
-            let h = read::<[u8; IPV4_LEN]>(ctx, l3_off)?;
+            let h = at::<IPV4_LEN>(ctx, l3_off)?;
             let fragment = u16::from_be_bytes([h[6], h[7]]) & 0x3fff != 0;
             if h[0] != 0x45 || h[9] != IPPROTO_IPIP || fragment || h[12..14] != settings.ipip_src_v4[..2] {
                 return Ok(None);
@@ -59,7 +59,7 @@ fn outer(ctx: &XdpContext) -> Result<Option<Tunnel>, Reason> {
             IPV4_LEN
         }
         ETH_P_IPV6 => {
-            let h = read::<[u8; IPV6_LEN]>(ctx, l3_off)?;
+            let h = at::<IPV6_LEN>(ctx, l3_off)?;
             if h[0] >> 4 != 6 || h[6] != IPPROTO_IPV6 || h[8..20] != settings.ipip_src_v6[..12] {
                 return Ok(None);
             }
@@ -76,33 +76,10 @@ fn outer(ctx: &XdpContext) -> Result<Option<Tunnel>, Reason> {
     Ok(Some(Tunnel { l3_off, outer_len, v4 }))
 }
 
-/// Whether the inner packet is TCP or UDP to a VIP of `forward::LOCAL` (an IPv4 header
-/// without options, or an IPv6 header followed by the transport header).
+/// Whether the inner packet is TCP or UDP to a VIP of `forward::LOCAL`.
 #[inline(always)]
 fn for_local_vip(ctx: &XdpContext, t: Tunnel) -> Result<bool, Reason> {
-    let inner = t.l3_off + t.outer_len;
-    let mut key = FlowKey { src: [0; 16], dst: [0; 16], sport_be: 0, dport_be: 0, proto: 0, family: 0, _pad: [0; 2] };
-    let l4_off = if t.v4 {
-        let h = read::<[u8; IPV4_LEN]>(ctx, inner)?;
-        if h[0] != 0x45 {
-            return Ok(false);
-        }
-        key.proto = h[9];
-        key.family = family::V4;
-        key.dst[..4].copy_from_slice(&h[16..20]);
-        inner + IPV4_LEN
-    } else {
-        let h = read::<[u8; IPV6_LEN]>(ctx, inner)?;
-        key.proto = h[6];
-        key.family = family::V6;
-        key.dst.copy_from_slice(&h[24..40]);
-        inner + IPV6_LEN
-    };
-    if key.proto != proto::TCP && key.proto != proto::UDP {
-        return Ok(false);
-    }
-    let ports = read::<[u8; 4]>(ctx, l4_off)?;
-    key.dport_be = u16::from_ne_bytes([ports[2], ports[3]]);
+    let key = crate::parse::tuple_at(ctx, t.l3_off + t.outer_len, t.v4)?;
     Ok(crate::vip::lookup(&key).is_ok_and(|v| v.forward == fwd::LOCAL))
 }
 

@@ -7,8 +7,8 @@
 //! are answered.
 //!
 //! `decap` runs on backends of IPIP VIPs: it strips the outer header so the local stack gets
-//! the client's packet. `balancer` does the same for IPIP from the balancers' prefix, so an L7
-//! node behind an L4 tier needs no second program on its interface.
+//! the client's packet. `balancer` does the same for IPIP from the balancers' prefix to its own
+//! L7 VIPs, so an L7 node behind an L4 tier needs no second program on its interface.
 //!
 //! `ref_swap` is a benchmark reference only.
 //!

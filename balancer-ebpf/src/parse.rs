@@ -97,11 +97,22 @@ pub fn ethernet(ctx: &XdpContext) -> Result<(u16, usize), Reason> {
     Ok((ethertype, ETH_LEN))
 }
 
+/// The TCP/UDP 5-tuple of the IPv4 (`v4`) or IPv6 packet at `off`, by the rules the outer
+/// header is parsed by: for a packet inside a tunnel (`decap`).
+#[inline(always)]
+pub fn tuple_at(ctx: &XdpContext, off: usize, v4: bool) -> Result<FlowKey, Reason> {
+    let mut key = FlowKey::EMPTY;
+    let (l4_off, _) = if v4 { ipv4(ctx, off, &mut key)? } else { ipv6(ctx, off, &mut key)? };
+    transport(key.proto, if v4 { IPPROTO_ICMP } else { IPPROTO_ICMPV6 })?;
+    ports(ctx, l4_off, &mut key)?;
+    Ok(key)
+}
+
 /// Parses Ethernet (one 802.1Q tag) and the IP header, IPv6 extension headers skipped.
 #[inline(always)]
 pub fn ip(ctx: &XdpContext) -> Result<Ip, Reason> {
     let (ethertype, l3_off) = ethernet(ctx)?;
-    let mut key = FlowKey { src: [0; 16], dst: [0; 16], sport_be: 0, dport_be: 0, proto: 0, family: 0, _pad: [0; 2] };
+    let mut key = FlowKey::EMPTY;
     let (l4_off, ip_end) = match ethertype {
         ETH_P_IP => ipv4(ctx, l3_off, &mut key)?,
         ETH_P_IPV6 => ipv6(ctx, l3_off, &mut key)?,

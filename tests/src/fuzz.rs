@@ -151,7 +151,7 @@ fn ip_header(f: &[u8]) -> Option<(usize, usize, usize, FlowKey)> {
         et = be16(f, 16)?;
         l3 = 18;
     }
-    let mut key = FlowKey { src: [0; 16], dst: [0; 16], sport_be: 0, dport_be: 0, proto: 0, family: 0, _pad: [0; 2] };
+    let mut key = FlowKey::EMPTY;
     let (l4, ip_end) = match et {
         0x0800 => {
             let h = f.get(l3..l3 + 20)?;

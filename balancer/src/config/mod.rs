@@ -658,6 +658,11 @@ impl Backend {
         SocketAddr::new(*self.address.get_ref(), self.port.unwrap_or(vip_port))
     }
 
+    /// Its health check on VIP `vip`: its own, else the VIP's (none: it is not checked).
+    pub fn check<'a>(&'a self, vip: &'a Vip) -> Option<&'a HealthCheck> {
+        self.health.as_ref().or(vip.health.as_ref())
+    }
+
     /// The protocol spoken to it on an L7 VIP with settings `l7`.
     pub fn protocol(&self, l7: &L7) -> BackendProtocol {
         self.protocol.unwrap_or(l7.backend_protocol)

@@ -142,7 +142,7 @@ fn settle_time(config: &crate::config::Config, addr: IpAddr) -> std::time::Durat
         .vips
         .iter()
         .filter(|v| v.address.get_ref().ip() == addr)
-        .flat_map(|v| v.backends.iter().filter_map(|b| b.health.as_ref().or(v.health.as_ref())))
+        .flat_map(|v| v.backends.iter().filter_map(|b| b.check(v)))
         .map(|h| h.interval_ms * u64::from(h.rise) + h.timeout_ms())
         .max()
         .unwrap_or(0);

@@ -71,7 +71,7 @@ impl Scheduler {
         for vip in &config.vips {
             let vaddr = *vip.address.get_ref();
             for b in &vip.backends {
-                if let Some(check) = b.health.as_ref().or(vip.health.as_ref()) {
+                if let Some(check) = b.check(vip) {
                     let mut health = check.clone();
                     health.port = health.port.or(b.port);
                     let ajp = vip
