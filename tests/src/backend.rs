@@ -25,19 +25,7 @@ impl HttpBackend {
         std::fs::create_dir_all(&root).expect("web root");
         std::fs::write(root.join("index.html"), name).expect("index.html");
         let bind = if vip.is_ipv4() { "0.0.0.0" } else { "::" };
-        // HTTP/1.1, so a client can keep a connection open across requests.
-        let proc = ns.spawn(&[
-            "python3",
-            "-m",
-            "http.server",
-            &port.to_string(),
-            "--bind",
-            bind,
-            "--directory",
-            root.to_str().unwrap(),
-            "--protocol",
-            "HTTP/1.1",
-        ]);
+        let proc = ns.spawn(&["python3", "-c", STATIC_SERVER, &port.to_string(), bind, root.to_str().unwrap()]);
         let b = Self { proc, root };
         // Ready when it answers locally.
         let url = format!("http://127.0.0.1:{port}/");
@@ -57,6 +45,21 @@ impl Drop for HttpBackend {
         let _ = std::fs::remove_dir_all(&self.root);
     }
 }
+
+/// `python3 -m http.server` with HTTP/1.1 (so a client can keep a connection open across
+/// requests) and a listen backlog of 1024 instead of its 5: a burst of connections overflowed
+/// the accept queue, the kernel dropped the next SYN, and a health check waiting for it timed
+/// out and took the backend down (a flaky ECMP test on a loaded 2-core machine).
+const STATIC_SERVER: &str = r#"
+import functools, http.server, socket, sys
+port, bind, root = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+class H(http.server.SimpleHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+class S(http.server.ThreadingHTTPServer):
+    request_queue_size = 1024
+    address_family = socket.AF_INET6 if ":" in bind else socket.AF_INET
+S((bind, port), functools.partial(H, directory=root)).serve_forever()
+"#;
 
 /// A minimal HTTP/1.1 client over one TCP connection: enough to ask the backends their name,
 /// once per connection or many times over a kept-alive one.
@@ -112,7 +115,7 @@ pub fn read_response(stream: &mut impl std::io::Read) -> std::io::Result<(String
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     loop {
-        let n = stream.read(&mut chunk)?;
+        let n = read_some(stream, &mut chunk)?;
         if n == 0 {
             return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "connection closed mid-response"));
         }
@@ -125,6 +128,22 @@ pub fn read_response(stream: &mut impl std::io::Read) -> std::io::Result<(String
             .unwrap_or(0);
         if buf.len() >= end + 4 + len {
             return Ok((text[..end].to_owned(), String::from_utf8_lossy(&buf[end + 4..end + 4 + len]).into_owned()));
+        }
+    }
+}
+
+/// `read`, again when a signal interrupted it. A socket with a read timeout returns `EINTR`
+/// even for a signal nobody handles: a child's `SIGCHLD` that arrives while the thread
+/// spawning another child blocks every signal is queued, and wakes whichever thread is
+/// reading (two of 24 watched ECMP connections "broke" so, in one run of three).
+///
+/// # Errors
+/// Any other error of `read`.
+pub fn read_some(stream: &mut impl std::io::Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    loop {
+        match stream.read(buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            r => return r,
         }
     }
 }
@@ -188,6 +207,7 @@ class H(http.server.BaseHTTPRequestHandler):
 class S(socketserver.ThreadingMixIn, http.server.HTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = 1024
 S(("0.0.0.0", port), H).serve_forever()
 "#;
 

@@ -166,6 +166,17 @@ impl Cluster {
         self.node_ips().iter().position(|&n| n == via)
     }
 
+    /// Every backend up/down change each node's daemon logged so far, a line each.
+    pub fn health_changes(&self) -> String {
+        let mut out = String::new();
+        for (i, d) in self.daemons.iter().enumerate() {
+            for l in d.proc.log().lines().filter(|l| l.contains("backend down") || l.contains("backend up")) {
+                let _ = writeln!(out, "node {}: {l}", i + 1);
+            }
+        }
+        out
+    }
+
     /// Opens `CONNS` keep-alive connections from the router to the VIP (the router's hash
     /// spreads them over the nodes), each waiting up to 15 s for an answer.
     ///
@@ -193,17 +204,18 @@ impl Drop for Cluster {
     }
 }
 
-/// A node's configuration: the VIP on both backends, health checked every 200 ms, announced
-/// through its own BIRD. The first backend needs ten passed checks to count as up again, the
+/// A node's configuration: the VIP on both backends, health checked every 200 ms (down after
+/// two failed checks: one check late on a loaded 2-core machine is not a dead backend),
+/// announced through its own BIRD. The first backend needs ten passed checks to count as up again, the
 /// second one: a node whose checks all failed (its link was down) sees the second backend
 /// back two seconds before the first, which is when announcing too early would show.
 fn node_config(lan: &Lan, dir: &std::path::Path, n: usize) -> String {
     format!(
         "interfaces = [\"eth0\"]\n[announce]\nfile_v4 = \"{d}/node{n}-vips4.conf\"\nfile_v6 = \"{d}/node{n}-vips6.conf\"\n\
          bird_socket = \"{d}/node{n}.ctl\"\n[[vip]]\naddress = \"{VIP}:80\"\n\
-         [vip.health]\nkind = \"tcp\"\ninterval_ms = 200\nrise = 1\nfall = 1\n\
+         [vip.health]\nkind = \"tcp\"\ninterval_ms = 200\nrise = 1\nfall = 2\n\
          [[vip.backend]]\naddress = \"{}\"\n\
-         [vip.backend.health]\nkind = \"tcp\"\ninterval_ms = 200\nrise = 10\nfall = 1\n\
+         [vip.backend.health]\nkind = \"tcp\"\ninterval_ms = 200\nrise = 10\nfall = 2\n\
          [[vip.backend]]\naddress = \"{}\"\n",
         ip(lan, BACKENDS[0]),
         ip(lan, BACKENDS[1]),

@@ -3,7 +3,7 @@
 //! established connection survives a reload.
 
 use std::{
-    io::{Read as _, Write as _},
+    io::Write as _,
     net::{SocketAddr, TcpStream},
     os::unix::fs::PermissionsExt as _,
     path::{Path, PathBuf},
@@ -116,7 +116,7 @@ impl TlsClient {
         let mut got = Vec::new();
         let mut buf = [0u8; 4096];
         loop {
-            let n = self.stream.read(&mut buf)?;
+            let n = crate::backend::read_some(&mut self.stream, &mut buf)?;
             if n == 0 {
                 return Err(std::io::ErrorKind::UnexpectedEof.into());
             }

@@ -52,7 +52,7 @@ fn read_answer(s: &mut TcpStream) -> Answer {
             }
             buf.drain(..len);
         }
-        match s.read(&mut chunk) {
+        match balancer_tests::backend::read_some(s, &mut chunk) {
             Ok(0) | Err(_) => return answer,
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
         }

@@ -92,7 +92,21 @@ struct Figures {
     stall: Duration,
 }
 
-fn report(case: &str, route_change: Option<Duration>, seen: &[Seen], healthy: impl Fn(&Seen) -> bool) -> Figures {
+///
+/// # Panics
+/// When a connection got no answer at all, with each node's health changes.
+fn report(
+    c: &Cluster,
+    case: &str,
+    route_change: Option<Duration>,
+    seen: &[Seen],
+    healthy: impl Fn(&Seen) -> bool,
+) -> Figures {
+    assert!(
+        seen.iter().all(|s| s.answers > 0),
+        "{case}: a connection got no answer at all: {seen:?}\nhealth changes:\n{}",
+        c.health_changes()
+    );
     let kept: Vec<&Seen> = seen.iter().filter(|s| healthy(s)).collect();
     let f = Figures {
         broken: kept.iter().filter(|s| s.broken.is_some()).count(),
@@ -119,7 +133,6 @@ fn report(case: &str, route_change: Option<Duration>, seen: &[Seen], healthy: im
 /// causes (and returns how long it took) before a second of traffic on the new path.
 fn watched(
     conns: Vec<HttpConn>,
-    name: &str,
     case: impl FnOnce() -> Option<Duration>,
 ) -> (Vec<HttpConn>, Vec<Seen>, Option<Duration>) {
     let watch = Watch::start(conns);
@@ -127,7 +140,6 @@ fn watched(
     let took = case();
     std::thread::sleep(Duration::from_secs(1));
     let (conns, seen) = watch.finish();
-    assert!(seen.iter().all(|s| s.answers > 0), "{name}: a connection got no answer at all: {seen:?}");
     (conns, seen, took)
 }
 
@@ -172,18 +184,18 @@ fn two_nodes_agree_spread_drain_and_return_without_breaking_a_connection() {
 
     // The longest wait with nothing happening: what the backends (Python) and this 2-core
     // machine cost on their own, which the drain's figure is compared with.
-    let (conns, seen, _) = watched(conns, "quiet", || None);
-    let quiet = report("nothing happens", None, &seen, |_| true);
+    let (conns, seen, _) = watched(conns, || None);
+    let quiet = report(&c, "nothing happens", None, &seen, |_| true);
     assert_held("quiet", &quiet);
 
     // Drain node 1: withdrawn, its connections move to node 2, which steers them by the same
     // table. The drained node forwards on, so the route change itself stalls nothing.
-    let (conns, seen, took) = watched(conns, "drain", || {
+    let (conns, seen, took) = watched(conns, || {
         let out = c.daemons[0].ctl(c.node(0), &["node", "drain"]);
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         Some(bird::wait_next_hops(c.router(), VIP, &c.node_ips()[1..]))
     });
-    let f = report("node 1 drains", took, &seen, |_| true);
+    let f = report(&c, "node 1 drains", took, &seen, |_| true);
     assert_held("drain", &f);
     assert!(
         f.stall <= quiet.stall + Duration::from_millis(50),
@@ -193,35 +205,36 @@ fn two_nodes_agree_spread_drain_and_return_without_breaking_a_connection() {
     );
 
     // It comes back: the router rehashes about half of the connections onto it again.
-    let (conns, seen, took) = watched(conns, "resume", || {
+    let (conns, seen, took) = watched(conns, || {
         assert!(c.daemons[0].ctl(c.node(0), &["node", "resume"]).status.success());
         Some(bird::wait_next_hops(c.router(), VIP, &c.node_ips()))
     });
-    assert_held("resume", &report("node 1 resumes", took, &seen, |_| true));
+    assert_held("resume", &report(&c, "node 1 resumes", took, &seen, |_| true));
 
     // A node's link goes down (no BFD: the 3 s hold time), and comes back.
-    let (conns, seen, took) = watched(conns, "link down", || {
+    let (conns, seen, took) = watched(conns, || {
         c.node(1).run(&["ip", "link", "set", "eth0", "down"]);
         Some(bird::wait_next_hops(c.router(), VIP, &c.node_ips()[..1]))
     });
-    assert_held("link down", &report("node 2's link down, BFD off", took, &seen, |_| true));
-    let (conns, seen, took) = watched(conns, "link up", || {
+    assert_held("link down", &report(&c, "node 2's link down, BFD off", took, &seen, |_| true));
+    let (conns, seen, took) = watched(conns, || {
         c.node(1).run(&["ip", "link", "set", "eth0", "up"]);
         Some(bird::wait_next_hops(c.router(), VIP, &c.node_ips()))
     });
-    assert_held("link up", &report("node 2's link up again", took, &seen, |_| true));
+    assert_held("link up", &report(&c, "node 2's link up again", took, &seen, |_| true));
 
     // A backend dies while the connections are spread over both nodes: its own connections
     // are lost; nothing else moves.
     let mut c = c;
     let dead = "be1".to_owned();
-    let (_conns, seen, _) = watched(conns, "backend dies", || {
+    let (_conns, seen, _) = watched(conns, || {
         c.backends[0] = None;
         None
     });
-    let f = report(&format!("backend {dead} dies"), None, &seen, |s| !s.backends.contains(&dead));
+    let f = report(&c, &format!("backend {dead} dies"), None, &seen, |s| !s.backends.contains(&dead));
     assert_held("backend dies", &f);
     assert!(seen.iter().any(|s| s.backends.contains(&dead)), "no connection was on {dead}: the case proves nothing");
+    eprintln!("health changes:\n{}", c.health_changes());
 }
 
 /// With BFD: a node whose daemon is killed keeps forwarding (the data path is pinned) and
@@ -233,30 +246,31 @@ fn a_node_that_fails_loses_no_connection_with_bfd() {
     let mut c = Cluster::new("bfd", true);
     let conns = c.connect();
 
-    let (conns, seen, _) = watched(conns, "daemon killed", || {
+    let (conns, seen, _) = watched(conns, || {
         c.daemons[0].proc.kill9();
         None
     });
-    assert_held("daemon killed", &report("node 1's daemon killed", None, &seen, |_| true));
+    assert_held("daemon killed", &report(&c, "node 1's daemon killed", None, &seen, |_| true));
     assert_eq!(bird::next_hops(c.router(), VIP).len(), 2, "a node without its daemon still serves and announces");
     c.daemons[0].restart(&c.lan.hosts[NODES[0]].ns, "info");
 
-    let (conns, seen, took) = watched(conns, "BIRD killed", || {
+    let (conns, seen, took) = watched(conns, || {
         c.birds[0].proc.kill9();
         Some(bird::wait_next_hops(c.router(), VIP, &c.node_ips()[1..]))
     });
-    assert_held("BIRD killed", &report("node 1's BIRD killed, BFD on", took, &seen, |_| true));
-    let (conns, seen, took) = watched(conns, "BIRD back", || {
+    assert_held("BIRD killed", &report(&c, "node 1's BIRD killed, BFD on", took, &seen, |_| true));
+    let (conns, seen, took) = watched(conns, || {
         c.birds[0].restart(&c.lan.hosts[NODES[0]].ns);
         Some(bird::wait_next_hops(c.router(), VIP, &c.node_ips()))
     });
-    assert_held("BIRD back", &report("node 1's BIRD back", took, &seen, |_| true));
+    assert_held("BIRD back", &report(&c, "node 1's BIRD back", took, &seen, |_| true));
 
-    let (_conns, seen, took) = watched(conns, "link down", || {
+    let (_conns, seen, took) = watched(conns, || {
         c.node(1).run(&["ip", "link", "set", "eth0", "down"]);
         Some(bird::wait_next_hops(c.router(), VIP, &c.node_ips()[..1]))
     });
-    let f = report("node 2's link down, BFD on", took, &seen, |_| true);
+    let f = report(&c, "node 2's link down, BFD on", took, &seen, |_| true);
     assert_held("link down, BFD", &f);
     assert!(took.unwrap() < Duration::from_secs(2), "BFD should have cut the route in well under the hold time");
+    eprintln!("health changes:\n{}", c.health_changes());
 }

@@ -61,7 +61,7 @@ fn a_malformed_request_body_is_the_clients_fault_and_no_backend_is_left_out() {
 fn closed_by_server(c: &mut TcpStream) -> bool {
     let mut buf = [0u8; 512];
     loop {
-        match c.read(&mut buf) {
+        match balancer_tests::backend::read_some(c, &mut buf) {
             Ok(0) => return true,
             Ok(_) => {}
             Err(e) => return e.kind() == std::io::ErrorKind::ConnectionReset,
