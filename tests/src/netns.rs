@@ -77,6 +77,19 @@ impl Netns {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// Waits (at most `limit`) until no address in this namespace is still tentative (IPv6
+    /// duplicate detection), so a program that watches the host's addresses sees no change.
+    ///
+    /// # Panics
+    /// When one is still tentative after `limit`.
+    pub fn wait_addresses_settled(&self, limit: Duration) {
+        let start = Instant::now();
+        while !self.run(&["ip", "-6", "addr", "show", "tentative"]).trim().is_empty() {
+            assert!(start.elapsed() < limit, "addresses still tentative after {limit:?}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// Runs `f` on a thread that has entered this namespace (only that thread moves), so a test
     /// can open sockets inside it without spawning a process per connection.
     pub fn in_thread<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {

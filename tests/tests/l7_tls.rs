@@ -2,7 +2,7 @@
 //! `openssl s_client` (SNI, versions, ALPN), and a client that keeps its connection across a
 //! reload that changes the certificate.
 
-use std::{fmt::Write as _, net::SocketAddr, path::Path};
+use std::{fmt::Write as _, net::SocketAddr, path::Path, time::Duration};
 
 use balancer_tests::{
     daemon::Daemon,
@@ -205,21 +205,31 @@ fn chromium_loads_a_page_over_the_tls_vip_with_http2() {
     let profile = pki.dir.join("chromium");
     let rules = format!("--host-resolver-rules=MAP shop.example {VIP}");
     let data = format!("--user-data-dir={}", profile.display());
-    let out = s.lan.hosts[0].ns.output(&[
-        "timeout",
-        "60",
-        "chromium",
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--no-first-run",
-        // The test's CA is not in Chromium's store; curl and openssl check the chain above.
-        "--ignore-certificate-errors",
-        &rules,
-        &data,
-        "--dump-dom",
-        "https://shop.example/",
-    ]);
+    let client = &s.lan.hosts[0].ns;
+    // Chromium abandons a load when the host's addresses change under it (ERR_NETWORK_CHANGED),
+    // which the link-local address finishing duplicate detection a second after link-up does.
+    client.wait_addresses_settled(Duration::from_secs(10));
+    let load = || {
+        client.output(&[
+            "timeout",
+            "60",
+            "chromium",
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            // The test's CA is not in Chromium's store; curl and openssl check the chain above.
+            "--ignore-certificate-errors",
+            &rules,
+            &data,
+            "--dump-dom",
+            "https://shop.example/",
+        ])
+    };
+    let mut out = load();
+    if String::from_utf8_lossy(&out.stderr).contains("ERR_NETWORK_CHANGED") {
+        out = load();
+    }
     let dom = String::from_utf8_lossy(&out.stdout);
     assert!(dom.contains("proto=https"), "the page arrived over TLS: {dom}\n{}", String::from_utf8_lossy(&out.stderr));
     let lb = &s.lan.hosts[1].ns;
