@@ -45,8 +45,9 @@ const QUOTE_V6: usize = 104;
 const REPLY_TTL: u8 = 64;
 
 /// An ICMP packet (`parse` said `Reason::Icmp`): relayed, answered, or passed as before. A
-/// function of its own (a BPF-to-BPF call), so its stack does not add to the TCP/UDP path's.
-#[inline(never)]
+/// function of its own (a BPF-to-BPF call, `icmp_handle` in `main`), so its stack does not add
+/// to the TCP/UDP path's.
+#[inline(always)]
 pub fn handle(ctx: &XdpContext) -> Result<u32, Reason> {
     let ip = parse::ip(ctx)?;
     // Read before the length checks: after them LLVM would drop this read's own bounds check as
@@ -172,8 +173,9 @@ fn echo(ctx: &XdpContext, ip: &Ip, reply: u8) -> Result<u32, Reason> {
 /// needed" (IPv4, only when the packet has don't-fragment set; without it the packet is dropped
 /// as `Reason::TooBig`, since XDP cannot fragment it) or "packet too big" (IPv6), from the VIP
 /// to the client, quoting the start of the packet, out of the interface it came in by. The MTU
-/// it reports leaves room for the outer header. Not inlined, for the same reason as `handle`.
-#[inline(never)]
+/// it reports leaves room for the outer header. Called as a function of its own, for the same
+/// reason as `handle`.
+#[inline(always)]
 pub fn too_big(ctx: &XdpContext, mtu: u16) -> Result<u32, Reason> {
     let packet = parse::parse(ctx)?;
     if packet.key.family == family::V4 {

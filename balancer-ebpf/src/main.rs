@@ -44,7 +44,9 @@ use balancer_common::{
 
 use crate::{maps::SETTINGS, parse::Packet};
 
-/// What `process` decided for a packet it did not refuse.
+/// What `process` decided for a packet it did not refuse. 8-byte aligned: `process` returns
+/// it through the caller's stack (see `verdict`).
+#[repr(align(8))]
 enum Next {
     /// This XDP action, the packet rewritten for it.
     Action(u32),
@@ -56,15 +58,20 @@ enum Next {
 pub fn balancer(ctx: XdpContext) -> u32 {
     // The ICMP branches are called from here rather than from `process`: the verifier adds up
     // the stack frames of a call chain (at most 512 bytes), and `process`'s alone is most of it.
-    let result = match parse::for_this_host(&ctx).and_then(|()| process(&ctx)) {
-        Ok(Next::Action(action)) => Ok(action),
-        Ok(Next::TooBig(mtu)) => icmp::too_big(&ctx, mtu),
-        Err(Reason::Icmp) => icmp::handle(&ctx),
+    match parse::for_this_host(&ctx).and_then(|()| process(&ctx)) {
+        Ok(Next::Action(action)) => action,
+        Ok(Next::TooBig(mtu)) => icmp_too_big(&ctx, mtu),
+        Err(Reason::Icmp) => icmp_handle(&ctx),
         // IPIP from an L4 tier in front of this host (an L7 node) to one of its L7 VIPs: the
         // client's packet for the stack, as `decap` gives it on backends that run no balancer.
-        Err(Reason::OtherProto) if decapsulated(&ctx) => Err(Reason::Decapsulated),
-        Err(reason) => Err(reason),
-    };
+        Err(Reason::OtherProto) if decapsulated(&ctx) => verdict(Err(Reason::Decapsulated)),
+        Err(reason) => verdict(Err(reason)),
+    }
+}
+
+/// The XDP action for `result`: its own, else pass or drop by the reason, which is counted.
+#[inline(always)]
+fn verdict(result: Result<u32, Reason>) -> u32 {
     match result {
         Ok(action) => action,
         Err(reason) => {
@@ -72,6 +79,23 @@ pub fn balancer(ctx: XdpContext) -> u32 {
             if reason.drops() { xdp_action::XDP_DROP } else { xdp_action::XDP_PASS }
         }
     }
+}
+
+// The functions called from `balancer` (BPF-to-BPF calls) return a plain action in a register:
+// a `Result` comes back through a slot on the caller's stack, and the verifier rejects the
+// 8-byte store LLVM merges its two halves into when the slot is only 4-byte aligned
+// (misaligned loads and stores are on, see `.cargo/config.toml`; the stack must stay aligned).
+
+/// `icmp::handle`, counted. A function of its own (see `balancer`).
+#[inline(never)]
+fn icmp_handle(ctx: &XdpContext) -> u32 {
+    verdict(icmp::handle(ctx))
+}
+
+/// `icmp::too_big`, counted. A function of its own (see `balancer`).
+#[inline(never)]
+fn icmp_too_big(ctx: &XdpContext, mtu: u16) -> u32 {
+    verdict(icmp::too_big(ctx, mtu))
 }
 
 /// `decap::decap_for_local_vip` for `balancer`: a function of its own, so its stack frame is
