@@ -116,8 +116,9 @@ pub enum Reason {
     /// without don't-fragment (XDP cannot fragment it, and the link would drop it anyway), or
     /// this CPU has sent its `budget::TOO_BIG_PER_WINDOW`. Dropped.
     TooBig = 13,
-    /// A frame for another MAC than the interface's own (promiscuous mode, a bridge flooding a
-    /// dead port's frames, a broadcast or multicast frame): passed for the kernel to drop.
+    /// A frame for a VIP (or ICMP, or IPIP) sent to another MAC than the interface's own
+    /// (promiscuous mode, a bridge flooding a dead port's frames, a broadcast or multicast
+    /// frame): passed for the kernel to drop. Other frames count under their own reason.
     OtherHost = 14,
     /// IP-in-IP from the balancers' prefix (`ipip_source_v4`/`v6`), an L4 tier forwarding to
     /// this host: the outer header removed and the client's packet passed to the stack.

@@ -58,13 +58,15 @@ enum Next {
 pub fn balancer(ctx: XdpContext) -> u32 {
     // The ICMP branches are called from here rather than from `process`: the verifier adds up
     // the stack frames of a call chain (at most 512 bytes), and `process`'s alone is most of it.
-    match parse::for_this_host(&ctx).and_then(|()| process(&ctx)) {
+    match process(&ctx) {
         Ok(Next::Action(action)) => action,
         Ok(Next::TooBig(mtu)) => icmp_too_big(&ctx, mtu),
         Err(Reason::Icmp) => icmp_handle(&ctx),
         // IPIP from an L4 tier in front of this host (an L7 node) to one of its L7 VIPs: the
         // client's packet for the stack, as `decap` gives it on backends that run no balancer.
-        Err(Reason::OtherProto) if decapsulated(&ctx) => verdict(Err(Reason::Decapsulated)),
+        Err(Reason::OtherProto) => verdict(parse::for_this_host(&ctx).and_then(|()| {
+            Err(if decapsulated(&ctx) { Reason::Decapsulated } else { Reason::OtherProto })
+        })),
         Err(reason) => verdict(Err(reason)),
     }
 }
@@ -86,10 +88,11 @@ fn verdict(result: Result<u32, Reason>) -> u32 {
 // 8-byte store LLVM merges its two halves into when the slot is only 4-byte aligned
 // (misaligned loads and stores are on, see `.cargo/config.toml`; the stack must stay aligned).
 
-/// `icmp::handle`, counted. A function of its own (see `balancer`).
+/// `icmp::handle` for a frame sent to this host, counted. A function of its own (see
+/// `balancer`).
 #[inline(never)]
 fn icmp_handle(ctx: &XdpContext) -> u32 {
-    verdict(icmp::handle(ctx))
+    verdict(parse::for_this_host(ctx).and_then(|()| icmp::handle(ctx)))
 }
 
 /// `icmp::too_big`, counted. A function of its own (see `balancer`).
@@ -110,6 +113,8 @@ fn decapsulated(ctx: &XdpContext) -> bool {
 fn process(ctx: &XdpContext) -> Result<Next, Reason> {
     let packet = parse::parse(ctx)?;
     let vip = vip::lookup(&packet.key)?;
+    // After the VIP: a frame for no VIP is passed whoever it was sent to, without the look.
+    parse::for_this_host(ctx)?;
     if vip.flags & flags::SOURCE_FILTER != 0 && !vip::source_allowed(&packet.key, vip.id) {
         return Err(Reason::SourceFiltered);
     }

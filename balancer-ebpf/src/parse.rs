@@ -58,7 +58,8 @@ pub fn parse(ctx: &XdpContext) -> Result<Packet, Reason> {
 /// Passes frames addressed to another MAC than the receiving interface's (`LOCAL_MACS`): in
 /// promiscuous mode, or behind a bridge that floods a dead port's frames, a node sees frames
 /// meant for another node, and balancing them too would duplicate the traffic. An interface
-/// the table does not name is not checked.
+/// the table does not name is not checked. Asked of frames the program would act on (for a
+/// VIP, ICMP, IPIP): the rest are passed anyway, under their own reason.
 #[inline(always)]
 pub fn for_this_host(ctx: &XdpContext) -> Result<(), Reason> {
     let Some(local) = crate::maps::LOCAL_MACS.get(0) else { return Ok(()) };

@@ -5,7 +5,7 @@
 
 use balancer_tests::{
     fixture::Fixture,
-    packet::{Frame, LB_MAC, tcp},
+    packet::{Frame, L4, LB_MAC, tcp},
     require_root,
     xdp::Verdict,
 };
@@ -38,6 +38,27 @@ fn frames_for_another_mac_are_passed_and_counted_not_balanced() {
     // Another interface's entry does not make this one's frames foreign.
     f.set_local_macs(&[(loopback_index() + 1000, [2, 0, 0, 0, 0, 0x99])]);
     assert_eq!(f.run(&frame(LB_MAC)).0, Verdict::Tx);
+}
+
+/// The MAC is looked at only for frames the program would act on: an echo request to a VIP
+/// sent to another MAC is passed unanswered as `other_host`, while a frame for no VIP is passed
+/// as `no_vip` whoever it was sent to (it is the kernel's either way, and the look would cost
+/// every such frame a table lookup).
+#[test]
+fn the_mac_is_checked_for_frames_the_balancer_would_act_on() {
+    require_root!();
+    let mut f = Fixture::new(&format!("answer_ping = true\n{CONFIG}"));
+    f.set_local_macs(&[(loopback_index(), LB_MAC)]);
+    let other = [2, 0, 0, 0, 0, 0x99];
+    let echo = |dst_mac: [u8; 6]| Frame { dst_mac, ..Frame::new("192.0.2.7:0", "10.0.0.1:0", L4::IcmpEcho) }.build();
+    assert_eq!(f.run(&echo(LB_MAC)).0, Verdict::Tx, "an echo request to us is answered");
+    let (host, no_vip) = (f.reason("other_host"), f.reason("no_vip"));
+    assert_eq!(f.run(&echo(other)), (Verdict::Pass, echo(other)), "to another MAC: not answered");
+    assert_eq!(f.stats().icmp[2], ("echo_replied", 1));
+    assert_eq!(f.reason("other_host"), host + 1);
+    let not_vip = Frame { dst_mac: other, ..Frame::tcp("192.0.2.7:40000", "10.0.0.9:80", tcp::SYN) }.build();
+    assert_eq!(f.run(&not_vip), (Verdict::Pass, not_vip.clone()));
+    assert_eq!((f.reason("other_host"), f.reason("no_vip")), (host + 1, no_vip + 1), "counted as for no VIP");
 }
 
 /// A client whose neighbour entry for the balancer names a MAC nobody holds: the bridge floods
