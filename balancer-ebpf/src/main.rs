@@ -64,9 +64,10 @@ pub fn balancer(ctx: XdpContext) -> u32 {
         Err(Reason::Icmp) => icmp_handle(&ctx),
         // IPIP from an L4 tier in front of this host (an L7 node) to one of its L7 VIPs: the
         // client's packet for the stack, as `decap` gives it on backends that run no balancer.
-        Err(Reason::OtherProto) => verdict(parse::for_this_host(&ctx).and_then(|()| {
-            Err(if decapsulated(&ctx) { Reason::Decapsulated } else { Reason::OtherProto })
-        })),
+        Err(Reason::OtherProto) => verdict(
+            parse::for_this_host(&ctx)
+                .and_then(|()| Err(if decapsulated(&ctx) { Reason::Decapsulated } else { Reason::OtherProto })),
+        ),
         Err(reason) => verdict(Err(reason)),
     }
 }
