@@ -281,16 +281,16 @@ fn an_idle_kept_alive_connection_is_closed_after_the_header_timeout() {
     require_root!();
     let s = setup("sticky = \"insert\"\nheader_timeout_ms = 1000");
     let (first, closed_after) = s.lan.hosts[0].ns.in_thread(|| {
-        use std::io::{Read as _, Write as _};
+        use std::io::Write as _;
         let mut c = std::net::TcpStream::connect((VIP, 80)).expect("connect");
         c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         c.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
         let mut buf = [0u8; 4096];
-        let n = c.read(&mut buf).unwrap();
+        let n = balancer_tests::backend::read_some(&mut c, &mut buf).unwrap();
         let first = String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200");
         let idle = std::time::Instant::now();
         // Nothing more is sent: the server must hang up by itself.
-        while c.read(&mut buf).is_ok_and(|n| n > 0) {}
+        while balancer_tests::backend::read_some(&mut c, &mut buf).is_ok_and(|n| n > 0) {}
         (first, idle.elapsed())
     });
     assert!(first);

@@ -181,7 +181,7 @@ fn a_takeover_restart_refuses_no_connection_and_finishes_the_request_in_flight()
             let mut idle = TcpStream::connect((VIP, 80)).expect("connect");
             idle.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
             let mut buf = [0u8; 4096];
-            let n = idle.read(&mut buf).unwrap();
+            let n = balancer_tests::backend::read_some(&mut idle, &mut buf).unwrap();
             assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
             let load = scope.spawn(|| {
                 let (mut tried, mut failed) = (0, Vec::new());
@@ -313,7 +313,7 @@ fn a_preconnected_client_keeps_the_full_keep_alive_time() {
         let ask = |c: &mut TcpStream| {
             c.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").ok()?;
             let mut buf = [0u8; 4096];
-            let n = c.read(&mut buf).ok()?;
+            let n = balancer_tests::backend::read_some(c, &mut buf).ok()?;
             Some(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"))
         };
         std::thread::sleep(Duration::from_millis(800));
