@@ -4,7 +4,9 @@
 //! `repeat = N` the kernel reruns the program on its own output, so an encapsulating program
 //! would see its own packets), a new source port where a new flow is wanted. The kernel's
 //! reported duration for each call is collected; medians and p99 are compared with the
-//! pass-only program's, measured the same way in the same run.
+//! pass-only program's, measured the same way in the same run. `BENCH_BPF_OBJECT_B` adds
+//! another build of our program to the same rounds (an A/B); `BENCH_KATRAN_OBJECT` adds
+//! Katran's program on the IPIP cases (`katran.rs`).
 //!
 //! Part 4 — control plane and memory: Maglev table build time, slot share error, slots moved
 //! when a backend leaves, daemon RSS when idle, BPF map memory.
@@ -26,6 +28,7 @@
 mod ajp;
 mod e2e;
 mod edge;
+mod katran;
 mod l7;
 mod memory;
 mod profile;

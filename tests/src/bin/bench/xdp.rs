@@ -119,6 +119,33 @@ fn with_port(template: &[u8], at: usize, i: usize) -> Vec<u8> {
     f
 }
 
+/// The cases Katran's program runs too (it forwards by IPIP only).
+const KATRAN_CASES: [&str; 6] = [
+    "v4 non-VIP",
+    "v6 non-VIP",
+    "v4 IPIP ACK, established",
+    "v6 IPIP ACK, established",
+    "v4 IPIP SYN, new flow",
+    "v6 IPIP SYN, new flow",
+];
+
+/// Our net ns beside Katran's for each of `KATRAN_CASES` (`base`: pass-only's mean).
+fn beside_katran(report: &mut String, rows: &[Row], base: f64) {
+    let net = |case: &str| rows.iter().find(|r| r.case == case).map(|r| r.mean - base);
+    writeln!(
+        report,
+        "\nBeside Katran's program in the same rounds (`BENCH_KATRAN_OBJECT`; `katran.rs` says how it is built):\n"
+    )
+    .unwrap();
+    writeln!(report, "| case | ours, net ns | Katran's, net ns | ours ÷ Katran's |").unwrap();
+    writeln!(report, "|---|---:|---:|---:|").unwrap();
+    for case in KATRAN_CASES {
+        if let (Some(o), Some(k)) = (net(case), net(&format!("Katran: {case}"))) {
+            writeln!(report, "| {case} | {o:.0} | {k:.0} | {:.2} |", o / k).unwrap();
+        }
+    }
+}
+
 const XDP_PASS: u32 = 2;
 const XDP_TX: u32 = 3;
 
@@ -234,6 +261,17 @@ pub fn part1(n: usize, report: &mut String, targets: &mut Targets) {
             cases.push(Case { name: format!("B: {name}"), prog: b, expect, frame, target });
         }
     }
+    // `BENCH_KATRAN_OBJECT`: Katran's program (`katran`) on the IPIP cases, rows "Katran: …".
+    let katran = std::env::var_os("BENCH_KATRAN_OBJECT").map(|p| crate::katran::Katran::load(std::path::Path::new(&p)));
+    if let Some(k) = &katran {
+        for name in KATRAN_CASES {
+            let a = cases.iter().find(|c| c.name == name).expect("case");
+            let expect = a.expect;
+            let frames: Vec<Vec<u8>> = (0..n).map(|i| (a.frame)(i)).collect();
+            let frame = Box::new(move |i: usize| frames[i].clone()) as Box<dyn Fn(usize) -> Vec<u8>>;
+            cases.push(Case { name: format!("Katran: {name}"), prog: k.program(), expect, frame, target: None });
+        }
+    }
     let per_round = n / ROUNDS;
     let mut samples: Vec<Vec<u64>> = cases.iter().map(|_| Vec::with_capacity(n)).collect();
     for round in 0..ROUNDS {
@@ -291,6 +329,9 @@ pub fn part1(n: usize, report: &mut String, targets: &mut Targets) {
             r.ratio
         )
         .unwrap();
+    }
+    if katran.is_some() {
+        beside_katran(report, &rows, base);
     }
     // Where the time goes, from the differences between rows of this run (v4, DSR).
     let m = |case: &str| rows.iter().find(|r| r.case == case).map_or(0.0, |r| r.mean);
