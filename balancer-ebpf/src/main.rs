@@ -64,10 +64,7 @@ pub fn balancer(ctx: XdpContext) -> u32 {
         Err(Reason::Icmp) => icmp_handle(&ctx),
         // IPIP from an L4 tier in front of this host (an L7 node) to one of its L7 VIPs: the
         // client's packet for the stack, as `decap` gives it on backends that run no balancer.
-        Err(Reason::OtherProto) => verdict(
-            parse::for_this_host(&ctx)
-                .and_then(|()| Err(if decapsulated(&ctx) { Reason::Decapsulated } else { Reason::OtherProto })),
-        ),
+        Err(Reason::OtherProto) => verdict(Err(tunnelled(&ctx))),
         Err(reason) => verdict(Err(reason)),
     }
 }
@@ -102,11 +99,16 @@ fn icmp_too_big(ctx: &XdpContext, mtu: u16) -> u32 {
     verdict(icmp::too_big(ctx, mtu))
 }
 
-/// `decap::decap_for_local_vip` for `balancer`: a function of its own, so its stack frame is
-/// not added to `process`'s in the verifier's sum.
+/// What becomes of a packet of another protocol than TCP/UDP/ICMP: IPIP sent to this host for
+/// one of its L7 VIPs is decapsulated (`decap::decap_for_local_vip`), the rest passed. A
+/// function of its own, so its stack frame is not added to `process`'s in the verifier's sum.
 #[inline(never)]
-fn decapsulated(ctx: &XdpContext) -> bool {
-    decap::decap_for_local_vip(ctx) == Ok(true)
+fn tunnelled(ctx: &XdpContext) -> Reason {
+    match parse::for_this_host(ctx) {
+        Err(other_host) => other_host,
+        Ok(()) if decap::decap_for_local_vip(ctx) == Ok(true) => Reason::Decapsulated,
+        Ok(()) => Reason::OtherProto,
+    }
 }
 
 /// The TCP/UDP path. A function of its own (see `balancer`).

@@ -102,6 +102,20 @@ struct Case<'a> {
     target: Option<f64>,
 }
 
+/// Case `name` of `cases` again, on `prog`, as "`label`: `name`": the same `n` frames, made
+/// once here, so the two programs see the same packets.
+fn again<'a>(cases: &[Case<'a>], name: &str, n: usize, prog: &'a Xdp, label: &str) -> Case<'a> {
+    let a = cases.iter().find(|c| c.name == name).expect("case");
+    let frames: Vec<Vec<u8>> = (0..n).map(|i| (a.frame)(i)).collect();
+    Case {
+        name: format!("{label}: {name}"),
+        prog,
+        expect: a.expect,
+        frame: Box::new(move |i: usize| frames[i].clone()),
+        target: a.target,
+    }
+}
+
 /// Rounds the cases are interleaved in: each case runs `n / ROUNDS` packets per round, so a
 /// burst of noise from the host lands on every case (the reference included) rather than on
 /// whichever one was running.
@@ -250,26 +264,18 @@ pub fn part1(n: usize, report: &mut String, targets: &mut Targets) {
     });
     if let Some(fx_b) = &fx_b {
         let b: &Xdp = fx_b.dp.ebpf().program(BALANCER_PROGRAM).unwrap().try_into().unwrap();
-        let mine: Vec<(String, u32, Option<f64>)> =
-            cases.iter().filter(|c| std::ptr::eq(c.prog, lb)).map(|c| (c.name.clone(), c.expect, c.target)).collect();
-        for (name, expect, target) in mine {
-            let frame = {
-                let a = cases.iter().find(|c| c.name == name).expect("case");
-                let frames: Vec<Vec<u8>> = (0..n).map(|i| (a.frame)(i)).collect();
-                Box::new(move |i: usize| frames[i].clone()) as Box<dyn Fn(usize) -> Vec<u8>>
-            };
-            cases.push(Case { name: format!("B: {name}"), prog: b, expect, frame, target });
+        let mine: Vec<String> = cases.iter().filter(|c| std::ptr::eq(c.prog, lb)).map(|c| c.name.clone()).collect();
+        for name in mine {
+            let again = again(&cases, &name, n, b, "B");
+            cases.push(again);
         }
     }
     // `BENCH_KATRAN_OBJECT`: Katran's program (`katran`) on the IPIP cases, rows "Katran: …".
     let katran = std::env::var_os("BENCH_KATRAN_OBJECT").map(|p| crate::katran::Katran::load(std::path::Path::new(&p)));
     if let Some(k) = &katran {
         for name in KATRAN_CASES {
-            let a = cases.iter().find(|c| c.name == name).expect("case");
-            let expect = a.expect;
-            let frames: Vec<Vec<u8>> = (0..n).map(|i| (a.frame)(i)).collect();
-            let frame = Box::new(move |i: usize| frames[i].clone()) as Box<dyn Fn(usize) -> Vec<u8>>;
-            cases.push(Case { name: format!("Katran: {name}"), prog: k.program(), expect, frame, target: None });
+            let again = Case { target: None, ..again(&cases, name, n, k.program(), "Katran") };
+            cases.push(again);
         }
     }
     let per_round = n / ROUNDS;
