@@ -2,19 +2,31 @@
 //! the issue tracker quotes can be run again instead of trusted.
 //!
 //! Nothing of Katran is in this repository: the object is built from Katran's own sources
-//! (`katran/lib/bpf/balancer_kern.c`, clang `-O2 -target bpf`) outside it. Two changes there
-//! let aya load it: the program's section named `xdp`, and the `lru_mapping` map of maps left
-//! out, so Katran takes its fallback LRU (a shared LRU hash: the same lookup as its per-CPU
-//! ones, plus one counter). What this module knows of Katran is the layout of its map entries
-//! (`balancer_structs.h`), filled for the two IPIP VIPs of part 1's configuration.
+//! (`katran/lib/bpf/balancer_kern.c`, clang `-O2 -target bpf`) outside it, with the program's
+//! section named `xdp` so aya loads it. What this module knows of Katran is the layout of its
+//! map entries (`balancer_structs.h`), filled for the two IPIP VIPs of part 1's configuration.
+//!
+//! Katran's flows live in one LRU hash per CPU, reached through the map of maps `lru_mapping`
+//! that Katran's own loader fills at run time. For aya to create that map, its definition in
+//! `balancer_maps.h` needs the inner map declared (`__array(values, struct { LRU_HASH,
+//! flow_key → real_pos_lru })`, with `-D'__array(name,val)=typeof(val) *name[]'` on the
+//! command line, as Katran's headers do not define the macro). Such an object runs Katran's
+//! production path: here one LRU per CPU, together as many flows as our table holds
+//! (`MAX_FLOWS`), as Katran splits its `LruSize` over the forwarding cores. An object built
+//! with `lru_mapping` left out runs Katran's fallback LRU instead (one shared 1000-entry LRU
+//! hash, small enough to stay in cache, which flatters Katran's new-flow cost); `load` says
+//! which one it got.
 
 use std::path::Path;
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, HashMap},
+    maps::{Array, ArrayOfMaps, HashMap, MapData},
     programs::Xdp,
+    util::nr_cpus,
 };
+use aya_obj::generated::bpf_map_type::BPF_MAP_TYPE_LRU_HASH;
+use balancer_common::maps::MAX_FLOWS;
 
 /// Katran's ring size (`RING_SIZE`): each VIP's ring is this many slots of `ch_rings`.
 const RING_SIZE: u32 = 65537;
@@ -27,8 +39,14 @@ const PROGRAM: &str = "balancer_ingress";
 const VIPS: [(&str, [&str; 2]); 2] =
     [("198.51.100.11", ["198.18.0.21", "198.18.0.22"]), ("2001:db8::11", ["2001:db8::21", "2001:db8::22"])];
 
-/// A loaded Katran object, its maps filled.
-pub struct Katran(Ebpf);
+/// `sizeof(struct flow_key)` (two 16-byte addresses, ports, protocol, padded to 4 bytes).
+const FLOW_KEY_SIZE: u32 = 40;
+/// `sizeof(struct real_pos_lru)` (a real's index and an access time).
+const REAL_POS_LRU_SIZE: u32 = 16;
+
+/// A loaded Katran object, its maps filled, and the per-CPU LRUs `lru_mapping` holds (empty for
+/// an object without it).
+pub struct Katran(Ebpf, Vec<MapData>);
 
 /// An address in Katran's 16-byte union (IPv4 in the first four bytes).
 fn addr16(a: &str) -> [u8; 16] {
@@ -77,13 +95,47 @@ impl Katran {
                 rings.set(num * RING_SIZE + slot, first + slot % 2, 0).unwrap();
             }
         }
+        let lrus = per_cpu_lrus(&mut k);
         let prog: &mut Xdp = k.program_mut(PROGRAM).expect("Katran's balancer_ingress").try_into().unwrap();
         prog.load().expect("the verifier accepts Katran's program");
-        Self(k)
+        Self(k, lrus)
+    }
+
+    /// Which of Katran's flow tables the program uses, for the report.
+    pub fn lru(&self) -> String {
+        if self.1.is_empty() {
+            "its fallback LRU (one shared 1000-entry LRU hash: `lru_mapping` was left out of this build)".into()
+        } else {
+            format!("its per-CPU LRUs ({} of {} flows each)", self.1.len(), MAX_FLOWS / self.1.len() as u32)
+        }
     }
 
     /// The program.
     pub fn program(&self) -> &Xdp {
         self.0.program(PROGRAM).unwrap().try_into().unwrap()
     }
+}
+
+/// One LRU hash per possible CPU in `lru_mapping`, if the object has it, together `MAX_FLOWS`
+/// flows; the maps are returned so they outlive the bench.
+fn per_cpu_lrus(k: &mut Ebpf) -> Vec<MapData> {
+    // Borrowed, not taken: the program is loaded after this, and must find the map still open.
+    let Some(outer) = k.map_mut("lru_mapping") else { return Vec::new() };
+    let mut outer: ArrayOfMaps<&mut MapData, MapData> =
+        ArrayOfMaps::try_from(outer).expect("lru_mapping is a map of maps");
+    let cpus = nr_cpus().expect("the number of possible CPUs") as u32;
+    (0..cpus)
+        .map(|cpu| {
+            let def = aya_obj::Map::new_from_params(
+                BPF_MAP_TYPE_LRU_HASH as u32,
+                FLOW_KEY_SIZE,
+                REAL_POS_LRU_SIZE,
+                MAX_FLOWS / cpus,
+                0,
+            );
+            let lru = MapData::create(def, "katran_lru", None).expect("creating a per-CPU LRU");
+            outer.set(cpu, &lru, 0).expect("an LRU into lru_mapping");
+            lru
+        })
+        .collect()
 }

@@ -144,11 +144,11 @@ const KATRAN_CASES: [&str; 6] = [
 ];
 
 /// Our net ns beside Katran's for each of `KATRAN_CASES` (`base`: pass-only's mean).
-fn beside_katran(report: &mut String, rows: &[Row], base: f64) {
+fn beside_katran(report: &mut String, rows: &[Row], base: f64, lru: &str) {
     let net = |case: &str| rows.iter().find(|r| r.case == case).map(|r| r.mean - base);
     writeln!(
         report,
-        "\nBeside Katran's program in the same rounds (`BENCH_KATRAN_OBJECT`; `katran.rs` says how it is built):\n"
+        "\nBeside Katran's program in the same rounds (`BENCH_KATRAN_OBJECT`; `katran.rs` says how it is built), on {lru}:\n"
     )
     .unwrap();
     writeln!(report, "| case | ours, net ns | Katran's, net ns | ours ÷ Katran's |").unwrap();
@@ -336,8 +336,8 @@ pub fn part1(n: usize, report: &mut String, targets: &mut Targets) {
         )
         .unwrap();
     }
-    if katran.is_some() {
-        beside_katran(report, &rows, base);
+    if let Some(k) = &katran {
+        beside_katran(report, &rows, base, &k.lru());
     }
     // Where the time goes, from the differences between rows of this run (v4, DSR).
     let m = |case: &str| rows.iter().find(|r| r.case == case).map_or(0.0, |r| r.mean);
