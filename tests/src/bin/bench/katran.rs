@@ -12,7 +12,8 @@
 //! flow_key → real_pos_lru })`, with `-D'__array(name,val)=typeof(val) *name[]'` on the
 //! command line, as Katran's headers do not define the macro). Such an object runs Katran's
 //! production path: here one LRU per CPU, together as many flows as our table holds
-//! (`MAX_FLOWS`), as Katran splits its `LruSize` over the forwarding cores. An object built
+//! (`MAX_FLOWS`, or `BENCH_KATRAN_LRU` flows: Katran's own default `LruSize` is 8,000,000), as
+//! Katran splits its `LruSize` over the forwarding cores. An object built
 //! with `lru_mapping` left out runs Katran's fallback LRU instead (one shared 1000-entry LRU
 //! hash, small enough to stay in cache, which flatters Katran's new-flow cost); `load` says
 //! which one it got.
@@ -106,7 +107,7 @@ impl Katran {
         if self.1.is_empty() {
             "its fallback LRU (one shared 1000-entry LRU hash: `lru_mapping` was left out of this build)".into()
         } else {
-            format!("its per-CPU LRUs ({} of {} flows each)", self.1.len(), MAX_FLOWS / self.1.len() as u32)
+            format!("its per-CPU LRUs ({} of {} flows each)", self.1.len(), lru_size() / self.1.len() as u32)
         }
     }
 
@@ -116,7 +117,12 @@ impl Katran {
     }
 }
 
-/// One LRU hash per possible CPU in `lru_mapping`, if the object has it, together `MAX_FLOWS`
+/// Flows Katran's LRUs hold together: `BENCH_KATRAN_LRU`, else as many as our flow table.
+fn lru_size() -> u32 {
+    std::env::var("BENCH_KATRAN_LRU").ok().and_then(|v| v.parse().ok()).unwrap_or(MAX_FLOWS)
+}
+
+/// One LRU hash per possible CPU in `lru_mapping`, if the object has it, together `lru_size()`
 /// flows; the maps are returned so they outlive the bench.
 fn per_cpu_lrus(k: &mut Ebpf) -> Vec<MapData> {
     // Borrowed, not taken: the program is loaded after this, and must find the map still open.
@@ -130,7 +136,7 @@ fn per_cpu_lrus(k: &mut Ebpf) -> Vec<MapData> {
                 BPF_MAP_TYPE_LRU_HASH as u32,
                 FLOW_KEY_SIZE,
                 REAL_POS_LRU_SIZE,
-                MAX_FLOWS / cpus,
+                lru_size() / cpus,
                 0,
             );
             let lru = MapData::create(def, "katran_lru", None).expect("creating a per-CPU LRU");
