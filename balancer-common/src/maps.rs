@@ -45,8 +45,34 @@ pub const ICMP_STATS: &str = "ICMP_STATS";
 /// Written by the daemon.
 pub const LOCAL_MACS: &str = "LOCAL_MACS";
 
+/// The balancer's branches off its TCP/UDP path (program array, indexed by `branch`), entered
+/// by tail call. Filled by the daemon when it loads the object.
+pub const BRANCHES: &str = "BRANCHES";
+
+/// What `branch::TOO_BIG` is entered with, the egress MTU (per-CPU array of one `u32`): written
+/// just before the tail call, on the same CPU, read by the branch.
+pub const BRANCH_ARGS: &str = "BRANCH_ARGS";
+
+/// The programs in `BRANCHES`, by index. Each is an XDP program of the object that handles a
+/// packet the TCP/UDP path hands over: a tail call starts with an empty stack, so a branch's
+/// frames are not added to that path's in the verifier's 512-byte sum, and the path needs no
+/// call of its own (a BPF-to-BPF call and its return cost the common packet ~10 ns).
+pub mod branch {
+    /// ICMP for this host: errors about a VIP's flows relayed, echo requests answered.
+    pub const ICMP: u32 = 0;
+    /// A packet too big for its backend's path once encapsulated: answered with ICMP "too
+    /// big" (the MTU in `BRANCH_ARGS`).
+    pub const TOO_BIG: u32 = 1;
+    /// Another protocol than TCP/UDP/ICMP: IPIP for this host's L7 VIPs decapsulated.
+    pub const TUNNELLED: u32 = 2;
+    /// Entries of `BRANCHES`.
+    pub const COUNT: u32 = 3;
+    /// The program of each entry, in index order.
+    pub const PROGRAMS: [&str; COUNT as usize] = ["branch_icmp", "branch_too_big", "branch_tunnelled"];
+}
+
 /// Every map the balancer program defines.
-pub const ALL: [&str; 15] = [
+pub const ALL: [&str; 17] = [
     VIPS,
     VIP_INDEX,
     VIP_SLOTS,
@@ -62,6 +88,8 @@ pub const ALL: [&str; 15] = [
     ECHO_ADDRS,
     ICMP_STATS,
     LOCAL_MACS,
+    BRANCHES,
+    BRANCH_ARGS,
 ];
 
 /// Most VIPs one balancer serves.

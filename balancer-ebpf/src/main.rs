@@ -2,9 +2,11 @@
 //!
 //! `balancer` is the L4 data path. It reads top to bottom: parse, find the VIP, look up the flow,
 //! pick a backend, rewrite, return. Every packet it does not forward is passed (or, for a VIP
-//! with nowhere to send it, dropped) and counted under exactly one `Reason`. ICMP takes its own
-//! branch (`icmp`): errors about a VIP's flows go to the flow's backend, echo requests to a VIP
-//! are answered.
+//! with nowhere to send it, dropped) and counted under exactly one `Reason`. Three kinds of
+//! packet leave that path by tail call into a program of their own (`branch_*`, in `BRANCHES`,
+//! which the daemon fills): ICMP (errors about a VIP's flows go to the flow's backend, echo
+//! requests to a VIP are answered), packets too big for their backend's path once
+//! encapsulated (answered with ICMP "too big"), and IPIP for this host's L7 VIPs.
 //!
 //! `decap` runs on backends of IPIP VIPs: it strips the outer header so the local stack gets
 //! the client's packet. `balancer` does the same for IPIP from the balancers' prefix to its own
@@ -38,35 +40,58 @@ use balancer_common::{
     counters::{FlowEvents, Reason},
     flow::Place,
     hash::{flow_hash64, maglev_hash},
+    maps::branch,
     proto,
     vip::{Settings, VipMeta, flags, forward as fwd},
 };
 
-use crate::{maps::SETTINGS, parse::Packet};
+use crate::{
+    maps::{BRANCH_ARGS, BRANCHES, SETTINGS},
+    parse::Packet,
+};
 
-/// What `process` decided for a packet it did not refuse. 8-byte aligned: `process` returns
-/// it through the caller's stack (see `verdict`).
-#[repr(align(8))]
+/// What `process` decided for a packet it did not refuse.
 enum Next {
     /// This XDP action, the packet rewritten for it.
     Action(u32),
-    /// Too big for the egress MTU (this one) once encapsulated: `icmp::too_big` answers it.
+    /// Too big for the egress MTU (this one) once encapsulated: `branch_too_big` answers it.
     TooBig(u16),
 }
 
 #[xdp]
 pub fn balancer(ctx: XdpContext) -> u32 {
-    // The ICMP branches are called from here rather than from `process`: the verifier adds up
-    // the stack frames of a call chain (at most 512 bytes), and `process`'s alone is most of it.
+    // `process` is inlined: this is the path of nearly every packet, and a BPF-to-BPF call
+    // (its return above all, with this CPU's return-stack mitigations) was a third of what a
+    // packet for no VIP cost. What leaves the path goes to a branch by tail call, which starts
+    // with an empty stack: the verifier adds up the stack frames of a call chain (at most 512
+    // bytes), and `process`'s alone is most of it.
     match process(&ctx) {
         Ok(Next::Action(action)) => action,
-        Ok(Next::TooBig(mtu)) => icmp_too_big(&ctx, mtu),
-        Err(Reason::Icmp) => icmp_handle(&ctx),
+        Ok(Next::TooBig(mtu)) => {
+            if let Some(arg) = BRANCH_ARGS.get_ptr_mut(0) {
+                // SAFETY: per-CPU slot; the branch runs next on this CPU and reads it.
+                unsafe { *arg = u32::from(mtu) };
+            }
+            // Without the branch (not loaded yet), no "too big" goes out: dropped, as when
+            // this CPU's budget for them is spent.
+            enter(&ctx, branch::TOO_BIG, Reason::TooBig)
+        }
+        // Without the branch, ICMP is the kernel's, as it was before the data path read it.
+        Err(Reason::Icmp) => enter(&ctx, branch::ICMP, Reason::Icmp),
         // IPIP from an L4 tier in front of this host (an L7 node) to one of its L7 VIPs: the
         // client's packet for the stack, as `decap` gives it on backends that run no balancer.
-        Err(Reason::OtherProto) => verdict(Err(tunnelled(&ctx))),
+        Err(Reason::OtherProto) => enter(&ctx, branch::TUNNELLED, Reason::OtherProto),
         Err(reason) => verdict(Err(reason)),
     }
+}
+
+/// Tail-calls branch `which`; if it is not in `BRANCHES`, counts `otherwise` and passes or
+/// drops by it.
+#[inline(always)]
+fn enter(ctx: &XdpContext, which: u32, otherwise: Reason) -> u32 {
+    // SAFETY: a tail call on our own context; on success it does not return.
+    unsafe { BRANCHES.tail_call(ctx, which) };
+    verdict(Err(otherwise))
 }
 
 /// The XDP action for `result`: its own, else pass or drop by the reason, which is counted.
@@ -81,38 +106,33 @@ fn verdict(result: Result<u32, Reason>) -> u32 {
     }
 }
 
-// The functions called from `balancer` (BPF-to-BPF calls) return a plain action in a register:
-// a `Result` comes back through a slot on the caller's stack, and the verifier rejects the
-// 8-byte store LLVM merges its two halves into when the slot is only 4-byte aligned
-// (misaligned loads and stores are on, see `.cargo/config.toml`; the stack must stay aligned).
-
-/// `icmp::handle` for a frame sent to this host, counted. A function of its own (see
-/// `balancer`).
-#[inline(never)]
-fn icmp_handle(ctx: &XdpContext) -> u32 {
-    verdict(parse::for_this_host(ctx).and_then(|()| icmp::handle(ctx)))
+/// `branch::ICMP`: `icmp::handle` for a frame sent to this host, counted.
+#[xdp]
+pub fn branch_icmp(ctx: XdpContext) -> u32 {
+    verdict(parse::for_this_host(&ctx).and_then(|()| icmp::handle(&ctx)))
 }
 
-/// `icmp::too_big`, counted. A function of its own (see `balancer`).
-#[inline(never)]
-fn icmp_too_big(ctx: &XdpContext, mtu: u16) -> u32 {
-    verdict(icmp::too_big(ctx, mtu))
+/// `branch::TOO_BIG`: `icmp::too_big` with the MTU `balancer` left in `BRANCH_ARGS`, counted.
+#[xdp]
+pub fn branch_too_big(ctx: XdpContext) -> u32 {
+    let Some(&mtu) = BRANCH_ARGS.get(0) else { return verdict(Err(Reason::TooBig)) };
+    verdict(icmp::too_big(&ctx, mtu as u16))
 }
 
-/// What becomes of a packet of another protocol than TCP/UDP/ICMP: IPIP sent to this host for
-/// one of its L7 VIPs is decapsulated (`decap::decap_for_local_vip`), the rest passed. A
-/// function of its own, so its stack frame is not added to `process`'s in the verifier's sum.
-#[inline(never)]
-fn tunnelled(ctx: &XdpContext) -> Reason {
-    match parse::for_this_host(ctx) {
+/// `branch::TUNNELLED`: a packet of another protocol than TCP/UDP/ICMP. IPIP sent to this host
+/// for one of its L7 VIPs is decapsulated (`decap::decap_for_local_vip`), the rest passed.
+#[xdp]
+pub fn branch_tunnelled(ctx: XdpContext) -> u32 {
+    let reason = match parse::for_this_host(&ctx) {
         Err(other_host) => other_host,
-        Ok(()) if decap::decap_for_local_vip(ctx) == Ok(true) => Reason::Decapsulated,
+        Ok(()) if decap::decap_for_local_vip(&ctx) == Ok(true) => Reason::Decapsulated,
         Ok(()) => Reason::OtherProto,
-    }
+    };
+    verdict(Err(reason))
 }
 
-/// The TCP/UDP path. A function of its own (see `balancer`).
-#[inline(never)]
+/// The TCP/UDP path.
+#[inline(always)]
 fn process(ctx: &XdpContext) -> Result<Next, Reason> {
     let packet = parse::parse(ctx)?;
     let vip = vip::lookup(&packet.key)?;

@@ -4,13 +4,13 @@
 use aya_ebpf::{
     bindings::BPF_F_MMAPABLE,
     macros::map,
-    maps::{Array, HashMap, LpmTrie, PerCpuArray},
+    maps::{Array, HashMap, LpmTrie, PerCpuArray, ProgramArray},
 };
 use balancer_common::{
     backend::Backend,
     counters::{IcmpEvent, InsertWindow, Reason, Traffic, budget},
     flow::FlowSet,
-    maps::{FLOW_SETS, MAX_BACKENDS, MAX_ECHO_ADDRS, MAX_SOURCES, MAX_VIPS, RING_ENTRIES},
+    maps::{FLOW_SETS, MAX_BACKENDS, MAX_ECHO_ADDRS, MAX_SOURCES, MAX_VIPS, RING_ENTRIES, branch},
     vip::{EchoKey, LocalMacs, Settings, SourceKey, VipEntry, VipIndex, VipKey, VipMeta},
 };
 
@@ -84,3 +84,11 @@ pub static ICMP_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(IcmpEven
 /// The MACs of the interfaces the program is attached to. Daemon-written.
 #[map]
 pub static LOCAL_MACS: Array<LocalMacs> = Array::with_max_entries(1, 0);
+
+/// The branches off the TCP/UDP path, by `balancer_common::maps::branch` index. Daemon-written.
+#[map]
+pub static BRANCHES: ProgramArray = ProgramArray::with_max_entries(branch::COUNT, 0);
+
+/// The MTU `branch::TOO_BIG` answers with, written just before the tail call. Written here.
+#[map]
+pub static BRANCH_ARGS: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);

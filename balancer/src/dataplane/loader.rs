@@ -131,6 +131,36 @@ fn adopt_flow_secret(ebpf: &mut Ebpf) -> Result<u64, LoadError> {
     Ok(flow_secret)
 }
 
+/// Loads the programs of `maps::branch` and puts each at its index of `BRANCHES`, where
+/// `balancer` tail-calls them. Pinned, the array keeps the previous run's branches until this
+/// replaces them, so the attached program's ICMP and IPIP keep working across a restart.
+fn fill_branches(ebpf: &mut Ebpf) -> Result<(), LoadError> {
+    use aya::maps::ProgramArray;
+    for name in maps::branch::PROGRAMS {
+        let prog: &mut Xdp = ebpf
+            .program_mut(name)
+            .ok_or(LoadError::Missing { kind: "program", name })?
+            .try_into()
+            .map_err(|source| LoadError::Program { name, source })?;
+        prog.load().map_err(|source| LoadError::Program { name, source })?;
+    }
+    let mut fds = Vec::with_capacity(maps::branch::PROGRAMS.len());
+    for name in maps::branch::PROGRAMS {
+        let prog: &Xdp = ebpf.program(name).and_then(|p| p.try_into().ok()).expect("loaded above");
+        let fd = prog.fd().and_then(|fd| fd.try_clone().map_err(ProgramError::from));
+        fds.push(fd.map_err(|source| LoadError::Program { name, source })?);
+    }
+    // Borrowed, not taken: the kernel empties a program array when the last file descriptor
+    // or pin of it goes (the programs using it do not count), so `Ebpf` keeps it open.
+    let map = ebpf.map_mut(maps::BRANCHES).ok_or(LoadError::Missing { kind: "map", name: maps::BRANCHES })?;
+    let mut branches: ProgramArray<&mut aya::maps::MapData> =
+        ProgramArray::try_from(map).map_err(aya::EbpfError::from)?;
+    for (index, fd) in (0..).zip(&fds) {
+        branches.set(index, fd, 0).map_err(aya::EbpfError::from)?;
+    }
+    Ok(())
+}
+
 /// The loaded object: its programs (loaded into the kernel) and maps.
 pub struct Dataplane {
     ebpf: Ebpf,
@@ -203,6 +233,9 @@ impl Dataplane {
                 .try_into()
                 .map_err(|source| LoadError::Program { name, source })?;
             prog.load().map_err(|source| LoadError::Program { name, source })?;
+        }
+        if !tiny {
+            fill_branches(&mut ebpf)?;
         }
         let rings = if tiny {
             None
