@@ -96,3 +96,40 @@ fn maps_pinned_by_another_version_are_refused_with_what_to_do() {
     assert!(msg.contains(&format!("balancer teardown --pin-dir {}", pins.0.display())), "{msg}");
     assert!(flows.exists(), "nothing was removed on the operator's behalf");
 }
+
+/// ICMP and "too big" leave the TCP/UDP path by tail call through `BRANCHES`, which is pinned
+/// like every other map: a restart that re-adopts it must put its own branch programs there
+/// (the kernel accepts them into an array an earlier run's programs owned), and they answer.
+#[test]
+fn the_branches_answer_after_a_restart_that_re_adopts_the_pinned_maps() {
+    use balancer_tests::{
+        packet::{CLIENT_MAC, L4, LB_MAC},
+        xdp::Verdict,
+    };
+    require_root!();
+    let config = r#"
+interfaces = ["eth0"]
+ipip_source_v4 = "172.16.0.0/16"
+interface_mtu = { eth0 = 1500 }
+[[vip]]
+address = "198.51.100.10:80"
+forwarding = "ipip"
+  [[vip.backend]]
+  address = "203.0.113.7"
+"#;
+    let pins = PinDir::new(&format!("bt-restart-branches-{}", std::process::id()));
+    let mut request = Frame::new("192.0.2.1:0", "198.51.100.10:0", L4::IcmpEcho);
+    request.payload = b"across a restart".to_vec();
+    let mut answer = Frame::new("198.51.100.10:0", "192.0.2.1:0", L4::Icmp { ty: 0, code: 0, rest: [0, 1, 0, 1] });
+    answer.payload = request.payload.clone();
+    (answer.dst_mac, answer.src_mac) = (CLIENT_MAC, LB_MAC);
+    let mut big = Frame::tcp("192.0.2.1:40000", "198.51.100.10:80", tcp::ACK);
+    (big.payload, big.ipv4_frag) = (vec![0xa5; 1441], 0x4000);
+    for run in ["first run", "after the restart"] {
+        let fx = Fixture::with_pins(&pins.0, config);
+        assert_eq!(fx.run(&request.build()), (Verdict::Tx, answer.build()), "echo answered, {run}");
+        let (verdict, out) = fx.run(&big.build());
+        assert_eq!((verdict, &out[14 + 20..14 + 22]), (Verdict::Tx, &[3u8, 4][..]), "fragmentation needed, {run}");
+        assert_eq!(fx.stats().icmp[1], ("too_big_sent", if run == "first run" { 1 } else { 2 }), "{run}");
+    }
+}
