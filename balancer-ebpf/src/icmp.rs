@@ -44,9 +44,9 @@ const QUOTE_V4: usize = 64;
 const QUOTE_V6: usize = 104;
 const REPLY_TTL: u8 = 64;
 
-/// An ICMP packet (`parse` said `Reason::Icmp`): relayed, answered, or passed as before. A
-/// function of its own (a BPF-to-BPF call, `icmp_handle` in `main`), so its stack does not add
-/// to the TCP/UDP path's.
+/// An ICMP packet (`parse` said `Reason::Icmp`): relayed, answered, or passed as before. Run by
+/// a program of its own (`branch_icmp` in `main`, entered by tail call), so its stack does not
+/// add to the TCP/UDP path's.
 #[inline(always)]
 pub fn handle(ctx: &XdpContext) -> Result<u32, Reason> {
     let ip = parse::ip(ctx)?;

@@ -131,22 +131,25 @@ fn adopt_flow_secret(ebpf: &mut Ebpf) -> Result<u64, LoadError> {
     Ok(flow_secret)
 }
 
+/// Loads XDP program `name` of the object into the kernel.
+fn load_program<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut Xdp, LoadError> {
+    let prog: &mut Xdp = ebpf
+        .program_mut(name)
+        .ok_or(LoadError::Missing { kind: "program", name })?
+        .try_into()
+        .map_err(|source| LoadError::Program { name, source })?;
+    prog.load().map_err(|source| LoadError::Program { name, source })?;
+    Ok(prog)
+}
+
 /// Loads the programs of `maps::branch` and puts each at its index of `BRANCHES`, where
 /// `balancer` tail-calls them. Pinned, the array keeps the previous run's branches until this
 /// replaces them, so the attached program's ICMP and IPIP keep working across a restart.
 fn fill_branches(ebpf: &mut Ebpf) -> Result<(), LoadError> {
     use aya::maps::ProgramArray;
-    for name in maps::branch::PROGRAMS {
-        let prog: &mut Xdp = ebpf
-            .program_mut(name)
-            .ok_or(LoadError::Missing { kind: "program", name })?
-            .try_into()
-            .map_err(|source| LoadError::Program { name, source })?;
-        prog.load().map_err(|source| LoadError::Program { name, source })?;
-    }
     let mut fds = Vec::with_capacity(maps::branch::PROGRAMS.len());
     for name in maps::branch::PROGRAMS {
-        let prog: &Xdp = ebpf.program(name).and_then(|p| p.try_into().ok()).expect("loaded above");
+        let prog = load_program(ebpf, name)?;
         let fd = prog.fd().and_then(|fd| fd.try_clone().map_err(ProgramError::from));
         fds.push(fd.map_err(|source| LoadError::Program { name, source })?);
     }
@@ -227,12 +230,7 @@ impl Dataplane {
             }
         }
         for name in [BALANCER_PROGRAM, DECAP_PROGRAM, PASS_PROGRAM] {
-            let prog: &mut Xdp = ebpf
-                .program_mut(name)
-                .ok_or(LoadError::Missing { kind: "program", name })?
-                .try_into()
-                .map_err(|source| LoadError::Program { name, source })?;
-            prog.load().map_err(|source| LoadError::Program { name, source })?;
+            load_program(&mut ebpf, name)?;
         }
         if !tiny {
             fill_branches(&mut ebpf)?;
