@@ -49,7 +49,7 @@ pub const LOCAL_MACS: &str = "LOCAL_MACS";
 /// by tail call. Filled by the daemon when it loads the object.
 pub const BRANCHES: &str = "BRANCHES";
 
-/// What `branch::TOO_BIG` is entered with, the egress MTU (per-CPU array of one `u32`): written
+/// What `branch::TOO_BIG` is entered with, the egress MTU (per-CPU array of one `u16`): written
 /// just before the tail call, on the same CPU, read by the branch.
 pub const BRANCH_ARGS: &str = "BRANCH_ARGS";
 

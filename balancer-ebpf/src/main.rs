@@ -70,7 +70,7 @@ pub fn balancer(ctx: XdpContext) -> u32 {
         Ok(Next::TooBig(mtu)) => {
             if let Some(arg) = BRANCH_ARGS.get_ptr_mut(0) {
                 // SAFETY: per-CPU slot; the branch runs next on this CPU and reads it.
-                unsafe { *arg = u32::from(mtu) };
+                unsafe { *arg = mtu };
             }
             // Without the branch (not loaded yet), no "too big" goes out: dropped, as when
             // this CPU's budget for them is spent.
@@ -116,7 +116,7 @@ pub fn branch_icmp(ctx: XdpContext) -> u32 {
 #[xdp]
 pub fn branch_too_big(ctx: XdpContext) -> u32 {
     let Some(&mtu) = BRANCH_ARGS.get(0) else { return verdict(Err(Reason::TooBig)) };
-    verdict(icmp::too_big(&ctx, mtu as u16))
+    verdict(icmp::too_big(&ctx, mtu))
 }
 
 /// `branch::TUNNELLED`: a packet of another protocol than TCP/UDP/ICMP. IPIP sent to this host

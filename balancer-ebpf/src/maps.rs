@@ -91,4 +91,4 @@ pub static BRANCHES: ProgramArray = ProgramArray::with_max_entries(branch::COUNT
 
 /// The MTU `branch::TOO_BIG` answers with, written just before the tail call. Written here.
 #[map]
-pub static BRANCH_ARGS: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
+pub static BRANCH_ARGS: PerCpuArray<u16> = PerCpuArray::with_max_entries(1, 0);
