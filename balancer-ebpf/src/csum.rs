@@ -26,6 +26,17 @@ pub fn ipv4_header(h: &[u8; 20]) -> u16 {
     fold(add(h, 0))
 }
 
+/// The checksum of an IPv4 header given as five 32-bit words in packet byte order (checksum
+/// field zero), in the same byte order: the one's-complement sum does not depend on the order
+/// of the bytes in its words (RFC 1071 §2), so the words are added as they are.
+#[inline(always)]
+pub fn ipv4_header_words(h: &[u32; 5]) -> u16 {
+    let mut sum = h.iter().map(|&w| u64::from(w)).sum::<u64>();
+    sum = (sum & 0xffff_ffff) + (sum >> 32);
+    sum = (sum & 0xffff_ffff) + (sum >> 32);
+    fold(sum as u32)
+}
+
 /// `check` after one 16-bit word it covers changed from `old` to `new` (RFC 1624, eqn. 3).
 #[inline(always)]
 pub fn replace(check: u16, old: u16, new: u16) -> u16 {

@@ -48,7 +48,7 @@ fn store(set: *mut FlowSet, way: usize, slot: u64) {
 /// not the whole 5-tuple (`flags::AFFINITY`) the entry is an affinity rather than a connection,
 /// so SYNs use it.
 #[inline(always)]
-pub fn lookup(place: &Place, vip: &VipMeta, syn: bool) -> Option<(u32, Backend)> {
+pub fn lookup(place: &Place, vip: &VipMeta, syn: bool) -> Option<(u32, &'static Backend)> {
     if syn && vip.flags & flags::AFFINITY == 0 {
         return None;
     }
@@ -57,7 +57,7 @@ pub fn lookup(place: &Place, vip: &VipMeta, syn: bool) -> Option<(u32, Backend)>
         let slot = load(set, way);
         if place.owns(slot) {
             let id = slot_backend(slot)?;
-            let backend = *BACKENDS.get(id)?;
+            let backend = BACKENDS.get(id)?;
             if !(state::keeps_flows(backend.state) && u32::from(backend.vip) == vip.id) {
                 return None;
             }

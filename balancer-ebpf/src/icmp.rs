@@ -123,7 +123,7 @@ fn relay(ctx: &XdpContext, ip: &Ip) -> Result<u32, Reason> {
     let (id, backend, _) = crate::steer(&vip, hash, &Place::of(hash, settings.flow_secret), false)?;
     let len = (ctx.data_end() - ctx.data()) as u64;
     let packet = Packet { l3_off: ip.l3_off, key, len, syn: false };
-    let action = crate::send(ctx, &vip, settings, &packet, &backend)?;
+    let action = crate::send(ctx, &vip, settings, &packet, backend)?;
     stats::forwarded(vip.id, id, len, None);
     stats::icmp(IcmpEvent::Relayed);
     Ok(action)

@@ -156,18 +156,23 @@ fn process(ctx: &XdpContext) -> Result<Next, Reason> {
         debug!(ctx, "new flow on vip {} to backend {}", vip.id, id);
         Some(if tabled { flow::pin(&place, settings, id, miss) } else { FlowEvents::default() })
     };
-    if vip.forward == fwd::IPIP && forward::too_big(&packet, &backend) {
+    if vip.forward == fwd::IPIP && forward::too_big(&packet, backend) {
         return Ok(Next::TooBig(backend.mtu));
     }
-    let action = send(ctx, &vip, settings, &packet, &backend)?;
+    let action = send(ctx, &vip, settings, &packet, backend)?;
     stats::forwarded(vip.id, id, packet.len, events);
     Ok(Next::Action(action))
 }
 
 /// Where a flow of `vip` goes: the backend its flow-table entry names (`true`), unless the VIP
 /// keeps none, else the one the VIP's Maglev table picks (`false`).
+///
+/// The backend is its `BACKENDS` entry itself, not a copy: a copy of the 32-byte entry was split
+/// into byte-sized values that the compiler spilled to the stack and reloaded all the way to the
+/// rewrite. Reading the entry later is no less consistent than copying it: the daemon's update
+/// of an entry is not atomic either way.
 #[inline(always)]
-fn steer(vip: &VipMeta, hash: u64, place: &Place, syn: bool) -> Result<(u32, Backend, bool), Reason> {
+fn steer(vip: &VipMeta, hash: u64, place: &Place, syn: bool) -> Result<(u32, &'static Backend, bool), Reason> {
     let found = if vip.flags & flags::NO_FLOW_TABLE == 0 { flow::lookup(place, vip, syn) } else { None };
     match found {
         Some((id, backend)) => Ok((id, backend, true)),
