@@ -26,10 +26,13 @@ pub fn icmp(event: IcmpEvent) {
 /// flow the ring steered (the VIP's counters only), none for one the table held.
 #[inline(always)]
 pub fn forwarded(vip: u32, backend: u32, bytes: u64, new_flow: Option<FlowEvents>) {
+    // `new_flows` only for a new flow: adding 0 would still load and store it on every packet.
     let add = |t: &mut Traffic| {
         t.packets += 1;
         t.bytes += bytes;
-        t.new_flows += u64::from(new_flow.is_some());
+        if new_flow.is_some() {
+            t.new_flows += 1;
+        }
     };
     if let Some(t) = VIP_STATS.get_ptr_mut(vip) {
         // SAFETY: per-CPU slot, only this program on this CPU writes it.
