@@ -2,6 +2,7 @@
 //! flows stay on their backends even when the new configuration lists backends and VIPs in
 //! another order, which would otherwise renumber them.
 
+use balancer_common::maps;
 use balancer_tests::{
     daemon::PinDir,
     fixture::{self, Fixture},
@@ -102,11 +103,27 @@ fn maps_pinned_by_another_version_are_refused_with_what_to_do() {
 /// (the kernel accepts them into an array an earlier run's programs owned), and they answer.
 #[test]
 fn the_branches_answer_after_a_restart_that_re_adopts_the_pinned_maps() {
+    require_root!();
+    branches_answer_across_a_restart("bt-restart-branches", &[]);
+}
+
+/// An upgrade from a version before the branches (2c7d83a): its pin directory holds every
+/// other map, whose shapes have not changed, and neither `BRANCHES` nor `BRANCH_ARGS`. The
+/// new run adopts the old maps, creates the two beside them, and the branches answer.
+#[test]
+fn pins_of_a_version_without_the_branches_are_adopted_and_the_branches_answer() {
+    require_root!();
+    branches_answer_across_a_restart("bt-upgrade-branches", &[maps::BRANCHES, maps::BRANCH_ARGS]);
+}
+
+/// Runs twice on one pin directory, with `missing` unpinned in between (what an older version
+/// leaves), and checks each time that echo requests and packets too big for the tunnel are
+/// answered, the second time by the counters' second count (the counters were adopted).
+fn branches_answer_across_a_restart(name: &str, missing: &[&str]) {
     use balancer_tests::{
         packet::{CLIENT_MAC, L4, LB_MAC},
         xdp::Verdict,
     };
-    require_root!();
     let config = r#"
 interfaces = ["eth0"]
 ipip_source_v4 = "172.16.0.0/16"
@@ -117,7 +134,7 @@ forwarding = "ipip"
   [[vip.backend]]
   address = "203.0.113.7"
 "#;
-    let pins = PinDir::new(&format!("bt-restart-branches-{}", std::process::id()));
+    let pins = PinDir::new(&format!("{name}-{}", std::process::id()));
     let mut request = Frame::new("192.0.2.1:0", "198.51.100.10:0", L4::IcmpEcho);
     request.payload = b"across a restart".to_vec();
     let mut answer = Frame::new("198.51.100.10:0", "192.0.2.1:0", L4::Icmp { ty: 0, code: 0, rest: [0, 1, 0, 1] });
@@ -126,10 +143,18 @@ forwarding = "ipip"
     let mut big = Frame::tcp("192.0.2.1:40000", "198.51.100.10:80", tcp::ACK);
     (big.payload, big.ipv4_frag) = (vec![0xa5; 1441], 0x4000);
     for run in ["first run", "after the restart"] {
+        if run != "first run" {
+            for m in missing {
+                std::fs::remove_file(pins.0.join(m)).expect("the map was pinned");
+            }
+        }
         let fx = Fixture::with_pins(&pins.0, config);
         assert_eq!(fx.run(&request.build()), (Verdict::Tx, answer.build()), "echo answered, {run}");
         let (verdict, out) = fx.run(&big.build());
         assert_eq!((verdict, &out[14 + 20..14 + 22]), (Verdict::Tx, &[3u8, 4][..]), "fragmentation needed, {run}");
         assert_eq!(fx.stats().icmp[1], ("too_big_sent", if run == "first run" { 1 } else { 2 }), "{run}");
+    }
+    for m in missing {
+        assert!(pins.0.join(m).exists(), "{m} pinned by the new run");
     }
 }
