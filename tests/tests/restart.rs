@@ -138,7 +138,7 @@ forwarding = "ipip"
     let mut request = Frame::new("192.0.2.1:0", "198.51.100.10:0", L4::IcmpEcho);
     request.payload = b"across a restart".to_vec();
     let mut answer = Frame::new("198.51.100.10:0", "192.0.2.1:0", L4::Icmp { ty: 0, code: 0, rest: [0, 1, 0, 1] });
-    answer.payload = request.payload.clone();
+    answer.payload.clone_from(&request.payload);
     (answer.dst_mac, answer.src_mac) = (CLIENT_MAC, LB_MAC);
     let mut big = Frame::tcp("192.0.2.1:40000", "198.51.100.10:80", tcp::ACK);
     (big.payload, big.ipv4_frag) = (vec![0xa5; 1441], 0x4000);
