@@ -6,7 +6,9 @@
 //! reported duration for each call is collected; medians and p99 are compared with the
 //! pass-only program's, measured the same way in the same run. `BENCH_BPF_OBJECT_B` adds
 //! another build of our program to the same rounds (an A/B); `BENCH_KATRAN_OBJECT` adds
-//! Katran's program on the IPIP cases (`katran.rs`).
+//! Katran's program on the IPIP cases (`katran.rs`). `BENCH_PROFILE_CASE=<case>` (with
+//! `BENCH_PARTS=1`) runs that one case instead, steadily, for `perf` and
+//! `scripts/xdp-profile.py`, and prints its net cost beside its "B: "/"Katran: " twins.
 //!
 //! Part 4 — control plane and memory: Maglev table build time, slot share error, slots moved
 //! when a backend leaves, daemon RSS when idle, BPF map memory.

@@ -160,6 +160,44 @@ fn beside_katran(report: &mut String, rows: &[Row], base: f64, lru: &str) {
     }
 }
 
+/// Packets per chunk of `steady`.
+const CHUNK: usize = 20_000;
+
+/// Runs case `name` (and its "B: " and "Katran: " twins, when loaded, and pass-only) in
+/// alternating chunks of `CHUNK` packets for `BENCH_PROFILE_SECS` seconds (default 12), then
+/// prints each one's median chunk mean, net of pass-only's. For two uses: a steady load to
+/// sample with `perf` (`scripts/xdp-profile.py` maps the samples to source lines), and an A/B
+/// in which both builds run in the same alternation, less exposed than the table's rounds to
+/// which of them runs first.
+fn steady(cases: &[Case], name: &str, n: usize) {
+    let names = [name.to_owned(), format!("B: {name}"), format!("Katran: {name}"), "pass-only (reference)".to_owned()];
+    let picked: Vec<&Case> = names.iter().filter_map(|w| cases.iter().find(|c| &c.name == w)).collect();
+    assert!(picked.first().is_some_and(|c| c.name == name), "no case named {name:?} in part 1");
+    let secs = std::env::var("BENCH_PROFILE_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(12);
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    let mut means: Vec<Vec<f64>> = vec![Vec::new(); picked.len()];
+    let mut start = 0;
+    while std::time::Instant::now() < until {
+        let range = start..(start + CHUNK).min(n);
+        for (c, m) in picked.iter().zip(&mut means) {
+            let mut ns = Vec::with_capacity(CHUNK);
+            measure(c.prog, range.clone(), c.expect, &*c.frame, &mut ns);
+            ns.sort_unstable();
+            m.push(Sample(ns).trimmed_mean());
+        }
+        start = range.end % n;
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let base = median(means.last_mut().expect("pass-only is a case"));
+    for (c, m) in picked.iter().zip(&mut means) {
+        let chunks = m.len();
+        println!("{}: {:.1} ns net (median of {chunks} chunk means)", c.name, median(m) - base);
+    }
+}
+
 const XDP_PASS: u32 = 2;
 const XDP_TX: u32 = 3;
 
@@ -277,6 +315,11 @@ pub fn part1(n: usize, report: &mut String, targets: &mut Targets) {
             let again = Case { target: None, ..again(&cases, name, n, k.program(), "Katran") };
             cases.push(again);
         }
+    }
+    // `BENCH_PROFILE_CASE`: one case, steadily, instead of the table (`steady`).
+    if let Ok(name) = std::env::var("BENCH_PROFILE_CASE") {
+        steady(&cases, &name, n);
+        return;
     }
     let per_round = n / ROUNDS;
     let mut samples: Vec<Vec<u64>> = cases.iter().map(|_| Vec::with_capacity(n)).collect();
